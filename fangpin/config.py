@@ -1,0 +1,201 @@
+"""One typed configuration: params.yaml read through one pydantic model.
+
+Every pipeline stage, the CLI and the API call :func:`load_params`; nothing is read at import
+time. The file is found from, in order: an explicit path, ``FANGPIN_PARAMS``, ``./params.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsParams(_Model):
+    """Where the default pipeline keeps its files (relative to the working directory)."""
+
+    synth_dir: Path = Path("data/synthetic")
+    ingested_dir: Path = Path("data/ingested")
+    reports_dir: Path = Path("reports")
+    warnings_dir: Path = Path("data/warnings")
+    state_dir: Path = Path(".fangpin")  # local secrets and embedded stores (gitignored)
+
+
+class SynthParams(_Model):
+    households: int = Field(50_000, gt=0)
+    quarters: int = Field(12, gt=0)
+    start_quarter: str = "2022Q1"
+    seed: int = 20240628
+    counties: int = Field(3, gt=0)
+    townships_per_county: int = Field(8, gt=0)
+    villages_per_township: int = Field(12, gt=0)
+
+
+class IdsParams(_Model):
+    """Keyed hashing of ID numbers. The key itself never lives in the repo: it comes from the
+    environment variable named here, else from a file under the state dir, created on first use."""
+
+    key_env: str = "FANGPIN_ID_KEY"
+    key_file: str = "id_key"
+
+
+class IngestParams(_Model):
+    income_mismatch_tolerance: float = Field(0.10, ge=0)  # share; >10% is a finding
+    chunk_rows: int = Field(200_000, gt=0)
+
+
+class LabelParams(_Model):
+    horizon_quarters: int = Field(2, ge=1, le=8)
+
+
+class RuleParams(_Model):
+    version: str = "rules-2026.1"
+    income_margin: float = Field(0.2, ge=0)  # "within 20% above the line" is a yellow hit
+    rigid_spending_share: float = Field(0.5, ge=0)  # OOP medical / household income
+    severe_event_quarters: int = Field(1, ge=1)  # look-back for severe department events
+    severe_event_types: tuple[str, ...] = ("重大疾病", "房屋受损", "死亡", "自然灾害受灾")
+    severe_event_min_amount: float = Field(0.0, ge=0)
+
+
+class ModelParams(_Model):
+    seed: int = 7
+    num_leaves: int = Field(31, ge=2)
+    max_depth: int = -1
+    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(600, gt=0)
+    early_stopping_rounds: int = Field(50, gt=0)
+    min_child_samples: int = Field(100, gt=0)
+    feature_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_fraction: float = Field(0.9, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    lambda_l2: float = Field(1.0, ge=0)
+    scale_pos_weight: float | Literal["balanced"] = 1.0
+    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    validation_quarters: int = Field(1, ge=1)
+    calibration_quarters: int = Field(1, ge=1)
+    test_quarters: int = Field(2, ge=1)
+    registered_name: str = "return-risk"
+
+
+class LevelParams(_Model):
+    """Model levels: either probability cut-offs or a per-township visit capacity."""
+
+    mode: Literal["cutoffs", "capacity"] = "cutoffs"
+    red: float = Field(0.30, gt=0, lt=1)
+    yellow: float = Field(0.10, gt=0, lt=1)
+    blue: float = Field(0.04, gt=0, lt=1)
+    capacity_per_township: int = Field(40, gt=0)  # visits per township per quarter (capacity mode)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LevelParams:
+        if not (self.red > self.yellow > self.blue):
+            raise ValueError("levels must satisfy red > yellow > blue")
+        return self
+
+
+class PromotionParams(_Model):
+    max_auc_drop: float = Field(0.005, ge=0)
+    max_recall_drop: float = Field(0.01, ge=0)  # recall at the rules' workload
+    max_calibration_error: float = Field(0.02, ge=0)
+
+
+class WarningParams(_Model):
+    verification_days: int = Field(15, gt=0)
+    working_days: bool = False  # national guidance: 15 calendar days
+    max_reasons: int = Field(4, ge=1, le=4)
+    store_url: str | None = None  # default: SQLite under the state dir
+    excel_dir: Path = Path("data/warnings/excel")
+    chunk_households: int = Field(50_000, gt=0)
+
+
+class ServingParams(_Model):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch: int = Field(1000, gt=0)
+    model_uri: str = "models:/return-risk@champion"
+
+
+class DriftParams(_Model):
+    psi_warn: float = 0.1
+    psi_alarm: float = 0.25
+    bins: int = 10
+
+
+class FairnessParams(_Model):
+    max_recall_gap: float = 0.10
+    min_group_size: int = 30
+    bootstrap: int = 200
+
+
+class Params(_Model):
+    paths: PathsParams = PathsParams()
+    synth: SynthParams = SynthParams()
+    ids: IdsParams = IdsParams()
+    lines: dict[int, float] = Field(default_factory=dict)  # year -> yuan per person per year
+    ingest: IngestParams = IngestParams()
+    labels: LabelParams = LabelParams()
+    rules: RuleParams = RuleParams()
+    model: ModelParams = ModelParams()
+    levels: LevelParams = LevelParams()
+    promotion: PromotionParams = PromotionParams()
+    warnings: WarningParams = WarningParams()
+    serving: ServingParams = ServingParams()
+    drift: DriftParams = DriftParams()
+    fairness: FairnessParams = FairnessParams()
+
+    @field_validator("lines")
+    @classmethod
+    def _positive_lines(cls, v: dict[int, float]) -> dict[int, float]:
+        bad = {y: x for y, x in v.items() if x <= 0}
+        if bad:
+            raise ValueError(f"monitoring lines must be positive: {bad}")
+        return v
+
+    def line_for(self, year: int) -> float:
+        """The configured monitoring line for a year; a missing year is an error, never a default."""
+        try:
+            return self.lines[year]
+        except KeyError:
+            raise MissingLineError(year, sorted(self.lines)) from None
+
+
+class MissingLineError(KeyError):
+    def __init__(self, year: int, known: list[int]):
+        super().__init__(year)
+        self.year = year
+        self.known = known
+
+    def __str__(self) -> str:
+        return (
+            f"no monitoring line (监测线) configured for {self.year}; known years: {self.known}. "
+            f"Add it under `lines:` in params.yaml or ship 监测线.csv beside the ledger files."
+        )
+
+
+def params_path(path: str | os.PathLike | None = None) -> Path:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("FANGPIN_PARAMS")
+    return Path(env) if env else Path("params.yaml")
+
+
+def load_params(path: str | os.PathLike | None = None) -> Params:
+    """Read and validate params.yaml (see :func:`params_path`). Missing file → all defaults."""
+    p = params_path(path)
+    return _load(p.resolve() if p.exists() else p)
+
+
+@lru_cache(maxsize=8)
+def _load(p: Path) -> Params:
+    if not p.exists():
+        return Params()
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    return Params.model_validate(raw)

@@ -1,0 +1,96 @@
+"""Resident ID numbers: checksum, keyed hash for joins, masked form for display.
+
+The full number is personal data. Code keeps it only long enough to hash and mask it; joins use
+the keyed hash (HMAC-SHA256 with a key from the environment or a local key file, never from the
+repo), cadre-facing output uses the masked form (first 4 and last 4 characters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK = "10X98765432"
+
+
+def checksum_ok(id_number: str) -> bool:
+    """GB 11643-1999 check character of an 18-character resident ID."""
+    if len(id_number) != 18 or not id_number[:17].isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(id_number[:17], _WEIGHTS))
+    return _CHECK[total % 11] == id_number[17].upper()
+
+
+def check_char(first17: str) -> str:
+    """The check character that completes 17 digits (used by the synthetic generator)."""
+    return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS)) % 11]
+
+
+def checksum_ok_series(ids: pd.Series) -> pd.Series:
+    """Vectorised :func:`checksum_ok` for a string Series (NaN → False)."""
+    s = ids.fillna("").astype(str)
+    well_formed = s.str.fullmatch(r"\d{17}[\dXx]")
+    out = pd.Series(False, index=s.index)
+    if not well_formed.any():
+        return out
+    good = s[well_formed]
+    digits = np.frombuffer("".join(good.str[:17]).encode("ascii"), dtype=np.uint8).reshape(-1, 17) - 48
+    total = (digits * np.array(_WEIGHTS)).sum(axis=1) % 11
+    expected = np.array(list(_CHECK))[total]
+    out[well_formed] = expected == good.str[17].str.upper().to_numpy()
+    return out
+
+
+def mask(id_number: str | None) -> str | None:
+    """First 4 and last 4 characters, the rest replaced by *."""
+    if id_number is None or (isinstance(id_number, float) and np.isnan(id_number)):
+        return None
+    s = str(id_number)
+    if len(s) <= 8:
+        return "*" * len(s)
+    return s[:4] + "*" * (len(s) - 8) + s[-4:]
+
+
+def mask_series(ids: pd.Series) -> pd.Series:
+    s = ids.astype("string")
+    n = s.str.len()
+    masked = s.str[:4] + n.sub(8).clip(lower=0).map(lambda k: "*" * int(k) if pd.notna(k) else None) + s.str[-4:]
+    return masked.where(n > 8, s.str.replace(r".", "*", regex=True))
+
+
+def load_key(state_dir: Path, env: str = "FANGPIN_ID_KEY", key_file: str = "id_key") -> bytes:
+    """The hashing key: from the environment if set, else from <state_dir>/<key_file>, created
+    with 32 random bytes on first use (mode 0600)."""
+    val = os.environ.get(env)
+    if val:
+        return val.encode("utf-8")
+    path = Path(state_dir) / key_file
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode("ascii")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def keyed_hash(id_number: str, key: bytes) -> str:
+    """Stable pseudonymous key for joins: HMAC-SHA256, hex, first 32 characters."""
+    return hmac.new(key, id_number.strip().upper().encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def keyed_hash_series(ids: pd.Series, key: bytes) -> pd.Series:
+    return ids.astype("string").map(lambda v: keyed_hash(v, key) if pd.notna(v) else None)
+
+
+def params_key(params) -> bytes:
+    """The key as configured by a :class:`fangpin.config.Params`."""
+    return load_key(params.paths.state_dir, params.ids.key_env, params.ids.key_file)

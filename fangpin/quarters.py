@@ -1,0 +1,64 @@
+"""Calendar quarters as used by the ledger (`YYYYQn`)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+import pandas as pd
+
+_Q = re.compile(r"^\s*(\d{4})\s*[Qq]\s*([1-4])\s*$")
+
+
+def parse(q: str) -> tuple[int, int]:
+    m = _Q.match(str(q))
+    if not m:
+        raise ValueError(f"not a quarter (expected YYYYQn): {q!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def fmt(year: int, qn: int) -> str:
+    return f"{year}Q{qn}"
+
+
+def to_index(q: str) -> int:
+    """Quarters as consecutive integers (year*4 + n-1), for arithmetic and ordering."""
+    y, n = parse(q)
+    return y * 4 + n - 1
+
+
+def from_index(i: int) -> str:
+    return fmt(i // 4, i % 4 + 1)
+
+
+def shift(q: str, k: int) -> str:
+    return from_index(to_index(q) + k)
+
+
+def span(start: str, n: int) -> list[str]:
+    return [shift(start, k) for k in range(n)]
+
+
+def end_date(q: str) -> date:
+    y, n = parse(q)
+    return (pd.Timestamp(year=y, month=3 * n, day=1) + pd.offsets.MonthEnd(0)).date()
+
+
+def start_date(q: str) -> date:
+    y, n = parse(q)
+    return date(y, 3 * n - 2, 1)
+
+
+def of_date(d: date | pd.Timestamp) -> str:
+    return fmt(d.year, (d.month - 1) // 3 + 1)
+
+
+def of_yyyymm(v: int) -> str:
+    """Quarter of a YYYYMM integer, e.g. 202302 -> '2023Q1'."""
+    return fmt(v // 100, ((v % 100) - 1) // 3 + 1)
+
+
+def index_of_yyyymm(v: pd.Series) -> pd.Series:
+    """Vectorised quarter index of a YYYYMM integer Series (nullable)."""
+    v = v.astype("Int64")
+    return (v // 100) * 4 + ((v % 100) - 1) // 3
