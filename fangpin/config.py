@@ -188,9 +188,19 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
-    """Read and validate params.yaml (see :func:`params_path`). Missing file → all defaults."""
+    """Read and validate params.yaml (see :func:`params_path`). Missing file → all defaults.
+
+    ``FANGPIN_STATE_DIR`` overrides ``paths.state_dir`` (local secrets and embedded stores), so a
+    test run or a second deployment can keep its state elsewhere without editing the file.
+    """
     p = params_path(path)
-    return _load(p.resolve() if p.exists() else p)
+    params = _load(p.resolve() if p.exists() else p)
+    state = os.environ.get("FANGPIN_STATE_DIR")
+    if state:
+        params = params.model_copy(
+            update={"paths": params.paths.model_copy(update={"state_dir": Path(state)})}
+        )
+    return params
 
 
 @lru_cache(maxsize=8)
