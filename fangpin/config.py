@@ -114,6 +114,11 @@ class WarningParams(_Model):
     store_url: str | None = None  # default: SQLite under the state dir
     excel_dir: Path = Path("data/warnings/excel")
     chunk_households: int = Field(50_000, gt=0)
+    holiday_country: str = "CN"  # working-day calendar (python-holidays), incl. 调休 make-up days
+    measures_table: Path | None = None  # default: models/measures.yaml shipped with the package
+    max_measures: int = Field(4, ge=1)
+    key_secret_env: str = "FANGPIN_KEY_SECRET"  # HMAC secret for API keys and audit hashing
+    key_secret_file: str = "key_secret"  # fallback: <state_dir>/key_secret, created on first use
 
 
 class ServingParams(_Model):
