@@ -1,0 +1,621 @@
+"""Repository functions of the warning store: warnings by quarter, verification feedback, API keys
+and the audit trail, over SQLAlchemy 2 (SQLite file by default, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from fangpin.store.schema import ApiKeyRow, AuditRow, FeedbackRow, ModelRun, WarningRow
+from fangpin.warnings import (
+    LEVEL_RANK,
+    LEVELS,
+    STATUS_OPEN,
+    STATUSES,
+    VerificationError,
+    WarningRecord,
+    check_transition,
+    contains_full_id,
+)
+
+log = logging.getLogger(__name__)
+
+ROLES = ("county_system", "township_cadre", "analyst", "admin")
+KEY_PREFIX = "fpk"
+# Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
+_REFRESHED = (
+    "county", "township", "village", "head_name", "id_masked", "level", "level_rank", "probability",
+    "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id",
+)
+
+
+class WarningNotFound(KeyError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+# ----------------------------------------------------------------------------------------- engine
+
+
+def store_url(params=None) -> str:
+    """``FANGPIN_STORE_URL``, else ``params.warnings.store_url``, else a SQLite file under the
+    state dir (``<state_dir>/warnings.db``)."""
+    env = os.environ.get("FANGPIN_STORE_URL")
+    if env:
+        return env
+    if params is None:
+        from fangpin.config import load_params
+
+        params = load_params()
+    if params.warnings.store_url:
+        return params.warnings.store_url
+    state = Path(params.paths.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state.resolve() / 'warnings.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with JSON kept readable (UTF-8, not \\u escapes). SQLite gets foreign keys, WAL,
+    a busy timeout, and real transactions (SQLAlchemy's documented pysqlite recipe: the driver's
+    own implicit BEGIN handling is switched off and BEGIN is emitted explicitly)."""
+    dumps = lambda o: json.dumps(o, ensure_ascii=False)  # noqa: E731
+    if url.startswith("sqlite"):
+        engine = create_engine(url, json_serializer=dumps, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):  # pragma: no cover
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, json_serializer=dumps, pool_pre_ping=True)
+
+
+# ------------------------------------------------------------------------------------ value types
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    run_id: str
+    quarter: str
+    model_version: str
+    n_warnings: int
+    inserted: int
+    updated: int
+    removed: int
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[WarningRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a key may see: everything (``*``), a county (``县``) or a township (``县/乡镇``)."""
+
+    county: str | None = None
+    township: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        t = (text or "").strip()
+        if t == "*":
+            return cls()
+        parts = [p.strip() for p in t.split("/")]
+        if not t or len(parts) > 2 or any(not p for p in parts):
+            raise ValueError(f"scope must be '*', 'COUNTY' or 'COUNTY/TOWNSHIP', got {text!r}")
+        return cls(parts[0], parts[1] if len(parts) == 2 else None)
+
+    @property
+    def kind(self) -> str:
+        return "all" if self.county is None else ("county" if self.township is None else "township")
+
+    def covers(self, county: str, township: str | None = None) -> bool:
+        if self.county is None:
+            return True
+        if county != self.county:
+            return False
+        return self.township is None or township == self.township
+
+    def __str__(self) -> str:
+        if self.county is None:
+            return "*"
+        return self.county if self.township is None else f"{self.county}/{self.township}"
+
+
+# role -> scope kinds it may hold
+ROLE_SCOPES = {
+    "county_system": {"county"},
+    "township_cadre": {"township"},
+    "analyst": {"county", "all"},
+    "admin": {"county", "all"},
+}
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    id: str
+    role: str
+    scope: Scope
+    label: str | None
+    created_at: datetime
+    revoked: bool
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    warning_id: str
+    from_status: str
+    to_status: str
+    reason: str | None
+    actor: str
+    visited_at: datetime
+    recorded_at: datetime
+    key_id: str | None = None
+
+
+@dataclass
+class _RunCounts:
+    inserted: int = 0
+    updated: int = 0
+    seen: set[str] = field(default_factory=set)
+    counties: set[str] = field(default_factory=set)
+
+
+# ------------------------------------------------------------------------------------------ store
+
+
+def _row_to_record(r: WarningRow) -> WarningRecord:
+    return WarningRecord(
+        id=r.id, quarter=r.quarter, county=r.county, township=r.township, village=r.village,
+        household_id=r.household_id, head_name=r.head_name, id_masked=r.id_masked, level=r.level,
+        probability=r.probability, rule_hits=r.rule_hits, reasons=r.reasons, measures=r.measures,
+        model_version=r.model_version, ruleset_version=r.ruleset_version,
+        created_at=_utc(r.created_at), deadline=r.deadline, status=r.status, status_reason=r.status_reason,
+    )
+
+
+def _record_to_row(w: WarningRecord, run_id: str, now: datetime) -> dict:
+    d = w.model_dump(mode="json", include={"rule_hits", "reasons", "measures"})
+    return {
+        "id": w.id, "quarter": w.quarter, "county": w.county, "township": w.township,
+        "village": w.village, "household_id": w.household_id, "head_name": w.head_name,
+        "id_masked": w.id_masked, "level": w.level, "level_rank": LEVEL_RANK[w.level],
+        "probability": float(w.probability), "rule_hits": d["rule_hits"], "reasons": d["reasons"],
+        "measures": d["measures"], "model_version": w.model_version,
+        "ruleset_version": w.ruleset_version, "created_at": w.created_at, "updated_at": now,
+        "deadline": w.deadline, "status": w.status, "status_reason": w.status_reason, "run_id": run_id,
+    }
+
+
+class Store:
+    """The warning store. ``secret`` keys the HMAC of API keys and of audited household ids."""
+
+    def __init__(self, url_or_engine: str | Engine, secret: bytes, *, migrate: bool = False):
+        if not secret:
+            raise ValueError("the store needs a non-empty server secret")
+        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self._secret = bytes(secret)
+        if migrate:
+            from fangpin.store.migrate import upgrade
+
+            upgrade(self.engine)
+
+    @classmethod
+    def from_params(cls, params=None, *, migrate: bool = True) -> Store:
+        """The configured store (see :func:`store_url`), migrated to the newest schema."""
+        from fangpin.ids import load_key
+
+        if params is None:
+            from fangpin.config import load_params
+
+            params = load_params()
+        w = params.warnings
+        secret = load_key(params.paths.state_dir, w.key_secret_env, w.key_secret_file)
+        return cls(store_url(params), secret, migrate=migrate)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+        return True
+
+    # ------------------------------------------------------------------------------- warnings
+
+    def _upsert(self, conn, rows: list[dict]) -> None:
+        mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+        if conn.dialect.name not in ("postgresql", "sqlite"):
+            raise NotImplementedError(f"unsupported store dialect {conn.dialect.name}")
+        stmt = mod.insert(WarningRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["quarter", "household_id", "model_version"],
+            set_={c: stmt.excluded[c] for c in _REFRESHED},
+        )
+        conn.execute(stmt, rows)
+
+    def write_quarter(
+        self,
+        warnings: Iterable[WarningRecord],
+        quarter: str,
+        model_version: str,
+        *,
+        counties: Iterable[str] | None = None,
+        batch_size: int = 2000,
+    ) -> WriteResult:
+        """Write one quarter's warnings of one model version, atomically and idempotently.
+
+        All in ONE transaction: a run that fails or is killed half way leaves the store exactly as
+        before. Keyed on (quarter, household_id, model_version): a re-run updates the content of
+        existing warnings (level, probability, reasons, measures …) but keeps their id, creation
+        time, deadline and verification status/feedback; it never duplicates. Open (待核实)
+        warnings of the same quarter and model version in the run's counties that the new run no
+        longer produces are removed; verified ones are always kept. ``counties`` sets that scope
+        explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
+        iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
+        """
+        run_id = uuid.uuid4().hex
+        started = _now()
+        counts = _RunCounts()
+        with self.engine.begin() as conn:
+            batch: list[WarningRecord] = []
+
+            def flush() -> None:
+                if not batch:
+                    return
+                ids = [w.id for w in batch]
+                existing = set(conn.scalars(select(WarningRow.id).where(WarningRow.id.in_(ids))))
+                counts.updated += len(existing)
+                counts.inserted += len(ids) - len(existing)
+                now = _now()
+                self._upsert(conn, [_record_to_row(w, run_id, now) for w in batch])
+                batch.clear()
+
+            for w in warnings:
+                if w.quarter != quarter or w.model_version != model_version:
+                    raise ValueError(
+                        f"warning for household {w.household_id} is for {w.quarter}/{w.model_version}, "
+                        f"not {quarter}/{model_version}"
+                    )
+                if w.household_id in counts.seen:
+                    raise ValueError(f"household {w.household_id} appears twice in the run for {quarter}")
+                counts.seen.add(w.household_id)
+                counts.counties.add(w.county)
+                batch.append(w)
+                if len(batch) >= batch_size:
+                    flush()
+            flush()
+
+            scope = sorted(set(counties) if counties is not None else counts.counties)
+            removed = 0
+            if scope:
+                removed = conn.execute(
+                    delete(WarningRow).where(
+                        WarningRow.quarter == quarter,
+                        WarningRow.model_version == model_version,
+                        WarningRow.county.in_(scope),
+                        WarningRow.run_id != run_id,
+                        WarningRow.status == STATUS_OPEN,
+                    )
+                ).rowcount
+            conn.execute(
+                ModelRun.__table__.insert().values(
+                    run_id=run_id, quarter=quarter, model_version=model_version, counties=scope,
+                    n_warnings=len(counts.seen), n_inserted=counts.inserted, n_updated=counts.updated,
+                    n_removed=removed, started_at=started, finished_at=_now(),
+                )
+            )
+        result = WriteResult(run_id, quarter, model_version, len(counts.seen), counts.inserted,
+                             counts.updated, removed)
+        log.info("store: %s %s wrote %d warnings (%d new, %d updated, %d removed)", quarter,
+                 model_version, result.n_warnings, result.inserted, result.updated, result.removed)
+        return result
+
+    def query_warnings(
+        self,
+        *,
+        county: str | None = None,
+        township: str | None = None,
+        village: str | None = None,
+        quarter: str | None = None,
+        level: str | Sequence[str] | None = None,
+        status: str | Sequence[str] | None = None,
+        model_version: str | None = None,
+        household_id: str | None = None,
+        scope: Scope | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        """Warnings matching every given filter, most urgent first: level (红 > 黄 > 蓝), then
+        the earliest deadline, then the highest probability. ``scope`` restricts to a key's scope."""
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        conds = []
+        for col, val in ((WarningRow.county, county), (WarningRow.township, township),
+                         (WarningRow.village, village), (WarningRow.quarter, quarter),
+                         (WarningRow.model_version, model_version),
+                         (WarningRow.household_id, household_id)):
+            if val is not None:
+                conds.append(col == val)
+        for col, val, allowed in ((WarningRow.level, level, LEVELS), (WarningRow.status, status, STATUSES)):
+            if val is None:
+                continue
+            vals = [val] if isinstance(val, str) else list(val)
+            bad = [v for v in vals if v not in allowed]
+            if bad:
+                raise ValueError(f"unknown {col.key} {bad}; allowed: {list(allowed)}")
+            conds.append(col.in_(vals))
+        if scope is not None and scope.county is not None:
+            conds.append(WarningRow.county == scope.county)
+            if scope.township is not None:
+                conds.append(WarningRow.township == scope.township)
+        with self.engine.connect() as conn:
+            total = conn.scalar(select(func.count()).select_from(WarningRow).where(*conds))
+        stmt = (
+            select(WarningRow).where(*conds)
+            .order_by(WarningRow.level_rank, WarningRow.deadline, WarningRow.probability.desc(),
+                      WarningRow.id)
+            .limit(limit).offset(offset)
+        )
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as s:
+            items = [_row_to_record(r) for r in s.scalars(stmt)]
+        return Page(items, int(total or 0), limit, offset)
+
+    def iter_warnings(self, chunk: int = 5000, **filters) -> Iterator[WarningRecord]:
+        """Every warning matching the filters, in query order, page by page."""
+        offset = 0
+        while True:
+            page = self.query_warnings(limit=chunk, offset=offset, **filters)
+            yield from page.items
+            offset += len(page.items)
+            if len(page.items) < chunk:
+                return
+
+    def get_warning(self, warning_id: str) -> WarningRecord | None:
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as s:
+            row = s.get(WarningRow, warning_id)
+            return _row_to_record(row) if row is not None else None
+
+    def record_feedback(
+        self,
+        warning_id: str,
+        status: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        visited_at: datetime | None = None,
+        key_id: str | None = None,
+    ) -> WarningRecord:
+        """Record a verification outcome. The change is validated (:func:`check_transition`: no
+        closing twice, no skipped or backward state, a reason for 排除) and applied with a guarded
+        UPDATE, so two concurrent closings cannot both succeed."""
+        if not actor or not actor.strip():
+            raise VerificationError("须填写核实人")
+        for text in (reason, actor):
+            if contains_full_id(text):
+                raise VerificationError("核实记录中不得填写完整证件号码")
+        now = _now()
+        with self.engine.begin() as conn:
+            current = conn.scalar(select(WarningRow.status).where(WarningRow.id == warning_id))
+            if current is None:
+                raise WarningNotFound(warning_id)
+            check_transition(current, status, reason)
+            changed = conn.execute(
+                update(WarningRow)
+                .where(WarningRow.id == warning_id, WarningRow.status == current)
+                .values(status=status, status_reason=reason, updated_at=now)
+            ).rowcount
+            if changed != 1:
+                raise VerificationError("该预警状态已被他人更新，请刷新后重试")
+            conn.execute(
+                FeedbackRow.__table__.insert().values(
+                    warning_id=warning_id, from_status=current, to_status=status, reason=reason,
+                    actor=actor.strip(), visited_at=_utc(visited_at) or now, key_id=key_id,
+                    recorded_at=now,
+                )
+            )
+        return self.get_warning(warning_id)
+
+    def feedback_history(self, warning_id: str) -> list[Feedback]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(FeedbackRow).where(FeedbackRow.warning_id == warning_id).order_by(FeedbackRow.id)
+            ).mappings()
+            return [
+                Feedback(r["warning_id"], r["from_status"], r["to_status"], r["reason"], r["actor"],
+                         _utc(r["visited_at"]), _utc(r["recorded_at"]), r["key_id"])
+                for r in rows
+            ]
+
+    def runs(self, quarter: str | None = None) -> list[dict]:
+        stmt = select(ModelRun).order_by(ModelRun.finished_at)
+        if quarter:
+            stmt = stmt.where(ModelRun.quarter == quarter)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ------------------------------------------------------------------------------- API keys
+
+    def _key_hash(self, key: str) -> str:
+        return hmac.new(self._secret, b"api-key\x00" + key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def add_key(self, role: str, scope: str | Scope, label: str | None = None) -> tuple[ApiKeyInfo, str]:
+        """Create a key; returns its info and the plaintext key (shown once, stored only hashed)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        sc = scope if isinstance(scope, Scope) else Scope.parse(scope)
+        if sc.kind not in ROLE_SCOPES[role]:
+            raise ValueError(f"role {role} needs a scope of kind {sorted(ROLE_SCOPES[role])}, got {sc.kind} ({sc})")
+        key_id = secrets.token_hex(6)
+        plaintext = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                ApiKeyRow.__table__.insert().values(
+                    id=key_id, key_hash=self._key_hash(plaintext), role=role, scope_county=sc.county,
+                    scope_township=sc.township, label=label, created_at=now, revoked=False,
+                )
+            )
+        return ApiKeyInfo(key_id, role, sc, label, now, False), plaintext
+
+    @staticmethod
+    def _info(r) -> ApiKeyInfo:
+        return ApiKeyInfo(r.id, r.role, Scope(r.scope_county, r.scope_township), r.label,
+                          _utc(r.created_at), bool(r.revoked), _utc(r.revoked_at))
+
+    def list_keys(self, include_revoked: bool = True) -> list[ApiKeyInfo]:
+        stmt = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        if not include_revoked:
+            stmt = stmt.where(ApiKeyRow.revoked.is_(False))
+        with self.engine.connect() as conn:
+            return [self._info(r) for r in conn.execute(stmt)]
+
+    def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+            if row is None:
+                raise KeyError(f"no API key with id {key_id!r}")
+            if not row.revoked:
+                conn.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id)
+                             .values(revoked=True, revoked_at=_now()))
+            row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+        return self._info(row)
+
+    def verify_key(self, plaintext: str | None) -> ApiKeyInfo | None:
+        """The key's info if ``plaintext`` is a valid, unrevoked key; else None. The hash is
+        compared in constant time, and an unknown or malformed key costs the same HMAC."""
+        parts = (plaintext or "").split("_", 2)
+        computed = self._key_hash(plaintext or "")
+        row = None
+        if len(parts) == 3 and parts[0] == KEY_PREFIX and len(parts[1]) == 12:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == parts[1])).first()
+        stored = row.key_hash if row is not None else "0" * 64
+        ok = hmac.compare_digest(stored, computed)
+        if row is None or not ok or row.revoked:
+            return None
+        return self._info(row)
+
+    # ---------------------------------------------------------------------------------- audit
+
+    def hash_household(self, household_id: str) -> str:
+        return hmac.new(self._secret, b"audit\x00" + str(household_id).encode("utf-8"),
+                        hashlib.sha256).hexdigest()[:32]
+
+    def audit_append(
+        self,
+        *,
+        key_id: str | None,
+        endpoint: str,
+        household_ids: Sequence[str] = (),
+        model_version: str | None = None,
+        levels: Sequence[str] = (),
+        outcome: str,
+        at: datetime | None = None,
+    ) -> None:
+        """Append one audit row. Household ids are stored as keyed hashes only; free-text fields
+        are refused if they carry an ID number, and levels must be 红/黄/蓝 (nothing else)."""
+        for name, text in (("endpoint", endpoint), ("outcome", outcome), ("model_version", model_version)):
+            if contains_full_id(text):
+                raise ValueError(f"audit {name} must not contain an ID number")
+        bad = [lvl for lvl in levels if lvl not in LEVEL_RANK]
+        if bad:
+            raise ValueError(f"audit levels must be in {LEVELS}, got {bad}")
+        with self.engine.begin() as conn:
+            conn.execute(
+                AuditRow.__table__.insert().values(
+                    at=_utc(at) or _now(), key_id=key_id, endpoint=endpoint,
+                    household_hashes=[self.hash_household(h) for h in household_ids],
+                    n_households=len(household_ids), model_version=model_version,
+                    levels=list(levels), outcome=str(outcome),
+                )
+            )
+
+    def audit_rows(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        key_id: str | None = None,
+        household_id: str | None = None,
+    ) -> list[dict]:
+        """Audit rows in time order; ``household_id`` finds the rows that touched a household
+        (through its hash)."""
+        stmt = select(AuditRow).order_by(AuditRow.at, AuditRow.id)
+        if since is not None:
+            stmt = stmt.where(AuditRow.at >= _utc(since))
+        if until is not None:
+            stmt = stmt.where(AuditRow.at < _utc(until))
+        if key_id is not None:
+            stmt = stmt.where(AuditRow.key_id == key_id)
+        with self.engine.connect() as conn:
+            rows = [
+                {**dict(r), "at": _utc(r["at"])}
+                for r in conn.execute(stmt).mappings()
+            ]
+        if household_id is not None:
+            h = self.hash_household(household_id)
+            rows = [r for r in rows if h in r["household_hashes"]]
+        return rows
+
+    def audit_export(self, out: Path, **filters) -> int:
+        """Write the audit rows to ``out`` (.csv, else JSON lines); returns the row count."""
+        rows = self.audit_rows(**filters)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cols = ["id", "at", "key_id", "endpoint", "n_households", "household_hashes", "model_version",
+                "levels", "outcome"]
+        with out.open("w", encoding="utf-8", newline="") as fh:
+            if out.suffix.lower() == ".csv":
+                wr = csv.writer(fh)
+                wr.writerow(cols)
+                for r in rows:
+                    wr.writerow([r["at"].isoformat() if c == "at" else
+                                 ";".join(r[c]) if c in ("household_hashes", "levels") else r[c]
+                                 for c in cols])
+            else:
+                for r in rows:
+                    fh.write(json.dumps({c: (r[c].isoformat() if c == "at" else r[c]) for c in cols},
+                                        ensure_ascii=False) + "\n")
+        return len(rows)

@@ -1,0 +1,131 @@
+"""ORM tables of the warning store (SQLAlchemy 2). The schema is created and changed only by the
+Alembic migrations in ``fangpin/store/migrations``; a test checks that they match these models."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ModelRun(Base):
+    """One write of a quarter's warnings (a scoring run), committed with its warnings."""
+
+    __tablename__ = "model_runs"
+
+    run_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(6), index=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    counties: Mapped[list] = mapped_column(JSON)
+    n_warnings: Mapped[int] = mapped_column(Integer)
+    n_inserted: Mapped[int] = mapped_column(Integer)
+    n_updated: Mapped[int] = mapped_column(Integer)
+    n_removed: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WarningRow(Base):
+    __tablename__ = "warnings"
+    __table_args__ = (
+        UniqueConstraint("quarter", "household_id", "model_version", name="uq_warnings_key"),
+        Index("ix_warnings_place", "county", "township", "village"),
+        Index("ix_warnings_order", "quarter", "level_rank", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(6))
+    county: Mapped[str] = mapped_column(String(64))
+    township: Mapped[str] = mapped_column(String(64))
+    village: Mapped[str] = mapped_column(String(64))
+    household_id: Mapped[str] = mapped_column(String(64))
+    head_name: Mapped[str | None] = mapped_column(String(64))
+    id_masked: Mapped[str | None] = mapped_column(String(32))
+    level: Mapped[str] = mapped_column(String(2))
+    level_rank: Mapped[int] = mapped_column(SmallInteger)
+    probability: Mapped[float] = mapped_column(Float)
+    rule_hits: Mapped[list] = mapped_column(JSON)
+    reasons: Mapped[list] = mapped_column(JSON)
+    measures: Mapped[list] = mapped_column(JSON)
+    model_version: Mapped[str] = mapped_column(String(64))
+    ruleset_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class FeedbackRow(Base):
+    """Status history: every verification outcome recorded on a warning."""
+
+    __tablename__ = "warning_feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(64))  # who verified (cadre name or role, as entered)
+    visited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when, as reported
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))  # HMAC-SHA256(server secret, key), hex
+    role: Mapped[str] = mapped_column(String(16))
+    scope_county: Mapped[str | None] = mapped_column(String(64))  # None: all counties
+    scope_township: Mapped[str | None] = mapped_column(String(64))  # None: the whole county
+    label: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRow(Base):
+    """Who scored, read or changed what. Never a name, full ID number or health status: household
+    ids are keyed hashes."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    household_hashes: Mapped[list] = mapped_column(JSON)
+    n_households: Mapped[int] = mapped_column(Integer)
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    levels: Mapped[list] = mapped_column(JSON)
+    outcome: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,421 @@
+"""Warning store on SQLite and PostgreSQL: migrations, idempotent and atomic quarter writes
+(including a writer killed with SIGKILL half way), queries, feedback transitions, keys, audit.
+
+PostgreSQL tests need the server on 127.0.0.1:5432 (trust auth); each test creates a throwaway
+database ``fangpin_test_<random>`` and drops it afterwards. ``FANGPIN_TEST_PG_URL`` overrides the
+maintenance URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fangpin.store import Scope, Store, WarningNotFound, store_url, upgrade
+from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, VerificationError, WarningRecord
+
+SECRET = b"store-test-secret"
+PG_CANDIDATES = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+)
+
+
+def _pg_admin() -> sa.Engine:
+    urls = [os.environ["FANGPIN_TEST_PG_URL"]] if os.environ.get("FANGPIN_TEST_PG_URL") else PG_CANDIDATES
+    errors = []
+    for url in urls:
+        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with eng.connect() as c:
+                c.exec_driver_sql("SELECT 1")
+            return eng
+        except sa.exc.OperationalError as exc:
+            errors.append(f"{url}: {exc.orig}")
+            eng.dispose()
+    pytest.fail("PostgreSQL not reachable (deselect with -m 'not postgres'):\n" + "\n".join(errors))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warnings.db'}"
+        return
+    admin = _pg_admin()
+    name = f"fangpin_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url, SECRET, migrate=True)
+    yield s
+    s.dispose()
+
+
+def _masked(i: int) -> str:
+    return f"{4100 + i % 50}" + "*" * 10 + f"{i % 1000:03d}X"
+
+
+def make_warnings(n: int, *, quarter="2025Q3", model="7", county="甲县", start=0, prob_shift=0.0):
+    created = datetime(2025, 10, 10, 2, 0, tzinfo=UTC)
+    out = []
+    for i in range(start, start + n):
+        lvl = "红黄蓝"[i % 3]
+        out.append(
+            WarningRecord.create(
+                quarter=quarter, county=county, township=f"{'东西'[i % 2]}镇", village=f"{i % 4}村",
+                household_id=f"{county}-H{i:05d}", head_name=f"户主{i}", id_masked=_masked(i), level=lvl,
+                probability=round(min(0.99, 0.05 + (i % 10) / 20 + prob_shift), 4),
+                rule_hits=[{"rule_id": "R_INCOME_MARGIN", "level": "黄", "text": f"人均纯收入{6000 + i}元",
+                            "threshold": "监测线以上20%以内"}] if i % 2 else [],
+                reasons=[{"factor": "medical", "text": f"合规自付医疗支出{1000 + i}元", "direction": "up",
+                          "logodds": 0.8, "prob_pp": 6.5}],
+                measures=[{"type": "健康帮扶", "text": "落实大病救助"}],
+                model_version=model, ruleset_version="rules-2026.1", created_at=created,
+            )
+        )
+    return out
+
+
+def snapshot(s: Store) -> list[tuple]:
+    with s.engine.connect() as c:
+        w = c.execute(sa.text(
+            "SELECT id, household_id, probability, level, status, status_reason, run_id, created_at "
+            "FROM warnings ORDER BY id")).all()
+        f = c.execute(sa.text("SELECT warning_id, to_status FROM warning_feedback ORDER BY id")).all()
+        r = c.execute(sa.text("SELECT run_id FROM model_runs ORDER BY run_id")).all()
+    return [tuple(x) for x in w] + [tuple(x) for x in f] + [tuple(x) for x in r]
+
+
+# ------------------------------------------------------------------------------------ migrations
+
+
+def test_migrations_match_models_and_are_repeatable(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from fangpin.store.migrate import current
+    from fangpin.store.schema import Base
+
+    upgrade(db_url)
+    upgrade(db_url)  # second start-up: nothing to do, no error
+    eng = sa.create_engine(db_url)
+    try:
+        assert current(eng) == "0001"
+        with eng.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                    Base.metadata)
+        assert diff == []
+        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs"} <= set(
+            sa.inspect(eng).get_table_names())
+    finally:
+        eng.dispose()
+
+
+# ----------------------------------------------------------------------------- quarter writes
+
+
+def test_rerun_is_idempotent_and_keeps_feedback(store):
+    ws = make_warnings(25)
+    r1 = store.write_quarter(ws, "2025Q3", "7", batch_size=7)
+    assert (r1.n_warnings, r1.inserted, r1.updated, r1.removed) == (25, 25, 0, 0)
+    closed = ws[4]
+    store.record_feedback(closed.id, STATUS_EXCLUDED, actor="李四", reason="入户核实收入稳定")
+    before = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
+
+    later = [w.model_copy(update={"created_at": datetime(2025, 11, 1, tzinfo=UTC)}) for w in make_warnings(25)]
+    r2 = store.write_quarter(later, "2025Q3", "7", batch_size=10)
+    assert (r2.n_warnings, r2.inserted, r2.updated, r2.removed) == (25, 0, 25, 0)
+    after = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
+    assert after.keys() == before.keys() and len(after) == 25
+    assert after == before  # nothing duplicated, lost or changed; first creation time kept
+    assert after[closed.id].status == STATUS_EXCLUDED
+    assert [f.to_status for f in store.feedback_history(closed.id)] == [STATUS_EXCLUDED]
+    assert len(store.runs("2025Q3")) == 2
+
+
+def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(store):
+    store.write_quarter(make_warnings(10), "2025Q3", "7")
+    store.write_quarter(make_warnings(3, county="乙县"), "2025Q3", "7")
+    store.write_quarter(make_warnings(4, model="8"), "2025Q3", "8")
+    gone_closed, gone_open = make_warnings(10)[9], make_warnings(10)[8]
+    store.record_feedback(gone_closed.id, STATUS_INCLUDED, actor="王五")
+
+    r = store.write_quarter(make_warnings(8, prob_shift=0.01), "2025Q3", "7")
+    assert (r.inserted, r.updated, r.removed) == (0, 8, 1)
+    assert store.get_warning(gone_open.id) is None
+    assert store.get_warning(gone_closed.id).status == STATUS_INCLUDED
+    assert store.query_warnings(county="甲县", model_version="7").total == 9
+    assert store.query_warnings(county="乙县").total == 3  # another county's warnings untouched
+    assert store.query_warnings(model_version="8").total == 4  # another model version untouched
+    w0 = store.get_warning(make_warnings(1)[0].id)
+    assert w0.probability == pytest.approx(make_warnings(1)[0].probability + 0.01)
+
+
+def test_failure_mid_run_rolls_back(store):
+    store.write_quarter(make_warnings(10), "2025Q3", "7")
+    before = snapshot(store)
+
+    def bad():
+        yield from make_warnings(12, prob_shift=0.02)
+        yield make_warnings(1, quarter="2025Q4", start=99)[0]
+
+    with pytest.raises(ValueError, match="2025Q4"):
+        store.write_quarter(bad(), "2025Q3", "7", batch_size=5)
+    assert snapshot(store) == before
+    with pytest.raises(ValueError, match="twice"):
+        store.write_quarter(make_warnings(3) + make_warnings(1), "2025Q3", "7")
+    assert snapshot(store) == before
+
+
+KILL_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_store import make_warnings
+    from fangpin.store import Store
+
+    store = Store({url!r}, {secret!r})
+    marker = Path({marker!r})
+
+    def slow():
+        for i, w in enumerate(make_warnings(400, prob_shift=0.03)):
+            if i == 250:  # two batches of 100 already written inside the open transaction
+                marker.write_text("mid-write")
+                time.sleep(120)
+            yield w
+
+    store.write_quarter(slow(), "2025Q3", "7", batch_size=100)
+    """
+)
+
+
+def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
+    store.write_quarter(make_warnings(150), "2025Q3", "7")
+    store.record_feedback(make_warnings(150)[3].id, STATUS_INCLUDED, actor="赵六")
+    before = snapshot(store)
+
+    marker = tmp_path / "marker"
+    code = KILL_CHILD.format(tests=str(Path(__file__).parent), url=db_url, secret=SECRET, marker=str(marker))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "child never reached the middle of the write"
+            time.sleep(0.05)
+        # the child really is inside an open transaction with rows written
+        if db_url.startswith("postgresql"):
+            with store.engine.connect() as c:
+                states = c.execute(sa.text(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()")).scalars().all()
+            assert "idle in transaction" in states
+        else:  # the child holds SQLite's write lock: an immediate write transaction is refused
+            probe = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=0)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    probe.execute("BEGIN IMMEDIATE")
+            finally:
+                probe.close()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    fresh = Store(db_url, SECRET)
+    try:
+        assert snapshot(fresh) == before
+        # and the store is usable: the same run completes afterwards
+        r = fresh.write_quarter(make_warnings(400, prob_shift=0.03), "2025Q3", "7")
+        assert (r.inserted, r.updated) == (250, 150)
+        assert fresh.get_warning(make_warnings(150)[3].id).status == STATUS_INCLUDED
+    finally:
+        fresh.dispose()
+
+
+# ----------------------------------------------------------------------------------- queries
+
+
+def test_query_filters_order_and_paging(store):
+    ws = make_warnings(30)
+    store.write_quarter(ws, "2025Q3", "7")
+    store.write_quarter(make_warnings(5, quarter="2025Q2"), "2025Q2", "7")
+    page = store.query_warnings(quarter="2025Q3", limit=100)
+    assert page.total == 30
+    keys = [(w.level_rank, w.deadline, -w.probability) for w in page.items]
+    assert keys == sorted(keys)
+    assert [w.level for w in page.items][:10] == ["红"] * 10
+
+    paged = []
+    for off in range(0, 30, 7):
+        paged += store.query_warnings(quarter="2025Q3", limit=7, offset=off).items
+    assert [w.id for w in paged] == [w.id for w in page.items]
+
+    red_open = store.query_warnings(quarter="2025Q3", level="红", status=STATUS_OPEN, township="东镇")
+    assert red_open.total == sum(1 for w in ws if w.level == "红" and w.township == "东镇")
+    assert store.query_warnings(village="1村", quarter="2025Q3").total == sum(w.village == "1村" for w in ws)
+    assert store.query_warnings(level=["红", "黄"], quarter="2025Q3").total == 20
+    assert store.query_warnings(scope=Scope.parse("甲县/西镇")).total == sum(
+        w.township == "西镇" for w in ws) + sum(w.township == "西镇" for w in make_warnings(5))
+    assert store.query_warnings(scope=Scope.parse("乙县")).total == 0
+    with pytest.raises(ValueError, match="level"):
+        store.query_warnings(level="紫")
+    got = store.get_warning(ws[7].id)
+    assert got == ws[7]
+    assert got.rule_hits[0].text == ws[7].rule_hits[0].text  # Chinese JSON round-trips
+
+
+# ---------------------------------------------------------------------------------- feedback
+
+
+def test_feedback_transitions_are_validated(store):
+    ws = make_warnings(3)
+    store.write_quarter(ws, "2025Q3", "7")
+    a, b = ws[0].id, ws[1].id
+    with pytest.raises(VerificationError, match="原因"):
+        store.record_feedback(a, STATUS_EXCLUDED, actor="张三")
+    with pytest.raises(VerificationError, match="重复"):
+        store.record_feedback(a, STATUS_OPEN, actor="张三")
+    visited = datetime(2025, 10, 12, 9, 30, tzinfo=UTC)
+    w = store.record_feedback(a, STATUS_EXCLUDED, actor="张三", reason="家庭已有稳定务工收入",
+                              visited_at=visited, key_id="k1")
+    assert (w.status, w.status_reason) == (STATUS_EXCLUDED, "家庭已有稳定务工收入")
+    with pytest.raises(VerificationError, match="结案"):
+        store.record_feedback(a, STATUS_INCLUDED, actor="张三")
+    with pytest.raises(VerificationError):
+        store.record_feedback(a, STATUS_EXCLUDED, actor="张三", reason="再次")
+    with pytest.raises(VerificationError, match="未知状态"):
+        store.record_feedback(b, "已走访", actor="张三")
+    with pytest.raises(VerificationError, match="证件号码"):
+        store.record_feedback(b, STATUS_EXCLUDED, actor="张三", reason="身份证 110101199003070000")
+    with pytest.raises(WarningNotFound):
+        store.record_feedback("Wnope", STATUS_INCLUDED, actor="张三")
+    hist = store.feedback_history(a)
+    assert len(hist) == 1
+    assert (hist[0].from_status, hist[0].to_status, hist[0].actor, hist[0].visited_at, hist[0].key_id) == (
+        STATUS_OPEN, STATUS_EXCLUDED, "张三", visited, "k1")
+    assert store.feedback_history(b) == []
+
+
+# -------------------------------------------------------------------------------------- keys
+
+
+def test_api_keys_hashed_scoped_and_revocable(store):
+    info, key = store.add_key("township_cadre", "甲县/东镇", label="东镇干部")
+    county, ckey = store.add_key("county_system", "甲县")
+    admin, akey = store.add_key("admin", "*")
+    assert key.startswith("fpk_") and key.split("_")[1] == info.id
+    got = store.verify_key(key)
+    assert got is not None and got.role == "township_cadre" and str(got.scope) == "甲县/东镇"
+    assert got.scope.covers("甲县", "东镇") and not got.scope.covers("甲县", "西镇")
+    assert store.verify_key(ckey).scope.covers("甲县", "西镇") and not store.verify_key(ckey).scope.covers("乙县")
+    assert store.verify_key(akey).scope.kind == "all"
+    for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), "", None, "fpk_" + info.id, "garbage",
+                  f"fpk_{county.id}_{key.split('_', 2)[2]}"):
+        assert store.verify_key(wrong) is None
+    with store.engine.connect() as c:
+        stored = c.execute(sa.text("SELECT key_hash FROM api_keys")).scalars().all()
+    assert all(len(h) == 64 and key not in h and key.split("_", 2)[2] not in h for h in stored)
+    assert {k.id for k in store.list_keys()} == {info.id, county.id, admin.id}
+
+    assert store.revoke_key(info.id).revoked
+    assert store.verify_key(key) is None
+    assert {k.id for k in store.list_keys(include_revoked=False)} == {county.id, admin.id}
+    with pytest.raises(KeyError):
+        store.revoke_key("nope")
+    with pytest.raises(ValueError, match="scope"):
+        store.add_key("township_cadre", "甲县")
+    with pytest.raises(ValueError, match="role"):
+        store.add_key("superuser", "*")
+    other = Store(store.engine, b"another-secret")
+    assert other.verify_key(ckey) is None  # the server secret is part of the hash
+
+
+# ------------------------------------------------------------------------------------- audit
+
+
+def test_audit_rows_hash_households_and_export(store, tmp_path):
+    t0 = datetime(2025, 10, 1, tzinfo=UTC)
+    store.audit_append(key_id="k1", endpoint="POST /v1/score", household_ids=["甲县-H00001", "甲县-H00002"],
+                       model_version="7", levels=["红", "蓝"], outcome="200", at=t0)
+    store.audit_append(key_id="k2", endpoint="GET /v1/warnings/W1", household_ids=["甲县-H00002"],
+                       model_version="7", levels=["蓝"], outcome="403", at=t0 + timedelta(hours=1))
+    with pytest.raises(ValueError, match="ID number"):
+        store.audit_append(key_id="k1", endpoint="/v1/score?id=110101199003070000", outcome="200")
+    with pytest.raises(ValueError, match="levels"):
+        store.audit_append(key_id="k1", endpoint="/v1/score", levels=["患有大病"], outcome="200")
+
+    rows = store.audit_rows()
+    assert [r["outcome"] for r in rows] == ["200", "403"]
+    assert rows[0]["n_households"] == 2 and rows[0]["levels"] == ["红", "蓝"]
+    assert [r["key_id"] for r in store.audit_rows(household_id="甲县-H00002")] == ["k1", "k2"]
+    assert [r["key_id"] for r in store.audit_rows(household_id="甲县-H00001")] == ["k1"]
+    assert [r["key_id"] for r in store.audit_rows(since=t0 + timedelta(minutes=1))] == ["k2"]
+    with store.engine.connect() as c:
+        raw = json.dumps([list(map(str, r)) for r in c.execute(sa.text("SELECT * FROM audit_log"))],
+                         ensure_ascii=False)
+    assert "H00001" not in raw and "H00002" not in raw
+
+    assert store.audit_export(tmp_path / "audit.csv") == 2
+    text = (tmp_path / "audit.csv").read_text(encoding="utf-8")
+    assert text.splitlines()[0].startswith("id,at,key_id,endpoint") and "H0000" not in text
+    assert store.audit_export(tmp_path / "audit.jsonl", key_id="k2") == 1
+    line = json.loads((tmp_path / "audit.jsonl").read_text(encoding="utf-8"))
+    assert line["endpoint"] == "GET /v1/warnings/W1" and line["levels"] == ["蓝"]
+
+
+# --------------------------------------------------------------------------------- store URL
+
+
+def test_store_url_resolution(monkeypatch, tmp_path):
+    from fangpin.config import Params
+
+    monkeypatch.delenv("FANGPIN_STORE_URL", raising=False)
+    p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
+    assert store_url(p) == f"sqlite:///{(tmp_path / 'st').resolve() / 'warnings.db'}"
+    p2 = Params.model_validate({"warnings": {"store_url": "postgresql+psycopg://u@h/db"}})
+    assert store_url(p2) == "postgresql+psycopg://u@h/db"
+    monkeypatch.setenv("FANGPIN_STORE_URL", "sqlite:///x.db")
+    assert store_url(p2) == "sqlite:///x.db"
+
+
+def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
+    from fangpin.config import Params
+
+    monkeypatch.delenv("FANGPIN_STORE_URL", raising=False)
+    monkeypatch.delenv("FANGPIN_KEY_SECRET", raising=False)
+    p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
+    s = Store.from_params(p)
+    try:
+        s.write_quarter(make_warnings(2), "2025Q3", "7")
+        assert s.query_warnings().total == 2
+        assert (tmp_path / "st" / "key_secret").stat().st_mode & 0o777 == 0o600
+        assert date(2025, 10, 25) == s.get_warning(make_warnings(1)[0].id).deadline
+    finally:
+        s.dispose()
