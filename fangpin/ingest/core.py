@@ -189,11 +189,12 @@ def ingest(
         step()
 
         configured = {int(y): float(v) for y, v in params.lines.items()}
-        if append and (out / OUTPUT_FILES["lines"]).exists():
-            prev = json.loads((out / OUTPUT_FILES["lines"]).read_text(encoding="utf-8"))
-            for y, v in prev.get("sources", {}).items():
-                if v != "params.yaml":
-                    configured[int(y)] = float(prev["lines"][y])
+        if append and (out / OUTPUT_FILES["report"]).exists():
+            # lines that an earlier run took from a 监测线.csv stay in force
+            prev = json.loads((out / OUTPUT_FILES["report"]).read_text(encoding="utf-8"))
+            for y, v in prev.get("monitoring_lines", {}).items():
+                if v.get("source") != "params.yaml":
+                    configured[int(y)] = float(v["line"])
         lines, lines_q, _ = tb.build_lines(prepared["lines"], configured)
         oracle = tb.build_oracle(prepared["oracle"]) if prepared["oracle"] else None
         step()
@@ -279,10 +280,9 @@ def _write(out: Path, persons, households, events, lines, oracle, quarantine, re
     events.to_parquet(out / OUTPUT_FILES["events"], index=False)
     if oracle is not None:
         oracle.to_parquet(out / OUTPUT_FILES["oracle"], index=False)
+    # flat {"year": yuan} (docs/data-model.md); where each came from is in the report
     (out / OUTPUT_FILES["lines"]).write_text(json.dumps(
-        {"lines": {str(y): v["line"] for y, v in lines.items()},
-         "sources": {str(y): v["source"] for y, v in lines.items()}}, ensure_ascii=False, indent=2),
-        encoding="utf-8")
+        {str(y): v["line"] for y, v in lines.items()}, ensure_ascii=False, indent=2), encoding="utf-8")
     qpath = out / OUTPUT_FILES["quarantine"]
     q = quarantine[tb.QUARANTINE_COLUMNS]
     if append and qpath.exists():
@@ -324,7 +324,7 @@ def load_tables(directory: str | Path) -> Tables:
         households=pd.read_parquet(d / OUTPUT_FILES["households"]),
         persons=pd.read_parquet(d / OUTPUT_FILES["persons"]),
         events=pd.read_parquet(d / OUTPUT_FILES["events"]),
-        lines={int(y): float(v) for y, v in lines_raw["lines"].items()},
+        lines={int(y): float(v) for y, v in lines_raw.items()},
         oracle=pd.read_parquet(oracle_p) if oracle_p.exists() else None,
         report=json.loads(report_p.read_text(encoding="utf-8")) if report_p.exists() else {},
     )
