@@ -137,5 +137,5 @@ def test_full_ids_never_written(ingested, samples_dir):
     for df in (t.persons, t.households, t.events):
         assert "id_number" not in df.columns
         for c in df.columns:
-            if df[c].dtype == "str":
+            if df[c].dtype == "str" and c != "person_key":  # a hex hash may hold 17 digits in a row
                 assert not df[c].dropna().str.contains(r"\d{17}[\dX]").any(), c
