@@ -1,0 +1,228 @@
+"""JSON endpoints: scoring, warnings and feedback, health, model info, admin reload.
+
+Every handler is a plain ``def``: FastAPI runs it in its thread pool, so model and store calls never
+block the event loop. Every request that scores, reads or changes a warning leaves an audit row.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+
+from fangpin.store import ApiKeyInfo, WarningNotFound
+from fangpin.warnings import VerificationError, WarningRecord
+from serving import auth
+from serving.errors import ApiError
+from serving.schemas import (
+    ErrorOut,
+    FeedbackIn,
+    HealthOut,
+    ModelInfo,
+    ReadyOut,
+    ReloadOut,
+    ScoreRequest,
+    ScoreResponse,
+    WarningOut,
+    WarningPageOut,
+    feedback_examples,
+    score_examples,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_ERR = {"model": ErrorOut}
+E401 = {401: {**_ERR, "description": "缺少或无效的 API 密钥"}}
+E403 = {403: {**_ERR, "description": "无权访问（不说明记录是否存在）"}}
+E422 = {422: {**_ERR, "description": "字段有误：指出字段路径与问题（中文 message_zh）"}}
+E503 = {503: {**_ERR, "description": "模型未加载"}}
+QuarterQ = Annotated[str | None, Query(pattern=r"^\d{4}Q[1-4]$", description="统计季度 YYYYQn",
+                                       examples=["2024Q2"])]
+PlaceQ = Annotated[str | None, Query(min_length=1, max_length=64)]
+WarningId = Annotated[str, Path(min_length=1, max_length=64, description="预警编号")]
+
+
+def audit(request: Request, who: ApiKeyInfo | None, endpoint: str, *, household_ids=(), levels=(),
+          outcome: str, model_version: str | None = None) -> None:
+    request.app.state.store.audit_append(
+        key_id=who.id if who else None, endpoint=endpoint, household_ids=list(household_ids),
+        levels=[lvl for lvl in levels if lvl], outcome=outcome, model_version=model_version,
+    )
+
+
+def _out(w: WarningRecord) -> WarningOut:
+    return WarningOut(**dict(w), overdue=w.is_overdue())
+
+
+# ------------------------------------------------------------------------------------ health
+
+
+@router.get("/health", response_model=HealthOut, tags=["运维"], summary="存活检查")
+def health() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get("/ready", response_model=ReadyOut, tags=["运维"], summary="就绪检查（模型已加载、存储可达）",
+            responses={503: {"model": ReadyOut, "description": "未就绪"}})
+def ready(request: Request):
+    from fastapi.responses import JSONResponse
+
+    m = request.app.state.models.current
+    try:
+        store_ok = bool(request.app.state.store.ping())
+    except Exception:  # noqa: BLE001 - reported as not ready
+        store_ok = False
+    body = ReadyOut(status="ready" if (m and store_ok) else "not ready", model_loaded=m is not None,
+                    store_reachable=store_ok, model_version=m.version if m else None)
+    return JSONResponse(status_code=200 if (m and store_ok) else 503, content=body.model_dump())
+
+
+# ------------------------------------------------------------------------------------- model
+
+
+def _model(request: Request):
+    m = request.app.state.models.current
+    if m is None:
+        raise ApiError(503, "model not loaded", "模型尚未加载，请稍后重试或联系管理员")
+    return m
+
+
+@router.get("/v1/model", response_model=ModelInfo, tags=["模型"], summary="当前模型版本与模型卡",
+            responses={**E401, **E503})
+def model_info(request: Request, who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ))) -> ModelInfo:
+    m = _model(request)
+    return ModelInfo(model_uri=m.uri, model_version=m.version, ruleset_version=m.ruleset_version,
+                     loaded_at=m.loaded_at, explanations=m.explainer is not None, card=m.card)
+
+
+@router.post("/v1/admin/reload", response_model=ReloadOut, tags=["模型"],
+             summary="切换到当前 @champion 模型（仅管理员；不中断进行中的请求）",
+             responses={**E401, **E403, 503: {**_ERR, "description": "新模型加载失败，继续使用原模型"}})
+def reload(request: Request, who: ApiKeyInfo = Depends(auth.require(auth.CAN_RELOAD))) -> ReloadOut:
+    holder = request.app.state.models
+    old = holder.current
+    try:
+        new = holder.load()
+    except Exception as exc:  # noqa: BLE001 - the old model keeps serving
+        log.error("reload failed (%s); keeping version %s", type(exc).__name__, old.version if old else None)
+        audit(request, who, "POST /v1/admin/reload", outcome="reload_failed",
+              model_version=old.version if old else None)
+        raise ApiError(503, "reload failed", "新模型加载失败，继续使用原模型") from None
+    audit(request, who, "POST /v1/admin/reload", outcome="reloaded", model_version=new.version)
+    return ReloadOut(previous_version=old.version if old else None, model_version=new.version,
+                     ruleset_version=new.ruleset_version, loaded_at=new.loaded_at)
+
+
+# ------------------------------------------------------------------------------------- score
+
+
+@router.post(
+    "/v1/score", response_model=ScoreResponse, tags=["评分"],
+    summary="对一户或一批户评分：概率、等级、规则触发、原因、建议措施",
+    responses={**E401, **E403, 413: {**_ERR, "description": "批量超过上限"}, **E422, **E503},
+)
+def score(
+    request: Request,
+    body: Annotated[ScoreRequest, Body(openapi_examples=score_examples())],
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_SCORE)),
+) -> ScoreResponse:
+    from serving.scoring import score_households
+
+    state = request.app.state
+    households = body.households
+    limit = state.params.serving.max_batch
+    if len(households) > limit:
+        audit(request, who, "POST /v1/score", outcome="too_large")
+        raise ApiError(413, f"batch of {len(households)} exceeds max_batch={limit}",
+                       f"批量过大：收到 {len(households)} 户，上限 {limit} 户")
+    if not all(who.scope.covers(h.county, h.township) for h in households):
+        audit(request, who, "POST /v1/score", household_ids=[h.household_id for h in households],
+              outcome="forbidden")
+        raise auth.Forbidden()
+    m = _model(request)
+    results = score_households(m, households, state.params)
+    audit(request, who, "POST /v1/score", household_ids=[r.household_id for r in results],
+          levels=[r.level for r in results], outcome="scored", model_version=m.version)
+    return ScoreResponse(model_version=m.version, ruleset_version=m.ruleset_version, results=results)
+
+
+# ---------------------------------------------------------------------------------- warnings
+
+
+@router.get("/v1/warnings", response_model=WarningPageOut, tags=["预警"],
+            summary="预警列表（按等级、核实期限排序；分页；仅本密钥范围内）", responses={**E401, **E403, **E422})
+def list_warnings(
+    request: Request,
+    county: PlaceQ = None,
+    township: PlaceQ = None,
+    village: PlaceQ = None,
+    quarter: QuarterQ = None,
+    level: Literal["红", "黄", "蓝"] | None = None,
+    status: Literal["待核实", "已核实·纳入监测", "已核实·排除"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ)),
+) -> WarningPageOut:
+    sc = who.scope
+    if (county is not None and sc.county is not None and county != sc.county) or (
+        township is not None and sc.township is not None and township != sc.township
+    ):
+        audit(request, who, "GET /v1/warnings", outcome="forbidden")
+        raise auth.Forbidden()
+    page = request.app.state.store.query_warnings(
+        county=county, township=township, village=village, quarter=quarter, level=level, status=status,
+        scope=sc, limit=limit, offset=offset,
+    )
+    audit(request, who, "GET /v1/warnings", household_ids=[w.household_id for w in page.items],
+          levels=[w.level for w in page.items], outcome="read")
+    return WarningPageOut(items=[_out(w) for w in page.items], total=page.total, limit=page.limit,
+                          offset=page.offset)
+
+
+def _warning_in_scope(request: Request, who: ApiKeyInfo, warning_id: str, endpoint: str) -> WarningRecord:
+    w = request.app.state.store.get_warning(warning_id)
+    if w is None or not who.scope.covers(w.county, w.township):
+        # same answer whether the warning is missing or someone else's
+        audit(request, who, endpoint, outcome="forbidden")
+        raise auth.Forbidden()
+    return w
+
+
+@router.get("/v1/warnings/{warning_id}", response_model=WarningOut, tags=["预警"], summary="一条预警",
+            responses={**E401, **E403})
+def get_warning(request: Request, warning_id: WarningId,
+                who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ))) -> WarningOut:
+    w = _warning_in_scope(request, who, warning_id, "GET /v1/warnings/{id}")
+    audit(request, who, "GET /v1/warnings/{id}", household_ids=[w.household_id], levels=[w.level],
+          outcome="read", model_version=w.model_version)
+    return _out(w)
+
+
+@router.post("/v1/warnings/{warning_id}/feedback", response_model=WarningOut, tags=["预警"],
+             summary="记录入户核实结果（待核实 → 已核实·纳入监测 / 已核实·排除）",
+             responses={**E401, **E403, 409: {**_ERR, "description": "状态变更不允许（如重复结案）"}, **E422})
+def feedback(
+    request: Request,
+    warning_id: WarningId,
+    body: Annotated[FeedbackIn, Body(openapi_examples=feedback_examples())],
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_FEEDBACK)),
+) -> WarningOut:
+    endpoint = "POST /v1/warnings/{id}/feedback"
+    w = _warning_in_scope(request, who, warning_id, endpoint)
+    try:
+        new = request.app.state.store.record_feedback(
+            warning_id, body.status, actor=body.actor, reason=body.reason, visited_at=body.visited_at,
+            key_id=who.id,
+        )
+    except VerificationError as exc:
+        audit(request, who, endpoint, household_ids=[w.household_id], levels=[w.level],
+              outcome="rejected", model_version=w.model_version)
+        raise ApiError(409, "status change not allowed", str(exc)) from None
+    except WarningNotFound:
+        audit(request, who, endpoint, outcome="forbidden")
+        raise auth.Forbidden() from None
+    audit(request, who, endpoint, household_ids=[w.household_id], levels=[new.level],
+          outcome=f"status:{new.status}", model_version=new.model_version)
+    return _out(new)

@@ -1,0 +1,81 @@
+"""The FastAPI application: scoring API for county systems and the warning page for cadres.
+
+``create_app()`` builds the app and does nothing else; the lifespan opens the warning store
+(migrated to the newest schema) and loads the model from ``params.serving.model_uri``
+(``models:/return-risk@champion``) onto ``app.state``. Nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+
+DESCRIPTION = """\
+防贫 fangpin：防止返贫动态监测风险评分服务。
+
+- 县级系统：`POST /v1/score` 对一户或一批户评分（概率、等级、规则触发、原因、建议帮扶措施）；
+- 预警：`GET /v1/warnings`、`GET /v1/warnings/{id}`、`POST /v1/warnings/{id}/feedback`（入户核实结果）；
+- 认证：请求头 `X-API-Key`；每个密钥有角色（county_system / township_cadre / analyst / admin）和范围（县或乡镇），
+  只能看到、评分本范围内的户；
+- 输入为台账约定的规范 JSON（字段名为规范英文名，取值为约定中的中文值）；字段有误返回 422，指出字段路径与问题（`message_zh`）。
+
+乡镇干部的预警页面在 `/cadre/`。
+"""
+
+
+def create_app(params=None, *, store=None, loader=None, load_model: bool = True) -> FastAPI:
+    """Build the app. ``params`` defaults to :func:`fangpin.config.load_params`; ``store`` to the
+    configured warning store; ``loader(params, uri) -> LoadedModel`` to the registered pyfunc."""
+    from fastapi.staticfiles import StaticFiles
+    from starlette.middleware.sessions import SessionMiddleware
+
+    from fangpin.config import load_params
+    from serving import api, errors, pages
+
+    params = params if params is not None else load_params()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from fangpin.store import Store
+        from serving.model import ModelHolder, default_loader
+
+        p = params
+        st = store if store is not None else Store.from_params(p)
+        app.state.params = p
+        app.state.store = st
+        holder = ModelHolder(loader or default_loader, p, p.serving.model_uri)
+        app.state.models = holder
+        pages.setup(app, p, st)
+        if load_model:
+            holder.try_load()
+        yield
+        if store is None:
+            st.dispose()
+
+    app = FastAPI(
+        title="防贫 fangpin 风险评分与预警 API",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "评分", "description": "对台账中的户评分"},
+            {"name": "预警", "description": "预警查询与入户核实反馈"},
+            {"name": "模型", "description": "模型版本、模型卡与热切换"},
+            {"name": "运维", "description": "存活与就绪检查"},
+        ],
+    )
+    errors.install(app)
+    # Signed (not encrypted) session cookie of the cadre page: holds only the key id and a CSRF
+    # token. SameSite=strict keeps it off cross-site form posts; forms also carry the CSRF token.
+    app.add_middleware(SessionMiddleware, secret_key=pages.session_secret(params),
+                       session_cookie="fangpin_session", max_age=8 * 3600, same_site="strict")
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

@@ -1,0 +1,46 @@
+"""API keys in the ``X-API-Key`` header: verified by the store (hashed at rest, constant-time
+comparison), each with a role and a scope (``*``, a county, or ``county/township``)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader
+
+from fangpin.store import ApiKeyInfo
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="API 密钥（由 `fangpin keys add` 生成）")
+
+# What each role may do. Every role sees only its own scope.
+CAN_SCORE = frozenset({"county_system", "analyst", "admin", "township_cadre"})
+CAN_READ = frozenset({"county_system", "analyst", "admin", "township_cadre"})
+CAN_FEEDBACK = frozenset({"county_system", "township_cadre", "admin"})
+CAN_RELOAD = frozenset({"admin"})
+
+UNAUTHORIZED_ZH = "缺少或无效的 API 密钥（请求头 X-API-Key）"
+FORBIDDEN_ZH = "无权访问：超出本密钥的权限或范围"
+
+
+class Forbidden(HTTPException):
+    """403 with one fixed body: it never says whether the thing asked for exists."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=403, detail="forbidden")
+
+
+def principal(request: Request, key: str | None = Depends(api_key_header)) -> ApiKeyInfo:
+    info = request.app.state.store.verify_key(key) if key else None
+    if info is None:
+        raise HTTPException(status_code=401, detail="invalid or missing API key",
+                            headers={"WWW-Authenticate": "X-API-Key"})
+    request.state.key_id = info.id
+    return info
+
+
+def require(roles: frozenset[str]):
+    def dep(who: ApiKeyInfo = Depends(principal)) -> ApiKeyInfo:
+        if who.role not in roles:
+            raise Forbidden()
+        return who
+
+    return dep

@@ -1,0 +1,92 @@
+"""The served model: loaded fully, then swapped in by replacing one reference.
+
+A request takes the current :class:`LoadedModel` once (``holder.current``) and uses that object to
+the end, so a reload never changes the model under a request in flight; the old model is freed
+when the last request holding it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    scorer: Any  # object with ``score(frames) -> DataFrame`` (models.pyfunc)
+    version: str
+    ruleset_version: str
+    uri: str
+    card: dict = field(default_factory=dict)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    explainer: Any = None  # callable producing reasons/measures, when models.explain exists
+
+
+Loader = Callable[[Any, str], LoadedModel]
+
+
+class ModelHolder:
+    """The current model; :meth:`reload` loads the new one completely before swapping."""
+
+    def __init__(self, loader: Loader, params, uri: str):
+        self._loader = loader
+        self._params = params
+        self.uri = uri
+        self._current: LoadedModel | None = None
+        self._reload_lock = threading.Lock()  # one reload at a time; scoring never takes it
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def load(self) -> LoadedModel:
+        with self._reload_lock:
+            new = self._loader(self._params, self.uri)
+            self._current = new  # a single reference assignment: atomic for readers
+            self.last_error = None
+            log.info("model loaded: %s version %s", self.uri, new.version)
+            return new
+
+    def try_load(self) -> LoadedModel | None:
+        """Load at start-up; the API still starts without a model (``/ready`` says so)."""
+        try:
+            return self.load()
+        except Exception as exc:  # noqa: BLE001 - reported by /ready and the log
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model not loaded from %s: %s", self.uri, self.last_error)
+            return None
+
+
+def explainer_for(scorer, params):
+    """The reasons/measures step, or None while ``models.explain`` does not exist.
+
+    This is the single switch for explanations: once the explain module lands, every response
+    carries reasons and measures; until then they are null, never invented.
+    """
+    try:
+        from models import explain  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name in ("models.explain",):
+            return None
+        raise
+    make = getattr(explain, "explainer_for", None)
+    return make(scorer, params) if make is not None else None
+
+
+def default_loader(params, uri: str) -> LoadedModel:
+    """Load the registered pyfunc's scorer (``models.pyfunc``) for ``uri``."""
+    from models import pyfunc
+
+    scorer = pyfunc.load_scorer(uri, params) if hasattr(pyfunc, "load_scorer") else pyfunc.load_champion(params)
+    version = str(getattr(scorer, "model_version", None) or getattr(scorer, "version", "unknown"))
+    ruleset = str(getattr(scorer, "ruleset_version", None) or params.rules.version)
+    card = getattr(scorer, "card", None) or {}
+    return LoadedModel(scorer=scorer, version=version, ruleset_version=ruleset, uri=uri,
+                       card=dict(card), explainer=explainer_for(scorer, params))

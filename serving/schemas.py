@@ -1,0 +1,144 @@
+"""Request and response bodies of the API. The household input is the one canonical JSON schema
+(:mod:`fangpin.household_json`); warnings are the one warning record (:mod:`fangpin.warnings`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fangpin.household_json import HouseholdIn, example_household
+from fangpin.warnings import (
+    STATUS_EXCLUDED,
+    STATUS_INCLUDED,
+    Level,
+    Measure,
+    Reason,
+    RuleHit,
+    Status,
+    WarningRecord,
+)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScoreRequest(BaseModel):
+    """一户或多户（批量）待评分的台账信息。"""
+
+    model_config = ConfigDict(extra="forbid")
+    households: Annotated[list[HouseholdIn], Field(min_length=1)] = Field(
+        ..., description="待评分的户，1 户或多户；超过配置的批量上限时返回 413"
+    )
+
+
+class HouseholdScore(_Out):
+    household_id: str
+    quarter: str
+    county: str
+    township: str
+    village: str
+    probability: float = Field(ge=0, le=1, description="校准后的概率：未来若干季度内被新识别为监测对象")
+    model_level: Level | None = Field(None, description="模型等级（按概率分级），无则为 null")
+    rule_level: Level | None = Field(None, description="规则等级（规则触发中最高的），无则为 null")
+    level: Level | None = Field(None, description="综合等级 = max(规则等级, 模型等级)；null 表示不预警")
+    rule_hits: list[RuleHit] = Field(default_factory=list, description="规则触发（含触发阈值）")
+    reasons: list[Reason] | None = Field(
+        None, description="主要原因（至多4条，TreeSHAP 对数几率贡献）；本部署未启用解释时为 null")
+    measures: list[Measure] | None = Field(
+        None, description="建议帮扶措施（缺什么补什么）；本部署未启用时为 null")
+    model_version: str
+    ruleset_version: str
+
+
+class ScoreResponse(_Out):
+    model_version: str
+    ruleset_version: str
+    results: list[HouseholdScore]
+
+
+class WarningOut(WarningRecord):
+    overdue: bool = Field(False, description="核实期限已过且仍待核实")
+
+
+class WarningPageOut(_Out):
+    items: list[WarningOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class FeedbackIn(BaseModel):
+    """入户核实结果。"""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["已核实·纳入监测", "已核实·排除"] = Field(..., description="核实结论")
+    reason: Annotated[str, Field(max_length=500)] | None = Field(
+        None, description="原因（排除时必填）；不得填写证件号码")
+    actor: Annotated[str, Field(min_length=1, max_length=64)] = Field(..., description="核实人")
+    visited_at: datetime | None = Field(None, description="入户核实时间（默认为提交时间）")
+
+
+class ModelInfo(_Out):
+    model_uri: str
+    model_version: str
+    ruleset_version: str
+    loaded_at: datetime
+    explanations: bool = Field(description="是否返回原因解释")
+    card: dict = Field(default_factory=dict, description="模型卡（训练数据、评估指标、用途与限制）")
+
+
+class ReloadOut(_Out):
+    previous_version: str | None
+    model_version: str
+    ruleset_version: str
+    loaded_at: datetime
+
+
+class ErrorOut(BaseModel):
+    detail: str | list
+    message_zh: str
+
+
+class HealthOut(_Out):
+    status: str
+
+
+class ReadyOut(_Out):
+    status: str
+    model_loaded: bool
+    store_reachable: bool
+    model_version: str | None = None
+
+
+# ------------------------------------------------------------------------------------ examples
+
+
+def score_examples() -> dict:
+    one = example_household()
+    two = example_household(household_id="610923003000102")
+    two["members"] = two["members"][:2]
+    two["events"] = []
+    two["income_per_capita"] = 6350.0
+    return {
+        "single": {"summary": "一户", "value": {"households": [one]}},
+        "batch": {"summary": "两户（批量）", "value": {"households": [one, two]}},
+    }
+
+
+def feedback_examples() -> dict:
+    return {
+        "included": {"summary": "纳入监测", "value": {
+            "status": STATUS_INCLUDED, "reason": "户主住院，合规自付支出大，收入骤减", "actor": "张伟（包村干部）"}},
+        "excluded": {"summary": "排除", "value": {
+            "status": STATUS_EXCLUDED, "reason": "已享受医保报销，收入稳定在监测线以上", "actor": "张伟（包村干部）"}},
+    }
+
+
+__all__ = [
+    "ErrorOut", "FeedbackIn", "HealthOut", "HouseholdScore", "ModelInfo", "ReadyOut", "ReloadOut",
+    "ScoreRequest", "ScoreResponse", "Status", "WarningOut", "WarningPageOut", "feedback_examples",
+    "score_examples",
+]
