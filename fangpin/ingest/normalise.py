@@ -60,7 +60,9 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     t = s.str.replace(r"(?<=\d),(?=\d{3}(?:\D|$))", "", regex=True).str.replace(" ", "", regex=False)
     ok = t.str.fullmatch(_NUMBER_RE, na=False)
     vals = pd.to_numeric(t.where(ok), errors="coerce").astype("float64")
-    bad = s.notna() & ~ok
+    finite = np.isfinite(vals.to_numpy())
+    vals = vals.where(finite)
+    bad = s.notna() & ~(ok & finite)
     return vals, bad
 
 

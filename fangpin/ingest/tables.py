@@ -187,6 +187,7 @@ def prepare(
 
     errors: list[pd.DataFrame] = []
     out: dict[str, pd.Series] = {}
+    cleaned = _clean_columns(raw, [pos_of[c.name] for c in columns if c.name in pos_of] + list(extras.values()))
     for col in columns:
         if col.name not in pos_of:
             header_of.setdefault(col.name, col.header)
@@ -195,7 +196,7 @@ def prepare(
             else:
                 out[col.name] = pd.Series(None, index=raw.index, dtype=_NULL_DTYPE.get(col.kind, "str"))
             continue
-        s = nz.clean_text(raw.iloc[:, pos_of[col.name]])
+        s = cleaned[pos_of[col.name]]
         if col.kind in ("int", "float"):
             vals, bad = (nz.parse_int if col.kind == "int" else nz.parse_number)(s)
             errors.append(_err(np.flatnonzero(bad.to_numpy()), col.name, "bad_number"))
@@ -246,12 +247,25 @@ def prepare(
         if col.kind == "yesno":
             frame[col.name] = frame[col.name].map({"是": True, "否": False}).astype("boolean")
     for h, j in extras.items():
-        frame[h] = nz.clean_text(raw.iloc[:, j])
+        frame[h] = cleaned[j]
 
     quarantine = quarantine_rows(err, raw, pos_of, header_of, columns, source_file, rows)
     return Prepared(table=table, source_file=source_file, frame=frame, rows=rows, errors=err,
                     quarantine=quarantine, header_of=header_of, extras=list(extras),
                     quarter_from_name=quarter_from_name)
+
+
+def _clean_columns(raw: pd.DataFrame, positions: list[int]) -> dict[int, pd.Series]:
+    """Clean many text columns in one pass (one long Series), then slice them back: the same work
+    as column by column, with a fraction of the per-call overhead on small frames."""
+    positions = sorted(set(positions))
+    n = len(raw)
+    if not positions:
+        return {}
+    long = pd.concat([raw.iloc[:, j].astype("str") for j in positions], ignore_index=True)
+    long = nz.clean_text(long)
+    return {j: pd.Series(long.iloc[k * n:(k + 1) * n].to_numpy(), index=raw.index, dtype="str")
+            for k, j in enumerate(positions)}
 
 
 def _masked_values(values: pd.Series, personal: bool) -> pd.Series:
@@ -415,15 +429,13 @@ def build_ledger(prepared: list[Prepared], key: bytes, tolerance: float) -> Ledg
     fields = [f for f in contract.HOUSEHOLD_FIELDS if f not in keys]
     differ_fields: dict[str, int] = {}
     any_differ = np.zeros(gid.max() + 1, dtype=bool)
-    for f in fields:
-        col = df[f]
-        ref = col.iloc[rep_pos[gid]].reset_index(drop=True)
-        same = (col.reset_index(drop=True) == ref).fillna(False).to_numpy(dtype=bool) | (
-            col.isna().to_numpy() & ref.isna().to_numpy())
-        if not same.all():
-            g = np.unique(gid[~same])
-            any_differ[g] = True
-            differ_fields[f] = int(len(g))
+    a = df[fields].reset_index(drop=True)
+    ref = a.iloc[rep_pos[gid]].reset_index(drop=True)
+    same = a.eq(ref).fillna(False).astype(bool) | (a.isna() & ref.isna())
+    for f in same.columns[~same.all().to_numpy()]:
+        g = np.unique(gid[~same[f].to_numpy()])
+        any_differ[g] = True
+        differ_fields[f] = int(len(g))
     if differ_fields:
         hh_ids = df.loc[rep_pos[np.flatnonzero(any_differ)], ["source_file", "quarter", "household_id"]]
         detail = "、".join(f"{contract.header_for(f)}（{c} 户）" for f, c in differ_fields.items())
