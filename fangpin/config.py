@@ -84,6 +84,13 @@ class ModelParams(_Model):
     test_quarters: int = Field(2, ge=1)
     registered_name: str = "return-risk"
 
+    num_threads: int = Field(2, ge=1)  # fixed thread count: part of determinism
+    out_dir: Path = Path("data/model")  # train_info.json (run id, registered version, split)
+    experiment: str = "fangpin-return-risk"
+    # MLflow tracking store; None = sqlite:///<state_dir>/mlflow.db with artifacts under
+    # <state_dir>/mlartifacts. MLFLOW_TRACKING_URI in the environment overrides both.
+    tracking_uri: str | None = None
+    explain_sample: int = Field(5000, gt=0)  # test rows for global SHAP importance
 
 class LevelParams(_Model):
     """Model levels: either probability cut-offs or a per-township visit capacity."""
