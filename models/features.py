@@ -1,0 +1,662 @@
+"""Features: one module for training, batch scoring and the API.
+
+Input is always the canonical tables of docs/data-model.md (:class:`Frames`): a whole county's
+history for training and batch scoring, or the frames built from one household posted to the API in
+the canonical JSON form (:func:`frames_from_records`). Both go through :func:`build_features`, so a
+household gets the same features wherever it is scored.
+
+The list of features is declared once, in :data:`FEATURES` (name, explanation group, Chinese label,
+monotone direction). A trained model records the :class:`FeatureSpec` it was trained with and scores
+with that spec; nobody writes a second list of columns.
+
+Time: the features of household-quarter ``t`` use only the snapshot of ``t``, earlier snapshots of
+the same household, and department events dated up to the end of ``t`` (tests/unit/test_features.py
+perturbs everything later and checks that nothing at ``t`` moves). 民族 (ethnicity), names, ID
+numbers and the sex of members are never read here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fangpin import contract
+from fangpin.config import MissingLineError
+
+# Columns carried beside the features (identity and rule inputs; never model inputs).
+KEY_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village")
+
+LABOR_CLASS_ORDER = ("有劳动力", "弱劳动力", "无劳动力")  # code 0, 1, 2
+COSTLY_SCHOOL = ("高中", "中职", "高职高专", "本科及以上")
+COMPULSORY_SCHOOL = ("小学", "初中")
+MEDICAL_EVENTS = ("住院", "大额医疗自付", "重大疾病")
+LOSS_EVENTS = ("房屋受损", "自然灾害受灾", "产业项目受损", "交通事故")
+DISASTER_EVENT = "自然灾害受灾"
+EVENT_WINDOWS = (1, 2, 4)
+AMOUNT_GROUPS = {"medical": MEDICAL_EVENTS, "loss": LOSS_EVENTS, "all": contract.EVENT_TYPES}
+# Event types whose occurrence can only add risk (monotone constraint +1 on their counts).
+RISING_EVENTS = ("住院", "大额医疗自付", "重大疾病", "新增残疾", "房屋受损", "自然灾害受灾", "交通事故",
+                 "失业登记", "死亡", "辍学", "低保停发", "产业项目受损")
+# Optional fields a single posted household may carry instead of its earlier snapshots / county.
+SUPPLIED_HISTORY = ("prev_income_per_capita", "quarters_since_income_change")
+SUPPLIED_CONTEXT = ("village_disaster_share", "township_disaster_share")
+# English slugs for feature names (the Chinese value sets stay in fangpin.contract).
+EVENT_SLUG = {
+    "住院": "hospital", "大额医疗自付": "large_medical_bill", "重大疾病": "serious_illness",
+    "新增残疾": "new_disability", "房屋受损": "house_damage", "自然灾害受灾": "disaster",
+    "交通事故": "traffic_accident", "失业登记": "unemployment", "死亡": "death", "辍学": "dropout",
+    "低保停发": "dibao_stopped", "产业项目受损": "business_loss",
+}
+RISK_SLUG = {
+    "因病": "illness", "因残": "disability", "因学": "schooling", "因自然灾害": "disaster",
+    "因意外事故": "accident", "因产业项目失败": "business_failure", "因务工就业不稳": "unstable_job",
+    "缺劳动力": "lack_labour", "因安全住房": "housing", "因安全饮水": "water", "其他": "other",
+}
+EVENT_TYPE_CODES = {t: i for i, t in enumerate(contract.EVENT_TYPES)}
+
+
+def event_count_feature(event_type: str, window: int) -> str:
+    return f"ev_{EVENT_SLUG[event_type]}_n_{window}q"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    group: str  # explanation factor (cadre-meaningful): features of one group are explained together
+    label: str  # short Chinese description
+    monotone: int = 0  # +1: risk may only rise with the value; -1: only fall; 0: free
+
+
+def _event_features() -> list[Feature]:
+    out: list[Feature] = []
+    for w in EVENT_WINDOWS:
+        for t in contract.EVENT_TYPES:
+            grp = "events_medical" if t in MEDICAL_EVENTS else "events_other"
+            if t in ("房屋受损", "自然灾害受灾"):
+                grp = "events_disaster"
+            out.append(Feature(event_count_feature(t, w), grp, f"近{w}个季度{t}事件数",
+                               +1 if t in RISING_EVENTS else 0))
+        for g in AMOUNT_GROUPS:
+            grp = {"medical": "events_medical", "loss": "events_disaster", "all": "events_other"}[g]
+            lab = {"medical": "医疗类", "loss": "损失类", "all": "全部"}[g]
+            out.append(Feature(f"ev_{g}_amount_{w}q", grp, f"近{w}个季度{lab}部门事件金额（元）", +1))
+    out.append(Feature("ev_medical_amount_4q_share", "events_medical", "近4个季度医疗事件金额占家庭年纯收入比例", +1))
+    return out
+
+
+FEATURES: tuple[Feature, ...] = (
+    # household composition
+    Feature("n_members", "composition", "家庭人口数"),
+    Feature("n_children", "composition", "16岁以下人数"),
+    Feature("n_elderly", "composition", "60岁及以上人数"),
+    Feature("dependency_ratio", "composition", "非劳动年龄人口占比"),
+    Feature("head_age", "composition", "户主年龄"),
+    # labour capacity
+    Feature("n_labor_full", "labour", "有劳动力人数"),
+    Feature("n_labor_weak", "labour", "弱劳动力或半劳动力人数"),
+    Feature("n_labor_none", "labour", "无劳动力或丧失劳动力人数"),
+    Feature("labor_class_code", "labour", "家庭劳动力类别（0有/1弱/2无）"),
+    Feature("labor_share", "labour", "有劳动力人口占比"),
+    Feature("n_migrant_workers", "employment", "外出务工人数"),
+    Feature("work_months_total", "employment", "家庭务工月数合计"),
+    Feature("n_idle_labor", "employment", "有劳动力但未务工人数"),
+    # health burden
+    Feature("n_serious_illness", "health", "患大病人数", +1),
+    Feature("n_chronic", "health", "长期慢性病人数"),
+    Feature("n_disabled", "health", "残疾人数"),
+    Feature("sick_share", "health", "患病或残疾人口占比"),
+    Feature("n_uninsured", "health", "未参加基本医疗保险人数"),
+    # income against the line
+    Feature("income_per_capita", "income", "人均纯收入（元）", -1),
+    Feature("income_ratio", "income", "人均纯收入与监测线之比", -1),
+    Feature("income_margin", "income", "人均纯收入高出监测线（元）", -1),
+    Feature("income_change", "income_change", "人均纯收入较上次核实的变化比例", -1),
+    Feature("quarters_since_income_change", "income_change", "距上次收入变化的季度数"),
+    Feature("household_net_income", "income", "家庭年纯收入（元）"),
+    # income mix
+    Feature("wage_share", "income_mix", "工资性收入占比"),
+    Feature("business_share", "income_mix", "生产经营性收入占比"),
+    Feature("property_share", "income_mix", "财产性收入占比"),
+    Feature("transfer_share", "income_mix", "转移性收入占比"),
+    Feature("business_expense_ratio", "income_mix", "生产经营性支出占经营收入比例"),
+    # rigid spending
+    Feature("medical_oop", "rigid_spending", "合规自付医疗支出（元）", +1),
+    Feature("rigid_share", "rigid_spending", "合规自付支出占家庭年纯收入比例", +1),
+    Feature("income_after_rigid_ratio", "rigid_spending", "扣除合规自付支出后人均收入与监测线之比", -1),
+    # schooling
+    Feature("n_compulsory_school", "schooling", "义务教育在校生人数"),
+    Feature("n_costly_school", "schooling", "高中及以上在校生人数"),
+    Feature("n_preschool", "schooling", "学前教育人数"),
+    Feature("n_out_of_school_child", "schooling", "义务教育适龄未在校人数", +1),
+    # housing and water
+    Feature("unsafe_housing", "housing_water", "是否危房户", +1),
+    Feature("no_safe_water", "housing_water", "未解决安全饮用水", +1),
+    Feature("farmland_mu", "assets", "耕地面积（亩）"),
+    Feature("road_distance_km", "assets", "与村主干路距离（公里）"),
+    # social protection
+    Feature("dibao", "protection", "享受低保"),
+    Feature("tekun", "protection", "享受特困供养"),
+    Feature("n_support_measures", "protection", "已享受帮扶措施项数"),
+    # monitoring history
+    Feature("is_tuopin", "history", "脱贫户"),
+    Feature("eliminated_before", "history", "曾为监测对象且风险已消除"),
+    Feature("quarters_since_elimination", "history", "风险消除至今季度数"),
+    Feature("quarters_since_identified", "history", "首次识别监测至今季度数"),
+    Feature("elimination_natural", "history", "风险为自然消除"),
+    Feature("n_risk_types", "history", "曾记录的致贫返贫风险数"),
+    *(Feature(f"risk_{RISK_SLUG[r]}", "history", f"曾记录风险：{r}") for r in contract.RISK_TYPES),
+    # department events
+    *_event_features(),
+    # local context
+    Feature("village_disaster_share", "context", "本村本季度受灾户占比", +1),
+    Feature("township_disaster_share", "context", "本乡镇本季度受灾户占比", +1),
+)
+
+FORBIDDEN = ("ethnicity", "name", "id_number", "person_key", "id_masked", "sex")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The features a model was trained with, in booster column order (saved with the model)."""
+
+    names: tuple[str, ...]
+    groups: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    monotone: dict[str, int] = field(default_factory=dict)
+    version: str = "features-1"
+
+    @classmethod
+    def default(cls) -> FeatureSpec:
+        return cls(
+            names=tuple(f.name for f in FEATURES),
+            groups={f.name: f.group for f in FEATURES},
+            labels={f.name: f.label for f in FEATURES},
+            monotone={f.name: f.monotone for f in FEATURES},
+        )
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["names"] = list(self.names)
+        return json.dumps(d, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        d = json.loads(text)
+        d["names"] = tuple(d["names"])
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSpec:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    def matrix(self, feats: pd.DataFrame) -> np.ndarray:
+        """The model matrix in this spec's column order (float64, NaN for missing)."""
+        return feats.loc[:, list(self.names)].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+@dataclass
+class Frames:
+    """Canonical tables (docs/data-model.md). ``events`` may be empty; ``lines`` maps year → yuan."""
+
+    households: pd.DataFrame
+    persons: pd.DataFrame
+    events: pd.DataFrame | None = None
+    lines: dict[int, float] = field(default_factory=dict)
+    oracle: pd.DataFrame | None = None
+
+    @classmethod
+    def from_dir(cls, d: Path, lines: Mapping[int, float] | None = None) -> Frames:
+        """Read the canonical Parquet tables that ingest wrote into ``d``."""
+        d = Path(d)
+        missing = [n for n in ("households.parquet", "persons.parquet") if not (d / n).exists()]
+        if missing:
+            raise FileNotFoundError(f"{d}: canonical tables missing: {missing} (run `fangpin ingest` first)")
+        ev = d / "events.parquet"
+        orc = d / "oracle.parquet"
+        merged: dict[int, float] = {int(k): float(v) for k, v in (lines or {}).items()}
+        lj = d / "lines.json"
+        if lj.exists():
+            merged.update({int(k): float(v) for k, v in json.loads(lj.read_text(encoding="utf-8")).items()})
+        return cls(
+            households=pd.read_parquet(d / "households.parquet"),
+            persons=pd.read_parquet(d / "persons.parquet"),
+            events=pd.read_parquet(ev) if ev.exists() else None,
+            lines=merged,
+            oracle=pd.read_parquet(orc) if orc.exists() else None,
+        )
+
+    def until(self, qidx: int) -> Frames:
+        """Everything known by the end of quarter index ``qidx``."""
+        ev = self.events
+        return Frames(
+            households=self.households[self.households["quarter_idx"] <= qidx],
+            persons=self.persons[self.persons["quarter_idx"] <= qidx],
+            events=None if ev is None else ev[ev["quarter_idx"] <= qidx],
+            lines=self.lines,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _flag(df: pd.DataFrame, col: str, true_value=True) -> np.ndarray:
+    """1.0 where the column equals ``true_value``, 0.0 where it differs, NaN where missing."""
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    s = df[col]
+    out = (s == true_value).to_numpy(dtype=np.float64, na_value=np.nan)
+    out[s.isna().to_numpy()] = np.nan
+    return out
+
+
+def _notnull(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    s = df[col]
+    if s.dtype == object or pd.api.types.is_string_dtype(s):
+        return (s.notna() & (s.astype("string").str.strip() != "")).to_numpy(dtype=bool, na_value=False)
+    return s.notna().to_numpy()
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = a / b
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _yyyymm_index(v: np.ndarray) -> np.ndarray:
+    """Quarter index of YYYYMM floats (NaN stays NaN)."""
+    return np.floor(v / 100) * 4 + np.floor((np.mod(v, 100) - 1) / 3)
+
+
+def line_array(years: np.ndarray, lines: Mapping[int, float]) -> np.ndarray:
+    out = np.full(len(years), np.nan)
+    for y in np.unique(years):
+        if int(y) not in lines:
+            raise MissingLineError(int(y), sorted(lines))
+        out[years == y] = float(lines[int(y)])
+    return out
+
+
+def _row_ids(keys_hid: pd.Series, keys_q: np.ndarray, hid: pd.Series, q: np.ndarray) -> np.ndarray:
+    """Position of (hid, q) among the household rows (keys), -1 when absent."""
+    idx = pd.MultiIndex.from_arrays([keys_hid.astype("string").to_numpy(), keys_q.astype(np.int64)])
+    look = pd.MultiIndex.from_arrays([hid.astype("string").to_numpy(), q.astype(np.int64)])
+    return idx.get_indexer(look)
+
+
+def _bincount(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    ok = rows >= 0
+    v = np.nan_to_num(values[ok].astype(np.float64))
+    return np.bincount(rows[ok], weights=v, minlength=n)
+
+
+# ----------------------------------------------------------------------------------------------
+# the one feature function
+
+
+def build_features(
+    frames: Frames,
+    *,
+    quarters: Iterable[int] | None = None,
+    population: bool = True,
+) -> pd.DataFrame:
+    """Features for every household-quarter row of ``frames.households`` (or only ``quarters``,
+    quarter indices, while still using earlier snapshots for history).
+
+    ``population=True`` when the frames hold every household of their villages (a county's ledger):
+    local context (the share of the village/township hit by a disaster this quarter) is computed
+    from them. For households posted one by one (API) context comes only from the optional
+    supplied fields ``village_disaster_share``/``township_disaster_share``, else stays missing.
+
+    Returns KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs (``year``, ``line``,
+    ``labor_class``, ``in_scope``), one row per household-quarter, in the order of the input rows.
+    """
+    hh_all = frames.households
+    if len(hh_all) and hh_all.duplicated(["household_id", "quarter_idx"]).any():
+        dup = hh_all[hh_all.duplicated(["household_id", "quarter_idx"], keep=False)].iloc[0]
+        raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
+    history = _income_history(hh_all)
+    if quarters is not None:
+        keep = hh_all["quarter_idx"].isin(list(quarters)).to_numpy()
+        hh = hh_all.loc[keep].reset_index(drop=True)
+        history = history.loc[keep].reset_index(drop=True)
+    else:
+        hh = hh_all.reset_index(drop=True)
+        history = history.reset_index(drop=True)
+    n = len(hh)
+    q = hh["quarter_idx"].to_numpy(dtype=np.int64)
+    out: dict[str, np.ndarray | pd.Series] = {c: hh[c].to_numpy() for c in KEY_COLUMNS if c in hh.columns}
+
+    # --- persons → household aggregates
+    p = frames.persons
+    sel = p["quarter_idx"].isin(np.unique(q)) if n else p["quarter_idx"].isin([])
+    p = p.loc[sel.to_numpy()]
+    rows = _row_ids(hh["household_id"], q, p["household_id"], p["quarter_idx"].to_numpy())
+    age = _num(p, "age")
+    health = p["health"].astype("string") if "health" in p.columns else pd.Series(pd.NA, index=p.index)
+    skill = p["labor_skill"].map(contract.LABOR_CLASS) if "labor_skill" in p.columns else pd.Series(
+        pd.NA, index=p.index)
+    school = p["school_status"].astype("string") if "school_status" in p.columns else pd.Series(
+        pd.NA, index=p.index, dtype="string")
+    work = p["work_status"].astype("string") if "work_status" in p.columns else pd.Series(
+        pd.NA, index=p.index, dtype="string")
+
+    def cnt(mask) -> np.ndarray:
+        m = np.asarray(mask, dtype=bool) if not isinstance(mask, pd.Series) else mask.to_numpy(
+            dtype=bool, na_value=False)
+        return _bincount(rows, m.astype(np.float64), n)
+
+    n_persons = cnt(np.ones(len(p), dtype=bool))
+    n_members = np.where(n_persons > 0, n_persons, _num(hh, "n_members"))
+    n_children = cnt(age < 16)
+    n_elderly = cnt(age >= 60)
+    full = cnt(skill == "有劳动力")
+    weak = cnt(skill == "弱劳动力")
+    none_ = cnt(skill == "无劳动力")
+    labor_code = np.where(full > 0, 0, np.where(weak > 0, 1, 2)).astype(np.float64)
+    out["n_members"] = n_members
+    out["n_children"] = n_children
+    out["n_elderly"] = n_elderly
+    out["dependency_ratio"] = _safe_div(n_children + n_elderly, n_persons)
+    head = (p["relation"] == "户主").to_numpy(dtype=bool, na_value=False) if "relation" in p.columns else \
+        np.zeros(len(p), dtype=bool)
+    head_age = np.full(n, np.nan)
+    hr = rows[head & (rows >= 0)]
+    head_age[hr] = age[head & (rows >= 0)]
+    out["head_age"] = head_age
+    out["n_labor_full"] = full
+    out["n_labor_weak"] = weak
+    out["n_labor_none"] = none_
+    out["labor_class_code"] = labor_code
+    out["labor_share"] = _safe_div(full, n_persons)
+    out["n_migrant_workers"] = cnt(work.isin(["省外务工", "省内县外务工"]))
+    out["work_months_total"] = _bincount(rows, _num(p, "work_months"), n)
+    out["n_idle_labor"] = cnt((skill == "有劳动力") & (work == "未务工"))
+    out["n_serious_illness"] = cnt(health == "患有大病")
+    out["n_chronic"] = cnt(health == "长期慢性病")
+    out["n_disabled"] = cnt(health == "残疾")
+    out["sick_share"] = _safe_div(cnt(health.isin(["患有大病", "长期慢性病", "残疾"])), n_persons)
+    out["n_uninsured"] = cnt(p["medical_insured"] == False) if "medical_insured" in p.columns else \
+        np.zeros(n)  # noqa: E712
+    out["n_compulsory_school"] = cnt(school.isin(list(COMPULSORY_SCHOOL)))
+    out["n_costly_school"] = cnt(school.isin(list(COSTLY_SCHOOL)))
+    out["n_preschool"] = cnt(school == "学前教育")
+    out["n_out_of_school_child"] = cnt((age >= 7) & (age <= 15) & (school == "非在校生").to_numpy(
+        dtype=bool, na_value=False))
+
+    # --- income against the year's line
+    years = q // 4
+    line = line_array(years, frames.lines)
+    ipc = _num(hh, "income_per_capita")
+    out["income_per_capita"] = ipc
+    out["income_ratio"] = ipc / line
+    out["income_margin"] = ipc - line
+    prev = history["prev_income_per_capita"].to_numpy(dtype=np.float64, na_value=np.nan)
+    since = history["quarters_since_income_change"].to_numpy(dtype=np.float64, na_value=np.nan)
+    prev = np.where(np.isnan(_num(hh, "prev_income_per_capita")), prev, _num(hh, "prev_income_per_capita"))
+    since = np.where(np.isnan(_num(hh, "quarters_since_income_change")), since,
+                     _num(hh, "quarters_since_income_change"))
+    out["income_change"] = np.clip(_safe_div(ipc - prev, np.abs(prev)), -5, 5)
+    out["quarters_since_income_change"] = since
+    hh_income = ipc * n_members
+    out["household_net_income"] = hh_income
+    wage, bus, prop, trans = (_num(hh, c) for c in ("wage_income", "business_income", "property_income",
+                                                    "transfer_income"))
+    gross = np.nansum(np.vstack([np.clip(wage, 0, None), np.clip(bus, 0, None), prop, trans]), axis=0)
+    gross = np.where(gross > 0, gross, np.nan)
+    out["wage_share"] = wage / gross
+    out["business_share"] = bus / gross
+    out["property_share"] = prop / gross
+    out["transfer_share"] = trans / gross
+    out["business_expense_ratio"] = np.clip(_safe_div(_num(hh, "business_expense"), bus), 0, 10)
+    oop = _num(hh, "medical_out_of_pocket")
+    out["medical_oop"] = oop
+    out["rigid_share"] = np.clip(oop / np.maximum(hh_income, 1000.0), 0, 20)
+    out["income_after_rigid_ratio"] = (ipc - np.nan_to_num(oop) / np.maximum(n_members, 1)) / line
+
+    # --- housing, water, protection
+    out["unsafe_housing"] = _flag(hh, "unsafe_housing", True)
+    out["no_safe_water"] = _flag(hh, "safe_water", False)
+    out["farmland_mu"] = _num(hh, "farmland_mu")
+    out["road_distance_km"] = _num(hh, "road_distance_km")
+    out["dibao"] = _notnull(hh, "dibao").astype(np.float64)
+    out["tekun"] = _notnull(hh, "tekun").astype(np.float64)
+    out["n_support_measures"] = np.sum(
+        [_notnull(hh, c) for c in contract.SUPPORT_HEADERS.values()], axis=0).astype(np.float64) if n else \
+        np.zeros(0)
+
+    # --- monitoring history (as recorded in the snapshot of t)
+    monitored = _notnull(hh, "monitor_category")
+    elim = (hh["risk_eliminated"] == True).to_numpy(dtype=bool, na_value=False) if "risk_eliminated" in \
+        hh.columns else np.zeros(n, dtype=bool)  # noqa: E712
+    out["is_tuopin"] = (hh["household_type"] == "脱贫户").to_numpy(dtype=np.float64, na_value=np.nan)
+    out["eliminated_before"] = (monitored & elim).astype(np.float64)
+    out["quarters_since_elimination"] = np.where(monitored & elim, q - _yyyymm_index(_num(hh, "eliminated_at")),
+                                                 np.nan)
+    out["quarters_since_identified"] = np.where(monitored, q - _yyyymm_index(_num(hh, "monitor_since")), np.nan)
+    out["elimination_natural"] = np.where(monitored & elim, _flag(hh, "elimination_mode", "自然消除"), np.nan)
+    risks = [hh[c].astype("string") if c in hh.columns else pd.Series(pd.NA, index=hh.index, dtype="string")
+             for c in contract.RISK_FIELDS]
+    for r in contract.RISK_TYPES:
+        out[f"risk_{RISK_SLUG[r]}"] = np.any([(s == r).to_numpy(dtype=bool, na_value=False) for s in risks],
+                                      axis=0).astype(np.float64) if n else np.zeros(0)
+    out["n_risk_types"] = np.sum([s.notna().to_numpy() for s in risks], axis=0).astype(np.float64) if n else \
+        np.zeros(0)
+
+    # --- department events in the last 1, 2, 4 quarters
+    out.update(_event_window_features(hh, q, frames.events, hh_income))
+
+    # --- local context
+    disaster_now = out[event_count_feature(DISASTER_EVENT, 1)] > 0
+    for level, col in (("village", "village_disaster_share"), ("township", "township_disaster_share")):
+        supplied = _num(hh, col)
+        if population and n and level in hh.columns:
+            keys = [hh["county"].astype("string"), hh[level].astype("string"), pd.Series(q)] if \
+                "county" in hh.columns else [hh[level].astype("string"), pd.Series(q)]
+            share = pd.Series(disaster_now.astype(np.float64)).groupby(keys, sort=False).transform("mean")
+            computed = share.to_numpy(dtype=np.float64)
+        else:
+            computed = np.full(n, np.nan)
+        out[col] = np.where(np.isnan(supplied), computed, supplied)
+
+    # --- rule inputs and identity (not model features)
+    out["year"] = years
+    out["line"] = line
+    out["labor_class"] = np.array(LABOR_CLASS_ORDER, dtype=object)[labor_code.astype(int)] if n else \
+        np.array([], dtype=object)
+    out["in_scope"] = ~monitored | elim
+    out["household_type"] = hh["household_type"].to_numpy() if "household_type" in hh.columns else \
+        np.full(n, None)
+    res = pd.DataFrame(out)
+    for f in FEATURES:
+        res[f.name] = res[f.name].astype(np.float64)
+    return res
+
+
+def _income_history(hh: pd.DataFrame) -> pd.DataFrame:
+    """Per household-quarter: income before the latest change (the previous verification) and the
+    number of quarters since that change, from this and earlier snapshots only."""
+    n = len(hh)
+    res = pd.DataFrame({"prev_income_per_capita": np.full(n, np.nan),
+                        "quarters_since_income_change": np.full(n, np.nan)}, index=hh.index)
+    if n == 0:
+        return res
+    order = np.lexsort((hh["quarter_idx"].to_numpy(), hh["household_id"].astype("string").to_numpy()))
+    hid = hh["household_id"].astype("string").to_numpy()[order]
+    q = hh["quarter_idx"].to_numpy(dtype=np.int64)[order]
+    ipc = pd.to_numeric(hh["income_per_capita"], errors="coerce").to_numpy(dtype=np.float64)[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = hid[1:] != hid[:-1]
+    prev_val = np.r_[np.nan, ipc[:-1]]
+    changed = ~first & (ipc != prev_val) & ~(np.isnan(ipc) & np.isnan(prev_val))
+    grp = np.cumsum(first)
+    before = pd.Series(np.where(changed, prev_val, np.nan)).groupby(grp).ffill().to_numpy()
+    change_q = pd.Series(np.where(changed, q, np.nan)).groupby(grp).ffill().to_numpy()
+    # before the first observed change the time of the last verification is unknown: missing
+    since = np.where(np.isnan(change_q), np.nan, q - change_q)
+    out_prev = np.empty(n)
+    out_since = np.empty(n)
+    out_prev[order] = before
+    out_since[order] = since
+    res["prev_income_per_capita"] = out_prev
+    res["quarters_since_income_change"] = out_since
+    return res
+
+
+def _event_window_features(hh: pd.DataFrame, q: np.ndarray, events: pd.DataFrame | None,
+                           hh_income: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(hh)
+    types = contract.EVENT_TYPES
+    out: dict[str, np.ndarray] = {}
+    if events is None or len(events) == 0 or n == 0:
+        for f in FEATURES:
+            if f.name.startswith("ev_"):
+                out[f.name] = np.zeros(n)
+        return out
+    ev = events.loc[events["household_id"].notna().to_numpy()
+                    & events["quarter_idx"].isin(np.unique(np.concatenate([q - k for k in range(max(EVENT_WINDOWS))])))
+                    .to_numpy()]
+    tcode = ev["event_type"].map(EVENT_TYPE_CODES).to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(tcode)
+    ev = ev.loc[known]
+    tcode = tcode[known].astype(np.int64)
+    amount = np.nan_to_num(_num(ev, "amount"))
+    # aggregate per (household, quarter) with one column per type and amount group
+    agg_keys = pd.MultiIndex.from_arrays([ev["household_id"].astype("string").to_numpy(),
+                                          ev["quarter_idx"].to_numpy(dtype=np.int64)])
+    codes, uniq = pd.factorize(agg_keys)
+    m = len(uniq)
+    counts = np.zeros((m, len(types)))
+    np.add.at(counts, (codes, tcode), 1.0)
+    amounts = {}
+    for g, members in AMOUNT_GROUPS.items():
+        in_g = np.isin(tcode, [EVENT_TYPE_CODES[t] for t in members])
+        amounts[g] = np.bincount(codes[in_g], weights=amount[in_g], minlength=m)
+    hid = hh["household_id"].astype("string").to_numpy()
+    acc_counts = np.zeros((n, len(types)))
+    acc_amounts = {g: np.zeros(n) for g in AMOUNT_GROUPS}
+    lag_done = 0
+    for w in EVENT_WINDOWS:
+        for lag in range(lag_done, w):
+            pos = uniq.get_indexer(pd.MultiIndex.from_arrays([hid, q - lag]))
+            hit = pos >= 0
+            acc_counts[hit] += counts[pos[hit]]
+            for g in AMOUNT_GROUPS:
+                acc_amounts[g][hit] += amounts[g][pos[hit]]
+        lag_done = w
+        for t in types:
+            out[event_count_feature(t, w)] = acc_counts[:, EVENT_TYPE_CODES[t]].copy()
+        for g in AMOUNT_GROUPS:
+            out[f"ev_{g}_amount_{w}q"] = acc_amounts[g].copy()
+    out["ev_medical_amount_4q_share"] = np.clip(out["ev_medical_amount_4q"] / np.maximum(hh_income, 1000.0), 0, 20)
+    return out
+
+
+def event_window(events: pd.DataFrame | None, hh: pd.DataFrame, window: int, types: Sequence[str],
+                 min_amount: float = 0.0) -> pd.DataFrame:
+    """Events of ``types`` (amount ≥ ``min_amount`` when given) in the ``window`` quarters up to
+    each household-quarter of ``hh`` (columns household_id, quarter_idx). Returns one row per
+    matching event with ``row`` = position in ``hh`` (used by the rules for their sentences)."""
+    cols = ["row", "event_type", "amount", "quarter_idx"]
+    if events is None or len(events) == 0 or len(hh) == 0:
+        return pd.DataFrame(columns=cols)
+    ev = events.loc[events["event_type"].isin(list(types)).to_numpy() & events["household_id"].notna().to_numpy()]
+    if min_amount > 0:
+        ev = ev.loc[(pd.to_numeric(ev["amount"], errors="coerce").fillna(0) >= min_amount).to_numpy()]
+    parts = []
+    for lag in range(window):
+        rows = _row_ids(hh["household_id"], hh["quarter_idx"].to_numpy() , ev["household_id"],
+                        ev["quarter_idx"].to_numpy() + lag)
+        ok = rows >= 0
+        if ok.any():
+            parts.append(pd.DataFrame({"row": rows[ok], "event_type": ev["event_type"].to_numpy()[ok],
+                                       "amount": pd.to_numeric(ev["amount"], errors="coerce").to_numpy()[ok],
+                                       "quarter_idx": ev["quarter_idx"].to_numpy()[ok]}))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(parts, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the canonical JSON form (one household with members and recent events) → Frames
+
+
+def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) -> Frames:
+    """Canonical frames for households posted in the canonical JSON form.
+
+    Each record: household fields by canonical name (``quarter`` required), ``members``: list of
+    person dicts (canonical person fields; ``age`` or ``birth_date`` or ``id_number``), ``events``:
+    list of event dicts (``event_date``, ``event_type``, optional ``department``, ``amount``), and
+    optionally the history/context fields :data:`SUPPLIED_HISTORY` / :data:`SUPPLIED_CONTEXT`.
+    Events dated after the end of the record's quarter are ignored (not known at scoring time).
+    """
+    from fangpin import quarters as fq
+
+    hh_rows, p_rows, e_rows = [], [], []
+    for i, rec in enumerate(records):
+        if "quarter" not in rec or rec.get("quarter") in (None, ""):
+            raise ValueError(f"household record {i}: field 'quarter' is required (YYYYQn)")
+        qs = str(rec["quarter"])
+        qi = fq.to_index(qs)
+        hid = rec.get("household_id")
+        hid = str(hid) if hid not in (None, "") else f"__record_{i}"
+        members = rec.get("members") or []
+        row = {k: v for k, v in rec.items() if k not in ("members", "events")}
+        row.update(household_id=hid, quarter=qs, quarter_idx=qi, n_members=len(members))
+        hh_rows.append(row)
+        end = pd.Timestamp(fq.end_date(qs))
+        for m in members:
+            pr = {k: v for k, v in dict(m).items() if k not in FORBIDDEN}
+            pr.update(household_id=hid, quarter=qs, quarter_idx=qi)
+            if pr.get("age") is None:
+                pr["age"] = _age_at(m, end)
+            p_rows.append(pr)
+        for e in rec.get("events") or []:
+            d = pd.to_datetime(e.get("event_date"), errors="coerce")
+            if pd.isna(d):
+                raise ValueError(f"household record {i}: event without a valid event_date")
+            if d > end:
+                continue
+            e_rows.append({"household_id": hid, "event_date": d, "quarter_idx": fq.to_index(fq.of_date(d)),
+                           "event_type": e.get("event_type"), "department": e.get("department"),
+                           "amount": e.get("amount")})
+    hh = pd.DataFrame(hh_rows)
+    persons = pd.DataFrame(p_rows) if p_rows else pd.DataFrame(
+        columns=["household_id", "quarter", "quarter_idx", "relation", "health", "labor_skill", "age"])
+    events = pd.DataFrame(e_rows) if e_rows else None
+    for col in contract.HOUSEHOLD_FIELDS:
+        if col not in hh.columns:
+            hh[col] = None
+    for col in ("eliminated_at", "monitor_since"):
+        hh[col] = pd.to_numeric(hh[col], errors="coerce")
+    return Frames(households=hh, persons=persons, events=events, lines={int(k): float(v) for k, v in lines.items()})
+
+
+def _age_at(member: Mapping, end: pd.Timestamp) -> float | None:
+    bd = member.get("birth_date")
+    if bd in (None, "") and member.get("id_number"):
+        s = str(member["id_number"])
+        bd = s[6:14] if len(s) == 18 else None
+    if bd in (None, ""):
+        return None
+    d = pd.to_datetime(str(bd), errors="coerce")
+    if pd.isna(d):
+        return None
+    return float(end.year - d.year - ((end.month, end.day) < (d.month, d.day)))

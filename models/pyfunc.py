@@ -1,0 +1,382 @@
+"""The deployable model: features + LightGBM + calibration + rules + levels in one object.
+
+- :class:`RiskModel` is the plain Python object that batch scoring and the API use
+  (``score(frames)`` → one row per household-quarter; ``score_records(records)`` for households in
+  the canonical JSON form). It holds the feature spec it was trained with, the booster, the
+  calibrator, the ruleset, the level parameters and the monitoring lines seen in training.
+- :class:`ReturnRiskPyfunc` wraps it as one ``mlflow.pyfunc.PythonModel`` whose artifacts are
+  those parts; its input is ledger-shaped (one row per household, ``members`` and ``events`` as
+  nested lists) with a signature derived from fangpin.contract.
+- :func:`load_champion` / :func:`load_version` return the unwrapped :class:`RiskModel` of a
+  registered version, so the hot path never goes through MLflow's generic DataFrame conversion.
+
+Explanations: exact TreeSHAP from ``booster.predict(X, pred_contrib=True)`` (log-odds, base value
+in the last column) for the rows that get a warning; ``base + Σ contributions = raw_score``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fangpin.config import LevelParams, Params
+from models import levels as lv
+from models.features import FeatureSpec, Frames, build_features, frames_from_records
+from models.rules import Ruleset
+from models.train import Calibrator
+
+ARTIFACTS = {
+    "features": "features.json",
+    "booster": "booster.txt",
+    "calibrator": "calibrator.json",
+    "rules": "rules.json",
+    "levels": "levels.json",
+    "lines": "lines.json",
+    "meta": "meta.json",
+}
+SCORE_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
+                 "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
+                 "warning", "explanation")
+
+
+@dataclass
+class RiskModel:
+    spec: FeatureSpec
+    booster: object  # lightgbm.Booster
+    calibrator: Calibrator
+    ruleset: Ruleset
+    levels: LevelParams
+    lines: dict[int, float] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    model_version: str | None = None  # registry version, set by the loaders
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, d: Path) -> dict[str, str]:
+        d = Path(d)
+        d.mkdir(parents=True, exist_ok=True)
+        self.spec.save(d / ARTIFACTS["features"])
+        self.booster.save_model(str(d / ARTIFACTS["booster"]))
+        (d / ARTIFACTS["calibrator"]).write_text(self.calibrator.to_json(), encoding="utf-8")
+        (d / ARTIFACTS["rules"]).write_text(self.ruleset.to_json(), encoding="utf-8")
+        (d / ARTIFACTS["levels"]).write_text(self.levels.model_dump_json(), encoding="utf-8")
+        (d / ARTIFACTS["lines"]).write_text(json.dumps({str(k): v for k, v in self.lines.items()}),
+                                            encoding="utf-8")
+        (d / ARTIFACTS["meta"]).write_text(json.dumps(self.meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        return {k: str(d / v) for k, v in ARTIFACTS.items()}
+
+    @classmethod
+    def from_artifacts(cls, paths: Mapping[str, str]) -> RiskModel:
+        import lightgbm as lgb
+
+        def text(k: str) -> str:
+            return Path(paths[k]).read_text(encoding="utf-8")
+
+        return cls(
+            spec=FeatureSpec.from_json(text("features")),
+            booster=lgb.Booster(model_file=str(paths["booster"])),
+            calibrator=Calibrator.from_json(text("calibrator")),
+            ruleset=Ruleset.from_json(text("rules")),
+            levels=LevelParams.model_validate_json(text("levels")),
+            lines={int(k): float(v) for k, v in json.loads(text("lines")).items()},
+            meta=json.loads(text("meta")),
+        )
+
+    @classmethod
+    def load(cls, d: Path) -> RiskModel:
+        return cls.from_artifacts({k: str(Path(d) / v) for k, v in ARTIFACTS.items()})
+
+    # ------------------------------------------------------------------ scoring
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.spec.names
+
+    @property
+    def ruleset_version(self) -> str:
+        return self.ruleset.version
+
+    def raw_score(self, X: np.ndarray) -> np.ndarray:
+        return self.booster.predict(X, raw_score=True, num_threads=self.meta.get("num_threads", 0) or 0)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP (log-odds); shape (n, features + 1), base value in the last column."""
+        return self.booster.predict(X, pred_contrib=True)
+
+    def score(self, frames: Frames, *, quarters=None, population: bool = True, explain: str = "warnings",
+              return_features: bool = False):
+        """Score every household-quarter of ``frames`` (or of ``quarters``, quarter indices).
+
+        explain: ``"warnings"`` puts an explanation dict on every row with a warning (else None);
+        ``"none"`` skips TreeSHAP (batch scorers that explain in chunks call :meth:`contributions`).
+        Returns a DataFrame with :data:`SCORE_COLUMNS` (and the feature frame too when
+        ``return_features``).
+        """
+        lines = {**self.lines, **{int(k): float(v) for k, v in frames.lines.items()}}
+        fr = Frames(frames.households, frames.persons, frames.events, lines)
+        feats = build_features(fr, quarters=quarters, population=population)
+        X = self.spec.matrix(feats)
+        raw = self.raw_score(X) if len(X) else np.zeros(0)
+        prob = self.calibrator(raw)
+        rules = self.ruleset.evaluate(feats, fr.events)
+        m_rank = lv.model_rank(prob, self.levels, feats.get("township"), feats.get("quarter_idx"))
+        c_rank = lv.combine(rules["rule_rank"].to_numpy(), m_rank)
+        out = pd.DataFrame({c: feats[c].to_numpy() for c in SCORE_COLUMNS[:7] if c in feats.columns})
+        out["probability"] = prob
+        out["raw_score"] = raw
+        out["model_level"] = lv.from_rank(m_rank)
+        out["rule_level"] = rules["rule_level"].to_numpy()
+        out["rule_hits"] = rules["rule_hits"].to_numpy()
+        out["combined_level"] = lv.from_rank(c_rank)
+        out["warning"] = c_rank > 0
+        expl = np.full(len(out), None, dtype=object)
+        if explain == "warnings" and out["warning"].any():
+            idx = np.flatnonzero(out["warning"].to_numpy())
+            contrib = self.contributions(X[idx])
+            for j, i in enumerate(idx):
+                expl[i] = self.explanation(X[i], contrib[j])
+        out["explanation"] = expl
+        out["model_version"] = self.model_version
+        out["ruleset_version"] = self.ruleset.version
+        return (out, feats) if return_features else out
+
+    def explanation(self, x: np.ndarray, contrib: np.ndarray) -> dict:
+        names = self.spec.names
+        return {
+            "base_value": float(contrib[-1]),
+            "raw_score": float(contrib.sum()),
+            "units": "log-odds",
+            "features": {n: {"value": None if np.isnan(x[k]) else float(x[k]), "contribution": float(contrib[k])}
+                         for k, n in enumerate(names)},
+        }
+
+    def score_records(self, records: Sequence[Mapping], *, lines: Mapping[int, float] | None = None,
+                      explain: str = "warnings") -> pd.DataFrame:
+        """Score households posted in the canonical JSON form (see models.features.frames_from_records)."""
+        fr = frames_from_records(records, {**self.lines, **(lines or {})})
+        return self.score(fr, population=False, explain=explain)
+
+
+# ---------------------------------------------------------------------- MLflow wrapper
+
+
+def _pyfunc_base():
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.PythonModel
+
+
+class ReturnRiskPyfunc(_pyfunc_base()):  # type: ignore[misc]
+    """mlflow.pyfunc model: ledger-shaped households in, probability/levels/rule hits/explanation out."""
+
+    def load_context(self, context):
+        self.model = RiskModel.from_artifacts(context.artifacts)
+
+    def predict(self, context, model_input, params=None):
+        records = _records_from_input(model_input)
+        out = self.model.score_records(records)
+        out = out.drop(columns=["quarter_idx"])
+        out["rule_hits"] = [json.dumps(h, ensure_ascii=False) for h in out["rule_hits"]]
+        out["explanation"] = [None if e is None else json.dumps(e, ensure_ascii=False) for e in out["explanation"]]
+        return out
+
+    # plain loader convenience
+    def unwrap(self) -> RiskModel:
+        return self.model
+
+
+def _records_from_input(model_input) -> list[dict]:
+    if isinstance(model_input, pd.DataFrame):
+        recs = model_input.to_dict(orient="records")
+    elif isinstance(model_input, dict):
+        recs = [model_input]
+    else:
+        recs = list(model_input)
+    out = []
+    for r in recs:
+        r = {k: (None if _isna(v) else v) for k, v in r.items()}
+        for k in ("members", "events"):
+            v = r.get(k)
+            r[k] = [] if v is None else [dict(x) for x in v]
+        out.append(r)
+    return out
+
+
+def _isna(v) -> bool:
+    if isinstance(v, list | tuple | dict | np.ndarray):
+        return False
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+_KIND_DTYPE = {"text": "string", "category": "string", "quarter": "string", "sex": "string", "date": "string",
+               "float": "double", "int": "long", "yyyymm": "long", "yesno": "boolean"}
+
+
+def input_schema():
+    """The signature's input schema, derived from fangpin.contract (one row per household)."""
+    from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
+
+    from fangpin import contract
+    from models.features import SUPPLIED_CONTEXT, SUPPLIED_HISTORY
+
+    required = {"household_id", "quarter", "income_per_capita"}
+    # integer columns may be missing: pandas carries them as floats, so they are declared double
+    cols = [ColSpec("double" if _KIND_DTYPE[c.kind] == "long" else _KIND_DTYPE[c.kind], c.name,
+                    required=c.name in required)
+            for c in contract.LEDGER_COLUMNS if c.level == "household"]
+    cols += [ColSpec("double", n, required=False) for n in (*SUPPLIED_HISTORY, *SUPPLIED_CONTEXT)]
+    person = [Property(c.name, _KIND_DTYPE[c.kind], required=c.name in ("relation", "health", "labor_skill"))
+              for c in contract.LEDGER_COLUMNS if c.level == "person"]
+    person.append(Property("age", "long", required=False))
+    event = [Property(c.name, _KIND_DTYPE[c.kind], required=c.name in ("event_date", "event_type"))
+             for c in contract.EVENT_COLUMNS if c.name != "id_number"]
+    cols.append(ColSpec(Array(Object(person)), "members", required=True))
+    cols.append(ColSpec(Array(Object(event)), "events", required=False))
+    return Schema(cols)
+
+
+def records_from_frames(frames: Frames, qidx: int, n: int, seed: int = 0) -> list[dict]:
+    """Up to ``n`` households of quarter ``qidx`` in the canonical JSON form (input examples, tests).
+
+    Personal fields (names, ID numbers) are not copied; events are those of the last 4 quarters.
+    """
+    hh = frames.households[frames.households["quarter_idx"] == qidx]
+    hh = hh.sample(n=min(n, len(hh)), random_state=seed) if len(hh) > n else hh
+    persons = frames.persons[(frames.persons["quarter_idx"] == qidx)
+                             & frames.persons["household_id"].isin(hh["household_id"])]
+    ev = frames.events
+    if ev is not None:
+        ev = ev[(ev["quarter_idx"] <= qidx) & (ev["quarter_idx"] > qidx - 4) & ev["household_id"].isin(hh["household_id"])]
+    from fangpin import contract
+
+    p_fields = [c.name for c in contract.LEDGER_COLUMNS if c.level == "person"
+                and c.name not in ("id_number", "name")] + ["age"]
+    recs = []
+    pg = {k: g for k, g in persons.groupby("household_id", sort=False)}
+    eg = {k: g for k, g in ev.groupby("household_id", sort=False)} if ev is not None else {}
+    for _, row in hh.iterrows():
+        rec = {c: _plain(row.get(c)) for c in contract.HOUSEHOLD_FIELDS if c in row.index}
+        rec["quarter"] = str(row["quarter"])
+        g = pg.get(row["household_id"])
+        rec["members"] = [] if g is None else [
+            {c: _plain(v) for c, v in m.items() if c in p_fields} for m in g.to_dict(orient="records")]
+        e = eg.get(row["household_id"])
+        rec["events"] = [] if e is None else [
+            {"event_date": pd.Timestamp(x["event_date"]).strftime("%Y-%m-%d"), "event_type": x["event_type"],
+             "department": _plain(x.get("department")), "amount": _plain(x.get("amount"))}
+            for x in e.to_dict(orient="records")]
+        recs.append(rec)
+    return recs
+
+
+def _plain(v):
+    if v is None:
+        return None
+    if isinstance(v, pd.Timestamp):
+        return v.strftime("%Y-%m-%d")
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+# ---------------------------------------------------------------------- MLflow plumbing
+
+
+def tracking_uri(params: Params, root: Path | None = None) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if params.model.tracking_uri:
+        return params.model.tracking_uri
+    state = (Path(root or ".") / params.paths.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state}/mlflow.db"
+
+
+def setup_mlflow(params: Params, root: Path | None = None) -> str:
+    """Point MLflow at the configured store and make sure the experiment exists (artifacts under
+    <state_dir>/mlartifacts for the embedded store). Returns the experiment id."""
+    import mlflow
+
+    uri = tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    exp = mlflow.get_experiment_by_name(params.model.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
+    return mlflow.create_experiment(params.model.experiment, artifact_location=artifact_location)
+
+
+def load_version(params: Params, version: str | int, root: Path | None = None) -> RiskModel:
+    """The unwrapped RiskModel of a registered version (artifacts downloaded once)."""
+    import mlflow
+
+    setup_mlflow(params, root)
+    pm = mlflow.pyfunc.load_model(f"models:/{params.model.registered_name}/{version}")
+    model = pm.unwrap_python_model().model
+    model.model_version = str(version)
+    return model
+
+
+def champion_version(params: Params, root: Path | None = None, alias: str = "champion") -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(params, root)
+    try:
+        return MlflowClient().get_model_version_by_alias(params.model.registered_name, alias).version
+    except MlflowException:
+        return None
+
+
+def load_champion(params: Params, root: Path | None = None, alias: str = "champion") -> RiskModel:
+    """The RiskModel behind ``models:/<registered_name>@champion`` (batch scoring and the API)."""
+    v = champion_version(params, root, alias)
+    if v is None:
+        raise LookupError(f"no @{alias} version of model '{params.model.registered_name}' in the registry; "
+                          f"run `fangpin train` and `fangpin promote` first")
+    return load_version(params, v, root)
+
+
+def log_pyfunc(model: RiskModel, workdir: Path, input_example: list[dict], registered_name: str):
+    """Log the model once as a pyfunc (artifacts = its parts) and register it. Returns ModelInfo."""
+    import mlflow
+    from mlflow.models import ModelSignature
+
+    paths = model.save(Path(workdir))
+    sig = ModelSignature(inputs=input_schema())
+    example = pd.DataFrame(input_example)
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=ReturnRiskPyfunc(),
+        artifacts=paths,
+        signature=sig,
+        input_example=example,
+        registered_model_name=registered_name,
+        pip_requirements=_requirements(),
+    )
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("lightgbm", "numpy", "pandas", "scikit-learn", "mlflow", "pyarrow",
+                                           "pydantic", "pyyaml")]

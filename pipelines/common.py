@@ -1,0 +1,51 @@
+"""Shared plumbing of the pipeline stages: paths resolved against a working directory, frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fangpin.config import Params
+
+
+def rooted(params: Params, root: Path | str = ".") -> Params:
+    """Params whose relative paths (paths.*, model.out_dir) are resolved against ``root``."""
+    root = Path(root).resolve()
+    paths = params.paths.model_copy(update={k: root / v for k, v in params.paths.model_dump().items()})
+    model = params.model.model_copy(update={"out_dir": root / params.model.out_dir})
+    return params.model_copy(update={"paths": paths, "model": model})
+
+
+def load_frames(params: Params):
+    from models.features import Frames
+
+    return Frames.from_dir(params.paths.ingested_dir, lines=params.lines)
+
+
+def train_info_path(params: Params) -> Path:
+    return Path(params.model.out_dir) / "train_info.json"
+
+
+def read_train_info(params: Params) -> dict:
+    p = train_info_path(params)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: run `fangpin train` first")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=_default), encoding="utf-8")
+
+
+def _default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))

@@ -1,0 +1,373 @@
+"""`fangpin evaluate`: the registered model against the rules on the held-out test quarters.
+
+Each system ranks the in-scope, labelled household-quarters of the test quarters (pooled):
+
+- ``rules``: rule hits first (by level, then income relative to the line), then the rest by income
+  relative to the line;
+- ``model``: by calibrated probability (ties, which isotonic calibration creates, broken by the
+  booster's raw score);
+- ``combined`` (what fangpin sends): every rule hit first, ordered among themselves by the model,
+  then the rest by the model;
+- ``oracle``: by the generator's true probability (oracle.parquet), when present.
+
+k = the number of rule hits (the rules' workload). "Recall at k" is always the top k of a ranking.
+AUC and PR-AUC are computed from each ranking; Brier score and calibration error from
+probabilities (the combined system sends the model's probabilities, so it shares the model's).
+Calibration error = expected calibration error over 10 equal-count bins of predicted probability.
+
+Writes <reports_dir>/metrics.json (exactly the keys of issue 3), metrics_detail.json (everything
+else: precision at 2k and 5%, calibration error, lead time, warnings by level, SHAP importance),
+report.md with figures/, model_card.md; logs them to the training run in MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fangpin.config import Params
+from pipelines.common import load_frames, read_train_info, write_json
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("rules", "model", "combined", "oracle")
+SLICES = {"county": "county", "township": "township", "household_type": "household_type",
+          "labor_class": "labor_class", "ethnicity_audit": "head_ethnicity", "head_sex_audit": "head_sex"}
+
+
+# ------------------------------------------------------------------------------------------------
+# rankings and metrics
+
+
+def rank_order(keys: list[np.ndarray]) -> np.ndarray:
+    """Row positions sorted by ``keys`` (first key most significant, all ascending, NaN last)."""
+    cols = [np.where(np.isnan(k.astype(float)), np.inf, k.astype(float)) for k in keys]
+    return np.lexsort(tuple(reversed(cols)))
+
+
+def system_orders(scored: pd.DataFrame) -> dict[str, np.ndarray]:
+    hit = (scored["rule_rank"].to_numpy() > 0).astype(float)
+    rr = scored["rule_rank"].to_numpy().astype(float)
+    ratio = scored["income_ratio"].to_numpy(dtype=float)
+    prob = scored["probability"].to_numpy(dtype=float)
+    raw = scored["raw_score"].to_numpy(dtype=float)
+    orders = {
+        "rules": rank_order([-rr, ratio]),
+        "model": rank_order([-prob, -raw]),
+        "combined": rank_order([-hit, -prob, -raw]),
+    }
+    if "oracle" in scored.columns and scored["oracle"].notna().all():
+        orders["oracle"] = rank_order([-scored["oracle"].to_numpy(dtype=float)])
+    return orders
+
+
+def rank_score(order: np.ndarray) -> np.ndarray:
+    """A score whose descending order is ``order`` (n for the first row … 1 for the last)."""
+    s = np.empty(len(order))
+    s[order] = np.arange(len(order), 0, -1)
+    return s
+
+
+def calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    order = np.argsort(p, kind="stable")
+    parts = np.array_split(order, bins)
+    return float(sum(len(b) * abs(p[b].mean() - y[b].mean()) for b in parts if len(b)) / len(p))
+
+
+def at_k(order: np.ndarray, y: np.ndarray, k: int) -> tuple[float, float]:
+    top = order[:k]
+    pos = y.sum()
+    tp = y[top].sum()
+    return (float(tp / pos) if pos else float("nan"), float(tp / k) if k else float("nan"))
+
+
+def system_metrics(order: np.ndarray, y: np.ndarray, prob: np.ndarray | None, k: int) -> tuple[dict, dict]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    n = len(y)
+    score = rank_score(order)
+    both = 0 < y.sum() < n
+    r_k, p_k = at_k(order, y, k)
+    r_2k, p_2k = at_k(order, y, min(2 * k, n))
+    k5 = max(1, math.ceil(0.05 * n))
+    r_5, p_5 = at_k(order, y, k5)
+    main = {
+        "auc": float(roc_auc_score(y, score)) if both else None,
+        "pr_auc": float(average_precision_score(y, score)) if both else None,
+        "brier": float(np.mean((prob - y) ** 2)) if prob is not None else None,
+        "recall_at_rules_workload": r_k,
+        "precision_at_rules_workload": p_k,
+        "recall_at_2x_rules_workload": r_2k,
+        "recall_at_5pct": r_5,
+    }
+    detail = {
+        "calibration_error": calibration_error(prob, y) if prob is not None else None,
+        "precision_at_2x_rules_workload": p_2k,
+        "precision_at_5pct": p_5,
+        "workload_5pct": k5,
+    }
+    return main, detail
+
+
+def recall_curve(order: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.cumsum(y[order]) / max(y.sum(), 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# the stage
+
+
+def scored_frame(model, frames, params: Params, from_q: int) -> pd.DataFrame:
+    """Score every household-quarter from quarter index ``from_q`` on; attach labels, oracle,
+    rule rank and the slice columns."""
+    from pipelines.labels import make_labels
+
+    scores, feats = model.score(frames, quarters=range(from_q, int(frames.households["quarter_idx"].max()) + 1),
+                                explain="none", return_features=True)
+    labels = make_labels(frames.households, params.labels.horizon_quarters)
+    labels = labels[labels["quarter_idx"] >= from_q].reset_index(drop=True)
+    assert (labels["household_id"].to_numpy() == scores["household_id"].to_numpy()).all()
+    out = scores.drop(columns=["explanation"])
+    out["rule_rank"] = _rank_of(out["rule_level"])
+    out["income_ratio"] = feats["income_ratio"].to_numpy()
+    out["labor_class"] = feats["labor_class"].to_numpy()
+    out["household_type"] = feats["household_type"].to_numpy()
+    out["labelled"] = labels["labelled"].to_numpy()
+    out["label"] = labels["label"].to_numpy(dtype=np.float64, na_value=np.nan)
+    head = _heads(frames.persons, from_q)
+    out = out.merge(head, on=["household_id", "quarter_idx"], how="left")
+    if frames.oracle is not None and len(frames.oracle):
+        o = frames.oracle[["household_id", "quarter", "true_probability"]].rename(
+            columns={"true_probability": "oracle"})
+        out = out.merge(o.drop_duplicates(["household_id", "quarter"]), on=["household_id", "quarter"], how="left")
+    return out
+
+
+def _rank_of(levels: pd.Series) -> np.ndarray:
+    from models.levels import rank
+
+    return rank(levels)
+
+
+def _heads(persons: pd.DataFrame, from_q: int) -> pd.DataFrame:
+    """Sex and 民族 of the head of household (fairness audit only, never a feature)."""
+    p = persons[persons["quarter_idx"] >= from_q]
+    p = p.assign(_head=(p["relation"] == "户主").astype(int)).sort_values(["_head"], ascending=False)
+    h = p.drop_duplicates(["household_id", "quarter_idx"], keep="first")
+    cols = {"sex": "head_sex", "ethnicity": "head_ethnicity"}
+    h = h[["household_id", "quarter_idx", *[c for c in cols if c in h.columns]]].rename(columns=cols)
+    return h
+
+
+def compute_metrics(scored: pd.DataFrame, test_q: list[int], params: Params) -> tuple[dict, dict, dict]:
+    """metrics.json, metrics_detail.json and arrays for plots, for the test quarters."""
+    from fangpin.quarters import from_index
+
+    test = scored[scored["quarter_idx"].isin(test_q) & scored["in_scope"].astype(bool)
+                  & scored["labelled"].astype(bool)].reset_index(drop=True)
+    if test.empty:
+        raise ValueError("no labelled in-scope household-quarters in the test quarters")
+    y = test["label"].to_numpy(dtype=float)
+    k = int((test["rule_rank"] > 0).sum())
+    orders = system_orders(test)
+    probs = {"model": test["probability"].to_numpy(float), "combined": test["probability"].to_numpy(float),
+             "oracle": test["oracle"].to_numpy(float) if "oracle" in orders else None, "rules": None}
+    systems, details, curves = {}, {}, {}
+    for s, order in orders.items():
+        systems[s], details[s] = system_metrics(order, y, probs[s], k)
+        curves[s] = recall_curve(order, y)
+    metrics = {
+        "test_quarters": [from_index(q) for q in sorted(test_q)],
+        "n_test": int(len(test)),
+        "positives": int(y.sum()),
+        "rules_workload": k,
+        "systems": systems,
+        "slices": slice_metrics(test, orders, y, k, params),
+    }
+    detail = {"systems": details, "base_rate": float(y.mean()),
+              "warnings_by_level": _levels_table(test),
+              "workloads": {"rules_workload": k, "2x": min(2 * k, len(y)), "5pct": max(1, math.ceil(0.05 * len(y)))}}
+    plots = {"curves": curves, "y": y, "test": test, "orders": orders}
+    return metrics, detail, plots
+
+
+def _levels_table(test: pd.DataFrame) -> dict:
+    out = {}
+    for col in ("rule_level", "model_level", "combined_level"):
+        vc = test[col].fillna("无").value_counts()
+        pos = test.groupby(test[col].fillna("无"))["label"].mean()
+        out[col] = {str(lvl): {"n": int(vc[lvl]), "positive_rate": float(pos[lvl])} for lvl in vc.index}
+    return out
+
+
+def slice_metrics(test: pd.DataFrame, orders: dict, y: np.ndarray, k: int, params: Params) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    n = len(y)
+    sel = {}
+    for s, kk in (("rules", k), ("model", k), ("combined", min(2 * k, n))):
+        m = np.zeros(n, dtype=bool)
+        m[orders[s][:kk]] = True
+        sel[s] = m
+    prob = test["probability"].to_numpy(float)
+    out: dict = {}
+    for name, col in SLICES.items():
+        if col not in test.columns:
+            continue
+        groups = {}
+        for val, idx in test.groupby(test[col].fillna("（空）").astype(str)).indices.items():
+            yy = y[idx]
+            pos = yy.sum()
+            g = {"n": int(len(idx)), "positives": int(pos),
+                 "rules_recall_at_k": float(yy[sel["rules"][idx]].sum() / pos) if pos else None,
+                 "model_recall_at_k": float(yy[sel["model"][idx]].sum() / pos) if pos else None,
+                 "combined_recall_at_2k": float(yy[sel["combined"][idx]].sum() / pos) if pos else None,
+                 "combined_flag_rate_at_2k": float(sel["combined"][idx].mean()),
+                 "model_auc": float(roc_auc_score(yy, prob[idx])) if 0 < pos < len(idx) else None,
+                 "mean_probability": float(prob[idx].mean()), "positive_rate": float(yy.mean())}
+            groups[val] = g
+        out[name] = groups
+    return out
+
+
+def lead_times(scored: pd.DataFrame, households: pd.DataFrame, from_q: int) -> dict:
+    """For households newly identified after ``from_q``: quarters between the first flag and the
+    identification, for the rules (their hits) and for combined at 2× the rules' workload of each
+    quarter; 0 when a system never flagged the household before it was identified."""
+    from pipelines.labels import identification_quarter
+
+    s = scored[scored["in_scope"].astype(bool)].copy()
+    s["flag_rules"] = s["rule_rank"] > 0
+    s["flag_combined"] = False
+    for _, g in s.groupby("quarter_idx"):
+        k = int(g["flag_rules"].sum())
+        order = system_orders(g)["combined"][: 2 * k]
+        s.loc[g.index[order], "flag_combined"] = True
+    ident = identification_quarter(households)
+    ident = ident[ident["quarter_idx"] > from_q]
+    flags = s[["household_id", "quarter_idx", "flag_rules", "flag_combined"]]
+    m = ident.merge(flags, on="household_id", suffixes=("_ident", ""))
+    m = m[m["quarter_idx"] < m["quarter_idx_ident"]]
+    res = {"identified": int(len(ident))}
+    leads = {}
+    for sys_ in ("rules", "combined"):
+        f = m[m[f"flag_{sys_}"]]
+        first = f.groupby(["household_id", "quarter_idx_ident"])["quarter_idx"].min()
+        lead = (first.index.get_level_values(1) - first.to_numpy())
+        lead_s = pd.Series(lead, index=first.index).reindex(
+            pd.MultiIndex.from_frame(ident[["household_id", "quarter_idx"]]), fill_value=0)
+        leads[sys_] = lead_s.to_numpy()
+        res[sys_] = {"flagged_before_identification": float((lead_s > 0).mean()) if len(lead_s) else None,
+                     "mean_lead_quarters": float(lead_s.mean()) if len(lead_s) else None,
+                     "mean_lead_quarters_if_flagged": float(lead_s[lead_s > 0].mean()) if (lead_s > 0).any() else None}
+    if len(ident):
+        d = leads["combined"] - leads["rules"]
+        res["combined_minus_rules"] = {"mean_quarters": float(d.mean()), "earlier_share": float((d > 0).mean()),
+                                       "later_share": float((d < 0).mean())}
+    return res
+
+
+def shap_importance(model, frames, test: pd.DataFrame, params: Params) -> dict:
+    """Mean |pred_contrib| (log-odds) over a sample of test rows, per feature and per group."""
+    from models.features import build_features
+
+    rng = np.random.default_rng(params.model.seed)
+    n = min(params.model.explain_sample, len(test))
+    pick = test.iloc[np.sort(rng.choice(len(test), n, replace=False))]
+    qs = sorted(pick["quarter_idx"].unique())
+    lines = {**model.lines, **frames.lines}
+    from models.features import Frames
+
+    feats = build_features(Frames(frames.households, frames.persons, frames.events, lines), quarters=qs)
+    feats = feats.merge(pick[["household_id", "quarter_idx"]], on=["household_id", "quarter_idx"])
+    contrib = model.contributions(model.spec.matrix(feats))
+    imp = np.abs(contrib[:, :-1]).mean(axis=0)
+    by_feature = dict(sorted(zip(model.spec.names, imp.tolist(), strict=False), key=lambda kv: -kv[1]))
+    groups: dict[str, float] = {}
+    for gname in sorted(set(model.spec.groups.values())):
+        cols = [i for i, nme in enumerate(model.spec.names) if model.spec.groups[nme] == gname]
+        v = np.abs(contrib[:, cols].sum(axis=1)).mean()
+        groups[gname] = float(v)
+    return {"rows": int(n), "units": "mean |log-odds contribution|",
+            "features": by_feature, "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
+
+
+def evaluate(params: Params) -> dict:
+    """The `fangpin evaluate` stage. Returns metrics.json's content."""
+    from fangpin.quarters import to_index
+    from models.pyfunc import load_version
+    from pipelines import report as rep
+
+    info = read_train_info(params)
+    frames = load_frames(params)
+    model = load_version(params, info["version"])
+    test_q = [to_index(q) for q in info["test_quarters"]]
+    scored = scored_frame(model, frames, params, min(test_q))
+    metrics, detail, plots = compute_metrics(scored, test_q, params)
+    detail["lead_time"] = lead_times(scored, frames.households, min(test_q))
+    detail["shap_importance"] = shap_importance(model, frames, plots["test"], params)
+    detail["model_version"] = info["version"]
+    detail["ruleset_version"] = model.ruleset.version
+    detail["split"] = info["split"]
+    detail["fit"] = info.get("fit", {})
+    detail["calibration"] = model.calibrator.method
+    leaves = Path(params.paths.reports_dir) / "leaves_sweep.json"
+    if leaves.exists():
+        import json
+
+        detail["leaves_sweep"] = json.loads(leaves.read_text(encoding="utf-8"))
+    rdir = Path(params.paths.reports_dir)
+    write_json(rdir / "metrics.json", metrics)
+    write_json(rdir / "metrics_detail.json", detail)
+    report_path, card_path = rep.write_report(rdir, metrics, detail, plots, info, params)
+    _log_to_mlflow(params, info, metrics, detail, rdir, report_path, card_path)
+    m, r = metrics["systems"]["model"], metrics["systems"]["rules"]
+    log.info("test %s: n=%d positives=%d k=%d | AUC model %.3f | recall@k rules %.3f model %.3f | "
+             "recall@2k rules %.3f combined %.3f | calibration error %.4f", metrics["test_quarters"],
+             metrics["n_test"], metrics["positives"], metrics["rules_workload"], m["auc"] or float("nan"),
+             r["recall_at_rules_workload"], m["recall_at_rules_workload"], r["recall_at_2x_rules_workload"],
+             metrics["systems"]["combined"]["recall_at_2x_rules_workload"],
+             detail["systems"]["model"]["calibration_error"])
+    return metrics
+
+
+def flat_metrics(metrics: dict, detail: dict) -> dict:
+    out = {}
+    for s, d in metrics["systems"].items():
+        for k, v in {**d, **detail["systems"].get(s, {})}.items():
+            if isinstance(v, int | float) and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[f"test.{s}.{k}"] = float(v)
+    out["test.n"] = metrics["n_test"]
+    out["test.positives"] = metrics["positives"]
+    out["test.rules_workload"] = metrics["rules_workload"]
+    lt = detail.get("lead_time", {}).get("combined_minus_rules")
+    if lt:
+        out["test.lead_time.combined_minus_rules"] = lt["mean_quarters"]
+    return out
+
+
+def _log_to_mlflow(params, info, metrics, detail, rdir: Path, report_path: Path, card_path: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from models.pyfunc import setup_mlflow
+
+    setup_mlflow(params)
+    with mlflow.start_run(run_id=info["run_id"]):
+        mlflow.log_metrics(flat_metrics(metrics, detail))
+        mlflow.log_artifact(str(rdir / "metrics.json"), "reports")
+        mlflow.log_artifact(str(rdir / "metrics_detail.json"), "reports")
+        mlflow.log_artifact(str(report_path), "reports")
+        mlflow.log_artifacts(str(report_path.parent / "figures"), "reports/figures")
+        mlflow.log_artifact(str(card_path), "model_card")
+    client = MlflowClient()
+    card = card_path.read_text(encoding="utf-8")
+    client.update_model_version(info["registered_name"], info["version"], description=card)
+    m = metrics["systems"]["model"]
+    client.set_model_version_tag(info["registered_name"], info["version"], "test_quarters",
+                                 ",".join(metrics["test_quarters"]))
+    client.set_model_version_tag(info["registered_name"], info["version"], "test_auc", f"{m['auc']:.4f}")

@@ -1,0 +1,76 @@
+"""Labels, exactly as ../shared/ledger-contract.md ("The outcome to predict") defines them.
+
+A household is *in scope* at quarter t when it is not a monitoring object with unresolved risk at t
+(监测对象类别 blank, or 风险是否已消除 = 是). It is *positive* when a later snapshot within the next H
+quarters (t+1 … t+H) shows it newly identified: 监测对象类别 set, 风险是否已消除 = 否 (not 是), and
+识别监测时间 after the end of quarter t. A household-quarter is *labelled* only when the ledger
+reaches t+H (the last H quarters cannot be labelled yet); a household missing from some later
+snapshot is judged on the snapshots that exist.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fangpin.quarters import index_of_yyyymm
+
+
+def in_scope(households: pd.DataFrame) -> pd.Series:
+    monitored = households["monitor_category"].notna()
+    if households["monitor_category"].dtype == object or pd.api.types.is_string_dtype(households["monitor_category"]):
+        monitored &= households["monitor_category"].astype("string").str.strip().fillna("") != ""
+    eliminated = households["risk_eliminated"].astype("boolean").fillna(False)
+    return (~monitored | eliminated).astype(bool)
+
+
+def newly_identified_at(households: pd.DataFrame) -> pd.Series:
+    """Per snapshot row: the quarter index of identification when the row shows an unresolved
+    monitoring object (NaN otherwise)."""
+    monitored = households["monitor_category"].notna()
+    unresolved = households["risk_eliminated"].astype("boolean").fillna(False) == False  # noqa: E712
+    since_q = index_of_yyyymm(pd.to_numeric(households["monitor_since"], errors="coerce"))
+    return since_q.where(monitored & unresolved).astype("Float64")
+
+
+def make_labels(households: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """One row per household-quarter of ``households``: household_id, quarter, quarter_idx,
+    in_scope, labelled (the ledger reaches t+H), label (0/1, NA when not labelled or out of scope).
+    """
+    hh = households[["household_id", "quarter", "quarter_idx", "monitor_category", "risk_eliminated",
+                     "monitor_since"]].reset_index(drop=True)
+    scope = in_scope(hh).to_numpy()
+    ident_q = newly_identified_at(hh).to_numpy(dtype=np.float64, na_value=np.nan)
+    q = hh["quarter_idx"].to_numpy(dtype=np.int64)
+    last_q = int(q.max()) if len(q) else 0
+    key = pd.MultiIndex.from_arrays([hh["household_id"].astype("string").to_numpy(), q])
+    positive = np.zeros(len(hh), dtype=bool)
+    for h in range(1, horizon + 1):
+        pos = key.get_indexer(pd.MultiIndex.from_arrays([hh["household_id"].astype("string").to_numpy(), q + h]))
+        found = pos >= 0
+        later_ident = np.full(len(hh), np.nan)
+        later_ident[found] = ident_q[pos[found]]
+        # newly identified: 识别监测时间 after the end of quarter t (quarter index > t)
+        positive |= ~np.isnan(later_ident) & (later_ident > q)
+    labelled = q + horizon <= last_q
+    label = pd.array(np.where(positive, 1, 0), dtype="Int8")
+    label[~(labelled & scope)] = pd.NA
+    return pd.DataFrame({
+        "household_id": hh["household_id"].to_numpy(),
+        "quarter": hh["quarter"].to_numpy(),
+        "quarter_idx": q,
+        "in_scope": scope,
+        "labelled": labelled,
+        "label": label,
+    })
+
+
+def identification_quarter(households: pd.DataFrame) -> pd.DataFrame:
+    """Every new identification seen in the ledger: household_id, quarter_idx of the first snapshot
+    that shows it (used for lead times)."""
+    hh = households[["household_id", "quarter_idx", "monitor_category", "risk_eliminated", "monitor_since"]]
+    ident = newly_identified_at(hh)
+    rows = hh.assign(ident_q=ident)[ident.notna()]
+    rows = rows.sort_values(["household_id", "quarter_idx"])
+    rows = rows.drop_duplicates(["household_id", "ident_q"], keep="first")
+    return rows[["household_id", "quarter_idx", "ident_q"]].reset_index(drop=True)

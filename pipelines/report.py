@@ -1,0 +1,258 @@
+"""The readable evaluation report (Markdown + PNG figures) and the model card."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from fangpin.config import Params
+
+SYSTEM_LABELS = {"rules": "规则 rules", "model": "模型 model", "combined": "规则+模型 combined",
+                 "oracle": "oracle (true probability)"}
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if pct:
+        return f"{v:.1%}"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def write_figures(fig_dir: Path, metrics: dict, detail: dict, plots: dict) -> dict[str, str]:
+    from fangpin.plotting import NoCJKFont, setup_matplotlib
+
+    try:
+        setup_matplotlib()
+    except NoCJKFont:  # figures stay readable with English labels only
+        import matplotlib
+
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    y = plots["y"]
+    n = len(y)
+    k = metrics["rules_workload"]
+    # 1. recall against workload
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = np.arange(1, n + 1)
+    for s, c in plots["curves"].items():
+        ax.plot(x, c, label=SYSTEM_LABELS[s])
+    for w, lab in ((k, "k"), (2 * k, "2k"), (int(np.ceil(0.05 * n)), "5%")):
+        if w <= n:
+            ax.axvline(w, color="grey", ls=":", lw=1)
+            ax.text(w, 0.02, lab, color="grey")
+    ax.set_xlim(0, min(n, max(4 * k, int(0.2 * n))))
+    ax.set_xlabel("visits (top of each ranking)")
+    ax.set_ylabel("recall of households newly identified")
+    ax.set_title("Recall at workload, test quarters")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out["recall"] = "figures/recall_at_workload.png"
+    fig.savefig(fig_dir / "recall_at_workload.png", dpi=110)
+    plt.close(fig)
+    # 2. reliability diagram
+    test = plots["test"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for s, col in (("model", "probability"), ("oracle", "oracle")):
+        if col not in test.columns or test[col].isna().any():
+            continue
+        p = test[col].to_numpy(float)
+        order = np.argsort(p, kind="stable")
+        parts = np.array_split(order, 10)
+        ax.plot([p[b].mean() for b in parts], [y[b].mean() for b in parts], "o-", label=SYSTEM_LABELS[s])
+    lim = max(0.05, float(test["probability"].quantile(0.99)) * 1.2)
+    ax.plot([0, lim], [0, lim], "k--", lw=1)
+    ax.set_xlabel("mean predicted probability (10 equal-count bins)")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Calibration, test quarters")
+    ax.legend()
+    fig.tight_layout()
+    out["calibration"] = "figures/calibration.png"
+    fig.savefig(fig_dir / "calibration.png", dpi=110)
+    plt.close(fig)
+    # 3. SHAP importance by group and top features
+    imp = detail["shap_importance"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    g = list(imp["groups"].items())[:15][::-1]
+    axes[0].barh([a for a, _ in g], [b for _, b in g])
+    axes[0].set_title("by factor group (|sum of contributions|)")
+    f = list(imp["features"].items())[:20][::-1]
+    axes[1].barh([a for a, _ in f], [b for _, b in f])
+    axes[1].set_title("top features (mean |contribution|)")
+    for a in axes:
+        a.set_xlabel("log-odds")
+    fig.tight_layout()
+    out["shap"] = "figures/shap_importance.png"
+    fig.savefig(fig_dir / "shap_importance.png", dpi=110)
+    plt.close(fig)
+    # 4. AUC vs num_leaves, when the sweep was run
+    sweep = detail.get("leaves_sweep")
+    if sweep:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        rows = sweep["rows"]
+        ax.plot([r["num_leaves"] for r in rows], [r["test_auc"] for r in rows], "o-")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("num_leaves")
+        ax.set_ylabel("test AUC")
+        fig.tight_layout()
+        out["leaves"] = "figures/auc_vs_leaves.png"
+        fig.savefig(fig_dir / "auc_vs_leaves.png", dpi=110)
+        plt.close(fig)
+    return out
+
+
+def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dict, params: Params):
+    rdir = Path(rdir)
+    figs = write_figures(rdir / "figures", metrics, detail, plots)
+    S = metrics["systems"]
+    D = detail["systems"]
+    k = metrics["rules_workload"]
+    lines = [
+        "# fangpin evaluation report",
+        "",
+        f"Model `{info['registered_name']}` version {info['version']} (run `{info['run_id']}`), ruleset "
+        f"`{detail['ruleset_version']}`, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Test quarters {', '.join(metrics['test_quarters'])} (never used for training, early stopping or "
+        f"calibration): {metrics['n_test']:,} in-scope household-quarters, {metrics['positives']:,} newly "
+        f"identified within {params.labels.horizon_quarters} quarters (base rate {detail['base_rate']:.2%}). "
+        f"The rules hit k = {k:,} of them: that is the rules' workload.",
+        "",
+        "Split: " + "; ".join(f"{a} {', '.join(b)}" for a, b in info["split"].items() if isinstance(b, list)) + ".",
+        "",
+        "## Systems",
+        "",
+        "| system | AUC | PR-AUC | Brier | calibration error | recall@k | precision@k | recall@2k | "
+        "precision@2k | recall@5% | precision@5% |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in S:
+        m, d = S[s], D[s]
+        lines.append(f"| {SYSTEM_LABELS[s]} | {_fmt(m['auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['brier'])} | "
+                     f"{_fmt(d['calibration_error'])} | {_fmt(m['recall_at_rules_workload'], True)} | "
+                     f"{_fmt(m['precision_at_rules_workload'], True)} | {_fmt(m['recall_at_2x_rules_workload'], True)} | "
+                     f"{_fmt(d['precision_at_2x_rules_workload'], True)} | {_fmt(m['recall_at_5pct'], True)} | "
+                     f"{_fmt(d['precision_at_5pct'], True)} |")
+    r, mo, c = S["rules"], S["model"], S["combined"]
+    lines += [
+        "",
+        f"- **Same visits, better chosen**: at the rules' workload (k = {k:,}) the model finds "
+        f"{mo['recall_at_rules_workload']:.1%} of the households later identified, the rules "
+        f"{r['recall_at_rules_workload']:.1%} ({(mo['recall_at_rules_workload'] - r['recall_at_rules_workload']) * 100:+.1f} points).",
+        f"- **Where the extra visits go**: at 2k, combined (every rule hit, then the model's next picks) finds "
+        f"{c['recall_at_2x_rules_workload']:.1%}, the rules ranked by income {r['recall_at_2x_rules_workload']:.1%} "
+        f"({(c['recall_at_2x_rules_workload'] - r['recall_at_2x_rules_workload']) * 100:+.1f} points).",
+        "- At k, combined and rules select the same households by construction; the model orders visits "
+        "within the rule hits.",
+    ]
+    if "oracle" in S:
+        gap = (S["oracle"]["auc"] or 0) - (mo["auc"] or 0)
+        lines += [
+            f"- **Model against the oracle**: AUC {mo['auc']:.3f} against {S['oracle']['auc']:.3f} (gap {gap:.3f}). "
+            "The oracle is the generator's own probability: it sees hidden state that no ledger column shows "
+            "(a household's unrecorded frailty, the shocks that arrive after the quarter ends, the chance part "
+            "of a cadre's decision), so the gap cannot be zero; what remains is the part of the risk that the "
+            "ledger and department signals do not reveal by the end of the quarter.",
+        ]
+    lines += ["", f"![recall at workload]({figs['recall']})", "",
+              "## Calibration", "",
+              f"Calibration: {detail['calibration']} on the calibration quarter(s). Calibration error (expected "
+              f"calibration error, 10 equal-count bins) of the model on the test quarters: "
+              f"{D['model']['calibration_error']:.4f}; Brier score {mo['brier']:.4f}.", "",
+              f"![calibration]({figs['calibration']})", "",
+              "## Warnings at the configured levels", "",
+              "| decision | level | household-quarters | later identified |", "|---|---|---|---|"]
+    for col, lvls in detail["warnings_by_level"].items():
+        for lvl, v in lvls.items():
+            lines.append(f"| {col} | {lvl} | {v['n']:,} | {v['positive_rate']:.1%} |")
+    lt = detail["lead_time"]
+    lines += ["", "## Lead time", "",
+              f"Households newly identified after the first test quarter: {lt['identified']:,}. For each, the "
+              "quarters between the first flag and the identification (rules: a rule hit; combined: in the top 2× "
+              "the rules' workload of that quarter), 0 when never flagged before.", "",
+              "| system | flagged before identification | mean lead (quarters) | mean lead when flagged |",
+              "|---|---|---|---|"]
+    for s in ("rules", "combined"):
+        v = lt.get(s, {})
+        lines.append(f"| {s} | {_fmt(v.get('flagged_before_identification'), True)} | "
+                     f"{_fmt(v.get('mean_lead_quarters'))} | {_fmt(v.get('mean_lead_quarters_if_flagged'))} |")
+    if "combined_minus_rules" in lt:
+        d = lt["combined_minus_rules"]
+        lines.append("")
+        lines.append(f"Combined flags a household on average {d['mean_quarters']:.2f} quarters earlier than the "
+                     f"rules; earlier for {d['earlier_share']:.1%}, later for {d['later_share']:.1%}.")
+    lines += ["", "## Slices", "",
+              "Recall within each group (selections made on the pooled ranking). 民族 and the sex of the head "
+              "of household are audited here only; neither is a model feature.", ""]
+    for name, groups in metrics["slices"].items():
+        lines += [f"### {name}", "", "| group | n | positives | rules recall@k | model recall@k | "
+                  "combined recall@2k | flagged@2k | model AUC | mean prob | positive rate |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for g, v in sorted(groups.items(), key=lambda kv: -kv[1]["n"])[:30]:
+            lines.append(f"| {g} | {v['n']:,} | {v['positives']:,} | {_fmt(v['rules_recall_at_k'], True)} | "
+                         f"{_fmt(v['model_recall_at_k'], True)} | {_fmt(v['combined_recall_at_2k'], True)} | "
+                         f"{_fmt(v['combined_flag_rate_at_2k'], True)} | {_fmt(v['model_auc'])} | "
+                         f"{v['mean_probability']:.3f} | {v['positive_rate']:.3f} |")
+        lines.append("")
+    imp = detail["shap_importance"]
+    lines += ["## Global SHAP importance", "",
+              f"Exact TreeSHAP (`pred_contrib`, log-odds) on {imp['rows']:,} test rows.", "",
+              f"![shap]({figs['shap']})", "", "| factor group | mean abs contribution |", "|---|---|"]
+    lines += [f"| {g} | {v:.4f} |" for g, v in imp["groups"].items()]
+    if "leaves" in figs:
+        lines += ["", "## Tree size", "", "| num_leaves | trees | test AUC | rows/s pred_contrib |", "|---|---|---|---|"]
+        for row in detail["leaves_sweep"]["rows"]:
+            lines.append(f"| {row['num_leaves']} | {row['trees']} | {row['test_auc']:.4f} | "
+                         f"{row['contrib_rows_per_s']:,.0f} |")
+        lines += ["", f"![leaves]({figs['leaves']})"]
+    report = rdir / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    card = rdir / "model_card.md"
+    card.write_text(model_card(metrics, detail, info, params), encoding="utf-8")
+    return report, card
+
+
+def model_card(metrics: dict, detail: dict, info: dict, params: Params) -> str:
+    S, D = metrics["systems"], detail["systems"]
+    fit = detail.get("fit", {})
+    return "\n".join([
+        f"# Model card: {info['registered_name']} v{info['version']}",
+        "",
+        "**Purpose.** Rank in-scope rural households by the probability that they are newly identified as "
+        f"monitoring objects (防止返贫动态监测) within {params.labels.horizon_quarters} quarters, so township "
+        "staff visit the right households first. A decision aid: cadres verify every warning at home; "
+        "nothing is decided automatically.",
+        "",
+        "**Decision.** Combined level = max(rule level, model level). Every rule hit is a warning; the "
+        "model can only add warnings or raise their level.",
+        "",
+        f"**Data.** Canonical ledger tables (households, members, department events). Split by quarter: "
+        f"{info['split']}. Training rows whose label window reaches the validation quarters are purged.",
+        "",
+        f"**Model.** LightGBM ({fit.get('best_iteration')} trees, {fit.get('num_leaves')} leaves, monotone "
+        f"constraints on income, illness, housing and event features), {detail['calibration']} calibration, "
+        f"feature spec in the artifacts. Ruleset `{detail['ruleset_version']}`.",
+        "",
+        f"**Test performance** ({', '.join(metrics['test_quarters'])}, n={metrics['n_test']:,}, positives "
+        f"{metrics['positives']:,}): AUC {S['model']['auc']:.3f}; recall at the rules' workload: model "
+        f"{S['model']['recall_at_rules_workload']:.1%}, rules {S['rules']['recall_at_rules_workload']:.1%}; "
+        f"recall at 2×: combined {S['combined']['recall_at_2x_rules_workload']:.1%}, rules "
+        f"{S['rules']['recall_at_2x_rules_workload']:.1%}; calibration error "
+        f"{D['model']['calibration_error']:.4f}."
+        + (f" Oracle AUC {S['oracle']['auc']:.3f}." if "oracle" in S else ""),
+        "",
+        "**Fairness.** 民族 (ethnicity), names, ID numbers and sex are never features. Recall and flag rates "
+        "by county, township, household type, labour class, 民族 and sex of the head are in the report.",
+        "",
+        "**Limits.** Trained on the ledgers given; a county with different identification practice needs its "
+        "own training run. Income is the last verified value and can be stale. Department signals are mostly "
+        "false alarms on their own. The model needs the `fangpin` package installed to load.",
+        "",
+    ])

@@ -1,0 +1,140 @@
+"""`fangpin train`: canonical tables → labels + features → calibrated LightGBM → one pyfunc in
+MLflow, registered as params.model.registered_name.
+
+Reads: <paths.ingested_dir> (households/persons/events Parquet, lines.json).
+Writes: <model.out_dir>/train_info.json (run id, registered version, split), <model.out_dir>/model/
+(the model's parts, as logged). Params: labels, rules, model, levels, lines, paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fangpin.config import Params
+from pipelines.common import load_frames, train_info_path, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dataset:
+    feats: pd.DataFrame  # every household-quarter (features + identity + rule inputs)
+    labels: pd.DataFrame  # aligned with feats: in_scope, labelled, label
+
+    @property
+    def usable(self) -> np.ndarray:
+        return (self.labels["in_scope"] & self.labels["labelled"]).to_numpy()
+
+
+def build_dataset(frames, params: Params) -> Dataset:
+    from models.features import build_features
+    from pipelines.labels import make_labels
+
+    feats = build_features(frames)
+    labels = make_labels(frames.households, params.labels.horizon_quarters)
+    # both follow the row order of frames.households; check rather than assume
+    if not (feats["household_id"].to_numpy() == labels["household_id"].to_numpy()).all() or not (
+            feats["quarter_idx"].to_numpy() == labels["quarter_idx"].to_numpy()).all():
+        raise AssertionError("features and labels are not aligned")
+    return Dataset(feats, labels)
+
+
+def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
+    """Fit booster + calibrator on the time split. Returns (RiskModel, split, info)."""
+    from models.features import FeatureSpec
+    from models.pyfunc import RiskModel
+    from models.rules import Ruleset
+    from models.train import fit_booster, fit_calibrator, time_split
+
+    mp = params.model
+    H = params.labels.horizon_quarters
+    use = ds.usable
+    q = ds.feats["quarter_idx"].to_numpy()
+    split = time_split(np.unique(q[use]), H, mp)
+    spec = FeatureSpec.default()
+    X = spec.matrix(ds.feats)
+    y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
+
+    def rows(qs):
+        return use & np.isin(q, qs)
+
+    tr, va, ca = rows(split.train), rows(split.valid), rows(split.calib)
+    t0 = time.perf_counter()
+    booster, info = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp, num_leaves=num_leaves)
+    raw_cal = booster.predict(X[ca], raw_score=True)
+    calibrator = fit_calibrator(raw_cal, y[ca], mp.calibration)
+    info.update(
+        fit_seconds=round(time.perf_counter() - t0, 2),
+        n_train=int(tr.sum()), n_valid=int(va.sum()), n_calib=int(ca.sum()),
+        pos_train=int(y[tr].sum()), pos_valid=int(y[va].sum()), pos_calib=int(y[ca].sum()),
+        purged_rows=int((use & (q < split.valid[0]) & ~np.isin(q, split.train)).sum()),
+    )
+    model = RiskModel(
+        spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
+        levels=params.levels, lines={}, meta={
+            "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
+        })
+    return model, split, info
+
+
+def flat_params(params: Params) -> dict:
+    out = {}
+    for section in ("labels", "rules", "model", "levels"):
+        for k, v in getattr(params, section).model_dump(mode="json").items():
+            out[f"{section}.{k}"] = v if not isinstance(v, list | tuple) else ",".join(map(str, v))
+    return out
+
+
+def train(params: Params) -> dict:
+    """The `fangpin train` stage (see module doc). Returns the train_info dict."""
+    import mlflow
+
+    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+
+    t0 = time.perf_counter()
+    frames = load_frames(params)
+    ds = build_dataset(frames, params)
+    t_feat = time.perf_counter() - t0
+    log.info("features: %d household-quarters × %d features in %.1fs", len(ds.feats),
+             len(ds.feats.columns), t_feat)
+    model, split, info = fit(ds, params)
+    model.lines = dict(frames.lines)
+    log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
+             split.to_dict())
+    exp_id = setup_mlflow(params)
+    out_dir = Path(params.model.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
+        mlflow.log_params(flat_params(params))
+        mlflow.log_params({f"split.{k}": ",".join(v) if isinstance(v, list) else v
+                           for k, v in split.to_dict().items()})
+        mlflow.log_metrics({k: float(v) for k, v in info.items() if isinstance(v, int | float)})
+        mlflow.log_metric("feature_seconds", t_feat)
+        mlflow.set_tags({"stage": "train", "ruleset_version": model.ruleset.version,
+                         "feature_version": model.spec.version})
+        example = records_from_frames(frames, split.test[-1], 2, seed=params.model.seed)
+        minfo = log_pyfunc(model, out_dir / "model", example, params.model.registered_name)
+        version = str(minfo.registered_model_version)
+    result = {
+        "run_id": run.info.run_id,
+        "experiment_id": exp_id,
+        "registered_name": params.model.registered_name,
+        "version": version,
+        "model_uri": f"models:/{params.model.registered_name}/{version}",
+        "split": split.to_dict(),
+        "test_quarters": split.to_dict()["test"],
+        "horizon_quarters": params.labels.horizon_quarters,
+        "fit": info,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(train_info_path(params), result)
+    log.info("registered %s version %s (run %s)", params.model.registered_name, version, run.info.run_id)
+    return result
