@@ -133,6 +133,8 @@ class ServingParams(_Model):
     port: int = 8000
     max_batch: int = Field(1000, gt=0)
     model_uri: str = "models:/return-risk@champion"
+    batch_households: int = Field(256, gt=0)  # concurrent requests scored together, at most this many
+    score_timeout_s: float = Field(30.0, gt=0)  # a request waits at most this long for its scores
 
 
 class DriftParams(_Model):

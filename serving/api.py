@@ -128,8 +128,6 @@ def score(
     body: Annotated[ScoreRequest, Body(openapi_examples=score_examples())],
     who: ApiKeyInfo = Depends(auth.require(auth.CAN_SCORE)),
 ) -> ScoreResponse:
-    from serving.scoring import score_households
-
     state = request.app.state
     households = body.households
     limit = state.params.serving.max_batch
@@ -141,8 +139,15 @@ def score(
         audit(request, who, "POST /v1/score", household_ids=[h.household_id for h in households],
               outcome="forbidden")
         raise auth.Forbidden()
-    m = _model(request)
-    results = score_households(m, households, state.params)
+    _model(request)  # 503 at once when no model is loaded
+    try:
+        m, results = state.batcher.submit(households).result(timeout=state.params.serving.score_timeout_s)
+    except LookupError:
+        raise ApiError(503, "model not loaded", "模型尚未加载，请稍后重试或联系管理员") from None
+    except TimeoutError:
+        audit(request, who, "POST /v1/score", household_ids=[h.household_id for h in households],
+              outcome="timeout")
+        raise ApiError(503, "scoring timed out", "评分超时，请稍后重试") from None
     audit(request, who, "POST /v1/score", household_ids=[r.household_id for r in results],
           levels=[r.level for r in results], outcome="scored", model_version=m.version)
     return ScoreResponse(model_version=m.version, ruleset_version=m.ruleset_version, results=results)

@@ -43,7 +43,9 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from fangpin.store import Store
+        from serving.batcher import Batcher
         from serving.model import ModelHolder, default_loader
+        from serving.scoring import score_households
 
         p = params
         st = store if store is not None else Store.from_params(p)
@@ -54,7 +56,11 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         pages.setup(app, p, st)
         if load_model:
             holder.try_load()
+        batcher = Batcher(holder, score_households, p, max_households=p.serving.batch_households)
+        app.state.batcher = batcher
+        batcher.start()
         yield
+        batcher.stop()
         if store is None:
             st.dispose()
 

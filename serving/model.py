@@ -80,13 +80,41 @@ def explainer_for(scorer, params):
     return make(scorer, params) if make is not None else None
 
 
+def resolve_uri(uri: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` → (name, version) via the registry."""
+    from mlflow import MlflowClient
+
+    if not uri.startswith("models:/"):
+        raise ValueError(f"model_uri must be a registry URI (models:/NAME@ALIAS or models:/NAME/VERSION): {uri}")
+    rest = uri[len("models:/"):]
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    name, _, version = rest.partition("/")
+    if not version:
+        raise ValueError(f"model_uri names no version or alias: {uri}")
+    return name, version
+
+
 def default_loader(params, uri: str) -> LoadedModel:
-    """Load the registered pyfunc's scorer (``models.pyfunc``) for ``uri``."""
+    """The registered pyfunc's :class:`models.pyfunc.RiskModel` for ``uri``, unwrapped, so the hot
+    path is the model's own code, not MLflow's generic DataFrame conversion. The alias is resolved
+    to a version first, so the version reported is the one loaded."""
+    import mlflow
+    from mlflow import MlflowClient
+
     from models import pyfunc
 
-    scorer = pyfunc.load_scorer(uri, params) if hasattr(pyfunc, "load_scorer") else pyfunc.load_champion(params)
-    version = str(getattr(scorer, "model_version", None) or getattr(scorer, "version", "unknown"))
-    ruleset = str(getattr(scorer, "ruleset_version", None) or params.rules.version)
-    card = getattr(scorer, "card", None) or {}
-    return LoadedModel(scorer=scorer, version=version, ruleset_version=ruleset, uri=uri,
-                       card=dict(card), explainer=explainer_for(scorer, params))
+    pyfunc.setup_mlflow(params)
+    name, version = resolve_uri(uri)
+    scorer = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
+    scorer.model_version = version
+    mv = MlflowClient().get_model_version(name, version)
+    card = {
+        "name": name, "version": version, "run_id": mv.run_id, "aliases": list(mv.aliases or []),
+        "registered_at": mv.creation_timestamp, "description": mv.description or "",
+        "tags": dict(mv.tags or {}), "meta": dict(getattr(scorer, "meta", {}) or {}),
+        "features": len(scorer.feature_names),
+    }
+    return LoadedModel(scorer=scorer, version=version, ruleset_version=scorer.ruleset_version, uri=uri,
+                       card=card, explainer=explainer_for(scorer, params))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from fangpin.household_json import HouseholdIn, example_household
 from fangpin.warnings import (
@@ -30,8 +31,19 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     households: Annotated[list[HouseholdIn], Field(min_length=1)] = Field(
-        ..., description="待评分的户，1 户或多户；超过配置的批量上限时返回 413"
+        ..., description="待评分的户，1 户或多户（户编号不得重复）；超过配置的批量上限时返回 413"
     )
+
+    @model_validator(mode="after")
+    def _unique(self):
+        seen: set[str] = set()
+        for i, h in enumerate(self.households):
+            if h.household_id in seen:
+                raise PydanticCustomError("duplicate_household", "第 {index} 户的户编号与前面的户重复",
+                                          {"index": i, "at": f"households[{i}].household_id",
+                                           "field": "household_id"})
+            seen.add(h.household_id)
+        return self
 
 
 class HouseholdScore(_Out):
@@ -40,6 +52,7 @@ class HouseholdScore(_Out):
     county: str
     township: str
     village: str
+    in_scope: bool = Field(description="是否在预测范围内（不是风险未消除的监测对象）；否则已在监测中，仅供参考")
     probability: float = Field(ge=0, le=1, description="校准后的概率：未来若干季度内被新识别为监测对象")
     model_level: Level | None = Field(None, description="模型等级（按概率分级），无则为 null")
     rule_level: Level | None = Field(None, description="规则等级（规则触发中最高的），无则为 null")

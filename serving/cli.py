@@ -1,0 +1,87 @@
+"""`fangpin serve`, `fangpin keys add|list|revoke`, `fangpin audit`. Imports happen inside commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    keys = typer.Typer(help="API 密钥管理（密钥只以哈希形式保存）。", no_args_is_help=True)
+
+    @app.command()
+    def serve(
+        host: str = typer.Option(None, help="listen address (default: params serving.host)"),
+        port: int = typer.Option(None, help="port (default: params serving.port)"),
+        params_file: Path = typer.Option(None, "--params", help="params.yaml to use"),
+    ) -> None:
+        """Start the scoring API and the cadre page (model: params serving.model_uri)."""
+        import uvicorn
+
+        from fangpin.config import load_params
+        from serving.app import create_app
+
+        p = load_params(params_file)
+        h, po = host or p.serving.host, port or p.serving.port
+        typer.echo(f"API:      http://{h}:{po}/docs")
+        typer.echo(f"干部页面: http://{h}:{po}/cadre/")
+        uvicorn.run(create_app(p), host=h, port=po, log_level="info")
+
+    @keys.command("add")
+    def keys_add(
+        role: str = typer.Option(..., help="county_system | township_cadre | analyst | admin"),
+        scope: str = typer.Option(..., help="'*', a county ('青石县') or 'county/township' ('青石县/兴兴镇')"),
+        label: str = typer.Option(None, help="a note to recognise the key by"),
+    ) -> None:
+        """Create a key. The key itself is printed once, alone on the last line."""
+        from fangpin.store import Store
+
+        try:
+            info, key = Store.from_params().add_key(role, scope, label=label)
+        except ValueError as exc:
+            typer.echo(f"错误：{exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"id={info.id} role={info.role} scope={info.scope}")
+        typer.echo(key)
+
+    @keys.command("list")
+    def keys_list(all_: bool = typer.Option(False, "--all", help="include revoked keys")) -> None:
+        """List keys (id, role, scope, label, created, revoked); never the keys themselves."""
+        from fangpin.store import Store
+
+        for k in Store.from_params().list_keys(include_revoked=all_):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked else "active"
+            typer.echo(f"{k.id}\t{k.role}\t{k.scope}\t{k.label or ''}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+    @keys.command("revoke")
+    def keys_revoke(key_id: str = typer.Argument(..., help="key id (from `fangpin keys list`)")) -> None:
+        """Revoke a key (it stops working at once)."""
+        from fangpin.store import Store
+
+        try:
+            info = Store.from_params().revoke_key(key_id)
+        except KeyError:
+            typer.echo(f"错误：没有 id 为 {key_id} 的密钥", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"revoked {info.id} ({info.role} {info.scope})")
+
+    app.add_typer(keys, name="keys")
+
+    @app.command()
+    def audit(
+        out: Path = typer.Option(..., "--out", "-o", help="output file: .csv, else JSON lines"),
+        since: str = typer.Option(None, help="ISO date/time, inclusive"),
+        until: str = typer.Option(None, help="ISO date/time, exclusive"),
+        key_id: str = typer.Option(None, help="only this key's requests"),
+    ) -> None:
+        """Export the audit trail (household ids appear only as keyed hashes)."""
+        from datetime import datetime
+
+        from fangpin.store import Store
+
+        def when(s: str | None):
+            return datetime.fromisoformat(s) if s else None
+
+        n = Store.from_params().audit_export(out, since=when(since), until=when(until), key_id=key_id)
+        typer.echo(f"{n} audit rows → {out}")

@@ -1,0 +1,48 @@
+"""Validated households → the registered model → per-household results.
+
+The model's own entry point for the canonical JSON form (``RiskModel.score_records``, the same code
+the MLflow pyfunc runs) does features, LightGBM, calibration, rules and levels. Reasons and
+suggested measures come from one switchable step (:attr:`LoadedModel.explainer`): present once the
+explain module exists, otherwise ``null`` in the response — never invented here.
+"""
+
+from __future__ import annotations
+
+from serving.model import LoadedModel
+from serving.schemas import HouseholdScore
+
+
+def _level(v) -> str | None:
+    return v if isinstance(v, str) and v in ("红", "黄", "蓝") else None
+
+
+def records(households) -> list[dict]:
+    """Validated :class:`fangpin.household_json.HouseholdIn` objects as plain records. Household
+    ids are replaced by position keys: households batched together never share a history."""
+    out = []
+    for i, h in enumerate(households):
+        r = h.model_dump()
+        r["household_id"] = f"#{i}"
+        out.append(r)
+    return out
+
+
+def score_households(m: LoadedModel, households, params) -> list[HouseholdScore]:
+    explain = m.explainer is not None
+    df = m.scorer.score_records(records(households), explain="warnings" if explain else "none")
+    reasons = measures = None
+    if explain:  # the single switch: reasons and measures for every warned household
+        reasons, measures = m.explainer(df)
+    out = []
+    for i, (h, row) in enumerate(zip(households, df.itertuples(index=False), strict=True)):
+        out.append(HouseholdScore(
+            household_id=h.household_id, quarter=h.quarter, county=h.county, township=h.township,
+            village=h.village, in_scope=bool(row.in_scope),
+            probability=float(row.probability),
+            model_level=_level(row.model_level), rule_level=_level(row.rule_level),
+            level=_level(row.combined_level), rule_hits=list(row.rule_hits or ()),
+            reasons=None if reasons is None else reasons[i],
+            measures=None if measures is None else measures[i],
+            model_version=m.version, ruleset_version=m.ruleset_version,
+        ))
+    return out
