@@ -24,13 +24,13 @@ def checksum_ok(id_number: str) -> bool:
     """GB 11643-1999 check character of an 18-character resident ID."""
     if len(id_number) != 18 or not id_number[:17].isdigit():
         return False
-    total = sum(int(d) * w for d, w in zip(id_number[:17], _WEIGHTS))
+    total = sum(int(d) * w for d, w in zip(id_number[:17], _WEIGHTS, strict=False))
     return _CHECK[total % 11] == id_number[17].upper()
 
 
 def check_char(first17: str) -> str:
     """The check character that completes 17 digits (used by the synthetic generator)."""
-    return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS)) % 11]
+    return _CHECK[sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=False)) % 11]
 
 
 def checksum_ok_series(ids: pd.Series) -> pd.Series:
@@ -61,7 +61,8 @@ def mask(id_number: str | None) -> str | None:
 def mask_series(ids: pd.Series) -> pd.Series:
     s = ids.astype("string")
     n = s.str.len()
-    masked = s.str[:4] + n.sub(8).clip(lower=0).map(lambda k: "*" * int(k) if pd.notna(k) else None) + s.str[-4:]
+    stars = n.sub(8).clip(lower=0).map(lambda k: "*" * int(k) if pd.notna(k) else None).astype("string")
+    masked = s.str[:4] + stars + s.str[-4:]
     return masked.where(n > 8, s.str.replace(r".", "*", regex=True))
 
 

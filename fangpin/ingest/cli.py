@@ -19,19 +19,11 @@ def ingest_command(
     append: bool = typer.Option(False, "--append", help="追加到已有输出目录（同一季度会被替换）"),
 ) -> None:
     """Ingest ledger exports (CSV/xlsx, any contract encoding) into canonical Parquet tables."""
-    from rich.console import Console
-
     from fangpin.config import load_params
     from fangpin.ingest.core import OUTPUT_FILES, ingest
-    from fangpin.ingest.errors import FileError
 
-    console = Console(stderr=True)
     params = load_params(params_file)
-    try:
-        report = ingest(ledger, events or [], out, params, append=append, show_progress=True)
-    except FileError as exc:  # e.g. a path that does not exist
-        console.print(f"[red]{exc.message}[/red]")
-        raise typer.Exit(2) from None
+    report = ingest(ledger, events or [], out, params, append=append, show_progress=True)
     typer.echo(report.summary())
     typer.echo(f"输出目录：{out}（报告：{OUTPUT_FILES['report']}，隔离行：{OUTPUT_FILES['quarantine']}）")
     if not report.ok:

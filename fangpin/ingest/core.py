@@ -103,10 +103,11 @@ def _as_paths(paths: Iterable | str | Path | None) -> list[Path]:
 
 def read_inputs(paths: list[Path], exclude: Path | None, progress=None):
     """Read and prepare every input file. Returns (prepared by kind, file entries, errors, skipped)."""
-    files, skipped = discover(paths, exclude=exclude)
+    files, skipped, missing = discover(paths, exclude=exclude)
     prepared: dict[str, list[tb.Prepared]] = {"ledger": [], "events": [], "lines": [], "oracle": []}
-    entries: list[dict] = []
-    errors: list[dict] = []
+    entries: list[dict] = [{"file": m.path.name, "path": str(m.path), "kind": None, "status": "error",
+                            "error": m.message, "rows_read": 0} for m in missing]
+    errors: list[dict] = [m.to_dict() for m in missing]
     task = progress.add_task("读取并校验文件", total=len(files)) if progress else None
     names = [f.name for f in files]
     for f in files:

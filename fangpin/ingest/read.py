@@ -51,10 +51,11 @@ _ID_KEY = header_key(contract.header_for("id_number"))
 _EVENT_KEY = header_key(contract.header_for("event_type", contract.EVENTS))
 
 
-def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[dict]]:
-    """Expand folders (recursively) into data files. Returns (files, skipped entries)."""
+def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[dict], list[FileError]]:
+    """Expand folders (recursively) into data files. Returns (files, skipped entries, paths not found)."""
     files: list[Path] = []
     skipped: list[dict] = []
+    missing: list[FileError] = []
     excl = exclude.resolve() if exclude else None
     for p in paths:
         p = Path(p)
@@ -71,7 +72,7 @@ def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path]
         elif p.is_file():
             files.append(p)
         else:
-            raise FileError(p, f"找不到文件或文件夹：{p}", code="not_found")
+            missing.append(FileError(p, f"找不到文件或文件夹：{p}", code="not_found"))
     seen: set[Path] = set()
     unique = []
     for f in files:
@@ -79,7 +80,7 @@ def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path]
         if r not in seen:
             seen.add(r)
             unique.append(f)
-    return unique, skipped
+    return unique, skipped, missing
 
 
 def detect_encoding(data: bytes, path: Path) -> str:
