@@ -300,10 +300,14 @@ class Store:
             def flush() -> None:
                 if not batch:
                     return
-                ids = [w.id for w in batch]
-                existing = set(conn.scalars(select(WarningRow.id).where(WarningRow.id.in_(ids))))
-                counts.updated += len(existing)
-                counts.inserted += len(ids) - len(existing)
+                households = [w.household_id for w in batch]
+                existing = conn.scalar(
+                    select(func.count()).select_from(WarningRow).where(
+                        WarningRow.quarter == quarter, WarningRow.model_version == model_version,
+                        WarningRow.household_id.in_(households))
+                )
+                counts.updated += existing
+                counts.inserted += len(households) - existing
                 now = _now()
                 self._upsert(conn, [_record_to_row(w, run_id, now) for w in batch])
                 batch.clear()

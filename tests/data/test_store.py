@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from fangpin.config import Params
 from fangpin.store import Scope, Store, WarningNotFound, store_url, upgrade
 from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, VerificationError, WarningRecord
 
 SECRET = b"store-test-secret"
+PARAMS = Params()  # defaults: 15 calendar days
 PG_CANDIDATES = (
     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     "postgresql+psycopg://root@127.0.0.1:5432/postgres",
@@ -92,7 +94,7 @@ def make_warnings(n: int, *, quarter="2025Q3", model="7", county="甲县", start
                 reasons=[{"factor": "medical", "text": f"合规自付医疗支出{1000 + i}元", "direction": "up",
                           "logodds": 0.8, "prob_pp": 6.5}],
                 measures=[{"type": "健康帮扶", "text": "落实大病救助"}],
-                model_version=model, ruleset_version="rules-2026.1", created_at=created,
+                model_version=model, ruleset_version="rules-2026.1", created_at=created, params=PARAMS,
             )
         )
     return out
@@ -394,8 +396,6 @@ def test_audit_rows_hash_households_and_export(store, tmp_path):
 
 
 def test_store_url_resolution(monkeypatch, tmp_path):
-    from fangpin.config import Params
-
     monkeypatch.delenv("FANGPIN_STORE_URL", raising=False)
     p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
     assert store_url(p) == f"sqlite:///{(tmp_path / 'st').resolve() / 'warnings.db'}"
@@ -406,8 +406,6 @@ def test_store_url_resolution(monkeypatch, tmp_path):
 
 
 def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
-    from fangpin.config import Params
-
     monkeypatch.delenv("FANGPIN_STORE_URL", raising=False)
     monkeypatch.delenv("FANGPIN_KEY_SECRET", raising=False)
     p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
