@@ -37,6 +37,7 @@ class SynthParams(_Model):
     counties: int = Field(3, gt=0)
     townships_per_county: int = Field(8, gt=0)
     villages_per_township: int = Field(12, gt=0)
+    oracle_draws: int = Field(16, ge=2)  # Monte-Carlo draws of the oracle look-ahead (risky households)
 
 
 class IdsParams(_Model):
