@@ -70,10 +70,12 @@ def explainer_for(scorer, params):
     This is the single switch for explanations: once the explain module lands, every response
     carries reasons and measures; until then they are null, never invented.
     """
+    import importlib
+
     try:
-        from models import explain  # noqa: F401
+        explain = importlib.import_module("models.explain")
     except ModuleNotFoundError as exc:
-        if exc.name in ("models.explain",):
+        if exc.name == "models.explain":
             return None
         raise
     make = getattr(explain, "explainer_for", None)
