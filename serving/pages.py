@@ -100,10 +100,10 @@ def reason_bars(w: WarningRecord, width: int = 300, bar_h: int = 18, gap: int = 
     """Geometry of the inline-SVG bar chart: one bar per reason, length ∝ |log-odds|."""
     reasons = list(w.reasons)
     top = max((abs(r.logodds) for r in reasons), default=0.0) or 1.0
-    label_w = 0
+    label_room = 110  # the "+8.5 个百分点" label to the right of the longest bar
     bars = []
     for i, r in enumerate(reasons):
-        length = max(2.0, (width - label_w - 70) * abs(r.logodds) / top)
+        length = max(2.0, (width - label_room) * abs(r.logodds) / top)
         bars.append({
             "y": i * (bar_h + gap), "w": round(length, 1), "h": bar_h, "up": r.direction == "up",
             "label": f"{'+' if r.prob_pp >= 0 else '−'}{abs(r.prob_pp):.1f} 个百分点",

@@ -5,8 +5,8 @@ TestClient (lifespan run)."""
 from __future__ import annotations
 
 import pytest
-from api_seed import seed_store
 from api_tiny_model import train_tiny
+from seed_warnings import seed_store
 
 from fangpin.config import load_params
 
@@ -23,13 +23,13 @@ def tiny_model(params):
 
 def fixed_loader(model, versions=None):
     """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
-    from serving.model import LoadedModel
+    from serving.model import LoadedModel, explainer_for
 
     counter = iter(versions or range(1, 10_000))
 
     def load(params, uri):
         return LoadedModel(scorer=model, version=str(next(counter)), ruleset_version=model.ruleset_version,
-                           uri=uri, card={"meta": model.meta})
+                           uri=uri, card={"meta": model.meta}, explainer=explainer_for(model, params))
 
     return load
 

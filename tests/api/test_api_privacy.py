@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from api_seed import hdr
+from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 

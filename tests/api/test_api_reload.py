@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from api_seed import hdr
 from api_tiny_model import register_tiny, train_tiny
 from live_server import live_server
+from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from api_seed import hdr
+from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 
@@ -32,8 +32,12 @@ def test_scores_one_household_with_levels_rule_hits_and_versions(client, seeded)
     assert [h["rule_id"] for h in res["rule_hits"]] == ["R02_INCOME_NEAR_LINE"]
     assert res["rule_level"] == "黄"
     assert res["level"] in ("红", "黄")  # combined = max(rule, model) is at least the rule level
-    # reasons/measures are null until the explain step exists — never invented
-    assert res["reasons"] is None and res["measures"] is None
+    # a warned household carries at most four reasons (TreeSHAP log-odds, Chinese sentences) and measures
+    assert 1 <= len(res["reasons"]) <= 4 and res["measures"]
+    for reason in res["reasons"]:
+        assert reason["direction"] in ("up", "down") and reason["text"]
+        assert (reason["logodds"] > 0) == (reason["direction"] == "up")
+    assert all(m["type"] and m["text"] for m in res["measures"])
 
 
 def test_batch_matches_single_scores(client, seeded):

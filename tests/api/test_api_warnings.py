@@ -4,7 +4,7 @@ validated transitions, role limits, audit rows for every read and change."""
 from __future__ import annotations
 
 import pytest
-from api_seed import hdr
+from seed_warnings import hdr
 
 pytestmark = pytest.mark.xdist_group("api-model")
 

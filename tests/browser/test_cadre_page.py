@@ -1,0 +1,106 @@
+"""The cadre page in a real headless Chromium (Debian's, driven by Playwright): sign in with a
+township key, open a warning, record the visit outcome, see the status change. Phone viewport;
+screenshots are kept under tests/artifacts/ (gitignored); no request leaves the server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from live_server import live_server
+from seed_warnings import seed_store
+
+from fangpin.config import load_params
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} missing: run `make system-deps` (Debian package chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_sign_in_open_warning_record_outcome(browser, tmp_path):
+    from playwright.sync_api import expect
+
+    from serving.app import create_app
+
+    params = load_params()
+    seeded = seed_store(f"sqlite:///{tmp_path / 'warnings.db'}", params)
+    mine = seeded.of("青石县", "兴兴镇")
+    ARTIFACTS.mkdir(exist_ok=True)
+    app = create_app(params, store=seeded.store, load_model=False)  # the page needs no model
+    with live_server(app) as url:
+        ctx = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True, locale="zh-CN")
+        page = ctx.new_page()
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+
+        page.goto(f"{url}/cadre/")
+        expect(page).to_have_url(re.compile(r"/cadre/login$"))
+        page.fill("#key", seeded.keys["cadre_b1"] + "x")  # a wrong key is refused
+        page.click("button[type=submit]")
+        expect(page.locator(".error")).to_contain_text("密钥无效")
+        page.fill("#key", seeded.keys["cadre_a1"])
+        page.click("button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/cadre/$"))
+
+        items = page.locator("li.warning")
+        expect(items).to_have_count(len(mine))
+        levels = [c.split("lvl-")[1].split()[0] for c in items.evaluate_all("els => els.map(e => e.className)")]
+        assert [("红", "黄", "蓝").index(x) for x in levels] == sorted(("红", "黄", "蓝").index(x) for x in levels)
+        expect(page.locator("li.warning.overdue")).to_have_count(1)
+        expect(page.locator(".overdue-tag").first).to_contain_text("已逾期")
+        page.screenshot(path=str(ARTIFACTS / "cadre_list.png"), full_page=True)
+
+        target = next(w for w in mine if w.rule_hits)
+        page.click(f"a[href='/cadre/w/{target.id}']")
+        expect(page.locator("h1")).to_contain_text(target.head_name)
+        body = page.inner_text("body")
+        assert target.id_masked in body and not any(i in body for i in seeded.id_numbers)
+        expect(page.locator("svg.bars rect")).to_have_count(len(target.reasons))
+        expect(page.locator("ol.reasons li")).to_have_count(len(target.reasons))
+        assert target.reasons[0].text in body
+        assert "规则触发" in body and target.rule_hits[0].threshold in body
+        assert target.measures[0].type in body
+        expect(page.locator("[data-testid=status]")).to_contain_text("待核实")
+        page.screenshot(path=str(ARTIFACTS / "cadre_warning.png"), full_page=True)
+
+        # excluding without a reason is refused, with the form kept
+        page.check("input[value=excluded]")
+        page.fill("#actor", "张伟")
+        page.click("form.outcome button[type=submit]")
+        expect(page.locator(".error")).to_contain_text("须填写原因")
+        page.fill("#reason", "已享受医保报销，收入稳定在监测线以上")
+        page.click("form.outcome button[type=submit]")
+        expect(page.locator(".ok")).to_contain_text("已记录")
+        expect(page.locator("[data-testid=status]")).to_contain_text("已核实·排除")
+        expect(page.locator("form.outcome")).to_have_count(0)  # closed: no second outcome
+        page.screenshot(path=str(ARTIFACTS / "cadre_recorded.png"), full_page=True)
+
+        page.goto(f"{url}/cadre/")
+        expect(page.locator("li.warning")).to_have_count(len(mine) - 1)
+        # another township's warning: refused, without saying whether it exists
+        other = seeded.of("白河县")[0]
+        resp = page.goto(f"{url}/cadre/w/{other.id}")
+        assert resp.status == 403 and other.head_name not in page.inner_text("body")
+        ctx.close()
+
+    assert seeded.store.get_warning(target.id).status == "已核实·排除"
+    assert [f.actor for f in seeded.store.feedback_history(target.id)] == ["张伟"]
+    assert requested and all(u.startswith(url) for u in requested), "the page must load nothing external"
+    outcomes = [r["outcome"] for r in seeded.store.audit_rows() if r["endpoint"].startswith("POST /cadre/")]
+    assert outcomes == ["rejected", "status:已核实·排除"]
