@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fangpin.synth.cli",
     "fangpin.ingest.cli",
     "pipelines.cli",
+    "pipelines.score_cli",
     "serving.cli",
 )
 
