@@ -7,6 +7,27 @@ from pathlib import Path
 import typer
 
 
+def _print_demo_keys(params) -> None:
+    """One new key per role, scoped to the first county/township that has warnings (else '*')."""
+    from fangpin.store import Store
+
+    store = Store.from_params(params)
+    page = store.query_warnings(limit=1)
+    county, township = (page.items[0].county, page.items[0].township) if page.items else (None, None)
+    scopes = {
+        "county_system": county, "township_cadre": f"{county}/{township}" if county else None,
+        "analyst": "*", "admin": "*",
+    }
+    typer.echo("演示密钥 (demo keys, shown once):")
+    for role, scope in scopes.items():
+        if scope is None:
+            typer.echo(f"  {role:15s} (no warnings in the store yet: run `fangpin score` first)")
+            continue
+        _, key = store.add_key(role, scope, label="demo")
+        typer.echo(f"  {role:15s} {scope:20s} {key}")
+    store.dispose()
+
+
 def register(app: typer.Typer) -> None:
     keys = typer.Typer(help="API 密钥管理（密钥只以哈希形式保存）。", no_args_is_help=True)
 
@@ -15,6 +36,7 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option(None, help="listen address (default: params serving.host)"),
         port: int = typer.Option(None, help="port (default: params serving.port)"),
         params_file: Path = typer.Option(None, "--params", help="params.yaml to use"),
+        demo_keys: bool = typer.Option(False, "--demo-keys", help="create and print one key per role (demo)"),
     ) -> None:
         """Start the scoring API and the cadre page (model: params serving.model_uri)."""
         import uvicorn
@@ -24,6 +46,8 @@ def register(app: typer.Typer) -> None:
 
         p = load_params(params_file)
         h, po = host or p.serving.host, port or p.serving.port
+        if demo_keys:
+            _print_demo_keys(p)
         typer.echo(f"API:      http://{h}:{po}/docs")
         typer.echo(f"干部页面: http://{h}:{po}/cadre/")
         uvicorn.run(create_app(p), host=h, port=po, log_level="info")
