@@ -142,12 +142,20 @@ class DriftParams(_Model):
     psi_warn: float = 0.1
     psi_alarm: float = 0.25
     bins: int = 10
+    eps: float = Field(1e-4, gt=0)  # floor of an empty bin's share in PSI
+    # features in yuan that a new year's monitoring line moves (known shift, see pipelines/drift.py)
+    line_features: tuple[str, ...] = ("income_per_capita", "income_margin", "household_net_income")
 
 
 class FairnessParams(_Model):
     max_recall_gap: float = 0.10
     min_group_size: int = 30
     bootstrap: int = 200
+    max_fpr_gap: float = Field(0.05, ge=0)  # false-positive rate gap between groups
+    max_precision_gap: float = Field(0.15, ge=0)
+    min_group_positives: int = Field(10, ge=1)  # recall gaps only between groups with this many positives
+    ci_level: float = Field(0.95, gt=0, lt=1)
+    seed: int = 11
 
 
 class Params(_Model):
