@@ -289,8 +289,9 @@ def _write(out: Path, persons, households, events, lines, oracle, quarantine, re
     if append and qpath.exists():
         prev = pd.read_csv(qpath, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         q = pd.concat([prev, q.astype(str)], ignore_index=True).drop_duplicates()
-    # UTF-8 with BOM: opens correctly in Excel on Chinese Windows
-    q.to_csv(qpath, index=False, encoding="utf-8-sig")
+    # UTF-8 with BOM and CRLF: opens correctly in Excel on Chinese Windows; cells holding \r or \n
+    # (they occur in broken exports) are quoted because both are in the line terminator
+    q.to_csv(qpath, index=False, encoding="utf-8-sig", lineterminator="\r\n")
     (out / OUTPUT_FILES["report"]).write_text(
         json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=_json_default), encoding="utf-8")
 

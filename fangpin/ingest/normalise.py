@@ -16,12 +16,15 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.core.arrays.string_arrow import ArrowStringArray
 
 from fangpin.contract import Column
 
 # Full-width ASCII block (！..～) → ASCII, ideographic space → space.
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
-_FULLWIDTH_RE = r"[\uff01-\uff5e\u3000]"
+_FULLWIDTH_RE = "[\uff01-\uff5e\u3000]"  # literal characters: RE2 has no \\u escapes
 # Tokens that mean "missing" in exports (after stripping and full-width folding).
 NULL_TOKENS = ("", "—", "——", "-", "--", "–", "－")
 
@@ -40,15 +43,53 @@ _MIDDLE_GRADE = re.compile(r"^([七八九])年级$")
 _MAX_GRADE = {"小学": 6, "高中": 3, "中职": 3, "高职高专": 3}
 
 
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+
+
+def _pa(s: pd.Series) -> pa.ChunkedArray:
+    """The Arrow strings behind a text Series (zero-copy when it already is an Arrow string)."""
+    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+        s = s.astype(_STR)
+    arr = s.array._pa_array
+    return arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+
+
+def _str(arr, index) -> pd.Series:
+    if isinstance(arr, pa.Array):
+        arr = pa.chunked_array([arr])
+    return pd.Series(ArrowStringArray(arr.cast(pa.large_string()), dtype=_STR), index=index, copy=False)
+
+
+def _bool(arr, index) -> pd.Series:
+    return pd.Series(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), index=index, dtype=bool)
+
+
+def _matches(a, pattern: str):
+    return pc.fill_null(pc.match_substring_regex(a, pattern), False)
+
+
 def clean_text(s: pd.Series) -> pd.Series:
     """Fold full-width characters, strip whitespace (incl. U+3000, NBSP), missing tokens → NA."""
-    s = s.astype("str")
-    wide = s.str.contains(_FULLWIDTH_RE, regex=True, na=False)
-    if wide.any():
-        s = s.copy()
-        s[wide] = s[wide].map(lambda v: v.translate(_FULLWIDTH))
-    s = s.str.strip()
-    return s.where(~s.isin(NULL_TOKENS))
+    a = _pa(s)
+    wide = _matches(a, _FULLWIDTH_RE)
+    if pc.any(wide).as_py():
+        vals = a.to_pylist()
+        hits = np.flatnonzero(wide.to_numpy(zero_copy_only=False))
+        for i in hits:  # rare: only cells that hold full-width characters
+            vals[i] = vals[i].translate(_FULLWIDTH)
+        a = pa.chunked_array([pa.array(vals, type=pa.large_string())])
+    a = pc.utf8_trim_whitespace(a)
+    a = pc.if_else(pc.is_in(a, value_set=pa.array(NULL_TOKENS, type=pa.large_string())), None, a)
+    return _str(a, s.index)
+
+
+def filled(s: pd.Series) -> pd.Series:
+    """True where a cell holds something other than whitespace."""
+    return _bool(pc.not_equal(pc.utf8_trim_whitespace(_pa(s)), ""), s.index)
+
+
+def upper(s: pd.Series) -> pd.Series:
+    return _str(pc.utf8_upper(_pa(s)), s.index)
 
 
 def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -57,13 +98,16 @@ def clean_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Text with optional thousands separators → float64. Returns (values, bad_mask)."""
-    t = s.str.replace(r"(?<=\d),(?=\d{3}(?:\D|$))", "", regex=True).str.replace(" ", "", regex=False)
-    ok = t.str.fullmatch(_NUMBER_RE, na=False)
-    vals = pd.to_numeric(t.where(ok), errors="coerce").astype("float64")
-    finite = np.isfinite(vals.to_numpy())
-    vals = vals.where(finite)
-    bad = s.notna() & ~(ok & finite)
-    return vals, bad
+    a = _pa(s)
+    a = pc.replace_substring(a, " ", "")
+    grouped = _matches(a, r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")  # 12,345.6 (and only that form)
+    a = pc.if_else(grouped, pc.replace_substring(a, ",", ""), a)
+    ok = _matches(a, _NUMBER_RE)
+    vals = pc.cast(pc.if_else(ok, a, None), pa.float64()).to_numpy(zero_copy_only=False)
+    vals = np.where(np.isfinite(vals), vals, np.nan)
+    okn = ok.to_numpy(zero_copy_only=False) & ~np.isnan(vals)
+    bad = s.notna().to_numpy() & ~okn
+    return pd.Series(vals, index=s.index, dtype="float64"), pd.Series(bad, index=s.index)
 
 
 def parse_int(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -77,25 +121,28 @@ def parse_date(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
 
     A month-only value (YYYYMM, YYYY-MM) becomes the first day of that month with has_day False.
     """
-    t = s.str.replace(_TIME_SUFFIX, "", regex=True)
-    # Excel numeric cells that held YYYYMM / YYYYMMDD come back as "202302" or "202302.0".
-    t = t.str.replace(r"^(\d{6}|\d{8})\.0+$", r"\1", regex=True)
-    parts = t.str.extract(_DATE_RE)
-    y = parts["y1"].fillna(parts["y2"]).fillna(parts["y3"])
-    m = parts["m1"].fillna(parts["m2"]).fillna(parts["m3"])
-    d = parts["d1"].fillna(parts["d2"]).fillna(parts["d3"])
-    has_day = d.notna()
-    frame = pd.DataFrame({
-        "year": pd.to_numeric(y, errors="coerce"),
-        "month": pd.to_numeric(m, errors="coerce"),
-        "day": pd.to_numeric(d, errors="coerce").fillna(1),
-    })
+    a = _pa(s)
+    a = pc.replace_substring_regex(a, _TIME_SUFFIX, "")
+    # Excel numeric cells that held YYYYMM / YYYYMMDD can come back as "202302.0".
+    a = pc.replace_substring_regex(a, r"^(\d{6}|\d{8})\.0+$", r"\1")
+    parts = pc.extract_regex(a, _DATE_RE)
+    f = {name: parts.field(name) if isinstance(parts, pa.StructArray) else pc.struct_field(parts, name)
+         for name in ("y1", "m1", "d1", "y2", "m2", "d2", "y3", "m3", "d3")}
+
+    def pick(*names):
+        # extract_regex gives "" for a group that did not take part in the match
+        cols = [pc.if_else(pc.equal(f[n], ""), None, f[n]) for n in names]
+        return pc.cast(pc.coalesce(*cols), pa.int32()).to_numpy(zero_copy_only=False)
+
+    y, m, d = pick("y1", "y2", "y3"), pick("m1", "m2", "m3"), pick("d1", "d2", "d3")
+    has_day = ~np.isnan(d.astype("float64"))
+    frame = pd.DataFrame({"year": y, "month": m, "day": np.where(has_day, d, 1)}, index=s.index)
     ok = frame["year"].notna() & frame["month"].notna() & frame["year"].between(1900, 2100)
     dates = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
     if ok.any():
         dates[ok] = pd.to_datetime(frame[ok], errors="coerce").astype("datetime64[s]")
     bad = s.notna() & dates.isna()
-    return dates, has_day.astype(bool), bad
+    return dates, pd.Series(has_day, index=s.index), bad
 
 
 def parse_yyyymm(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -105,14 +152,21 @@ def parse_yyyymm(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def normalise_sex(s: pd.Series) -> pd.Series:
-    return s.replace(SEX_CODES)
+    a = _pa(s)
+    for code, val in SEX_CODES.items():
+        a = pc.if_else(pc.fill_null(pc.equal(a, code), False), val, a)
+    return _str(a, s.index)
 
 
 def normalise_school(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Grade-level school values → (stage, grade). 八年级 → 初中/8, 小学三年级 → 小学/3."""
     stage = s.copy()
     grade = pd.Series(pd.NA, index=s.index, dtype="Int8")
-    g1 = s.str.extract(_STAGE_GRADE)
+    hit = _bool(_matches(_pa(s), "年级$"), s.index)
+    if not hit.any():
+        return stage, grade
+    sub = s[hit]
+    g1 = sub.astype(object).str.extract(_STAGE_GRADE)
     hit1 = g1[0].notna()
     if hit1.any():
         num = g1.loc[hit1, 1].map(_CN_DIGIT)
@@ -120,18 +174,20 @@ def normalise_school(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         idx = fits[fits].index
         stage[idx] = g1.loc[idx, 0]
         grade[idx] = num[idx].astype("Int8")
-    g2 = s.str.extract(_MIDDLE_GRADE)
+    g2 = sub.astype(object).str.extract(_MIDDLE_GRADE)
     hit2 = g2[0].notna()
     if hit2.any():
-        stage[hit2] = "初中"
-        grade[hit2] = g2.loc[hit2, 0].map(_CN_DIGIT).astype("Int8")
+        idx = hit2[hit2].index
+        stage[idx] = "初中"
+        grade[idx] = g2.loc[idx, 0].map(_CN_DIGIT).astype("Int8")
     return stage, grade
 
 
 def normalise_quarter(s: pd.Series) -> pd.Series:
     """`2024q2`, `2024 Q2` → `2024Q2`; anything else is kept as is for the schema to reject."""
-    m = s.str.extract(r"^(\d{4})\s*[Qq]\s*([1-4])$")
-    return (m[0] + "Q" + m[1]).where(m[0].notna(), s)
+    a = _pa(s)
+    fixed = pc.replace_substring_regex(a, r"^(\d{4})\s*[Qq]\s*([1-4])$", r"\1Q\2")
+    return _str(fixed, s.index)
 
 
 def quarter_from_filename(name: str) -> str | None:
@@ -149,9 +205,11 @@ def quarter_from_filename(name: str) -> str | None:
 
 def birth_from_id(ids: pd.Series) -> pd.Series:
     """Birth date from resident-ID characters 7–14 (YYYYMMDD); NaT when not a valid date."""
-    digits = ids.str.slice(6, 14)
-    return pd.to_datetime(digits.where(digits.str.fullmatch(r"\d{8}", na=False)),
-                          format="%Y%m%d", errors="coerce").astype("datetime64[s]")
+    digits = pc.utf8_slice_codeunits(_pa(ids), 6, 14)
+    digits = pc.if_else(_matches(digits, r"^\d{8}$"), digits, None)
+    out = pd.to_datetime(pd.Series(digits.to_numpy(zero_copy_only=False), index=ids.index),
+                         format="%Y%m%d", errors="coerce")
+    return out.astype("datetime64[s]")
 
 
 def values_for(col: Column) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fangpin import contract
+from fangpin.ingest import normalise as nz
 from fangpin.ingest.errors import FileError
 
 DATA_SUFFIXES = (".csv", ".xlsx", ".xlsm")
@@ -160,7 +161,7 @@ def _finish(path, kind, enc, hdr_idx, header_cells, frame: pd.DataFrame, row0: i
     frame.columns = _positional(frame.shape[1])
     for j in range(frame.shape[1], width):
         frame[f"c{j}"] = pd.Series(pd.NA, index=frame.index, dtype="str")
-    filled = frame.notna() & frame.astype("str").apply(lambda s: s.str.strip().ne(""))
+    filled = pd.DataFrame({c: nz.filled(frame[c]) for c in frame.columns}, index=frame.index)
     extra_cols = [f"c{j}" for j in range(width, frame.shape[1])]
     extra = filled[extra_cols].any(axis=1) if extra_cols else pd.Series(False, index=frame.index)
     blank = ~filled.any(axis=1)
@@ -176,7 +177,10 @@ def _read_csv(path: Path) -> RawTable:
     data = path.read_bytes()
     enc = detect_encoding(data, path)
     head = data[:262_144].decode(enc, errors="ignore")
-    head_rows = list(csv.reader(io.StringIO(head)))[:HEADER_SEARCH_ROWS]
+    try:
+        head_rows = list(csv.reader(io.StringIO(head, newline="")))[:HEADER_SEARCH_ROWS]
+    except csv.Error as exc:
+        raise FileError(path, f"文件 {path.name} 不是有效的 CSV 文件（{exc}）。", code="csv") from None
     if not head_rows:
         raise FileError(path, f"文件 {path.name} 是空文件。", code="empty")
     hdr_idx, kind = _find_header(head_rows, path)
@@ -191,7 +195,7 @@ def _read_csv(path: Path) -> RawTable:
         # A row with far more fields than the header: read with the csv module (slow path, only
         # for broken files) so that every row is still accounted for.
         text = data.decode(enc)
-        lines = list(csv.reader(io.StringIO(text)))[hdr_idx + 1:]
+        lines = list(csv.reader(io.StringIO(text, newline="")))[hdr_idx + 1:]
         wmax = max([len(r) for r in lines] + [width])
         frame = pd.DataFrame([r + [""] * (wmax - len(r)) for r in lines], columns=_positional(wmax),
                              dtype="str")

@@ -10,11 +10,15 @@ the scoring API can build the same tables from JSON.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fangpin import contract, ids
 from fangpin.contract import Column
@@ -216,7 +220,7 @@ def prepare(
         elif col.name == "school_status":
             s, out["school_grade"] = nz.normalise_school(s)
         if col.name == "id_number":
-            s = s.str.upper()
+            s = nz.upper(s)
         out[col.name] = s
     if table == "ledger" and "school_grade" not in out:
         out["school_grade"] = pd.Series(pd.NA, index=raw.index, dtype="Int8")
@@ -225,7 +229,7 @@ def prepare(
     parse_errs = pd.concat(errors, ignore_index=True) if errors else _err([], "", "")
     try:
         _SCHEMAS[table]().validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
+    except pandera.errors.SchemaErrors as exc:
         fc = exc.failure_cases
         fc = fc[fc["index"].notna() & fc["column"].notna()]
         schema_errs = pd.DataFrame({"idx": fc["index"].astype(np.int64).to_numpy(),
@@ -262,10 +266,8 @@ def _clean_columns(raw: pd.DataFrame, positions: list[int]) -> dict[int, pd.Seri
     n = len(raw)
     if not positions:
         return {}
-    long = pd.concat([raw.iloc[:, j].astype("str") for j in positions], ignore_index=True)
-    long = nz.clean_text(long)
-    return {j: pd.Series(long.iloc[k * n:(k + 1) * n].to_numpy(), index=raw.index, dtype="str")
-            for k, j in enumerate(positions)}
+    long = nz._pa(nz.clean_text(pd.concat([raw.iloc[:, j].astype("str") for j in positions], ignore_index=True)))
+    return {j: nz._str(long.slice(k * n, n), raw.index) for k, j in enumerate(positions)}
 
 
 def _masked_values(values: pd.Series, personal: bool) -> pd.Series:
@@ -303,14 +305,40 @@ def quarter_index(q: pd.Series) -> pd.Series:
     return (q.str.slice(0, 4).astype("int32") * 4 + q.str.slice(5, 6).astype("int32") - 1).astype("int32")
 
 
+def hash_ids(values: list[str], key: bytes) -> list[str]:
+    """:func:`fangpin.ids.keyed_hash` for many values (same output): the keyed HMAC state is built
+    once and copied per value instead of re-deriving it from the key every time."""
+    base = hmac.new(key, digestmod=hashlib.sha256)
+    out = []
+    for v in values:
+        h = base.copy()
+        h.update(v.strip().upper().encode("utf-8"))
+        out.append(h.hexdigest()[:32])
+    return out
+
+
+def mask_ids(s: pd.Series) -> pd.Series:
+    """:func:`fangpin.ids.mask` for a Series: first 4 + stars + last 4 (18-character IDs in Arrow,
+    any other length through fangpin.ids)."""
+    a = nz._pa(s)
+    n = pc.utf8_length(a)
+    std = pc.binary_join_element_wise(pc.utf8_slice_codeunits(a, 0, 4), pa.scalar("*" * 10, pa.large_string()),
+                                      pc.utf8_slice_codeunits(a, 14, 18), pa.scalar("", pa.large_string()))
+    out = nz._str(pc.if_else(pc.fill_null(pc.equal(n, 18), False), std, None), s.index)
+    other = s.notna() & out.isna()
+    if other.any():
+        out[other] = ids.mask_series(s[other]).astype("str")
+    return out
+
+
 def person_ids(id_numbers: pd.Series, key: bytes) -> pd.DataFrame:
     """person_key (keyed hash), id_masked and id_valid for a Series of ID numbers."""
     s = id_numbers.astype("str")
-    uniq = pd.unique(s.dropna())
-    hashed = dict(zip(uniq, (ids.keyed_hash(v, key) for v in uniq), strict=True))
+    codes, uniq = pd.factorize(s, use_na_sentinel=True)
+    hashed = np.array(hash_ids(list(uniq.astype(object)), key) + [None], dtype=object)
     return pd.DataFrame({
-        "person_key": s.map(hashed).astype("str"),
-        "id_masked": ids.mask_series(s).astype("str"),
+        "person_key": pd.Series(hashed[codes], index=s.index).astype("str"),
+        "id_masked": mask_ids(s),
         "id_valid": ids.checksum_ok_series(s).astype(bool).to_numpy(),
     }, index=s.index)
 

@@ -67,7 +67,7 @@ def household(hh: str, n: int = 2, **over) -> list[dict[str, str]]:
 def csv_text(rows: list[dict[str, str]], headers: list[str] | None = None) -> str:
     headers = headers or list(rows[0])
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")  # as Excel on Windows writes; quotes \r and \n in cells
     w.writerow(headers)
     for r in rows:
         w.writerow([r.get(h, "") for h in headers])
