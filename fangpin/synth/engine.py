@@ -42,6 +42,7 @@ from fangpin.synth.model import (
     HEALTHY,
     L_WEAK,
     LC_NONE,
+    OTHER_AID,
     PENSION,
     PUBJOB,
     S_HIGH,
@@ -263,13 +264,13 @@ def derive(w: World, s: int, line: float) -> dict:
     biz_gross = np.where(farmer, farm, 0.0) + farm_work + h["livestock"] + h["biz_support"]
     biz_exp = np.where(farmer, 0.35 * farm, 0.0) + 0.45 * h["livestock"]
     prop = h["prop"] + np.where(farmer, 0.0, h["farmland"] * 300)
-    old = present & (age >= 60) & p["pen_ins"]
+    old = present & (age >= 60)  # the basic pension is paid to every resident 60+
     dis = present & (p["health"] == DISABLED)
     voc = present & ((stage == S_VOC) | (stage == S_HVOC))
     bg = (1 + BENEFIT_GROWTH) ** ((s - 8088) / 4)
     trans = (group_sum(hh, old * PENSION * bg, n) + h["dibao"] * DIBAO_PP * bg * nmem + h["tekun"] * TEKUN_PP * bg
              + group_sum(hh, dis * DISAB_SUBSIDY, n) + (h["poor"] | h["mon"]) * group_sum(hh, voc * YULU, n)
-             + h["remit"] + h["poor"] * 800.0)
+             + h["remit"] + h["poor"] * 800.0 + (h["dibao"] | h["tekun"]) * OTHER_AID * bg * nmem)
     wage_hh = group_sum(hh, wage, n) + h["pubjob"] * PUBJOB
     eu = np.exp(h["u"])
     net = (wage_hh + biz_gross - biz_exp) * eu + prop + trans
@@ -298,14 +299,14 @@ def derive(w: World, s: int, line: float) -> dict:
 
 
 def social_assistance(w: World, s: int, d: dict, rng: np.random.Generator) -> np.ndarray:
-    """Annual dibao review (Q4): low-income households without enough labour are taken in, those
+    """Half-yearly dibao review (Q2, Q4): low-income households without enough labour are taken in, those
     whose income rose are dropped. Returns the households whose dibao stopped."""
     h = w.h
-    if s % 4 != 3:
+    if s % 2 != 1:  # reviewed every half year (Q2, Q4)
         return np.zeros(w.n, bool)
     r = rng.random((2, w.n))
     low = d["alive"] & (d["pc_excl"] < 1.15 * d["line"]) & (d["lc"] >= 1)
-    enter = ~h["dibao"] & ~h["tekun"] & low & (r[0] < 0.8)
+    enter = ~h["dibao"] & ~h["tekun"] & low & (r[0] < np.where(d["lc"] == LC_NONE, 0.9, 0.6))
     stop = h["dibao"] & (d["pc_excl"] > 1.3 * d["line"]) & (r[1] < 0.6)
     h["dibao"] = (h["dibao"] | enter) & ~stop
     single_old = d["alive"] & (d["nmem"] == 1) & (d["lc"] == LC_NONE) & enter & (r[1] < 0.3)

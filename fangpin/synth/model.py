@@ -76,8 +76,8 @@ class Rates:
     watch_eliminated: float = 1.5  # eliminated households are still watched
     accept_distressed: float = 0.92  # verification confirms a clue on a distressed household
     accept_other: float = 0.05  # ... on a household not in distress (self-application etc.)
-    clue_other_base: float = 0.0035  # clue rate of non-distressed households (scaled by township)
-    clue_other_severe: float = 0.30
+    clue_other_base: float = 0.002  # clue rate of non-distressed households (scaled by township)
+    clue_other_severe: float = 0.20
     clue_other_signal: float = 0.02
     clue_other_near: float = 0.15  # at verification, income within 20% above the line
     # elimination
@@ -106,6 +106,7 @@ PENSION = 2_100.0  # basic pension, per person 60+ per year (2022 level)
 BENEFIT_GROWTH = 0.06  # yearly rise of dibao, tekun and pension standards
 DIBAO_PP = 5_400.0  # rural dibao per person per year (2022 level)
 TEKUN_PP = 8_400.0
+OTHER_AID = 1_500.0  # other aid of assisted households per person (临时救助, 高龄/残疾补贴, 分红)
 DISAB_SUBSIDY = 1_200.0
 YULU = 3_000.0  # 雨露计划 per vocational student per year
 PUBJOB = 6_000.0  # public-welfare job per year
@@ -157,8 +158,11 @@ def labour_code(age, health, disab_severe, vigor, skilled, student):
     lab[(health == SERIOUS)] = L_LOST
     lab[(health == DISABLED) & disab_severe] = L_LOST
     lab[(health == DISABLED) & ~disab_severe & (lab < L_WEAK)] = L_WEAK
-    lab[(age < 16) | student | (age >= 70)] = L_NONE
-    lab[(age >= 65) & (health != HEALTHY)] = L_NONE
+    # older people who still farm are recorded as weak labour; the very old, or old and seriously
+    # ill or severely disabled, as no labour
+    lab[(age >= 70) & (lab < L_WEAK)] = L_WEAK
+    lab[(age < 16) | student | (age >= 76)] = L_NONE
+    lab[(age >= 65) & (lab == L_LOST)] = L_NONE
     return lab
 
 

@@ -116,7 +116,7 @@ class Simulation:
         s = self.s0
         d = E.derive(self.w, s, self.lines(s))
         hw = self.w.h
-        low = d["alive"] & (d["pc_excl"] < 1.1 * d["line"]) & (d["lc"] >= LC_WEAK)
+        low = d["alive"] & (d["pc_excl"] < 1.3 * d["line"]) & (d["lc"] >= LC_WEAK)
         hw["dibao"] = low & (rng.random(n) < 0.85)
         hw["tekun"] = low & (d["nmem"] == 1) & (d["lc"] == LC_NONE) & (rng.random(n) < 0.4)
         hw["dibao"] &= ~hw["tekun"]
