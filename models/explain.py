@@ -142,19 +142,20 @@ def _composition(r: _Row, shown) -> str:
     s = f"家庭{count(r['n_members'])}人，其中16岁以下{count(r['n_children'])}人、60岁及以上{count(r['n_elderly'])}人"
     if _known(r["head_age"]):
         s += f"，户主{count(r['head_age'])}岁"
-    return s
+    return s + _delta(r, "d_n_members", "家庭人口", "人")
 
 
 def _labour(r: _Row, shown) -> str:
     return (f"家庭有劳动力{count(r['n_labor_full'])}人、弱劳动力{count(r['n_labor_weak'])}人、"
-            f"无劳动力{count(r['n_labor_none'])}人")
+            f"无劳动力{count(r['n_labor_none'])}人" + _delta(r, "d_n_labor_full", "有劳动力", "人"))
 
 
 def _employment(r: _Row, shown) -> str:
     s = f"外出务工{count(r['n_migrant_workers'])}人，全家务工合计{count(r['work_months_total'])}个月"
     if r["n_idle_labor"] > 0:
         s += f"，有劳动力未务工{count(r['n_idle_labor'])}人"
-    return s
+    return s + _delta(r, "d_n_migrant_workers", "外出务工", "人") + _delta(r, "d_work_months_total", "务工",
+                                                                        "个月")
 
 
 def _health(r: _Row, shown) -> str:
@@ -163,7 +164,7 @@ def _health(r: _Row, shown) -> str:
     s = "家庭成员" + "、".join(parts) if parts else "家庭成员患大病0人、长期慢性病0人、残疾0人"
     if r["n_uninsured"] > 0:
         s += f"，{count(r['n_uninsured'])}人未参加基本医疗保险"
-    return s
+    return s + _delta(r, "d_n_serious_illness", "患大病", "人")
 
 
 def _income(r: _Row, shown) -> str:
@@ -211,7 +212,7 @@ def _rigid_spending(r: _Row, shown) -> str:
             s += f"，占家庭年纯收入{pct(r['rigid_share'])}"
         elif _known(inc):
             s += f"，家庭年纯收入仅{yuan(inc)}"
-    return s
+    return s + _delta(r, "d_medical_oop", "合规自付医疗支出", "", money=True)
 
 
 def _schooling(r: _Row, shown) -> str:
@@ -267,7 +268,7 @@ def _history(r: _Row, shown) -> str:
     return "，".join(parts)
 
 
-def _events(kinds: tuple[str, ...], empty: str) -> Callable[[_Row, set], str]:
+def _events(kinds: tuple[str, ...], label: str) -> Callable[[_Row, set], str]:
     """Department events of a group, in the window (1, 2 or 4 quarters) whose features carry the
     largest share of the group's contribution."""
 
@@ -278,12 +279,12 @@ def _events(kinds: tuple[str, ...], empty: str) -> Callable[[_Row, set], str]:
             if m:
                 by_w.setdefault(int(m["w"]), {"n": [], "a": []})["n" if "slug" in m.groupdict() else "a"].append(n)
         if not by_w:
-            return empty
+            return f"{label}部门推送情况不详"
         w = max(sorted(by_w), key=lambda k: abs(sum(r.contrib(n) for v in by_w[k].values() for n in v)))
         when = "本季度" if w == 1 else f"近{w}个季度"
         parts = [f"{_SLUG_EVENT[_EV_COUNT.match(n)['slug']]}{count(r[n])}次" for n in by_w[w]["n"] if r[n] > 0]
         if not parts:
-            return f"{when}{empty}"
+            return f"{when}{label}部门推送0次"
         s = f"{when}部门推送{'、'.join(parts)}"
         amounts = [(n, _EV_AMOUNT.match(n)["kind"]) for n in by_w[w]["a"] if r[n] > 0]
         for n, kind in amounts:
@@ -296,15 +297,31 @@ def _events(kinds: tuple[str, ...], empty: str) -> Callable[[_Row, set], str]:
 
 
 def _context(r: _Row, shown) -> str:
-    v, t = r["village_disaster_share"], r["township_disaster_share"]
-    if not (_known(v) or _known(t)):
-        return "本村、本乡镇受灾情况不详"
+    v, t, ident = r["village_disaster_share"], r["township_disaster_share"], r["township_ident_rate_4q"]
     parts = []
     if _known(v):
         parts.append(f"本村本季度受灾户占{pct(v)}")
     if _known(t):
-        parts.append(f"本乡镇占{pct(t)}")
-    return "，".join(parts)
+        parts.append(f"本乡镇本季度受灾户占{pct(t)}")
+    if _known(ident):
+        parts.append(f"本乡镇近4个季度新识别监测户占{ident * 100:.1f}%")
+    return "，".join(parts) if parts else "本村、本乡镇受灾和新识别情况不详"
+
+
+def _calendar(r: _Row, shown) -> str:
+    q = r["quarter_of_year"]
+    if not _known(q):
+        return "季度不详"
+    return f"本季度为第{count(q)}季度" + ("（年度收入核实季度）" if q == 4 else "")
+
+
+def _delta(r: _Row, name: str, what: str, unit: str, money: bool = False) -> str:
+    """'，较上季度{what}增加/减少N{unit}' when the change since the previous snapshot is known and not 0."""
+    d = r[name]
+    if not _known(d) or d == 0:
+        return ""
+    amount = yuan(abs(d)) if money else f"{count(abs(d))}{unit}"
+    return f"，较上季度{what}{'增加' if d > 0 else '减少'}{amount}"
 
 
 SENTENCES: dict[str, Callable] = {
@@ -321,10 +338,11 @@ SENTENCES: dict[str, Callable] = {
     "assets": _assets,
     "protection": _protection,
     "history": _history,
-    "events_medical": _events(("medical",), "无医保、卫健等医疗类部门推送"),
-    "events_disaster": _events(("loss",), "无房屋受损或受灾的部门推送"),
-    "events_other": _events(("all",), "无其他部门推送事件"),
+    "events_medical": _events(("medical",), "医疗类（住院、大额医疗自付、重大疾病）"),
+    "events_disaster": _events(("loss",), "房屋受损、自然灾害受灾"),
+    "events_other": _events(("all",), "其他类"),
     "context": _context,
+    "calendar": _calendar,
 }
 
 

@@ -5,14 +5,16 @@ Flow (memory bounded by the chunk size, not by the county):
 
 1. **Partition.** One streaming pass over the canonical tables (pyarrow dataset scans with the
    quarter filter pushed down) routes every row a quarter's features need into per-chunk Parquet
-   files under a scratch directory: household snapshots up to the quarter (income history),
-   person rows of the quarter, department events of the last ``max(4, severe_event_quarters)``
-   quarters. Chunks are sets of households: ``hash(household_id) mod n`` — so a household's whole
-   history lands in its chunk — or, in ``levels.mode: capacity`` (visits ranked per township),
-   ``hash(county/township) mod n`` so that each township is ranked whole.
-   Local context (share of the village / township hit by a disaster this quarter) needs whole
-   villages; it is aggregated during the same pass (per village counters) and supplied to the
-   feature builder, so a chunk's features equal those of scoring the whole county at once.
+   files under a scratch directory: household snapshots up to the quarter (income history), person
+   rows of the quarter and the one before (changes since the last snapshot), department events of
+   the last ``max(4, severe_event_quarters) + 1`` quarters. A chunk is a set of WHOLE townships
+   (packed by size; ``warnings.chunk_households`` per chunk), so a household's history is in its
+   chunk and everything models.features computes over a population (village / township disaster
+   shares, the township's identification rate) and per-township visit capacities
+   (``levels.mode: capacity``) come out exactly as when the whole county is scored at once
+   (tests/data/test_score.py checks it). Memory: one chunk's tables (bounded by the chunk size or
+   the largest township) plus a household-id → chunk map of the quarter (one id and one integer
+   per household).
 2. **Score.** Per chunk: ``RiskModel.score`` (features, booster, calibration, rules, levels) without
    explanations; then TreeSHAP (``pred_contrib``) and reasons (models.explain) ONLY for the
    in-scope households with a warning; additivity is checked on every explained row; warning
@@ -48,7 +50,6 @@ from fangpin.config import Params
 
 log = logging.getLogger(__name__)
 
-DISASTER_EVENT = "自然灾害受灾"
 TABLES = ("households", "persons", "events")
 
 
@@ -95,80 +96,79 @@ def latest_quarter(ingested_dir: Path) -> str:
     return from_index(int(pc.max(col).as_py()))
 
 
-def _hash_bucket(values: pd.Series, n: int) -> np.ndarray:
-    if n == 1:
-        return np.zeros(len(values), dtype=np.int64)
-    h = pd.util.hash_pandas_object(values.astype("string").fillna(""), index=False).to_numpy()
-    return (h % np.uint64(n)).astype(np.int64)
+def _township_key(df: pd.DataFrame) -> pd.Series:
+    return df["county"].astype("string").fillna("") + "/" + df["township"].astype("string").fillna("")
 
 
 class _Partitioner:
-    """Route rows of the canonical tables into per-chunk Parquet files (see module doc)."""
+    """Route rows of the canonical tables into per-chunk Parquet files (see module doc).
 
-    def __init__(self, src: Path, scratch: Path, qidx: int, n: int, by_township: bool, event_window: int,
-                 batch_rows: int = 262_144):
+    A chunk is a set of whole townships (packed by size into ``n`` chunks): the feature module's
+    population context (village / township disaster shares, the township's identification rate)
+    is then computed by models.features itself, exactly as for the whole county. Household rows go
+    to the chunk of their own township and, when it differs (a household that moved), also to the
+    chunk of its township in the scored quarter, so its history is complete; person and event rows
+    follow their household's township in the scored quarter (a household id → chunk map of the
+    quarter: one id and one integer per household).
+    """
+
+    PERSON_QUARTERS = 2  # the scored quarter and the one before (changes since the last snapshot)
+
+    def __init__(self, src: Path, scratch: Path, qidx: int, n: int, event_window: int, batch_rows: int = 262_144):
         self.src, self.scratch, self.q, self.n = Path(src), Path(scratch), qidx, n
-        self.by_township = by_township
         self.event_window = event_window
         self.batch_rows = batch_rows
-        self._id_index: pd.Index | None = None  # capacity mode: household id → bucket
-        self._id_bucket: np.ndarray | None = None
         self.counties: set[str] = set()
         self.rows = {t: np.zeros(n, dtype=np.int64) for t in TABLES}
+        self._ids: pd.Index | None = None
+        self._bucket: np.ndarray | None = None
+        self._township_bin: dict[str, int] = {}
 
-    def bucket_of_households(self, df: pd.DataFrame) -> np.ndarray:
-        if not self.by_township:
-            return _hash_bucket(df["household_id"], self.n)
-        if self._id_index is None:
-            raise RuntimeError("township routing needs the quarter's id map first")
-        pos = self._id_index.get_indexer(df["household_id"].astype("string"))
-        return np.where(pos >= 0, self._id_bucket[np.maximum(pos, 0)], -1)
-
-    def context(self) -> pd.DataFrame:
-        """Per (county, township, village) at the quarter: households and households hit by a
-        disaster event this quarter (exactly what models.features computes over a whole county).
-        In capacity mode this also builds the household → bucket map of the quarter."""
-        import pyarrow.compute as pc
+    def index_quarter(self) -> int:
+        """Build the household → chunk map of the scored quarter (townships packed into ``n``
+        chunks of similar size, largest first); returns its household count."""
         import pyarrow.dataset as pds
 
-        ev = _dataset(self.src, "events")
-        hit: set = set()
-        if ev is not None:
-            flt = (pc.field("quarter_idx") == self.q) & (pc.field("event_type") == DISASTER_EVENT)
-            t = ev.to_table(columns=["household_id"], filter=flt)
-            hit = set(t.column("household_id").drop_null().to_pylist())
         hh = _dataset(self.src, "households")
-        cols = [c for c in ("household_id", "county", "township", "village") if c in hh.schema.names]
-        parts, ids, buckets = [], [], []
-        for b in hh.to_batches(columns=cols, filter=pds.field("quarter_idx") == self.q, batch_size=self.batch_rows):
+        ids, keys = [], []
+        for b in hh.to_batches(columns=["household_id", "county", "township"],
+                               filter=pds.field("quarter_idx") == self.q, batch_size=self.batch_rows):
             df = b.to_pandas()
-            if not len(df):
-                continue
-            df["disaster"] = df["household_id"].isin(hit).astype(np.int64)
-            self.counties.update(df["county"].dropna().astype(str).unique().tolist())
-            parts.append(df.groupby(["county", "township", "village"], dropna=False, sort=False)["disaster"]
-                         .agg(["sum", "size"]).reset_index())
-            if self.by_township:
+            if len(df):
+                self.counties.update(df["county"].dropna().astype(str).unique().tolist())
                 ids.append(df["household_id"].astype("string").to_numpy())
-                buckets.append(_hash_bucket(df["county"].astype("string") + "/" + df["township"].astype("string"),
-                                            self.n))
-        if self.by_township and ids:
-            self._id_index = pd.Index(np.concatenate(ids))
-            self._id_bucket = np.concatenate(buckets)
-        if not parts:
-            return pd.DataFrame(columns=["county", "township", "village", "sum", "size"])
-        return pd.concat(parts).groupby(["county", "township", "village"], dropna=False, sort=False)[
-            ["sum", "size"]].sum().reset_index()
+                keys.append(_township_key(df).to_numpy())
+        key = pd.Series(np.concatenate(keys) if keys else np.array([], dtype=object), dtype="string")
+        sizes = key.value_counts()
+        load = np.zeros(self.n, dtype=np.int64)
+        self._township_bin = {}
+        for tw, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+            k = int(np.argmin(load))
+            self._township_bin[tw] = k
+            load[k] += size
+        self._ids = pd.Index(np.concatenate(ids) if ids else np.array([], dtype=object))
+        self._bucket = key.map(self._township_bin).to_numpy(dtype=np.int64) if len(key) else np.zeros(0, np.int64)
+        return len(self._ids)
+
+    def _by_township(self, df: pd.DataFrame) -> np.ndarray:
+        return _township_key(df).map(self._township_bin).fillna(-1).to_numpy(dtype=np.int64)
+
+    def _by_id(self, hid: pd.Series) -> np.ndarray:
+        pos = self._ids.get_indexer(hid.astype("string"))
+        return np.where(pos >= 0, self._bucket[np.maximum(pos, 0)], -1)
 
     def run(self) -> None:
         import pyarrow as pa
         import pyarrow.dataset as pds
         import pyarrow.parquet as pq
 
+        if self._ids is None:
+            self.index_quarter()
+        f = pds.field("quarter_idx")
         filters = {
-            "households": pds.field("quarter_idx") <= self.q,
-            "persons": pds.field("quarter_idx") == self.q,
-            "events": (pds.field("quarter_idx") <= self.q) & (pds.field("quarter_idx") > self.q - self.event_window),
+            "households": f <= self.q,
+            "persons": (f <= self.q) & (f > self.q - self.PERSON_QUARTERS),
+            "events": (f <= self.q) & (f > self.q - self.event_window - 1),
         }
         for table in TABLES:
             ds = _dataset(self.src, table)
@@ -180,17 +180,19 @@ class _Partitioner:
                     if b.num_rows == 0:
                         continue
                     hid = b.column(b.schema.get_field_index("household_id")).to_pandas()
-                    if table == "events":
-                        keep = hid.notna().to_numpy()
-                        if not keep.all():
-                            b, hid = b.filter(pa.array(keep)), hid[keep].reset_index(drop=True)
-                    if self.by_township:
-                        bucket = self.bucket_of_households(pd.DataFrame({"household_id": hid}))
+                    by_id = self._by_id(hid)
+                    if table == "households":
+                        own = self._by_township(b.select(["county", "township"]).to_pandas())
+                        mine = np.flatnonzero(own >= 0)
+                        extra = np.flatnonzero((by_id >= 0) & (by_id != own))
+                        rows = np.concatenate([mine, extra])
+                        bucket = np.concatenate([own[mine], by_id[extra]])
                     else:
-                        bucket = _hash_bucket(hid, self.n)
+                        rows = np.flatnonzero(by_id >= 0)
+                        bucket = by_id[rows]
                     order = np.argsort(bucket, kind="stable")
                     sb = bucket[order]
-                    bt = b.take(pa.array(order))
+                    bt = b.take(pa.array(rows[order]))
                     starts = np.searchsorted(sb, np.arange(self.n + 1))
                     for k in range(self.n):
                         lo, hi = starts[k], starts[k + 1]
@@ -207,7 +209,7 @@ class _Partitioner:
     def path(self, table: str, k: int) -> Path:
         return self.scratch / f"{table}_{k:04d}.parquet"
 
-    def frames(self, k: int, lines: dict[int, float], context: pd.DataFrame):
+    def frames(self, k: int, lines: dict[int, float]):
         from models.features import Frames
 
         def read(table: str) -> pd.DataFrame | None:
@@ -221,29 +223,7 @@ class _Partitioner:
         if persons is None:
             persons = pd.DataFrame(columns=["household_id", "quarter", "quarter_idx", "relation", "health",
                                             "labor_skill", "age"])
-        hh = _supply_context(hh, self.q, context)
         return Frames(households=hh, persons=persons, events=read("events"), lines=lines)
-
-
-def _supply_context(hh: pd.DataFrame, q: int, ctx: pd.DataFrame) -> pd.DataFrame:
-    """Set village/township disaster shares (whole-county values) on the rows of quarter ``q``."""
-    if not len(ctx):
-        return hh
-    v = ctx.assign(village_disaster_share=ctx["sum"] / ctx["size"])
-    t = ctx.groupby(["county", "township"], dropna=False, sort=False)[["sum", "size"]].sum().reset_index()
-    t["township_disaster_share"] = t["sum"] / t["size"]
-    at_q = (hh["quarter_idx"] == q).to_numpy()
-    cur = hh.loc[at_q, ["county", "township", "village"]]
-    vs = cur.merge(v[["county", "township", "village", "village_disaster_share"]], how="left",
-                   on=["county", "township", "village"])["village_disaster_share"].to_numpy()
-    ts = cur.merge(t[["county", "township", "township_disaster_share"]], how="left",
-                   on=["county", "township"])["township_disaster_share"].to_numpy()
-    hh = hh.copy()
-    for col, val in (("village_disaster_share", vs), ("township_disaster_share", ts)):
-        arr = np.full(len(hh), np.nan)
-        arr[at_q] = val
-        hh[col] = arr
-    return hh
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,10 +414,9 @@ def score_quarter(
     scratch = Path(tempfile.mkdtemp(prefix=f".score_{quarter}_", dir=out_dir))
     try:
         t0 = time.perf_counter()
-        part = _Partitioner(src, scratch, qidx, n_chunks, by_township=model.levels.mode == "capacity",
-                            event_window=max(4, model.ruleset.severe_event_quarters))
+        part = _Partitioner(src, scratch, qidx, n_chunks, event_window=max(4, model.ruleset.severe_event_quarters))
         task = prog.add_task(f"分区 {quarter} (partition)", total=len(TABLES) + 1) if prog else None
-        ctx = part.context()
+        part.index_quarter()
         if prog:
             prog.advance(task)
         part.run()
@@ -454,7 +433,7 @@ def score_quarter(
         task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
         try:
             for k in range(n_chunks):
-                fr = part.frames(k, lines, ctx)
+                fr = part.frames(k, lines)
                 if fr is None:
                     continue
                 t1 = time.perf_counter()
