@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pipelines.cli",
     "pipelines.score_cli",
     "serving.cli",
+    "pipelines.retrain_cli",
 )
 
 

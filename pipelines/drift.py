@@ -16,7 +16,9 @@ while the features relative to the line (``income_ratio`` …) stay comparable. 
 quarter's year has a different line from the training window's years, those yuan features are
 also compared after rescaling the training values by new line / line of their year; the drift is
 labelled 已知变化 (known) when that line-adjusted PSI stays below ``psi_alarm`` — the line
-explains it — and stays an alarm otherwise.
+explains it — and stays an alarm otherwise. Likewise the ledger's yearly rhythm (income is verified
+once a year): a column that drifts against the whole window but not against the window's rows of
+the same quarter of the year (PSI below ``psi_warn``) is a known, seasonal shift.
 
 Why not Evidently / popmon: measured in docs/decisions.md (neither imports or runs with the
 locked pandas 3); the formula above is the one those libraries implement.
@@ -51,7 +53,9 @@ def bin_shares(reference, current, bins: int = 10) -> tuple[np.ndarray, np.ndarr
         raise ValueError("PSI needs rows in both the reference and the current sample")
     ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
     values = np.unique(ref_ok)
-    if len(values) <= bins:
+    if len(values) == 0:  # nothing but missing values in the reference: every value is unseen
+        idx_r, idx_c, n_bins = np.zeros(0, dtype=int), np.zeros(len(cur_ok), dtype=int), 1
+    elif len(values) <= bins:
         # one bin per reference value; values unseen in the reference share the last bin
         pos_r = np.searchsorted(values, ref_ok)
         pos_c = np.searchsorted(values, cur_ok)
@@ -124,7 +128,7 @@ def line_change(reference_years: Sequence[int], current_year: int, lines: Mappin
 
 @dataclass
 class DriftReport:
-    table: pd.DataFrame  # column, kind, label, psi, psi_line_adjusted, status, status_en, note, n_ref, n_cur
+    table: pd.DataFrame  # column, kind, label, psi, psi_line_adjusted, psi_same_season, status, note, …
     reference_quarters: list[str]
     current_quarter: str
     line: LineChange | None
@@ -187,10 +191,12 @@ class DriftReport:
             lines += [f"**已知变化 Known shift:** {self.line.note_zh()} / {self.line.note_en()}", ""]
         if figure:
             lines += [f"![PSI]({figure})", ""]
-        lines += ["| 列 column | 说明 | PSI | 按监测线调整后 PSI | 状态 status | 备注 note |", "|---|---|---|---|---|---|"]
+        lines += ["| 列 column | 说明 | PSI | 按监测线调整后 line-adjusted | 同季度 same quarter | 状态 status | 备注 note |",
+                  "|---|---|---|---|---|---|---|"]
         for r in self.table.itertuples():
             adj = "—" if pd.isna(r.psi_line_adjusted) else f"{r.psi_line_adjusted:.3f}"
-            lines.append(f"| `{r.column}` | {r.label} | {r.psi:.3f} | {adj} | {r.status} {r.status_en} | {r.note} |")
+            sea = "—" if pd.isna(r.psi_same_season) else f"{r.psi_same_season:.3f}"
+            lines.append(f"| `{r.column}` | {r.label} | {r.psi:.3f} | {adj} | {sea} | {r.status} {r.status_en} | {r.note} |")
         return "\n".join(lines) + "\n"
 
     def plot(self, path: Path, top: int = 25) -> None:
@@ -243,11 +249,15 @@ def drift_report(
     if "quarter" in reference.columns and current_quarter:
         ref_year = reference["quarter"].astype(str).str[:4].astype(int).to_numpy()
         lc = line_change(sorted(set(ref_year.tolist())), parse(current_quarter)[0], all_lines)
+    season = None
+    if "quarter" in reference.columns and current_quarter:
+        same = reference["quarter"].astype(str).str[-1].to_numpy() == current_quarter[-1]
+        season = reference[same] if same.any() else None
     rows = []
     for col in columns:
         e, a, nb = bin_shares(reference[col], current[col], dp.bins)
         value = psi_from_shares(e, a, dp.eps)
-        status, note, adj = status_of(value, dp.psi_warn, dp.psi_alarm), "", np.nan
+        status, note, adj, seasonal = status_of(value, dp.psi_warn, dp.psi_alarm), "", np.nan, np.nan
         if lc is not None and lc.changed and col in dp.line_features:
             scale = np.array([lc.line / lc.reference_lines[y] for y in ref_year])
             adj = psi(_as_float(reference[col]) * scale, current[col], dp.bins, dp.eps)
@@ -256,13 +266,18 @@ def drift_report(
                     status, note = STATUS_KNOWN, f"新年度监测线 {lc.note_zh()}"
                 else:
                     note = f"按监测线调整后仍漂移（{adj:.3f}）：超出监测线变化可解释的范围"
+        if status in (STATUS_WARN, STATUS_ALARM) and season is not None and len(season) < len(reference):
+            # the ledger has a yearly rhythm (income verified once a year): compare with the same quarter
+            seasonal = psi(season[col], current[col], dp.bins, dp.eps)
+            if seasonal < dp.psi_warn:
+                status, note = STATUS_KNOWN, f"季节性：与训练期同一季度相比 PSI {seasonal:.3f}"
         rows.append({"column": col, "kind": "feature", "label": labels.get(col, ""), "psi": value,
-                     "psi_line_adjusted": adj, "status": status, "note": note, "n_ref": int(len(reference)),
-                     "n_cur": int(len(current)), "bins": nb})
+                     "psi_line_adjusted": adj, "psi_same_season": seasonal, "status": status, "note": note,
+                     "n_ref": int(len(reference)), "n_cur": int(len(current)), "bins": nb})
     for name, (ref_s, cur_s) in (scores or {}).items():
         value = psi(ref_s, cur_s, dp.bins, dp.eps)
         rows.append({"column": name, "kind": "score", "label": "风险概率分布", "psi": value,
-                     "psi_line_adjusted": np.nan, "status": status_of(value, dp.psi_warn, dp.psi_alarm),
+                     "psi_line_adjusted": np.nan, "psi_same_season": np.nan, "status": status_of(value, dp.psi_warn, dp.psi_alarm),
                      "note": "", "n_ref": int(len(ref_s)), "n_cur": int(len(cur_s)), "bins": dp.bins})
     table = pd.DataFrame(rows)
     table["status_en"] = table["status"].map(STATUS_EN)

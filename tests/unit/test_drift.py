@@ -102,3 +102,30 @@ def test_report_files_render_chinese(tmp_path):
     assert {c["column"] for c in d["columns"]} == {"income_per_capita", "income_ratio", "n_members", "score"}
     assert "已知变化" in paths["md"].read_text(encoding="utf-8")
     assert paths["png"].stat().st_size > 5000
+
+
+def test_a_column_missing_in_the_whole_reference_is_measured():
+    e, a, nb = bin_shares([np.nan] * 4, [1.0, np.nan], bins=10)
+    assert nb == 2
+    np.testing.assert_allclose(e, [0.0, 1.0])
+    np.testing.assert_allclose(a, [0.5, 0.5])
+    assert psi([np.nan] * 4, [np.nan] * 3) == 0.0
+
+
+def test_a_seasonal_pattern_is_known_when_the_same_quarter_matches():
+    rng = np.random.default_rng(3)
+    n = 4000
+    q = np.repeat(["2023Q1", "2023Q2", "2023Q3", "2023Q4"], n)
+    # a column that is only non-zero in the fourth quarter (yearly income verification)
+    x = np.where(np.char.endswith(q.astype(str), "Q4"), rng.normal(0.1, 0.05, 4 * n), 0.0)
+    ref = pd.DataFrame({"quarter": q, "income_change": x})
+    cur = pd.DataFrame({"income_change": rng.normal(0.1, 0.05, n)})
+    rep = drift_report(ref, cur, ["income_change"], params=Params(lines={2023: 6900, 2024: 7300}),
+                       reference_quarters=["2023Q1", "2023Q4"], current_quarter="2024Q4")
+    row = rep.table.set_index("column").loc["income_change"]
+    assert row["psi"] >= 0.25 and row["psi_same_season"] < 0.1
+    assert row["status"] == STATUS_KNOWN and "季节性" in row["note"]
+    # the same values in a first quarter are a real alarm
+    rep1 = drift_report(ref, cur, ["income_change"], params=Params(lines={2023: 6900, 2024: 7300}),
+                        reference_quarters=["2023Q1", "2023Q4"], current_quarter="2024Q1")
+    assert rep1.table.set_index("column").at["income_change", "status"] == STATUS_ALARM
