@@ -165,7 +165,12 @@ def payloads(key: str) -> dict:
 
     h = example_household()
     ours = json.dumps({"households": [h]}, ensure_ascii=False).encode()
-    rec = HouseholdIn.model_validate(h).model_dump(mode="json")  # same household, one pyfunc input row
+    # the same household as one pyfunc input row, in the fields its MLflow signature declares
+    rec = HouseholdIn.model_validate(h).model_dump(mode="json", exclude_none=True)
+    for m in rec["members"]:
+        m.pop("school_grade", None)
+    for e in rec["events"]:
+        e.pop("id_number", None)
     generic = json.dumps({"dataframe_records": [rec]}, ensure_ascii=False).encode()
     return {"ours": (ours, {"X-API-Key": key}), "generic": (generic, {})}
 
