@@ -7,12 +7,10 @@ import copy
 import json
 import logging
 
-import pytest
 from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 
-pytestmark = pytest.mark.xdist_group("api-model")
 HEALTH = ("长期慢性病", "患有大病", "残疾")
 
 

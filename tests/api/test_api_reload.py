@@ -15,7 +15,7 @@ from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 
-pytestmark = [pytest.mark.xdist_group("api-model"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_reload_under_concurrent_load_fails_no_request(params, seeded, tiny_model, tmp_path):

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-pytestmark = [pytest.mark.xdist_group("api-model"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 EXAMPLES = 20
 
 

@@ -9,8 +9,6 @@ from seed_warnings import hdr
 
 from fangpin.household_json import example_household
 
-pytestmark = pytest.mark.xdist_group("api-model")
-
 
 def _bad_check(idn: str) -> str:
     return idn[:17] + ("1" if idn[17] != "1" else "2")

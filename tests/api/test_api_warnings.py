@@ -3,10 +3,7 @@ validated transitions, role limits, audit rows for every read and change."""
 
 from __future__ import annotations
 
-import pytest
 from seed_warnings import hdr
-
-pytestmark = pytest.mark.xdist_group("api-model")
 
 
 def test_list_is_scoped_filtered_ordered_and_paged(client, seeded):
