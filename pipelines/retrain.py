@@ -261,6 +261,7 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
 
     setup_mlflow(params)
     champ_before = champion_version(params)
+    champ_before = None if champ_before is None else str(champ_before)
     step("训练挑战者模型 train the challenger")
     info = train(params)
     step("评估 evaluate (challenger vs rules)")
@@ -305,7 +306,7 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
         "labels_resolved": labels,
         "challenger": info["version"],
         "champion_before": champ_before,
-        "champion_after": decision["champion_after"],
+        "champion_after": None if decision["champion_after"] is None else str(decision["champion_after"]),
         "promoted": bool(decision["promoted"]),
         "decision": "promote" if decision["promoted"] else "keep",
         "reasons": decision["reasons"],
