@@ -46,6 +46,7 @@ DOWN_LABEL = "（降低风险）"
 _SLUG_EVENT = {v: k for k, v in EVENT_SLUG.items()}
 _EV_COUNT = re.compile(r"^ev_(?P<slug>[a-z_]+)_n_(?P<w>\d+)q$")
 _EV_AMOUNT = re.compile(r"^ev_(?P<kind>[a-z]+)_amount_(?P<w>\d+)q$")
+_LABOUR_BY_CODE = {0: "有劳动力", 1: "弱劳动力", 2: "无劳动力"}  # models.features.LABOR_CLASS_ORDER
 _AMOUNT_KIND = {"medical": "医疗类", "loss": "损失类", "all": "部门推送"}
 
 
@@ -61,6 +62,7 @@ class Factors:
     keys: tuple[str, ...]
     matrix: np.ndarray  # (n_features, n_factors)
     index: Mapping[str, int]  # feature name → column
+    members: Mapping[str, tuple[str, ...]]  # factor key → its features, spec order
 
 
 @lru_cache(maxsize=8)
@@ -74,7 +76,8 @@ def _factors(names: tuple[str, ...], groups: tuple[tuple[str, str], ...]) -> Fac
     m = np.zeros((len(names), len(keys)))
     for i, n in enumerate(names):
         m[i, col[g[n]]] = 1.0
-    return Factors(keys, m, {n: i for i, n in enumerate(names)})
+    members = {k: tuple(n for n in names if g[n] == k) for k in keys}
+    return Factors(keys, m, {n: i for i, n in enumerate(names)}, members)
 
 
 def factors_of(spec: FeatureSpec) -> Factors:
@@ -356,9 +359,9 @@ def _generic(r: _Row, group_features: Sequence[str], labels: Mapping[str, str]) 
     return "；".join(out)
 
 
-def sentence(spec: FeatureSpec, factor: str, r: _Row, shown: set[str]) -> str:
+def sentence(spec: FeatureSpec, factor: str, r: _Row, shown: set[str], fx: Factors | None = None) -> str:
     fn = SENTENCES.get(factor)
-    feats = [n for n in spec.names if spec.groups.get(n) == factor]
+    feats = (fx or factors_of(spec)).members.get(factor, ())
     if fn is None:
         return _generic(r, feats, spec.labels)
     if getattr(fn, "needs_features", False):
@@ -400,7 +403,7 @@ def explain_rows(spec: FeatureSpec, calibrator, X: np.ndarray, contrib: np.ndarr
             key = fx.keys[order[i, j]]
             lo = float(top[i, j])
             up = lo > 0
-            text = sentence(spec, key, r, shown)
+            text = sentence(spec, key, r, shown, fx)
             reasons.append({"factor": key, "text": text if up else text + DOWN_LABEL,
                             "direction": "up" if up else "down", "logodds": round(lo, 4),
                             "prob_pp": round(float(pp[i, j]), 2)})
@@ -423,10 +426,14 @@ def check_additivity(raw_score: np.ndarray, contrib: np.ndarray, atol: float = 1
 
 def labour_class(x: np.ndarray, spec: FeatureSpec) -> str:
     """无劳动力 / 弱劳动力 / 有劳动力 from the row's ``labor_class_code`` (models.features)."""
-    from models.measures import normalise_labour_class
+    return labour_classes(np.asarray(x)[None, :], spec)[0]
 
-    code = x[factors_of(spec).index["labor_class_code"]]
-    return normalise_labour_class(int(code) if _known(float(code)) else 2)
+
+def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
+    """The labour class of every row of a feature matrix (missing code → 无劳动力)."""
+    code = np.atleast_2d(X)[:, factors_of(spec).index["labor_class_code"]]
+    code = np.where(np.isnan(code), 2, code).astype(int)
+    return [_LABOUR_BY_CODE.get(c, "无劳动力") for c in code.tolist()]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -257,9 +257,9 @@ def _none(v):
 def explain_chunk(model, params: Params, scored: pd.DataFrame, feats: pd.DataFrame, persons: pd.DataFrame,
                   qidx: int, created_at: datetime, table=None) -> tuple[list, int]:
     """Warning records for the in-scope warned rows of one scored chunk. Returns (records, explained)."""
-    from fangpin.warnings import WarningRecord
-    from models.explain import check_additivity, explain_rows, labour_class
-    from models.measures import suggest_for_warning, table_for
+    from fangpin.warnings import WarningRecord, deadline, local_date, warning_id
+    from models.explain import check_additivity, explain_rows, labour_classes
+    from models.measures import drivers_of, suggest, table_for
 
     table = table or table_for(params)
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
@@ -275,17 +275,26 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, feats: pd.DataFra
     cols = {c: scored[c].to_numpy() for c in ("quarter", "county", "township", "village", "household_id",
                                                "combined_level", "probability", "rule_hits")}
     version = str(model.model_version)
+    w = params.warnings
+    # what WarningRecord.create sets, computed once for the run: the id per household, one deadline
+    due = deadline(local_date(created_at), w.verification_days, w.working_days, w.holiday_country)
+    classes = labour_classes(X, model.spec)
+    probs = np.clip(cols["probability"][warn].astype(np.float64), 0.0, 1.0).tolist()
+    measures_of: dict = {}  # (drivers, labour class) → measures: the table lookup is the same for equal keys
     records = []
     for j, i in enumerate(warn):
         hits = cols["rule_hits"][i] or []
-        measures = suggest_for_warning(hits, reasons[j], labour_class(X[j], model.spec), params=params, table=table)
-        records.append(WarningRecord.create(
-            params=params, created_at=created_at,
-            quarter=str(cols["quarter"][i]), county=str(cols["county"][i]), township=str(cols["township"][i]),
-            village=str(cols["village"][i]), household_id=str(cols["household_id"][i]),
+        key = (tuple(drivers_of(hits, reasons[j])), classes[j])
+        if key not in measures_of:
+            measures_of[key] = suggest(key[0], key[1], table=table, max_measures=w.max_measures)
+        quarter, hid = str(cols["quarter"][i]), str(cols["household_id"][i])
+        records.append(WarningRecord(
+            id=warning_id(quarter, hid, version), created_at=created_at, deadline=due,
+            quarter=quarter, county=str(cols["county"][i]), township=str(cols["township"][i]),
+            village=str(cols["village"][i]), household_id=hid,
             head_name=_none(names[j]), id_masked=_none(masked[j]), level=cols["combined_level"][i],
-            probability=float(np.clip(cols["probability"][i], 0.0, 1.0)), rule_hits=hits, reasons=reasons[j],
-            measures=measures, model_version=version, ruleset_version=model.ruleset_version,
+            probability=probs[j], rule_hits=hits, reasons=reasons[j],
+            measures=measures_of[key], model_version=version, ruleset_version=model.ruleset_version,
         ))
     return records, len(warn)
 
