@@ -44,7 +44,12 @@ RISING_EVENTS = ("住院", "大额医疗自付", "重大疾病", "新增残疾",
                  "失业登记", "死亡", "辍学", "低保停发", "产业项目受损")
 # Optional fields a single posted household may carry instead of its earlier snapshots / county.
 SUPPLIED_HISTORY = ("prev_income_per_capita", "quarters_since_income_change")
-SUPPLIED_CONTEXT = ("village_disaster_share", "township_disaster_share")
+SUPPLIED_CONTEXT = ("village_disaster_share", "township_disaster_share", "township_ident_rate_4q")
+# Changes since the previous quarter's snapshot (a posted household may carry them itself).
+LAG_BASES = ("n_members", "n_serious_illness", "n_labor_full", "n_migrant_workers", "work_months_total",
+             "medical_oop")
+SUPPLIED_CHANGES = tuple(f"d_{b}" for b in LAG_BASES)
+SUPPLIED = (*SUPPLIED_HISTORY, *SUPPLIED_CONTEXT, *SUPPLIED_CHANGES)
 # English slugs for feature names (the Chinese value sets stay in fangpin.contract).
 EVENT_SLUG = {
     "住院": "hospital", "大额医疗自付": "large_medical_bill", "重大疾病": "serious_illness",
@@ -109,7 +114,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("n_serious_illness", "health", "患大病人数", +1),
     Feature("n_chronic", "health", "长期慢性病人数"),
     Feature("n_disabled", "health", "残疾人数"),
-    Feature("sick_share", "health", "患病或残疾人口占比"),
+    Feature("sick_share", "health", "患病或残疾人口占比", +1),
     Feature("n_uninsured", "health", "未参加基本医疗保险人数"),
     # income against the line
     Feature("income_per_capita", "income", "人均纯收入（元）", -1),
@@ -117,7 +122,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("income_margin", "income", "人均纯收入高出监测线（元）", -1),
     Feature("income_change", "income_change", "人均纯收入较上次核实的变化比例", -1),
     Feature("quarters_since_income_change", "income_change", "距上次收入变化的季度数"),
-    Feature("household_net_income", "income", "家庭年纯收入（元）"),
+    Feature("household_net_income", "income", "家庭年纯收入（元）", -1),
     # income mix
     Feature("wage_share", "income_mix", "工资性收入占比"),
     Feature("business_share", "income_mix", "生产经营性收入占比"),
@@ -152,11 +157,19 @@ FEATURES: tuple[Feature, ...] = (
     *(Feature(f"risk_{RISK_SLUG[r]}", "history", f"曾记录风险：{r}") for r in contract.RISK_TYPES),
     # department events
     *_event_features(),
-    # local context
+    # changes since the previous quarter's snapshot
+    Feature("d_n_members", "composition", "家庭人口数较上季度变化"),
+    Feature("d_n_serious_illness", "health", "患大病人数较上季度变化", +1),
+    Feature("d_n_labor_full", "labour", "有劳动力人数较上季度变化"),
+    Feature("d_n_migrant_workers", "employment", "外出务工人数较上季度变化"),
+    Feature("d_work_months_total", "employment", "家庭务工月数较上季度变化"),
+    Feature("d_medical_oop", "rigid_spending", "合规自付医疗支出较上季度变化"),
+    # local context and calendar
     Feature("village_disaster_share", "context", "本村本季度受灾户占比", +1),
     Feature("township_disaster_share", "context", "本乡镇本季度受灾户占比", +1),
+    Feature("township_ident_rate_4q", "context", "本乡镇近4个季度新识别监测户占比"),
+    Feature("quarter_of_year", "calendar", "季度（1-4，第4季度为年度收入核实）"),
 )
-
 FORBIDDEN = ("ethnicity", "name", "id_number", "person_key", "id_masked", "sex")
 
 
@@ -321,9 +334,10 @@ def build_features(
     quarter indices, while still using earlier snapshots for history).
 
     ``population=True`` when the frames hold every household of their villages (a county's ledger):
-    local context (the share of the village/township hit by a disaster this quarter) is computed
-    from them. For households posted one by one (API) context comes only from the optional
-    supplied fields ``village_disaster_share``/``township_disaster_share``, else stays missing.
+    local context (the share of the village/township hit by a disaster this quarter, the township's
+    recent identification rate) is computed from them. For households posted one by one (API)
+    context comes only from the optional supplied fields :data:`SUPPLIED_CONTEXT`, else stays
+    missing, and changes since the previous snapshot are missing unless that snapshot is posted too.
 
     Returns KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs (``year``, ``line``,
     ``labor_class``, ``in_scope``), one row per household-quarter, in the order of the input rows.
@@ -333,13 +347,60 @@ def build_features(
         dup = hh_all[hh_all.duplicated(["household_id", "quarter_idx"], keep=False)].iloc[0]
         raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
     history = _income_history(hh_all)
-    if quarters is not None:
-        keep = hh_all["quarter_idx"].isin(list(quarters)).to_numpy()
-        hh = hh_all.loc[keep].reset_index(drop=True)
-        history = history.loc[keep].reset_index(drop=True)
+    qall = hh_all["quarter_idx"].to_numpy(dtype=np.int64)
+    wanted = np.ones(len(hh_all), dtype=bool) if quarters is None else np.isin(qall, list(quarters))
+    # the previous quarter too, for changes since the previous snapshot
+    ext = wanted | np.isin(qall, np.unique(qall[wanted]) - 1)
+    res = _features_core(frames, hh_all.loc[ext].reset_index(drop=True),
+                         history.loc[ext].reset_index(drop=True), population)
+    if population:
+        res = _add_ident_rate(res, hh_all)
     else:
-        hh = hh_all.reset_index(drop=True)
-        history = history.reset_index(drop=True)
+        res["township_ident_rate_4q"] = _num(hh_all.loc[ext], "township_ident_rate_4q")
+    prev = pd.MultiIndex.from_arrays([res["household_id"].astype("string").to_numpy(),
+                                      res["quarter_idx"].to_numpy(dtype=np.int64)]).get_indexer(
+        pd.MultiIndex.from_arrays([res["household_id"].astype("string").to_numpy(),
+                                   res["quarter_idx"].to_numpy(dtype=np.int64) - 1]))
+    has = prev >= 0
+    hh_ext = hh_all.loc[ext]
+    for base in LAG_BASES:
+        v = res[base].to_numpy(dtype=np.float64)
+        d = np.full(len(res), np.nan)
+        d[has] = v[has] - v[prev[has]]
+        supplied = _num(hh_ext, f"d_{base}")  # a posted household may carry the change itself
+        res[f"d_{base}"] = np.where(np.isnan(supplied), d, supplied)
+    res = res.loc[wanted[ext]].reset_index(drop=True)
+    for f in FEATURES:
+        res[f.name] = res[f.name].astype(np.float64)
+    return res
+
+
+def _add_ident_rate(res: pd.DataFrame, hh_all: pd.DataFrame) -> pd.DataFrame:
+    """Share of the township's households newly identified in the last 4 quarters up to t (from the
+    snapshots of those quarters only)."""
+    q = hh_all["quarter_idx"].to_numpy(dtype=np.int64)
+    monitored = _notnull(hh_all, "monitor_category")
+    unresolved = ~(hh_all["risk_eliminated"] == True).to_numpy(dtype=bool, na_value=False)  # noqa: E712
+    since_q = _yyyymm_index(_num(hh_all, "monitor_since"))
+    new = monitored & unresolved & (since_q == q)
+    twp = (hh_all["county"].astype("string") + "|" + hh_all["township"].astype("string")).to_numpy()
+    cnt = pd.DataFrame({"t": twp, "q": q, "new": new.astype(np.float64), "one": 1.0}).groupby(
+        ["t", "q"], sort=False)[["new", "one"]].sum()
+    idx = cnt.index
+    rt = (res["county"].astype("string") + "|" + res["township"].astype("string")).to_numpy()
+    rq = res["quarter_idx"].to_numpy(dtype=np.int64)
+    num = np.zeros(len(res))
+    for lag in range(4):
+        pos = idx.get_indexer(pd.MultiIndex.from_arrays([rt, rq - lag]))
+        ok = pos >= 0
+        num[ok] += cnt["new"].to_numpy()[pos[ok]]
+    pos = idx.get_indexer(pd.MultiIndex.from_arrays([rt, rq]))
+    den = np.where(pos >= 0, cnt["one"].to_numpy()[np.maximum(pos, 0)], np.nan)
+    res["township_ident_rate_4q"] = num / den
+    return res
+
+
+def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, population: bool) -> pd.DataFrame:
     n = len(hh)
     q = hh["quarter_idx"].to_numpy(dtype=np.int64)
     out: dict[str, np.ndarray | pd.Series] = {c: hh[c].to_numpy() for c in KEY_COLUMNS if c in hh.columns}
@@ -414,6 +475,7 @@ def build_features(
     since = np.where(np.isnan(_num(hh, "quarters_since_income_change")), since,
                      _num(hh, "quarters_since_income_change"))
     out["income_change"] = np.clip(_safe_div(ipc - prev, np.abs(prev)), -5, 5)
+    out["prev_income_per_capita"] = prev  # not a feature: carried so a record can be rebuilt
     out["quarters_since_income_change"] = since
     hh_income = ipc * n_members
     out["household_net_income"] = hh_income
@@ -484,10 +546,8 @@ def build_features(
     out["in_scope"] = ~monitored | elim
     out["household_type"] = hh["household_type"].to_numpy() if "household_type" in hh.columns else \
         np.full(n, None)
-    res = pd.DataFrame(out)
-    for f in FEATURES:
-        res[f.name] = res[f.name].astype(np.float64)
-    return res
+    out["quarter_of_year"] = (q % 4 + 1).astype(np.float64)
+    return pd.DataFrame(out)
 
 
 def _income_history(hh: pd.DataFrame) -> pd.DataFrame:
@@ -604,7 +664,9 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
     Each record: household fields by canonical name (``quarter`` required), ``members``: list of
     person dicts (canonical person fields; ``age`` or ``birth_date`` or ``id_number``), ``events``:
     list of event dicts (``event_date``, ``event_type``, optional ``department``, ``amount``), and
-    optionally the history/context fields :data:`SUPPLIED_HISTORY` / :data:`SUPPLIED_CONTEXT`.
+    optionally the history/context fields of :data:`SUPPLIED` (previous verified income, quarters
+    since it changed, changes since the previous snapshot, village/township context) — without
+    them those features are missing, as for a household seen for the first time.
     Events dated after the end of the record's quarter are ignored (not known at scoring time).
     """
     from fangpin import quarters as fq

@@ -73,6 +73,9 @@ class RiskModel:
 
     @classmethod
     def from_artifacts(cls, paths: Mapping[str, str]) -> RiskModel:
+        from models.train import quiet_openmp
+
+        quiet_openmp()
         import lightgbm as lgb
 
         def text(k: str) -> str:
@@ -186,6 +189,10 @@ class ReturnRiskPyfunc(_pyfunc_base()):  # type: ignore[misc]
         out["explanation"] = [None if e is None else json.dumps(e, ensure_ascii=False) for e in out["explanation"]]
         return out
 
+    # A real (not string) annotation, so MLflow knows no schema is inferred from the hint: the
+    # explicit ledger-shaped signature validates the input.
+    predict.__annotations__["model_input"] = pd.DataFrame
+
     # plain loader convenience
     def unwrap(self) -> RiskModel:
         return self.model
@@ -226,14 +233,14 @@ def input_schema():
     from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
     from fangpin import contract
-    from models.features import SUPPLIED_CONTEXT, SUPPLIED_HISTORY
+    from models.features import SUPPLIED
 
     required = {"household_id", "quarter", "income_per_capita"}
     # integer columns may be missing: pandas carries them as floats, so they are declared double
     cols = [ColSpec("double" if _KIND_DTYPE[c.kind] == "long" else _KIND_DTYPE[c.kind], c.name,
                     required=c.name in required)
             for c in contract.LEDGER_COLUMNS if c.level == "household"]
-    cols += [ColSpec("double", n, required=False) for n in (*SUPPLIED_HISTORY, *SUPPLIED_CONTEXT)]
+    cols += [ColSpec("double", n, required=False) for n in SUPPLIED]
     person = [Property(c.name, _KIND_DTYPE[c.kind], required=c.name in ("relation", "health", "labor_skill"))
               for c in contract.LEDGER_COLUMNS if c.level == "person"]
     person.append(Property("age", "long", required=False))
@@ -245,7 +252,9 @@ def input_schema():
 
 
 def records_from_frames(frames: Frames, qidx: int, n: int, seed: int = 0) -> list[dict]:
-    """Up to ``n`` households of quarter ``qidx`` in the canonical JSON form (input examples, tests).
+    """Up to ``n`` households of quarter ``qidx`` in the canonical JSON form (input examples, tests),
+    with the history/context fields (models.features.SUPPLIED) filled from the frames, so that a
+    record scores exactly as the household does in the batch.
 
     Personal fields (names, ID numbers) are not copied; events are those of the last 4 quarters.
     """
@@ -260,12 +269,16 @@ def records_from_frames(frames: Frames, qidx: int, n: int, seed: int = 0) -> lis
 
     p_fields = [c.name for c in contract.LEDGER_COLUMNS if c.level == "person"
                 and c.name not in ("id_number", "name")] + ["age"]
+    from models.features import SUPPLIED, build_features
+
+    hist = build_features(frames, quarters=[qidx]).set_index("household_id")
     recs = []
     pg = {k: g for k, g in persons.groupby("household_id", sort=False)}
     eg = {k: g for k, g in ev.groupby("household_id", sort=False)} if ev is not None else {}
     for _, row in hh.iterrows():
         rec = {c: _plain(row.get(c)) for c in contract.HOUSEHOLD_FIELDS if c in row.index}
         rec["quarter"] = str(row["quarter"])
+        rec.update({c: _plain(hist.at[row["household_id"], c]) for c in SUPPLIED})
         g = pg.get(row["household_id"])
         rec["members"] = [] if g is None else [
             {c: _plain(v) for c, v in m.items() if c in p_fields} for m in g.to_dict(orient="records")]

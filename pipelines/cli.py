@@ -23,6 +23,9 @@ def register(app: typer.Typer) -> None:
 
 def _params(params_file: Path | None, workdir: Path):
     from fangpin.config import load_params
+    from models.train import quiet_openmp
+
+    quiet_openmp()
     from pipelines.common import rooted
 
     return rooted(load_params(params_file), workdir)
@@ -83,8 +86,10 @@ def run_command(
 ) -> None:
     """Ingest, train, evaluate, register and promote on any ledger in the contract's format."""
     from fangpin.config import load_params
+    from models.train import quiet_openmp
     from pipelines.run import run
 
+    quiet_openmp()
     res = run(ledger, events or [], workdir, load_params(params_file))
     m = res["metrics"]["systems"]
     typer.echo(f"model v{res['train']['version']}: AUC {m['model']['auc']:.4f}; recall@k rules "

@@ -1,0 +1,122 @@
+"""The one feature module: no look-ahead, no sensitive attributes, one code path for a county's
+history and for a single posted household."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from canonical_frames import make_frames
+
+from models.features import FEATURES, FORBIDDEN, FeatureSpec, Frames, build_features, frames_from_records
+from models.pyfunc import records_from_frames
+
+SPEC = FeatureSpec.default()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_frames(400, 7, seed=3)
+
+
+def _matrix(feats):
+    return feats[list(SPEC.names)].to_numpy(dtype=float)
+
+
+def test_feature_list_has_no_sensitive_attribute():
+    names = [f.name for f in FEATURES]
+    assert len(names) == len(set(names))
+    for n in names:
+        for bad in (*FORBIDDEN, "minzu", "ethnic"):
+            assert bad not in n.lower(), n
+    assert SPEC.names == tuple(names)
+    assert set(SPEC.monotone.values()) <= {-1, 0, 1}
+
+
+def _perturb_after(fr: Frames, t: int, rng) -> Frames:
+    """Change every snapshot and event after quarter t in every way we can think of."""
+    hh = fr.households.copy()
+    later = hh["quarter_idx"] > t
+    hh.loc[later, "income_per_capita"] = rng.uniform(100, 90000, later.sum())
+    hh.loc[later, "medical_out_of_pocket"] = rng.uniform(0, 50000, later.sum())
+    hh.loc[later, "monitor_category"] = "突发严重困难户"
+    hh.loc[later, "risk_eliminated"] = False
+    hh.loc[later, "unsafe_housing"] = True
+    p = fr.persons.copy()
+    pl = p["quarter_idx"] > t
+    p.loc[pl, "health"] = "患有大病"
+    p.loc[pl, "labor_skill"] = "丧失劳动力"
+    p.loc[pl, "work_status"] = "未务工"
+    ev = fr.events.copy()
+    el = ev["quarter_idx"] > t
+    ev.loc[el, "amount"] = 99999.0
+    extra = ev[el].copy()
+    extra["event_type"] = "自然灾害受灾"
+    ev = pd.concat([ev, extra], ignore_index=True)
+    return Frames(hh, p, ev, fr.lines)
+
+
+def test_features_at_t_use_only_what_was_known_by_the_end_of_t(frames):
+    rng = np.random.default_rng(0)
+    qs = sorted(frames.households["quarter_idx"].unique())
+    base = build_features(frames)
+    for t in qs[:-1]:
+        pert = build_features(_perturb_after(frames, t, rng))
+        at_t = (base["quarter_idx"] == t).to_numpy()
+        a, b = _matrix(base[at_t]), _matrix(pert[at_t])
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        assert np.allclose(a, b, equal_nan=True), f"quarter {t}: a later change moved a feature"
+        # and the perturbation did change something later (the test can fail)
+        if t < qs[-2]:
+            assert not np.allclose(_matrix(base[~at_t & (base["quarter_idx"] > t).to_numpy()]),
+                                   _matrix(pert[~at_t & (pert["quarter_idx"] > t).to_numpy()]), equal_nan=True)
+
+
+def test_dropping_everything_later_gives_the_same_features(frames):
+    qs = sorted(frames.households["quarter_idx"].unique())
+    t = qs[3]
+    full = build_features(frames)
+    cut = build_features(frames.until(t), quarters=[t])
+    a = _matrix(full[full["quarter_idx"] == t])
+    assert np.allclose(a, _matrix(cut), equal_nan=True)
+
+
+def test_subset_of_quarters_equals_full_computation(frames):
+    qs = sorted(frames.households["quarter_idx"].unique())
+    full = build_features(frames)
+    part = build_features(frames, quarters=qs[2:4])
+    sel = full[full["quarter_idx"].isin(qs[2:4])].reset_index(drop=True)
+    assert (sel["household_id"] == part["household_id"]).all()
+    assert np.allclose(_matrix(sel), _matrix(part), equal_nan=True)
+
+
+def test_ethnicity_names_ids_and_sex_do_not_change_features(frames):
+    p = frames.persons.copy()
+    p["ethnicity"] = "回族"
+    p["name"] = "张三"
+    p["person_key"] = "x" + p["person_key"]
+    p["id_masked"] = "9999**********0000"
+    p["sex"] = np.where(p["sex"] == "男", "女", "男")
+    a = build_features(frames)
+    b = build_features(Frames(frames.households, p, frames.events, frames.lines))
+    assert np.allclose(_matrix(a), _matrix(b), equal_nan=True)
+
+
+def test_one_posted_household_gets_the_batch_features(frames):
+    """The API path: canonical JSON records (members, recent events, supplied history) → the same
+    feature values as the household has in the county batch."""
+    t = int(frames.households["quarter_idx"].max())
+    recs = records_from_frames(frames, t, 60, seed=1)
+    assert any(r["events"] for r in recs) and all(r["members"] for r in recs)
+    batch = build_features(frames, quarters=[t]).set_index("household_id")
+    single = build_features(frames_from_records(recs, frames.lines), population=False)
+    b = batch.loc[single["household_id"]]
+    for name in SPEC.names:
+        x, y = single[name].to_numpy(float), b[name].to_numpy(float)
+        assert np.allclose(x, y, equal_nan=True), name
+
+
+def test_missing_monitoring_line_is_an_error(frames):
+    from fangpin.config import MissingLineError
+
+    fr = Frames(frames.households, frames.persons, frames.events, {2021: 6000.0})
+    with pytest.raises(MissingLineError):
+        build_features(fr)
