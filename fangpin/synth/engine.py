@@ -108,18 +108,39 @@ def _ann2q(rate):
     return r * (0.25 + 0.09375 * r)
 
 
-def evolve(w: World, s: int, rng: np.random.Generator) -> dict:
-    """Draw quarter s's shocks and update the hidden state in place. Returns shock records."""
+def evolve(w: World, s: int, rng: np.random.Generator, boost: float = 1.0) -> dict:
+    """Draw quarter s's shocks and update the hidden state in place. Returns shock records.
+
+    ``boost`` > 1 (oracle look-ahead only) draws the rare shocks (accident, serious illness,
+    disability, job loss, township disaster, house damage, project failure) ``boost`` times more
+    often and returns, per household, the log likelihood ratio ``lw`` of the path under the true
+    rates (importance sampling: unbiased, far less variance for rare shocks). With boost == 1 the
+    draws are exactly the plain ones and ``lw`` is 0."""
     R, p, h, geo = w.rates, w.p, w.h, w.geo
     n, P = w.n, len(p["hh"])
     hh = p["hh"]
+    lw_p = np.zeros(P)
+    lw_h = np.zeros(n)
+
+    def draw(u, q, elig, lw):
+        if boost == 1.0:
+            return elig & (u < q)
+        q = np.broadcast_to(np.asarray(q, float), u.shape)
+        qb = np.maximum(np.minimum(q * boost, 0.5), q)
+        x = u < qb
+        pos = q > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit = np.where(pos, np.log(q / qb), 0.0)
+            miss = np.log1p(-q) - np.log1p(-qb)
+        lw += np.where(elig, np.where(x, hit, miss), 0.0)
+        return elig & x & pos
     present = p["alive"] & (p["enter"] <= s)
     newborn = p["enter"] == s
     age = age_years(p["by"], p["bm"], s)
     rnd = rng.random((8, P), dtype=np.float32)
     # --- deaths ---
     q_death = R.mort_a * np.exp(R.mort_b * (age - 30)) * np.where(p["health"] == SERIOUS, R.mort_serious_mult, 1.0)
-    acc = present & (age >= 16) & (age <= 64) & (rnd[0] < _ann2q(R.accident_rate))
+    acc = draw(rnd[0], _ann2q(R.accident_rate), present & (age >= 16) & (age <= 64), lw_p)
     acc_death = acc & (rnd[1] < 0.35)
     death = present & ((rnd[2] < _ann2q(q_death)) | acc_death) & ~newborn
     acc_dis = acc & ~acc_death & ~death
@@ -127,8 +148,9 @@ def evolve(w: World, s: int, rng: np.random.Generator) -> dict:
     alive_now = present & ~death
     serious_rate = (R.serious_base + R.serious_slope * np.maximum(age - 40, 0)) * np.where(
         p["health"] == CHRONIC, R.serious_chronic_mult, 1.0)
-    onset = alive_now & (p["health"] != SERIOUS) & (rnd[3] < _ann2q(serious_rate)) & (age >= 5)
-    dis_new = alive_now & (((p["health"] != DISABLED) & (age > 50) & (rnd[4] < _ann2q(R.disability_onset))) | acc_dis)
+    onset = draw(rnd[3], _ann2q(serious_rate), alive_now & (p["health"] != SERIOUS) & (age >= 5), lw_p)
+    dis_new = draw(rnd[4], _ann2q(R.disability_onset), alive_now & (p["health"] != DISABLED) & (age > 50), lw_p)
+    dis_new = dis_new | acc_dis
     onset &= ~dis_new
     ill = p["health"] == SERIOUS
     p["ill_q"] = np.where(ill, np.minimum(p["ill_q"] + 1, 100), p["ill_q"]).astype(np.int8)
@@ -162,7 +184,7 @@ def evolve(w: World, s: int, rng: np.random.Generator) -> dict:
         hit = (h["cty"][hh] == geo.downturn_county) & (wt <= W_PROV)
         loss_p = np.where(hit, R.downturn_loss[k], loss_p)
     r2 = rng.random((3, P), dtype=np.float32)
-    job_loss = working & (r2[0] < loss_p)
+    job_loss = draw(r2[0], loss_p, working, lw_p)
     re_p = R.reemploy + R.reemploy_support * h["emp_support"][hh]
     reemp = p["jobless"] & (r2[1] < re_p)
     p["jobless"] = (p["jobless"] & ~reemp) | job_loss
@@ -172,17 +194,18 @@ def evolve(w: World, s: int, rng: np.random.Generator) -> dict:
     # --- household shocks: township disasters, house damage, farming projects ---
     T = len(geo.township_names)
     season = R.season[s % 4]
-    tdis = rng.random((w.reps, T)) < geo.exposure[None, :] * season
+    lw_t = np.zeros((w.reps, T))
+    tdis = draw(rng.random((w.reps, T)), geo.exposure[None, :] * season, np.ones((w.reps, T), bool), lw_t)
     rep = h.get("rep", np.zeros(n, np.int64))
     twp_hit = tdis[rep, h["twp"]]
     rh = rng.random((4, n))
     affected = twp_hit & (rh[0] < geo.affected[h["twp"]])
-    house = affected & (rh[1] < np.where(h["unsafe"], R.house_damage_unsafe, R.house_damage))
+    house = draw(rh[1], np.where(h["unsafe"], R.house_damage_unsafe, R.house_damage), affected, lw_h)
     slot = s % 4
     h["loss"][:, slot] = 0.0
     crop_loss = affected * h["farmland"] * h["yield_mu"] * (0.2 + 0.5 * rh[2])
     house_loss = house * np.exp(np.log(15_000) + 0.6 * rng.standard_normal(n))
-    proj_fail = h["has_proj"] & (h["livestock"] > 0) & (rh[3] < R.project_fail)
+    proj_fail = draw(rh[3], R.project_fail, h["has_proj"] & (h["livestock"] > 0), lw_h)
     proj_loss = proj_fail * (h["livestock"] * (1.0 + 2.0 * rh[2]))
     h["loss"][:, slot] = crop_loss + house_loss + proj_loss
     h["unsafe"] = (h["unsafe"] | house) & ~(h["repair_at"] == s)
@@ -212,7 +235,8 @@ def evolve(w: World, s: int, rng: np.random.Generator) -> dict:
             _, first = np.unique(hh[c], return_index=True)
             p["rel"][c[first]] = REL_HEAD
     w.cache = dict(s=s, age=age, stage=stage)
-    return dict(death=death, onset=onset, dis_new=dis_new, acc=acc, job_loss=job_loss, drop=drop,
+    lw = group_sum(hh, lw_p, n) + lw_h + lw_t[rep, h["twp"]] if boost != 1.0 else np.zeros(n)
+    return dict(lw=lw, death=death, onset=onset, dis_new=dis_new, acc=acc, job_loss=job_loss, drop=drop,
                 affected=affected, house=house, proj_fail=proj_fail, twp_hit=twp_hit,
                 crop_loss=crop_loss, house_loss=house_loss, proj_loss=proj_loss, oop_new=oop_new)
 
@@ -431,22 +455,28 @@ def hazard(w: World, s: int, d: dict, sev, oth) -> np.ndarray:
 
 
 def oracle(w: World, t: int, horizon: int, draws: int, lines, rng: np.random.Generator,
-           in_scope: np.ndarray) -> np.ndarray:
+           in_scope: np.ndarray, boost: float = 5.0) -> np.ndarray:
     """True probability of a new identification within t+1..t+horizon for the in-scope households,
     by Monte-Carlo over the next quarters' shocks with the simulation's own :func:`evolve`, and the
-    detection step integrated analytically (Rao-Blackwellised): P = mean over draws of
-    1 - prod_k (1 - hazard_k)."""
+    detection step integrated analytically (Rao-Blackwellised) and rare shocks importance-sampled:
+    P = mean over draws of sum_k W_k * prod_{j<k} (1 - hazard_j) * hazard_k, W_k the likelihood
+    ratio of the path up to quarter k."""
     wr = w.replicate(draws, in_scope)
-    surv = np.ones(wr.n)
+    surv = np.ones(wr.n)  # P(not identified so far | path)
+    logw = np.zeros(wr.n)  # importance weight of the path so far
+    total = np.zeros(wr.n)
     for k in range(1, horizon + 1):
         s = t + k
-        sh = evolve(wr, s, rng)
+        sh = evolve(wr, s, rng, boost=boost)
+        logw += sh["lw"]
         d = derive(wr, s, lines(s))
         stop = social_assistance(wr, s, d, rng)
         ev = event_probs(wr, s, sh, d, stop, rng, mc=True)
         sev, oth = signal_probs(wr, ev)
-        surv *= 1 - hazard(wr, s, d, sev, oth)
-    prob = 1 - surv.reshape(draws, wr.n0).mean(axis=0)
+        hz = hazard(wr, s, d, sev, oth)
+        total += np.exp(logw) * surv * hz  # first identification in quarter k
+        surv *= 1 - hz
+    prob = np.clip(total.reshape(draws, wr.n0).mean(axis=0), 0.0, 1.0)
     out = np.full(w.n, np.nan)
     out[np.nonzero(in_scope)[0]] = prob
     return out
