@@ -14,8 +14,9 @@ process, from ``resource.getrusage`` — is its own):
 
 1. ``train``: the real training code (pipelines.train.build_dataset + fit, params.yaml model
    params) on ``--train``; the model is saved; the tree-size sweep refits with num_leaves
-   7/15/31/63 and records test-quarter AUC, trees, and exact-TreeSHAP (``pred_contrib``) and
-   predict rows/s on the same test rows.
+   7/15/31/63 (early stopping as configured) and records test-quarter AUC, trees, and
+   exact-TreeSHAP (``pred_contrib``) and predict rows/s on the same test rows; each is saved
+   (``model_<leaves>``) and ``--model-leaves`` picks the one the other phases use.
 2. ``score``: ``pipelines.score.score_quarter`` on the latest quarter of ``--score`` — partition,
    features, booster, calibration, rules, levels, TreeSHAP + Chinese reasons + measures for every
    warning, store (SQLite), Parquet, township workbooks — with per-stage seconds.
@@ -99,22 +100,20 @@ def phase_train(train_dir: Path, out: Path, leaves: list[int], sample: int) -> d
                "pred_contrib_rows_s": round(shap_rs), "fit_seconds": round(fit_s, 1)}
         print(json.dumps(row), flush=True)
         res["sweep"].append(row)
-        if nl == p.model.num_leaves:
-            model.lines = dict(fr.lines)
-            model.model_version = "bench"
-            model.save(out / "model")
-            res["model"] = row
+        model.lines = dict(fr.lines)
+        model.model_version = "bench"
+        model.save(out / f"model_{nl}")
     return res
 
 
-def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool) -> dict:
+def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leaves: int) -> dict:
     from fangpin.config import load_params
     from fangpin.store import Store
     from models.pyfunc import RiskModel
     from pipelines.common import rooted
     from pipelines.score import score_quarter
 
-    model = RiskModel.load(out / "model")
+    model = RiskModel.load(out / f"model_{leaves}")
     model.model_version = "bench"
     p = rooted(load_params(), out / "work")
     db = out / "work" / "warnings.db"
@@ -129,7 +128,7 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool) -> d
     wall = time.perf_counter() - t0
     s = r.seconds
     core = s["partition"] + s["score"] + s["explain"]
-    return {"quarter": r.quarter, "households": r.households, "warnings": r.warnings, "by_level": r.by_level,
+    return {"num_leaves": leaves, "trees": model.booster.num_trees(), "quarter": r.quarter, "households": r.households, "warnings": r.warnings, "by_level": r.by_level,
             "explained": r.explained, "chunks": r.chunks, "workbooks": len(r.workbooks), "seconds": s,
             "wall_seconds": round(wall, 1), "households_per_s_end_to_end": round(r.households / wall),
             "households_per_s_scoring_with_reasons": round(r.households / core),
@@ -137,7 +136,7 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool) -> d
             "peak_rss_mib": round(_maxrss_mib()), "load_before": load_before, "load_after": _load()}
 
 
-def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int) -> dict:
+def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int, leaves: int) -> dict:
     import tempfile
 
     import pyarrow.dataset as pds
@@ -146,7 +145,7 @@ def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int) ->
     from models.pyfunc import RiskModel
     from pipelines.score import _Partitioner, latest_quarter
 
-    model = RiskModel.load(out / "model")
+    model = RiskModel.load(out / f"model_{leaves}")
     p = load_params()
     from fangpin import quarters as fq
 
@@ -183,7 +182,7 @@ def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int) ->
     t0 = time.perf_counter()
     expl.shap_values(T, check_additivity=False)
     shap_rs = len(T) / (time.perf_counter() - t0)
-    return {"rows": n, "predict_seconds_all_rows": round(predict_s, 2), "predict_rows_s": round(n / predict_s),
+    return {"num_leaves": leaves, "trees": model.booster.num_trees(), "rows": n, "predict_seconds_all_rows": round(predict_s, 2), "predict_rows_s": round(n / predict_s),
             "pred_contrib_sample": len(S), "pred_contrib_rows_s": round(contrib_rs),
             "pred_contrib_seconds_all_rows_extrapolated": round(n / contrib_rs),
             "shap_tree_explainer_sample": len(T), "shap_tree_explainer_rows_s": round(shap_rs),
@@ -201,25 +200,32 @@ def main() -> None:
     ap.add_argument("--shap-sample", type=int, default=10_000, help="rows timed for shap.TreeExplainer")
     ap.add_argument("--chunk", type=int, default=None, help="households per chunk (default params)")
     ap.add_argument("--no-excel", action="store_true")
+    ap.add_argument("--model-leaves", type=int, default=None,
+                    help="which sweep model scores (default: params.yaml model.num_leaves)")
     ap.add_argument("--phase", choices=["all", "train", "score", "baseline"], default="all")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.model_leaves is None:
+        from fangpin.config import load_params
+
+        a.model_leaves = load_params().model.num_leaves
     if a.phase != "all":
         if a.phase == "train":
             r = phase_train(a.train, a.out, [int(x) for x in a.leaves.split(",")], a.sample)
         elif a.phase == "score":
-            r = phase_score(a.score, a.out, a.chunk, not a.no_excel)
+            r = phase_score(a.score, a.out, a.chunk, not a.no_excel, a.model_leaves)
         else:
-            r = phase_baseline(a.score, a.out, a.sample, a.shap_sample)
+            r = phase_baseline(a.score, a.out, a.sample, a.shap_sample, a.model_leaves)
         r["phase_peak_rss_mib"] = round(_maxrss_mib())
-        (a.out / f"{a.phase}.json").write_text(json.dumps(r, ensure_ascii=False, indent=1))
+        name = a.phase if a.phase == "train" else f"{a.phase}_{a.model_leaves}"
+        (a.out / f"{name}.json").write_text(json.dumps(r, ensure_ascii=False, indent=1))
         print(json.dumps(r, ensure_ascii=False), flush=True)
         return
     results = {"machine": machine()}
     phases = (["train"] if a.train else []) + ["score", "baseline"]
     for ph in phases:
         cmd = [sys.executable, __file__, "--phase", ph, "--score", str(a.score), "--out", str(a.out),
-               "--leaves", a.leaves, "--sample", str(a.sample), "--shap-sample", str(a.shap_sample)]
+               "--leaves", a.leaves, "--model-leaves", str(a.model_leaves), "--sample", str(a.sample), "--shap-sample", str(a.shap_sample)]
         if a.train:
             cmd += ["--train", str(a.train)]
         if a.chunk:
@@ -227,7 +233,8 @@ def main() -> None:
         if a.no_excel:
             cmd.append("--no-excel")
         subprocess.run(cmd, check=True)
-        results[ph] = json.loads((a.out / f"{ph}.json").read_text())
+        name = ph if ph == "train" else f"{ph}_{a.model_leaves}"
+        results[name] = json.loads((a.out / f"{name}.json").read_text())
     (a.out / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=1))
     print(json.dumps(results, ensure_ascii=False, indent=1))
 
