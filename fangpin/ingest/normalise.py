@@ -112,7 +112,8 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 def parse_int(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     vals, bad = parse_number(s)
-    frac = vals.notna() & (vals != np.round(vals))
+    # not a whole number, or too large for an exact integer: a bad value, not a crash
+    frac = vals.notna() & ((vals != np.round(vals)) | (vals.abs() > 2**53))
     return vals.where(~frac).round().astype("Int64"), bad | frac
 
 

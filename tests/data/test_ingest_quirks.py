@@ -417,3 +417,12 @@ def test_canonical_frames_from_memory():
     canon = pd.DataFrame([{c.name if (c := contract.LEDGER.get(k)) else k: v for k, v in r.items()}
                           for r in rows])
     assert len(canonical_frames(canon, None, KEY).persons) == 2
+
+
+@pytest.mark.parametrize("bad", ["1e300", "10.5", "１３.２"])
+def test_work_months_must_be_a_whole_number(tmp_path, bad):
+    rows = household("520122001000001", 2)
+    rows[1][H("work_months")] = bad
+    rep, _, out = run(tmp_path, write_csv(tmp_path / "l.csv", rows))
+    assert quarantine(out)[["column", "code"]].values.tolist() == [["务工时间（月）", "bad_number"]]
+    assert_balanced(rep)
