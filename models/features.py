@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("township_ident_rate_4q", "context", "本乡镇近4个季度新识别监测户占比"),
     Feature("quarter_of_year", "calendar", "季度（1-4，第4季度为年度收入核实）"),
 )
+FEATURE_NAMES = frozenset(f.name for f in FEATURES)
 FORBIDDEN = ("ethnicity", "name", "id_number", "person_key", "id_masked", "sex")
 
 
@@ -258,32 +260,67 @@ class Frames:
 
 
 # ----------------------------------------------------------------------------------------------
-# helpers
+# helpers: plain numpy on columns, so that one household costs little more than a county
+
+
+_QBITS = 1 << 20  # quarter indices (year*4 + n-1) are far below 2**20
 
 
 def _num(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), np.nan)
-    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    s = df[col]
+    if s.dtype.kind in "biuf" or pd.api.types.is_numeric_dtype(s.dtype):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class _Cat:
+    """A column factorised once; cheap membership tests (missing and blank never match)."""
+
+    def __init__(self, df: pd.DataFrame, col: str):
+        n = len(df)
+        if col not in df.columns or n == 0:
+            self.codes, self.uniq = np.full(n, -1, dtype=np.int64), np.array([], dtype=object)
+            return
+        codes, uniq = pd.factorize(df[col], use_na_sentinel=True)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.uniq = np.asarray(uniq, dtype=object)
+
+    def isin(self, values) -> np.ndarray:
+        if len(self.uniq) == 0:
+            return np.zeros(len(self.codes), dtype=bool)
+        hit = np.array([u in values for u in self.uniq] + [False])
+        return hit[self.codes]  # code -1 → the trailing False
+
+    def eq(self, value) -> np.ndarray:
+        return self.isin((value,))
+
+    def notblank(self) -> np.ndarray:
+        if len(self.uniq) == 0:
+            return np.zeros(len(self.codes), dtype=bool)
+        ok = np.array([not (isinstance(u, str) and u.strip() == "") for u in self.uniq] + [False])
+        return ok[self.codes]
+
+    def flag(self, value) -> np.ndarray:
+        """1.0 where equal to ``value``, 0.0 where different, NaN where missing."""
+        out = self.eq(value).astype(np.float64)
+        out[self.codes < 0] = np.nan
+        return out
+
+    def take(self) -> np.ndarray:
+        out = np.full(len(self.codes), None, dtype=object)
+        ok = self.codes >= 0
+        out[ok] = self.uniq[self.codes[ok]]
+        return out
 
 
 def _flag(df: pd.DataFrame, col: str, true_value=True) -> np.ndarray:
-    """1.0 where the column equals ``true_value``, 0.0 where it differs, NaN where missing."""
-    if col not in df.columns:
-        return np.full(len(df), np.nan)
-    s = df[col]
-    out = (s == true_value).to_numpy(dtype=np.float64, na_value=np.nan)
-    out[s.isna().to_numpy()] = np.nan
-    return out
+    return _Cat(df, col).flag(true_value)
 
 
 def _notnull(df: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in df.columns:
-        return np.zeros(len(df), dtype=bool)
-    s = df[col]
-    if s.dtype == object or pd.api.types.is_string_dtype(s):
-        return (s.notna() & (s.astype("string").str.strip() != "")).to_numpy(dtype=bool, na_value=False)
-    return s.notna().to_numpy()
+    return _Cat(df, col).notblank()
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -307,17 +344,62 @@ def line_array(years: np.ndarray, lines: Mapping[int, float]) -> np.ndarray:
     return out
 
 
-def _row_ids(keys_hid: pd.Series, keys_q: np.ndarray, hid: pd.Series, q: np.ndarray) -> np.ndarray:
-    """Position of (hid, q) among the household rows (keys), -1 when absent."""
-    idx = pd.MultiIndex.from_arrays([keys_hid.astype("string").to_numpy(), keys_q.astype(np.int64)])
-    look = pd.MultiIndex.from_arrays([hid.astype("string").to_numpy(), q.astype(np.int64)])
-    return idx.get_indexer(look)
+class _Keys:
+    """(household, quarter) → row position, for the rows of one table (sorted int64 keys)."""
+
+    def __init__(self, hid, q: np.ndarray):
+        codes, uniq = pd.factorize(np.asarray(hid, dtype=object))
+        self.index = pd.Index(uniq)
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.key = self.codes * _QBITS + np.asarray(q, dtype=np.int64)
+        self.order = np.argsort(self.key, kind="stable")
+        self.sorted = self.key[self.order]
+
+    def has_duplicates(self) -> bool:
+        return bool(len(self.sorted) > 1 and (np.diff(self.sorted) == 0).any())
+
+    def codes_of(self, hid) -> np.ndarray:
+        if len(self.index) == 0:
+            return np.full(len(hid), -1, dtype=np.int64)
+        return np.asarray(self.index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
+
+    def find_codes(self, codes: np.ndarray, q: np.ndarray) -> np.ndarray:
+        k = codes * _QBITS + np.asarray(q, dtype=np.int64)
+        if len(self.sorted) == 0:
+            return np.full(len(k), -1, dtype=np.int64)
+        pos = np.searchsorted(self.sorted, k)
+        pos = np.minimum(pos, len(self.sorted) - 1)
+        ok = (codes >= 0) & (self.sorted[pos] == k)
+        return np.where(ok, self.order[pos], -1)
+
+    def find(self, hid, q: np.ndarray) -> np.ndarray:
+        return self.find_codes(self.codes_of(hid), q)
 
 
 def _bincount(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     ok = rows >= 0
-    v = np.nan_to_num(values[ok].astype(np.float64))
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64)[ok])
     return np.bincount(rows[ok], weights=v, minlength=n)
+
+
+def _group_mean(keys: list[np.ndarray], values: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` within groups of equal keys (integer code arrays), broadcast to rows."""
+    if len(values) == 0:
+        return np.zeros(0)
+    k = np.zeros(len(values), dtype=np.int64)
+    for a in keys:
+        a = np.asarray(a, dtype=np.int64)
+        k = k * (int(a.max()) + 2) + (a + 1)
+    _, inv = np.unique(k, return_inverse=True)
+    s = np.bincount(inv, weights=values)
+    c = np.bincount(inv)
+    return (s / c)[inv]
+
+
+def _codes(df: pd.DataFrame, col: str) -> np.ndarray:
+    if col not in df.columns:
+        return np.zeros(len(df), dtype=np.int64)
+    return np.asarray(pd.factorize(df[col], use_na_sentinel=True)[0], dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,130 +419,138 @@ def build_features(
     local context (the share of the village/township hit by a disaster this quarter, the township's
     recent identification rate) is computed from them. For households posted one by one (API)
     context comes only from the optional supplied fields :data:`SUPPLIED_CONTEXT`, else stays
-    missing, and changes since the previous snapshot are missing unless that snapshot is posted too.
+    missing, and changes since the previous snapshot are missing unless supplied (:data:`SUPPLIED`).
 
     Returns KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs (``year``, ``line``,
     ``labor_class``, ``in_scope``), one row per household-quarter, in the order of the input rows.
     """
     hh_all = frames.households
-    if len(hh_all) and hh_all.duplicated(["household_id", "quarter_idx"]).any():
-        dup = hh_all[hh_all.duplicated(["household_id", "quarter_idx"], keep=False)].iloc[0]
-        raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
-    history = _income_history(hh_all)
     qall = hh_all["quarter_idx"].to_numpy(dtype=np.int64)
-    wanted = np.ones(len(hh_all), dtype=bool) if quarters is None else np.isin(qall, list(quarters))
+    keys_all = _Keys(hh_all["household_id"].to_numpy(dtype=object), qall)
+    if keys_all.has_duplicates():
+        dup_pos = keys_all.order[np.flatnonzero(np.diff(keys_all.sorted) == 0)[0]]
+        dup = hh_all.iloc[dup_pos]
+        raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
+    prev_inc, since_chg = _income_history(keys_all.codes, qall, _num(hh_all, "income_per_capita"))
+    if quarters is None:
+        wanted = np.ones(len(hh_all), dtype=bool)
+    else:
+        wanted = np.isin(qall, np.fromiter(quarters, dtype=np.int64))
     # the previous quarter too, for changes since the previous snapshot
     ext = wanted | np.isin(qall, np.unique(qall[wanted]) - 1)
-    res = _features_core(frames, hh_all.loc[ext].reset_index(drop=True),
-                         history.loc[ext].reset_index(drop=True), population)
+    ext_idx = np.flatnonzero(ext)
+    hh = hh_all if len(ext_idx) == len(hh_all) else hh_all.iloc[ext_idx]
+    keys = keys_all if hh is hh_all else _Keys(hh["household_id"].to_numpy(dtype=object), qall[ext_idx])
+    out = _features_core(frames, hh, keys, prev_inc[ext_idx], since_chg[ext_idx], population)
+    q = out["quarter_idx"]
     if population:
-        res = _add_ident_rate(res, hh_all)
+        out["township_ident_rate_4q"] = _ident_rate(hh_all, qall, hh, q)
     else:
-        res["township_ident_rate_4q"] = _num(hh_all.loc[ext], "township_ident_rate_4q")
-    prev = pd.MultiIndex.from_arrays([res["household_id"].astype("string").to_numpy(),
-                                      res["quarter_idx"].to_numpy(dtype=np.int64)]).get_indexer(
-        pd.MultiIndex.from_arrays([res["household_id"].astype("string").to_numpy(),
-                                   res["quarter_idx"].to_numpy(dtype=np.int64) - 1]))
+        out["township_ident_rate_4q"] = _num(hh, "township_ident_rate_4q")
+    prev = keys.find_codes(keys.codes, q - 1)
     has = prev >= 0
-    hh_ext = hh_all.loc[ext]
     for base in LAG_BASES:
-        v = res[base].to_numpy(dtype=np.float64)
-        d = np.full(len(res), np.nan)
+        v = out[base]
+        d = np.full(len(v), np.nan)
         d[has] = v[has] - v[prev[has]]
-        supplied = _num(hh_ext, f"d_{base}")  # a posted household may carry the change itself
-        res[f"d_{base}"] = np.where(np.isnan(supplied), d, supplied)
-    res = res.loc[wanted[ext]].reset_index(drop=True)
-    for f in FEATURES:
-        res[f.name] = res[f.name].astype(np.float64)
-    return res
+        supplied = _num(hh, f"d_{base}")  # a posted household may carry the change itself
+        out[f"d_{base}"] = np.where(np.isnan(supplied), d, supplied)
+    keep = wanted[ext_idx]
+    if not keep.all():
+        out = {k: v[keep] for k, v in out.items()}
+    feat = pd.DataFrame(np.column_stack([out[f.name] for f in FEATURES]) if len(keep) else
+                        np.zeros((0, len(FEATURES))), columns=[f.name for f in FEATURES])
+    aux = pd.DataFrame({k: v for k, v in out.items() if k not in FEATURE_NAMES})
+    return pd.concat([aux, feat], axis=1)
 
 
-def _add_ident_rate(res: pd.DataFrame, hh_all: pd.DataFrame) -> pd.DataFrame:
+def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.ndarray) -> np.ndarray:
     """Share of the township's households newly identified in the last 4 quarters up to t (from the
     snapshots of those quarters only)."""
-    q = hh_all["quarter_idx"].to_numpy(dtype=np.int64)
     monitored = _notnull(hh_all, "monitor_category")
-    unresolved = ~(hh_all["risk_eliminated"] == True).to_numpy(dtype=bool, na_value=False)  # noqa: E712
+    unresolved = ~_Cat(hh_all, "risk_eliminated").eq(True)
     since_q = _yyyymm_index(_num(hh_all, "monitor_since"))
-    new = monitored & unresolved & (since_q == q)
-    twp = (hh_all["county"].astype("string") + "|" + hh_all["township"].astype("string")).to_numpy()
-    cnt = pd.DataFrame({"t": twp, "q": q, "new": new.astype(np.float64), "one": 1.0}).groupby(
-        ["t", "q"], sort=False)[["new", "one"]].sum()
-    idx = cnt.index
-    rt = (res["county"].astype("string") + "|" + res["township"].astype("string")).to_numpy()
-    rq = res["quarter_idx"].to_numpy(dtype=np.int64)
-    num = np.zeros(len(res))
+    new = (monitored & unresolved & (since_q == qall)).astype(np.float64)
+    twp_all = (hh_all["county"].astype("string") + "|" + hh_all["township"].astype("string")).to_numpy(dtype=object)
+    tk = _Keys(twp_all, np.zeros(len(qall), dtype=np.int64))  # township codes
+    k = tk.codes * _QBITS + qall
+    uk, inv = np.unique(k, return_inverse=True)
+    num_k = np.bincount(inv, weights=new)
+    den_k = np.bincount(inv).astype(np.float64)
+    twp = (hh["county"].astype("string") + "|" + hh["township"].astype("string")).to_numpy(dtype=object)
+    codes = tk.codes_of(twp)
+    num = np.zeros(len(q))
+    den = np.full(len(q), np.nan)
     for lag in range(4):
-        pos = idx.get_indexer(pd.MultiIndex.from_arrays([rt, rq - lag]))
-        ok = pos >= 0
-        num[ok] += cnt["new"].to_numpy()[pos[ok]]
-    pos = idx.get_indexer(pd.MultiIndex.from_arrays([rt, rq]))
-    den = np.where(pos >= 0, cnt["one"].to_numpy()[np.maximum(pos, 0)], np.nan)
-    res["township_ident_rate_4q"] = num / den
-    return res
+        kk = codes * _QBITS + (q - lag)
+        pos = np.minimum(np.searchsorted(uk, kk), len(uk) - 1)
+        ok = (codes >= 0) & (uk[pos] == kk)
+        num[ok] += num_k[pos[ok]]
+        if lag == 0:
+            den[ok] = den_k[pos[ok]]
+    return num / den
 
 
-def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, population: bool) -> pd.DataFrame:
+def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarray, since: np.ndarray,
+                   population: bool) -> dict[str, np.ndarray]:
     n = len(hh)
     q = hh["quarter_idx"].to_numpy(dtype=np.int64)
-    out: dict[str, np.ndarray | pd.Series] = {c: hh[c].to_numpy() for c in KEY_COLUMNS if c in hh.columns}
+    out: dict[str, np.ndarray] = {}
+    for c in KEY_COLUMNS:
+        out[c] = q if c == "quarter_idx" else (hh[c].to_numpy(dtype=object) if c in hh.columns else
+                                                np.full(n, None, dtype=object))
 
     # --- persons → household aggregates
     p = frames.persons
-    sel = p["quarter_idx"].isin(np.unique(q)) if n else p["quarter_idx"].isin([])
-    p = p.loc[sel.to_numpy()]
-    rows = _row_ids(hh["household_id"], q, p["household_id"], p["quarter_idx"].to_numpy())
+    pq = p["quarter_idx"].to_numpy(dtype=np.int64)
+    sel = np.isin(pq, np.unique(q))
+    if not sel.all():
+        p = p.iloc[np.flatnonzero(sel)]
+        pq = pq[sel]
+    rows = keys.find(p["household_id"].to_numpy(dtype=object), pq)
     age = _num(p, "age")
-    health = p["health"].astype("string") if "health" in p.columns else pd.Series(pd.NA, index=p.index)
-    skill = p["labor_skill"].map(contract.LABOR_CLASS) if "labor_skill" in p.columns else pd.Series(
-        pd.NA, index=p.index)
-    school = p["school_status"].astype("string") if "school_status" in p.columns else pd.Series(
-        pd.NA, index=p.index, dtype="string")
-    work = p["work_status"].astype("string") if "work_status" in p.columns else pd.Series(
-        pd.NA, index=p.index, dtype="string")
+    health = _Cat(p, "health")
+    skill = _Cat(p, "labor_skill")
+    school = _Cat(p, "school_status")
+    work = _Cat(p, "work_status")
+    full_m = skill.isin({k for k, v in contract.LABOR_CLASS.items() if v == "有劳动力"})
+    weak_m = skill.isin({k for k, v in contract.LABOR_CLASS.items() if v == "弱劳动力"})
+    none_m = skill.isin({k for k, v in contract.LABOR_CLASS.items() if v == "无劳动力"})
 
-    def cnt(mask) -> np.ndarray:
-        m = np.asarray(mask, dtype=bool) if not isinstance(mask, pd.Series) else mask.to_numpy(
-            dtype=bool, na_value=False)
-        return _bincount(rows, m.astype(np.float64), n)
+    def cnt(mask: np.ndarray) -> np.ndarray:
+        return _bincount(rows, mask, n)
 
     n_persons = cnt(np.ones(len(p), dtype=bool))
     n_members = np.where(n_persons > 0, n_persons, _num(hh, "n_members"))
     n_children = cnt(age < 16)
     n_elderly = cnt(age >= 60)
-    full = cnt(skill == "有劳动力")
-    weak = cnt(skill == "弱劳动力")
-    none_ = cnt(skill == "无劳动力")
+    full, weak, none_ = cnt(full_m), cnt(weak_m), cnt(none_m)
     labor_code = np.where(full > 0, 0, np.where(weak > 0, 1, 2)).astype(np.float64)
     out["n_members"] = n_members
     out["n_children"] = n_children
     out["n_elderly"] = n_elderly
     out["dependency_ratio"] = _safe_div(n_children + n_elderly, n_persons)
-    head = (p["relation"] == "户主").to_numpy(dtype=bool, na_value=False) if "relation" in p.columns else \
-        np.zeros(len(p), dtype=bool)
+    head = _Cat(p, "relation").eq("户主") & (rows >= 0)
     head_age = np.full(n, np.nan)
-    hr = rows[head & (rows >= 0)]
-    head_age[hr] = age[head & (rows >= 0)]
+    head_age[rows[head]] = age[head]
     out["head_age"] = head_age
     out["n_labor_full"] = full
     out["n_labor_weak"] = weak
     out["n_labor_none"] = none_
     out["labor_class_code"] = labor_code
     out["labor_share"] = _safe_div(full, n_persons)
-    out["n_migrant_workers"] = cnt(work.isin(["省外务工", "省内县外务工"]))
+    out["n_migrant_workers"] = cnt(work.isin({"省外务工", "省内县外务工"}))
     out["work_months_total"] = _bincount(rows, _num(p, "work_months"), n)
-    out["n_idle_labor"] = cnt((skill == "有劳动力") & (work == "未务工"))
-    out["n_serious_illness"] = cnt(health == "患有大病")
-    out["n_chronic"] = cnt(health == "长期慢性病")
-    out["n_disabled"] = cnt(health == "残疾")
-    out["sick_share"] = _safe_div(cnt(health.isin(["患有大病", "长期慢性病", "残疾"])), n_persons)
-    out["n_uninsured"] = cnt(p["medical_insured"] == False) if "medical_insured" in p.columns else \
-        np.zeros(n)  # noqa: E712
-    out["n_compulsory_school"] = cnt(school.isin(list(COMPULSORY_SCHOOL)))
-    out["n_costly_school"] = cnt(school.isin(list(COSTLY_SCHOOL)))
-    out["n_preschool"] = cnt(school == "学前教育")
-    out["n_out_of_school_child"] = cnt((age >= 7) & (age <= 15) & (school == "非在校生").to_numpy(
-        dtype=bool, na_value=False))
+    out["n_idle_labor"] = cnt(full_m & work.eq("未务工"))
+    out["n_serious_illness"] = cnt(health.eq("患有大病"))
+    out["n_chronic"] = cnt(health.eq("长期慢性病"))
+    out["n_disabled"] = cnt(health.eq("残疾"))
+    out["sick_share"] = _safe_div(cnt(health.isin({"患有大病", "长期慢性病", "残疾"})), n_persons)
+    out["n_uninsured"] = cnt(_Cat(p, "medical_insured").eq(False))
+    out["n_compulsory_school"] = cnt(school.isin(set(COMPULSORY_SCHOOL)))
+    out["n_costly_school"] = cnt(school.isin(set(COSTLY_SCHOOL)))
+    out["n_preschool"] = cnt(school.eq("学前教育"))
+    out["n_out_of_school_child"] = cnt((age >= 7) & (age <= 15) & school.eq("非在校生"))
 
     # --- income against the year's line
     years = q // 4
@@ -469,11 +559,9 @@ def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, popu
     out["income_per_capita"] = ipc
     out["income_ratio"] = ipc / line
     out["income_margin"] = ipc - line
-    prev = history["prev_income_per_capita"].to_numpy(dtype=np.float64, na_value=np.nan)
-    since = history["quarters_since_income_change"].to_numpy(dtype=np.float64, na_value=np.nan)
-    prev = np.where(np.isnan(_num(hh, "prev_income_per_capita")), prev, _num(hh, "prev_income_per_capita"))
-    since = np.where(np.isnan(_num(hh, "quarters_since_income_change")), since,
-                     _num(hh, "quarters_since_income_change"))
+    sp, ss = _num(hh, "prev_income_per_capita"), _num(hh, "quarters_since_income_change")
+    prev = np.where(np.isnan(sp), prev, sp)
+    since = np.where(np.isnan(ss), since, ss)
     out["income_change"] = np.clip(_safe_div(ipc - prev, np.abs(prev)), -5, 5)
     out["prev_income_per_capita"] = prev  # not a feature: carried so a record can be rebuilt
     out["quarters_since_income_change"] = since
@@ -481,7 +569,8 @@ def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, popu
     out["household_net_income"] = hh_income
     wage, bus, prop, trans = (_num(hh, c) for c in ("wage_income", "business_income", "property_income",
                                                     "transfer_income"))
-    gross = np.nansum(np.vstack([np.clip(wage, 0, None), np.clip(bus, 0, None), prop, trans]), axis=0)
+    gross = (np.nan_to_num(np.clip(wage, 0, None)) + np.nan_to_num(np.clip(bus, 0, None)) + np.nan_to_num(prop)
+             + np.nan_to_num(trans))
     gross = np.where(gross > 0, gross, np.nan)
     out["wage_share"] = wage / gross
     out["business_share"] = bus / gross
@@ -500,40 +589,41 @@ def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, popu
     out["road_distance_km"] = _num(hh, "road_distance_km")
     out["dibao"] = _notnull(hh, "dibao").astype(np.float64)
     out["tekun"] = _notnull(hh, "tekun").astype(np.float64)
-    out["n_support_measures"] = np.sum(
-        [_notnull(hh, c) for c in contract.SUPPORT_HEADERS.values()], axis=0).astype(np.float64) if n else \
-        np.zeros(0)
+    n_support = np.zeros(n)
+    for c in contract.SUPPORT_HEADERS.values():
+        n_support += _notnull(hh, c)
+    out["n_support_measures"] = n_support
 
     # --- monitoring history (as recorded in the snapshot of t)
     monitored = _notnull(hh, "monitor_category")
-    elim = (hh["risk_eliminated"] == True).to_numpy(dtype=bool, na_value=False) if "risk_eliminated" in \
-        hh.columns else np.zeros(n, dtype=bool)  # noqa: E712
-    out["is_tuopin"] = (hh["household_type"] == "脱贫户").to_numpy(dtype=np.float64, na_value=np.nan)
+    elim = _Cat(hh, "risk_eliminated").eq(True)
+    htype = _Cat(hh, "household_type")
+    out["is_tuopin"] = htype.flag("脱贫户")
     out["eliminated_before"] = (monitored & elim).astype(np.float64)
     out["quarters_since_elimination"] = np.where(monitored & elim, q - _yyyymm_index(_num(hh, "eliminated_at")),
                                                  np.nan)
     out["quarters_since_identified"] = np.where(monitored, q - _yyyymm_index(_num(hh, "monitor_since")), np.nan)
     out["elimination_natural"] = np.where(monitored & elim, _flag(hh, "elimination_mode", "自然消除"), np.nan)
-    risks = [hh[c].astype("string") if c in hh.columns else pd.Series(pd.NA, index=hh.index, dtype="string")
-             for c in contract.RISK_FIELDS]
+    risks = [_Cat(hh, c) for c in contract.RISK_FIELDS]
+    n_risk = np.zeros(n)
+    for r in risks:
+        n_risk += r.codes >= 0
     for r in contract.RISK_TYPES:
-        out[f"risk_{RISK_SLUG[r]}"] = np.any([(s == r).to_numpy(dtype=bool, na_value=False) for s in risks],
-                                      axis=0).astype(np.float64) if n else np.zeros(0)
-    out["n_risk_types"] = np.sum([s.notna().to_numpy() for s in risks], axis=0).astype(np.float64) if n else \
-        np.zeros(0)
+        hit = np.zeros(n, dtype=bool)
+        for c in risks:
+            hit |= c.eq(r)
+        out[f"risk_{RISK_SLUG[r]}"] = hit.astype(np.float64)
+    out["n_risk_types"] = n_risk
 
     # --- department events in the last 1, 2, 4 quarters
-    out.update(_event_window_features(hh, q, frames.events, hh_income))
+    out.update(_event_window_features(keys, q, frames.events, hh_income))
 
     # --- local context
-    disaster_now = out[event_count_feature(DISASTER_EVENT, 1)] > 0
+    disaster_now = (out[event_count_feature(DISASTER_EVENT, 1)] > 0).astype(np.float64)
     for level, col in (("village", "village_disaster_share"), ("township", "township_disaster_share")):
         supplied = _num(hh, col)
         if population and n and level in hh.columns:
-            keys = [hh["county"].astype("string"), hh[level].astype("string"), pd.Series(q)] if \
-                "county" in hh.columns else [hh[level].astype("string"), pd.Series(q)]
-            share = pd.Series(disaster_now.astype(np.float64)).groupby(keys, sort=False).transform("mean")
-            computed = share.to_numpy(dtype=np.float64)
+            computed = _group_mean([_codes(hh, "county"), _codes(hh, level), q], disaster_now)
         else:
             computed = np.full(n, np.nan)
         out[col] = np.where(np.isnan(supplied), computed, supplied)
@@ -541,82 +631,84 @@ def _features_core(frames: Frames, hh: pd.DataFrame, history: pd.DataFrame, popu
     # --- rule inputs and identity (not model features)
     out["year"] = years
     out["line"] = line
-    out["labor_class"] = np.array(LABOR_CLASS_ORDER, dtype=object)[labor_code.astype(int)] if n else \
-        np.array([], dtype=object)
+    out["labor_class"] = np.array(LABOR_CLASS_ORDER, dtype=object)[labor_code.astype(np.int64)]
     out["in_scope"] = ~monitored | elim
-    out["household_type"] = hh["household_type"].to_numpy() if "household_type" in hh.columns else \
-        np.full(n, None)
+    out["household_type"] = htype.take()
     out["quarter_of_year"] = (q % 4 + 1).astype(np.float64)
-    return pd.DataFrame(out)
+    return out
 
 
-def _income_history(hh: pd.DataFrame) -> pd.DataFrame:
+def _income_history(codes: np.ndarray, q: np.ndarray, ipc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per household-quarter: income before the latest change (the previous verification) and the
     number of quarters since that change, from this and earlier snapshots only."""
-    n = len(hh)
-    res = pd.DataFrame({"prev_income_per_capita": np.full(n, np.nan),
-                        "quarters_since_income_change": np.full(n, np.nan)}, index=hh.index)
+    n = len(codes)
     if n == 0:
-        return res
-    order = np.lexsort((hh["quarter_idx"].to_numpy(), hh["household_id"].astype("string").to_numpy()))
-    hid = hh["household_id"].astype("string").to_numpy()[order]
-    q = hh["quarter_idx"].to_numpy(dtype=np.int64)[order]
-    ipc = pd.to_numeric(hh["income_per_capita"], errors="coerce").to_numpy(dtype=np.float64)[order]
+        return np.zeros(0), np.zeros(0)
+    order = np.lexsort((q, codes))
+    c, qq, v = codes[order], q[order], ipc[order]
+    ar = np.arange(n)
     first = np.ones(n, dtype=bool)
-    first[1:] = hid[1:] != hid[:-1]
-    prev_val = np.r_[np.nan, ipc[:-1]]
-    changed = ~first & (ipc != prev_val) & ~(np.isnan(ipc) & np.isnan(prev_val))
-    grp = np.cumsum(first)
-    before = pd.Series(np.where(changed, prev_val, np.nan)).groupby(grp).ffill().to_numpy()
-    change_q = pd.Series(np.where(changed, q, np.nan)).groupby(grp).ffill().to_numpy()
-    # before the first observed change the time of the last verification is unknown: missing
-    since = np.where(np.isnan(change_q), np.nan, q - change_q)
-    out_prev = np.empty(n)
-    out_since = np.empty(n)
+    first[1:] = c[1:] != c[:-1]
+    prev_val = np.r_[np.nan, v[:-1]]
+    changed = ~first & (v != prev_val) & ~(np.isnan(v) & np.isnan(prev_val))
+    start = np.maximum.accumulate(np.where(first, ar, 0))
+    last = np.maximum.accumulate(np.where(changed, ar, -1))
+    ok = last >= start  # a change seen since this household's first snapshot
+    lp = np.maximum(last, 0)
+    before = np.where(ok, prev_val[lp], np.nan)
+    since = np.where(ok, qq - qq[lp], np.nan).astype(np.float64)
+    out_prev, out_since = np.empty(n), np.empty(n)
     out_prev[order] = before
     out_since[order] = since
-    res["prev_income_per_capita"] = out_prev
-    res["quarters_since_income_change"] = out_since
-    return res
+    return out_prev, out_since
 
 
-def _event_window_features(hh: pd.DataFrame, q: np.ndarray, events: pd.DataFrame | None,
+def _event_codes(events: pd.DataFrame | None, keys: _Keys) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Household codes (in ``keys``) and quarter of the events that belong to a known household."""
+    if events is None or len(events) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), pd.DataFrame()
+    hid = events["household_id"].to_numpy(dtype=object)
+    codes = keys.codes_of(hid)
+    ok = codes >= 0
+    ev = events if ok.all() else events.iloc[np.flatnonzero(ok)]
+    return codes[ok], ev["quarter_idx"].to_numpy(dtype=np.int64), ev
+
+
+def _event_window_features(keys: _Keys, q: np.ndarray, events: pd.DataFrame | None,
                            hh_income: np.ndarray) -> dict[str, np.ndarray]:
-    n = len(hh)
+    n = len(q)
     types = contract.EVENT_TYPES
     out: dict[str, np.ndarray] = {}
-    if events is None or len(events) == 0 or n == 0:
+    codes, eq, ev = _event_codes(events, keys)
+    tcode = _Cat(ev, "event_type")
+    tmap = np.array([EVENT_TYPE_CODES.get(u, -1) for u in tcode.uniq] + [-1], dtype=np.int64)
+    tc = tmap[tcode.codes] if len(ev) else np.zeros(0, dtype=np.int64)
+    use = (tc >= 0) & np.isin(eq, np.unique(np.concatenate([q - k for k in range(max(EVENT_WINDOWS))])))
+    if not use.any() or n == 0:
         for f in FEATURES:
             if f.name.startswith("ev_"):
                 out[f.name] = np.zeros(n)
         return out
-    ev = events.loc[events["household_id"].notna().to_numpy()
-                    & events["quarter_idx"].isin(np.unique(np.concatenate([q - k for k in range(max(EVENT_WINDOWS))])))
-                    .to_numpy()]
-    tcode = ev["event_type"].map(EVENT_TYPE_CODES).to_numpy(dtype=np.float64, na_value=np.nan)
-    known = ~np.isnan(tcode)
-    ev = ev.loc[known]
-    tcode = tcode[known].astype(np.int64)
-    amount = np.nan_to_num(_num(ev, "amount"))
-    # aggregate per (household, quarter) with one column per type and amount group
-    agg_keys = pd.MultiIndex.from_arrays([ev["household_id"].astype("string").to_numpy(),
-                                          ev["quarter_idx"].to_numpy(dtype=np.int64)])
-    codes, uniq = pd.factorize(agg_keys)
-    m = len(uniq)
+    codes, eq, tc = codes[use], eq[use], tc[use]
+    amount = np.nan_to_num(_num(ev, "amount")[use])
+    k = codes * _QBITS + eq
+    uk, inv = np.unique(k, return_inverse=True)
+    m = len(uk)
     counts = np.zeros((m, len(types)))
-    np.add.at(counts, (codes, tcode), 1.0)
+    np.add.at(counts, (inv, tc), 1.0)
     amounts = {}
     for g, members in AMOUNT_GROUPS.items():
-        in_g = np.isin(tcode, [EVENT_TYPE_CODES[t] for t in members])
-        amounts[g] = np.bincount(codes[in_g], weights=amount[in_g], minlength=m)
-    hid = hh["household_id"].astype("string").to_numpy()
+        in_g = np.isin(tc, [EVENT_TYPE_CODES[t] for t in members])
+        amounts[g] = np.bincount(inv[in_g], weights=amount[in_g], minlength=m)
     acc_counts = np.zeros((n, len(types)))
     acc_amounts = {g: np.zeros(n) for g in AMOUNT_GROUPS}
+    own = keys.codes  # the rows of ``q`` are the rows of ``keys``
     lag_done = 0
     for w in EVENT_WINDOWS:
         for lag in range(lag_done, w):
-            pos = uniq.get_indexer(pd.MultiIndex.from_arrays([hid, q - lag]))
-            hit = pos >= 0
+            kk = own * _QBITS + (q - lag)
+            pos = np.minimum(np.searchsorted(uk, kk), m - 1)
+            hit = uk[pos] == kk
             acc_counts[hit] += counts[pos[hit]]
             for g in AMOUNT_GROUPS:
                 acc_amounts[g][hit] += amounts[g][pos[hit]]
@@ -637,18 +729,25 @@ def event_window(events: pd.DataFrame | None, hh: pd.DataFrame, window: int, typ
     cols = ["row", "event_type", "amount", "quarter_idx"]
     if events is None or len(events) == 0 or len(hh) == 0:
         return pd.DataFrame(columns=cols)
-    ev = events.loc[events["event_type"].isin(list(types)).to_numpy() & events["household_id"].notna().to_numpy()]
+    et = _Cat(events, "event_type")
+    sel = et.isin(set(types))
+    amount = _num(events, "amount")
     if min_amount > 0:
-        ev = ev.loc[(pd.to_numeric(ev["amount"], errors="coerce").fillna(0) >= min_amount).to_numpy()]
+        sel &= np.nan_to_num(amount) >= min_amount
+    if not sel.any():
+        return pd.DataFrame(columns=cols)
+    idx = np.flatnonzero(sel)
+    keys = _Keys(hh["household_id"].to_numpy(dtype=object), hh["quarter_idx"].to_numpy(dtype=np.int64))
+    codes = keys.codes_of(events["household_id"].to_numpy(dtype=object)[idx])
+    eq = events["quarter_idx"].to_numpy(dtype=np.int64)[idx]
+    types_arr = et.take()[idx]
     parts = []
     for lag in range(window):
-        rows = _row_ids(hh["household_id"], hh["quarter_idx"].to_numpy() , ev["household_id"],
-                        ev["quarter_idx"].to_numpy() + lag)
+        rows = keys.find_codes(codes, eq + lag)
         ok = rows >= 0
         if ok.any():
-            parts.append(pd.DataFrame({"row": rows[ok], "event_type": ev["event_type"].to_numpy()[ok],
-                                       "amount": pd.to_numeric(ev["amount"], errors="coerce").to_numpy()[ok],
-                                       "quarter_idx": ev["quarter_idx"].to_numpy()[ok]}))
+            parts.append(pd.DataFrame({"row": rows[ok], "event_type": types_arr[ok], "amount": amount[idx][ok],
+                                       "quarter_idx": eq[ok]}))
     if not parts:
         return pd.DataFrame(columns=cols)
     return pd.concat(parts, ignore_index=True)
@@ -691,24 +790,33 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
                 pr["age"] = _age_at(m, end)
             p_rows.append(pr)
         for e in rec.get("events") or []:
-            d = pd.to_datetime(e.get("event_date"), errors="coerce")
-            if pd.isna(d):
+            d = _date(e.get("event_date"))
+            if d is None:
                 raise ValueError(f"household record {i}: event without a valid event_date")
             if d > end:
                 continue
-            e_rows.append({"household_id": hid, "event_date": d, "quarter_idx": fq.to_index(fq.of_date(d)),
+            e_rows.append({"household_id": hid, "event_date": d, "quarter_idx": d.year * 4 + (d.month - 1) // 3,
                            "event_type": e.get("event_type"), "department": e.get("department"),
                            "amount": e.get("amount")})
-    hh = pd.DataFrame(hh_rows)
-    persons = pd.DataFrame(p_rows) if p_rows else pd.DataFrame(
+    cols = list(dict.fromkeys([*contract.HOUSEHOLD_FIELDS, "quarter_idx", "n_members",
+                               *(k for r in hh_rows for k in r)]))
+    hh = pd.DataFrame.from_records(hh_rows, columns=cols)
+    persons = pd.DataFrame.from_records(p_rows) if p_rows else pd.DataFrame(
         columns=["household_id", "quarter", "quarter_idx", "relation", "health", "labor_skill", "age"])
-    events = pd.DataFrame(e_rows) if e_rows else None
-    for col in contract.HOUSEHOLD_FIELDS:
-        if col not in hh.columns:
-            hh[col] = None
-    for col in ("eliminated_at", "monitor_since"):
-        hh[col] = pd.to_numeric(hh[col], errors="coerce")
+    events = pd.DataFrame.from_records(e_rows) if e_rows else None
     return Frames(households=hh, persons=persons, events=events, lines={int(k): float(v) for k, v in lines.items()})
+
+
+def _date(v) -> pd.Timestamp | None:
+    if v is None or v == "":
+        return None
+    if isinstance(v, str) and len(v) == 10 and v[4] == "-":  # ISO date: the common case, parsed cheaply
+        try:
+            return pd.Timestamp(date.fromisoformat(v))
+        except ValueError:
+            return None
+    d = pd.to_datetime(v, errors="coerce")
+    return None if pd.isna(d) else pd.Timestamp(d)
 
 
 def _age_at(member: Mapping, end: pd.Timestamp) -> float | None:
@@ -718,7 +826,7 @@ def _age_at(member: Mapping, end: pd.Timestamp) -> float | None:
         bd = s[6:14] if len(s) == 18 else None
     if bd in (None, ""):
         return None
-    d = pd.to_datetime(str(bd), errors="coerce")
-    if pd.isna(d):
+    d = _date(bd if isinstance(bd, str) and len(bd) == 10 else str(bd))
+    if d is None:
         return None
     return float(end.year - d.year - ((end.month, end.day) < (d.month, d.day)))

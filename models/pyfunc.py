@@ -128,25 +128,23 @@ class RiskModel:
         raw = self.raw_score(X) if len(X) else np.zeros(0)
         prob = self.calibrator(raw)
         rules = self.ruleset.evaluate(feats, fr.events)
-        m_rank = lv.model_rank(prob, self.levels, feats.get("township"), feats.get("quarter_idx"))
-        c_rank = lv.combine(rules["rule_rank"].to_numpy(), m_rank)
-        out = pd.DataFrame({c: feats[c].to_numpy() for c in SCORE_COLUMNS[:7] if c in feats.columns})
-        out["probability"] = prob
-        out["raw_score"] = raw
-        out["model_level"] = lv.from_rank(m_rank)
-        out["rule_level"] = rules["rule_level"].to_numpy()
-        out["rule_hits"] = rules["rule_hits"].to_numpy()
-        out["combined_level"] = lv.from_rank(c_rank)
-        out["warning"] = c_rank > 0
-        expl = np.full(len(out), None, dtype=object)
-        if explain == "warnings" and out["warning"].any():
-            idx = np.flatnonzero(out["warning"].to_numpy())
+        r_rank = rules["rule_rank"].to_numpy()
+        m_rank = lv.model_rank(prob, self.levels, feats["township"].to_numpy(), feats["quarter_idx"].to_numpy())
+        c_rank = lv.combine(r_rank, m_rank)
+        warning = c_rank > 0
+        expl = np.full(len(feats), None, dtype=object)
+        if explain == "warnings" and warning.any():
+            idx = np.flatnonzero(warning)
             contrib = self.contributions(X[idx])
             for j, i in enumerate(idx):
                 expl[i] = self.explanation(X[i], contrib[j])
-        out["explanation"] = expl
-        out["model_version"] = self.model_version
-        out["ruleset_version"] = self.ruleset.version
+        cols = {c: feats[c].to_numpy() for c in SCORE_COLUMNS[:7]}
+        cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
+                    rule_level=lv.from_rank(r_rank), rule_hits=rules["rule_hits"].to_numpy(),
+                    combined_level=lv.from_rank(c_rank), warning=warning, explanation=expl,
+                    model_version=np.full(len(feats), self.model_version, dtype=object),
+                    ruleset_version=np.full(len(feats), self.ruleset.version, dtype=object))
+        out = pd.DataFrame(cols)
         return (out, feats) if return_features else out
 
     def explanation(self, x: np.ndarray, contrib: np.ndarray) -> dict:
@@ -355,7 +353,7 @@ def champion_version(params: Params, root: Path | None = None, alias: str = "cha
 
     setup_mlflow(params, root)
     try:
-        return MlflowClient().get_model_version_by_alias(params.model.registered_name, alias).version
+        return str(MlflowClient().get_model_version_by_alias(params.model.registered_name, alias).version)
     except MlflowException:
         return None
 

@@ -188,11 +188,25 @@ def compute_metrics(scored: pd.DataFrame, test_q: list[int], params: Params) -> 
         "systems": systems,
         "slices": slice_metrics(test, orders, y, k, params),
     }
-    detail = {"systems": details, "base_rate": float(y.mean()),
+    detail = {"systems": details, "base_rate": float(y.mean()), "rules": _per_rule(test),
               "warnings_by_level": _levels_table(test),
               "workloads": {"rules_workload": k, "2x": min(2 * k, len(y)), "5pct": max(1, math.ceil(0.05 * len(y)))}}
     plots = {"curves": curves, "y": y, "test": test, "orders": orders}
     return metrics, detail, plots
+
+
+def _per_rule(test: pd.DataFrame) -> dict:
+    from models.rules import RULE_LEVELS
+
+    if "rule_hits" not in test.columns:
+        return {}
+    y = test["label"].to_numpy(dtype=float)
+    out = {}
+    for rid, level in RULE_LEVELS.items():
+        m = test["rule_hits"].map(lambda hs, r=rid: any(h["rule_id"] == r for h in hs)).to_numpy(dtype=bool)
+        out[rid] = {"level": level, "hits": int(m.sum()), "share": float(m.mean()),
+                    "positive_rate": float(y[m].mean()) if m.any() else 0.0}
+    return out
 
 
 def _levels_table(test: pd.DataFrame) -> dict:

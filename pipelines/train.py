@@ -138,3 +138,32 @@ def train(params: Params) -> dict:
     write_json(train_info_path(params), result)
     log.info("registered %s version %s (run %s)", params.model.registered_name, version, run.info.run_id)
     return result
+
+
+def leaves_sweep(frames, params: Params, leaves=(7, 15, 31, 63), contrib_rows: int = 2000) -> dict:
+    """Test AUC against tree size, beside the cost of exact explanations (pred_contrib rows/s), so
+    the smallest trees that keep the AUC can be chosen (docs/benchmarks.md, "Training")."""
+    from sklearn.metrics import roc_auc_score
+
+    ds = build_dataset(frames, params)
+    q = ds.feats["quarter_idx"].to_numpy()
+    y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
+    rows = []
+    for nl in leaves:
+        model, split, info = fit(ds, params, num_leaves=nl)
+        te = ds.usable & np.isin(q, split.test)
+        X = model.spec.matrix(ds.feats.loc[te])
+        raw = model.raw_score(X)
+        sample = X[:contrib_rows]
+        t0 = time.perf_counter()
+        model.contributions(sample)
+        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.raw_score(X)
+        dtp = time.perf_counter() - t0
+        rows.append({"num_leaves": nl, "trees": info["best_iteration"], "valid_auc": info["valid_auc"],
+                     "test_auc": float(roc_auc_score(y[te], raw)), "contrib_rows_per_s": len(sample) / dt,
+                     "predict_rows_per_s": len(X) / dtp, "fit_seconds": info["fit_seconds"]})
+        log.info("num_leaves %d: %s", nl, rows[-1])
+    return {"rows": rows, "n_test": int(te.sum()), "contrib_sample": contrib_rows,
+            "measured": datetime.now(UTC).isoformat(timespec="seconds")}

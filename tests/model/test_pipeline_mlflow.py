@@ -1,0 +1,100 @@
+"""train → evaluate → register → promote → rollback on a small canonical ledger, in a private
+MLflow store; the logged pyfunc takes ledger-shaped input and agrees with the plain loader."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from canonical_frames import make_frames, write_frames
+
+from fangpin.config import Params
+from pipelines.common import rooted
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow_pipeline")]
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    p = Params(lines={2021: 6000.0, 2022: 6500.0, 2023: 6900.0, 2024: 7300.0, 2025: 7600.0})
+    model = p.model.model_copy(update={"n_estimators": 40, "min_child_samples": 20, "num_leaves": 7,
+                                       "early_stopping_rounds": 10, "num_threads": 1, "explain_sample": 300})
+    p = rooted(p.model_copy(update={"model": model}), tmp_path / "w")
+    write_frames(make_frames(1200, 9, seed=5), p.paths.ingested_dir)
+    return p
+
+
+def test_train_evaluate_promote_rollback(workdir):
+    import mlflow
+
+    from models.pyfunc import champion_version, load_champion, records_from_frames
+    from pipelines.evaluate import evaluate
+    from pipelines.promote import promote, rollback
+    from pipelines.train import train
+
+    p = workdir
+    info1 = train(p)
+    assert info1["version"] == "1"
+    metrics = evaluate(p)
+    rdir = p.paths.reports_dir
+    on_disk = json.loads((rdir / "metrics.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices"}
+    assert (rdir / "report.md").exists() and (rdir / "model_card.md").exists()
+    assert (rdir / "figures" / "recall_at_workload.png").stat().st_size > 1000
+    run = mlflow.get_run(info1["run_id"])
+    assert "test.model.auc" in run.data.metrics and "model.num_leaves" in run.data.params
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(info1["run_id"], "reports")}
+    assert "reports/report.md" in arts
+
+    d1 = promote(p)
+    assert d1["promoted"] and champion_version(p) == "1"
+
+    info2 = train(p)  # same data, same seed: not worse, so it is promoted
+    assert info2["version"] == "2"
+    d2 = promote(p)
+    assert d2["promoted"] and d2["champion_before"] == "1" and champion_version(p) == "2"
+    assert d2["champion_metrics"]["auc"] == pytest.approx(d2["challenger_metrics"]["auc"])
+
+    back = rollback(p)
+    assert back["champion_after"] == "1" and champion_version(p) == "1"
+    with pytest.raises(LookupError):
+        rollback(p)
+
+    # the plain loader and the generic pyfunc agree on ledger-shaped input
+    from models.features import Frames
+
+    frames = Frames.from_dir(p.paths.ingested_dir)
+    t = int(frames.households["quarter_idx"].max())
+    recs = records_from_frames(frames, t, 20, seed=2)
+    model = load_champion(p)
+    assert model.model_version == "1"
+    plain = model.score_records(recs)
+    pyf = mlflow.pyfunc.load_model(f"models:/{p.model.registered_name}@champion")
+    out = pyf.predict(pd.DataFrame(recs))
+    assert np.allclose(out["probability"].to_numpy(), plain["probability"].to_numpy())
+    assert {"probability", "model_level", "rule_hits", "combined_level", "explanation"} <= set(out.columns)
+    warn = out[out["warning"]]
+    if len(warn):
+        e = json.loads(warn.iloc[0]["explanation"])
+        assert set(e) >= {"base_value", "raw_score", "features"}
+
+
+def test_a_worse_challenger_is_not_promoted(workdir):
+    from models.pyfunc import champion_version
+    from pipelines.promote import decide, promote
+    from pipelines.train import train
+
+    p = workdir
+    train(p)
+    promote(p)
+    champ = {"auc": 0.80, "recall_at_rules_workload": 0.50, "calibration_error": 0.01}
+    worse = {"auc": 0.78, "recall_at_rules_workload": 0.50, "calibration_error": 0.01}
+    ok, reasons = decide(worse, champ, p)
+    assert not ok and any(r.startswith("FAIL: AUC") for r in reasons)
+    ok, _ = decide({**champ, "calibration_error": 0.05}, champ, p)
+    assert not ok
+    ok, _ = decide({**champ, "auc": 0.796}, champ, p)  # within max_auc_drop
+    assert ok
+    assert champion_version(p) == "1"
