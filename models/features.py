@@ -546,7 +546,10 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     out["n_chronic"] = cnt(health.eq("长期慢性病"))
     out["n_disabled"] = cnt(health.eq("残疾"))
     out["sick_share"] = _safe_div(cnt(health.isin({"患有大病", "长期慢性病", "残疾"})), n_persons)
-    out["n_uninsured"] = cnt(_Cat(p, "medical_insured").eq(False))
+    uninsured = _Cat(p, "medical_insured").eq(False)
+    out["n_uninsured"] = cnt(uninsured)
+    # rule input (not a feature): uninsured members who are ill or disabled
+    out["n_uninsured_sick"] = cnt(uninsured & health.isin({"患有大病", "长期慢性病", "残疾"}))
     out["n_compulsory_school"] = cnt(school.isin(set(COMPULSORY_SCHOOL)))
     out["n_costly_school"] = cnt(school.isin(set(COSTLY_SCHOOL)))
     out["n_preschool"] = cnt(school.eq("学前教育"))

@@ -15,7 +15,7 @@ The rules and their levels (domain.md, Lu'an levels; 两不愁三保障 and safe
 | R03_RIGID_SPENDING | 红 | compliant out-of-pocket medical spending over rigid_spending_share of household net income |
 | R04_UNSAFE_HOUSING | 红 | 危房 (safe housing not secured) |
 | R05_NO_SAFE_WATER | 红 | safe drinking water not secured |
-| R06_NO_MEDICAL_INSURANCE | 红 | a member without basic medical insurance (basic medical care not secured) |
+| R06_NO_MEDICAL_INSURANCE | 红 | an ill or disabled member without basic medical insurance (basic medical care not secured; a healthy uninsured member is an enrolment task for 医保, not a 返贫 warning) |
 | R07_OUT_OF_SCHOOL | 红 | a child of compulsory-school age (7–15) not in school |
 | R08_NO_LABOUR_NO_SUPPORT | 红 | no member with labour or weak labour and neither 低保 nor 特困 |
 | R09_SEVERE_EVENT | 黄 | a severe department event (severe_event_types, amount ≥ severe_event_min_amount) in the last severe_event_quarters quarters |
@@ -105,7 +105,7 @@ class Ruleset:
 
         f = {c: feats[c].to_numpy() for c in (
             "income_per_capita", "line", "year", "household_net_income", "medical_oop", "unsafe_housing",
-            "no_safe_water", "n_uninsured", "n_out_of_school_child", "dibao", "tekun", "n_members")}
+            "no_safe_water", "n_uninsured_sick", "n_out_of_school_child", "dibao", "tekun", "n_members")}
         labour = feats["labor_class"].to_numpy()
         ipc, line, year = f["income_per_capita"], f["line"], f["year"]
         with np.errstate(invalid="ignore"):
@@ -136,9 +136,10 @@ class Ruleset:
             lambda i: "住房安全有保障")
         add("R05_NO_SAFE_WATER", f["no_safe_water"] == 1, lambda i: "尚未解决安全饮用水",
             lambda i: "饮水安全有保障")
-        unins = f["n_uninsured"]
+        unins = f["n_uninsured_sick"]
         add("R06_NO_MEDICAL_INSURANCE", unins > 0,
-            lambda i: f"家庭成员{int(unins[i])}人未参加城乡居民基本医疗保险", lambda i: "基本医疗有保障（全员参保）")
+            lambda i: f"家庭成员{int(unins[i])}人患病或残疾，未参加城乡居民基本医疗保险",
+            lambda i: "基本医疗有保障（患病、残疾成员参加基本医疗保险）")
         oos = f["n_out_of_school_child"]
         add("R07_OUT_OF_SCHOOL", oos > 0, lambda i: f"义务教育阶段适龄儿童{int(oos[i])}人未在校",
             lambda i: "义务教育有保障（7至15岁适龄儿童在校）")

@@ -72,7 +72,8 @@ def test_rigid_spending_share_of_income():
 @pytest.mark.parametrize("change, rule", [
     ({"unsafe_housing": True}, "R04_UNSAFE_HOUSING"),
     ({"safe_water": False}, "R05_NO_SAFE_WATER"),
-    ({"members": [_member(), _member(relation="配偶", medical_insured=False)]}, "R06_NO_MEDICAL_INSURANCE"),
+    ({"members": [_member(), _member(relation="配偶", medical_insured=False, health="长期慢性病")]},
+     "R06_NO_MEDICAL_INSURANCE"),
     ({"members": [_member(), _member(relation="之子", age=12, school_status="非在校生")]}, "R07_OUT_OF_SCHOOL"),
     ({"members": [_member(labor_skill="丧失劳动力", age=80)]}, "R08_NO_LABOUR_NO_SUPPORT"),
 ])
@@ -80,6 +81,10 @@ def test_sanbaozhang_water_and_labour_rules(change, rule):
     r = hits(household(**change))
     assert {h["rule_id"] for h in r["rule_hits"]} == {rule}
     assert r["rule_level"] == RULE_LEVELS[rule]
+
+
+def test_a_healthy_uninsured_member_is_not_a_hit():
+    assert ids(household(members=[_member(), _member(relation="配偶", medical_insured=False)])) == set()
 
 
 def test_no_labour_with_dibao_is_not_a_hit():
