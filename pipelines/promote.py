@@ -127,7 +127,7 @@ def rollback(params: Params) -> dict:
     client = MlflowClient()
     name = params.model.registered_name
     current = champion_version(params)
-    history = _history(client, name)
+    history = _history(client, name) if current is not None else []
     if current is None or len(history) < 2:
         raise LookupError(f"nothing to roll back to: @{ALIAS} of '{name}' is {current}, history {history}")
     if history[-1] != current:  # the alias was moved by hand: step back from where it is now

@@ -1,0 +1,35 @@
+"""Pipeline commands are registered on the `fangpin` app and cost nothing at import time."""
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+
+def test_commands_are_registered():
+    from fangpin.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("train", "evaluate", "promote", "rollback", "run"):
+        assert cmd in res.output
+        sub = runner.invoke(app, [cmd, "--help"])
+        assert sub.exit_code == 0, sub.output
+    assert "--ledger" in runner.invoke(app, ["run", "--help"]).output
+
+
+def test_no_heavy_import_at_import_time():
+    code = ("import sys, pipelines.cli; "
+            "print(sorted(m for m in ('lightgbm', 'mlflow', 'sklearn', 'pandas', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_rollback_without_history_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    from fangpin.cli import app
+
+    res = CliRunner().invoke(app, ["rollback", "--workdir", str(tmp_path)])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "nothing to roll back to" in res.output
