@@ -219,11 +219,12 @@ class FeatureSpec:
 
 @dataclass
 class Frames:
-    """Canonical tables (docs/data-model.md). ``events`` may be empty; ``lines`` maps year → yuan."""
+    """Canonical tables (docs/data-model.md). ``events`` may be empty; ``lines`` maps year → yuan.
+    DataFrames for a county (ingest's Parquet); :class:`Table` for records posted to the API."""
 
-    households: pd.DataFrame
-    persons: pd.DataFrame
-    events: pd.DataFrame | None = None
+    households: pd.DataFrame | Table
+    persons: pd.DataFrame | Table
+    events: pd.DataFrame | Table | None = None
     lines: dict[int, float] = field(default_factory=dict)
     oracle: pd.DataFrame | None = None
 
@@ -266,10 +267,59 @@ class Frames:
 _QBITS = 1 << 20  # quarter indices (year*4 + n-1) are far below 2**20
 
 
-def _num(df: pd.DataFrame, col: str) -> np.ndarray:
+class Table:
+    """A table as plain numpy columns (name → 1-d array of equal length).
+
+    :func:`frames_from_records` builds these for the few rows of households posted to the API:
+    every pandas operation costs tens of microseconds whatever the size, and the feature code
+    makes hundreds of them. :func:`build_features` and the rules read a Table and a DataFrame
+    through the same helpers (:func:`_col`, :func:`_num`, :class:`_Cat`, :func:`_take`), so both
+    run the same feature code."""
+
+    def __init__(self, columns: Mapping[str, np.ndarray], n: int):
+        self._cols = dict(columns)
+        self._n = n
+
+    @property
+    def columns(self):
+        return self._cols.keys()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, col: str) -> np.ndarray:
+        return self._cols[col]
+
+    def take(self, idx: np.ndarray) -> Table:
+        return Table({k: v[idx] for k, v in self._cols.items()}, len(idx))
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self._cols, index=pd.RangeIndex(self._n))
+
+
+def _col(df, col: str, dtype=None) -> np.ndarray:
+    """Column ``col`` of a DataFrame or :class:`Table` as a numpy array."""
+    if isinstance(df, Table):
+        return df[col] if dtype is None else np.asarray(df[col], dtype=dtype)
+    return df[col].to_numpy(dtype=dtype)
+
+
+def _take(df, idx: np.ndarray):
+    return df.take(idx) if isinstance(df, Table) else df.iloc[idx]
+
+
+def _num(df, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), np.nan)
     s = df[col]
+    if isinstance(df, Table):
+        if s.dtype.kind in "biuf":
+            return s.astype(np.float64)
+        try:  # the values posted (pydantic-validated): numbers, booleans or None
+            return np.array([np.nan if v is None else v for v in s], dtype=np.float64)
+        except (TypeError, ValueError):
+            return pd.to_numeric(pd.Series(s, dtype=object), errors="coerce").to_numpy(dtype=np.float64,
+                                                                                         na_value=np.nan)
     if s.dtype.kind in "biuf" or pd.api.types.is_numeric_dtype(s.dtype):
         return s.to_numpy(dtype=np.float64, na_value=np.nan)
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -278,7 +328,7 @@ def _num(df: pd.DataFrame, col: str) -> np.ndarray:
 class _Cat:
     """A column factorised once; cheap membership tests (missing and blank never match)."""
 
-    def __init__(self, df: pd.DataFrame, col: str):
+    def __init__(self, df, col: str):
         n = len(df)
         if col not in df.columns or n == 0:
             self.codes, self.uniq = np.full(n, -1, dtype=np.int64), np.array([], dtype=object)
@@ -425,11 +475,11 @@ def build_features(
     ``labor_class``, ``in_scope``), one row per household-quarter, in the order of the input rows.
     """
     hh_all = frames.households
-    qall = hh_all["quarter_idx"].to_numpy(dtype=np.int64)
-    keys_all = _Keys(hh_all["household_id"].to_numpy(dtype=object), qall)
+    qall = _col(hh_all, "quarter_idx", np.int64)
+    keys_all = _Keys(_col(hh_all, "household_id", object), qall)
     if keys_all.has_duplicates():
         dup_pos = keys_all.order[np.flatnonzero(np.diff(keys_all.sorted) == 0)[0]]
-        dup = hh_all.iloc[dup_pos]
+        dup = {c: _col(hh_all, c)[dup_pos] for c in ("household_id", "quarter")}
         raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
     prev_inc, since_chg = _income_history(keys_all.codes, qall, _num(hh_all, "income_per_capita"))
     if quarters is None:
@@ -439,8 +489,8 @@ def build_features(
     # the previous quarter too, for changes since the previous snapshot
     ext = wanted | np.isin(qall, np.unique(qall[wanted]) - 1)
     ext_idx = np.flatnonzero(ext)
-    hh = hh_all if len(ext_idx) == len(hh_all) else hh_all.iloc[ext_idx]
-    keys = keys_all if hh is hh_all else _Keys(hh["household_id"].to_numpy(dtype=object), qall[ext_idx])
+    hh = hh_all if len(ext_idx) == len(hh_all) else _take(hh_all, ext_idx)
+    keys = keys_all if hh is hh_all else _Keys(_col(hh, "household_id", object), qall[ext_idx])
     out = _features_core(frames, hh, keys, prev_inc[ext_idx], since_chg[ext_idx], population)
     q = out["quarter_idx"]
     if population:
@@ -467,6 +517,8 @@ def build_features(
 def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.ndarray) -> np.ndarray:
     """Share of the township's households newly identified in the last 4 quarters up to t (from the
     snapshots of those quarters only)."""
+    hh_all = hh_all.to_frame() if isinstance(hh_all, Table) else hh_all
+    hh = hh.to_frame() if isinstance(hh, Table) else hh
     monitored = _notnull(hh_all, "monitor_category")
     unresolved = ~_Cat(hh_all, "risk_eliminated").eq(True)
     since_q = _yyyymm_index(_num(hh_all, "monitor_since"))
@@ -494,20 +546,20 @@ def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.
 def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarray, since: np.ndarray,
                    population: bool) -> dict[str, np.ndarray]:
     n = len(hh)
-    q = hh["quarter_idx"].to_numpy(dtype=np.int64)
+    q = _col(hh, "quarter_idx", np.int64)
     out: dict[str, np.ndarray] = {}
     for c in KEY_COLUMNS:
-        out[c] = q if c == "quarter_idx" else (hh[c].to_numpy(dtype=object) if c in hh.columns else
+        out[c] = q if c == "quarter_idx" else (_col(hh, c, object) if c in hh.columns else
                                                 np.full(n, None, dtype=object))
 
     # --- persons → household aggregates
     p = frames.persons
-    pq = p["quarter_idx"].to_numpy(dtype=np.int64)
+    pq = _col(p, "quarter_idx", np.int64)
     sel = np.isin(pq, np.unique(q))
     if not sel.all():
-        p = p.iloc[np.flatnonzero(sel)]
+        p = _take(p, np.flatnonzero(sel))
         pq = pq[sel]
-    rows = keys.find(p["household_id"].to_numpy(dtype=object), pq)
+    rows = keys.find(_col(p, "household_id", object), pq)
     age = _num(p, "age")
     health = _Cat(p, "health")
     skill = _Cat(p, "labor_skill")
@@ -670,11 +722,11 @@ def _event_codes(events: pd.DataFrame | None, keys: _Keys) -> tuple[np.ndarray, 
     """Household codes (in ``keys``) and quarter of the events that belong to a known household."""
     if events is None or len(events) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), pd.DataFrame()
-    hid = events["household_id"].to_numpy(dtype=object)
+    hid = _col(events, "household_id", object)
     codes = keys.codes_of(hid)
     ok = codes >= 0
-    ev = events if ok.all() else events.iloc[np.flatnonzero(ok)]
-    return codes[ok], ev["quarter_idx"].to_numpy(dtype=np.int64), ev
+    ev = events if ok.all() else _take(events, np.flatnonzero(ok))
+    return codes[ok], _col(ev, "quarter_idx", np.int64), ev
 
 
 def _event_window_features(keys: _Keys, q: np.ndarray, events: pd.DataFrame | None,
@@ -740,9 +792,9 @@ def event_window(events: pd.DataFrame | None, hh: pd.DataFrame, window: int, typ
     if not sel.any():
         return pd.DataFrame(columns=cols)
     idx = np.flatnonzero(sel)
-    keys = _Keys(hh["household_id"].to_numpy(dtype=object), hh["quarter_idx"].to_numpy(dtype=np.int64))
-    codes = keys.codes_of(events["household_id"].to_numpy(dtype=object)[idx])
-    eq = events["quarter_idx"].to_numpy(dtype=np.int64)[idx]
+    keys = _Keys(_col(hh, "household_id", object), _col(hh, "quarter_idx", np.int64))
+    codes = keys.codes_of(_col(events, "household_id", object)[idx])
+    eq = _col(events, "quarter_idx", np.int64)[idx]
     types_arr = et.take()[idx]
     parts = []
     for lag in range(window):
@@ -770,6 +822,8 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
     since it changed, changes since the previous snapshot, village/township context) — without
     them those features are missing, as for a household seen for the first time.
     Events dated after the end of the record's quarter are ignored (not known at scoring time).
+
+    The tables are :class:`Table` objects (numpy columns; no pandas work for a few rows).
     """
     from fangpin import quarters as fq
 
@@ -785,7 +839,7 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
         row = {k: v for k, v in rec.items() if k not in ("members", "events")}
         row.update(household_id=hid, quarter=qs, quarter_idx=qi, n_members=len(members))
         hh_rows.append(row)
-        end = pd.Timestamp(fq.end_date(qs))
+        end = fq.end_date(qs)
         for m in members:
             pr = {k: v for k, v in dict(m).items() if k not in FORBIDDEN}
             pr.update(household_id=hid, quarter=qs, quarter_idx=qi)
@@ -801,35 +855,47 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
             e_rows.append({"household_id": hid, "event_date": d, "quarter_idx": d.year * 4 + (d.month - 1) // 3,
                            "event_type": e.get("event_type"), "department": e.get("department"),
                            "amount": e.get("amount")})
-    cols = list(dict.fromkeys([*contract.HOUSEHOLD_FIELDS, "quarter_idx", "n_members",
-                               *(k for r in hh_rows for k in r)]))
-    hh = pd.DataFrame.from_records(hh_rows, columns=cols)
-    persons = pd.DataFrame.from_records(p_rows) if p_rows else pd.DataFrame(
-        columns=["household_id", "quarter", "quarter_idx", "relation", "health", "labor_skill", "age"])
-    events = pd.DataFrame.from_records(e_rows) if e_rows else None
+    hh_cols = [*contract.HOUSEHOLD_FIELDS, "quarter_idx", "n_members", *(k for r in hh_rows for k in r)]
+    hh = _table(hh_rows, hh_cols)
+    persons = _table(p_rows, ["household_id", "quarter", "quarter_idx", "relation", "health", "labor_skill",
+                              "age", *(k for r in p_rows for k in r)])
+    events = _table(e_rows, [k for r in e_rows for k in r]) if e_rows else None
     return Frames(households=hh, persons=persons, events=events, lines={int(k): float(v) for k, v in lines.items()})
 
 
-def _date(v) -> pd.Timestamp | None:
+def _table(rows: list[dict], columns: Iterable[str]) -> Table:
+    """Rows (dicts) → a :class:`Table`; a field a row lacks is None. ``quarter_idx`` is int64."""
+    out = {}
+    for c in dict.fromkeys(columns):
+        a = np.empty(len(rows), dtype=object)
+        a[:] = [r.get(c) for r in rows]
+        out[c] = a.astype(np.int64) if c == "quarter_idx" else a
+    return Table(out, len(rows))
+
+
+def _date(v) -> date | None:
+    """A calendar date (datetime.date) or None when missing or not a date."""
     if v is None or v == "":
         return None
+    if type(v) is date:
+        return v
     if isinstance(v, str) and len(v) == 10 and v[4] == "-":  # ISO date: the common case, parsed cheaply
         try:
-            return pd.Timestamp(date.fromisoformat(v))
+            return date.fromisoformat(v)
         except ValueError:
             return None
     d = pd.to_datetime(v, errors="coerce")
-    return None if pd.isna(d) else pd.Timestamp(d)
+    return None if pd.isna(d) else pd.Timestamp(d).normalize().date()
 
 
-def _age_at(member: Mapping, end: pd.Timestamp) -> float | None:
+def _age_at(member: Mapping, end: date) -> float | None:
     bd = member.get("birth_date")
     if bd in (None, "") and member.get("id_number"):
         s = str(member["id_number"])
         bd = s[6:14] if len(s) == 18 else None
     if bd in (None, ""):
         return None
-    d = _date(bd if isinstance(bd, str) and len(bd) == 10 else str(bd))
+    d = _date(bd if type(bd) is date or (isinstance(bd, str) and len(bd) == 10) else str(bd))
     if d is None:
         return None
     return float(end.year - d.year - ((end.month, end.day) < (d.month, d.day)))
