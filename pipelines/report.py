@@ -268,7 +268,10 @@ def model_card(metrics: dict, detail: dict, info: dict, params: Params) -> str:
         "",
         f"**Model.** LightGBM ({fit.get('best_iteration')} trees, {fit.get('num_leaves')} leaves, monotone "
         f"constraints on income, illness, housing and event features), {detail['calibration']} calibration, "
-        f"feature spec in the artifacts. Ruleset `{detail['ruleset_version']}`.",
+        f"feature spec in the artifacts. Ruleset `{detail['ruleset_version']}`. Class imbalance (base rate "
+        f"{detail['base_rate']:.2%}): positive weight {fit.get('scale_pos_weight')} (params model.scale_pos_weight; "
+        "'balanced' lowered the validation AUC on the synthetic ledger), early stopping on AUC, leaves of at least "
+        "model.min_child_samples rows, and calibration on held-out quarters.",
         "",
         f"**Test performance** ({', '.join(metrics['test_quarters'])}, n={metrics['n_test']:,}, positives "
         f"{metrics['positives']:,}): AUC {S['model']['auc']:.3f}; recall at the rules' workload: model "
