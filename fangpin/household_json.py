@@ -1,24 +1,21 @@
-"""The canonical JSON form of one household, validated, and its conversion to canonical tables.
+"""The canonical JSON form of one household, validated.
 
 One schema, built from :mod:`fangpin.contract` (value sets, ranges, Chinese headers as titles), is
 used wherever JSON input is accepted (the scoring API, tools). A household is its household-level
 fields, its members (one object per person, as in the ledger) and the department events about its
-members. :func:`to_frames` turns validated households into the canonical DataFrames of
-docs/data-model.md (``households``, ``persons``, ``events``), exactly what ingest writes, so the
-same feature code runs on both.
+members. The one conversion of validated households into the canonical tables the feature code
+reads is :func:`models.features.frames_from_records` (used by the API and the MLflow pyfunc).
 
 Field names are the contract's canonical English names; values use the contract's Chinese value
 sets after normalisation (``sex`` is 男/女, ``school_status`` a stage). The full ID number is used
-only to hash, mask and join events to members; it never leaves :func:`to_frames`.
+only to check that events belong to a member; the conversion to tables drops it.
 
 :func:`errors_zh` turns pydantic errors into ``{path, field_zh, message_zh}`` items for operators.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import date
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,7 +34,6 @@ from fangpin.ids import checksum_ok
 MAX_MEMBERS = 30
 MAX_EVENTS = 200
 MAX_TEXT = 200
-SOURCE = "api"
 
 # Fields handled explicitly (identity and place of the snapshot).
 _PLACE = ("quarter", "county", "township", "village", "household_id")
@@ -200,112 +196,6 @@ HouseholdIn = create_model(
     __doc__="一户在一个统计季度的台账信息（户信息、成员、近期部门事件），字段名为约定中的规范英文名。",
     **_household_fields,
 )
-
-
-# ---------------------------------------------------------------------------------------------
-# canonical tables
-
-
-def _age(birth: date | None, at: date) -> int | None:
-    if birth is None:
-        return None
-    return at.year - birth.year - ((at.month, at.day) < (birth.month, birth.day))
-
-
-def _birth_from_id(id_number: str) -> date | None:
-    try:
-        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
-    except ValueError:
-        return None
-
-
-_HOUSEHOLD_DTYPES = {
-    "quarter": "string", "quarter_idx": "int32", "county": "string", "township": "string",
-    "village": "string", "household_id": "string", "n_members": "int16", "source_file": "string",
-}
-_PERSON_DTYPES = {
-    "quarter": "string", "quarter_idx": "int32", "household_id": "string", "person_key": "string",
-    "id_masked": "string", "id_valid": "boolean", "school_grade": "Int8", "birth_date": "datetime64[ns]",
-    "age": "Int16", "work_months": "Int8", "source_file": "string", "source_row": "int64",
-}
-_EVENT_DTYPES = {
-    "person_key": "string", "id_masked": "string", "household_id": "string",
-    "event_date": "datetime64[ns]", "quarter": "string", "quarter_idx": "int32",
-    "department": "string", "event_type": "string", "amount": "float64", "source_file": "string",
-    "source_row": "int64",
-}
-
-
-def _kind_dtype(col: contract.Column) -> str:
-    return {
-        "yesno": "boolean", "float": "float64", "int": "Int16", "yyyymm": "Int32", "date": "datetime64[ns]",
-    }.get(col.kind, "string")
-
-
-@lru_cache(maxsize=1)
-def _dtypes() -> tuple[dict[str, str], dict[str, str]]:
-    hh = {c.name: _kind_dtype(c) for c in contract.LEDGER_COLUMNS if c.level == "household"}
-    hh.update(_HOUSEHOLD_DTYPES)
-    pers = {c.name: _kind_dtype(c) for c in contract.LEDGER_COLUMNS
-            if c.level == "person" and c.name != "id_number"}
-    pers.update(_PERSON_DTYPES)
-    return hh, pers
-
-
-def to_frames(households: list, key: bytes):
-    """Validated households → ``{"households", "persons", "events"}`` canonical DataFrames.
-
-    ``key`` is the ID-hashing key (:func:`fangpin.ids.params_key`): ``person_key`` is the same
-    keyed hash that ingest writes, so events join to persons the same way.
-    """
-    import pandas as pd
-
-    from fangpin.ids import keyed_hash, mask
-
-    hh_dtypes, person_dtypes = _dtypes()
-    hh_rows, person_rows, event_rows = [], [], []
-    person_row = event_row = 0
-    for h in households:
-        q = h.quarter
-        qi = quarters.to_index(q)
-        end = quarters.end_date(q)
-        row = {name: getattr(h, name) for name in contract.HOUSEHOLD_FIELDS}
-        row.update(quarter_idx=qi, n_members=len(h.members), source_file=SOURCE)
-        hh_rows.append(row)
-        keys: dict[str, tuple[str, str]] = {}
-        for m in h.members:
-            person_row += 1
-            birth = m.birth_date or _birth_from_id(m.id_number)
-            pk, masked = keyed_hash(m.id_number, key), mask(m.id_number)
-            keys[m.id_number] = (pk, masked)
-            p = {name: getattr(m, name) for name in contract.PERSON_FIELDS if name != "id_number"}
-            p.update(
-                quarter=q, quarter_idx=qi, household_id=h.household_id, person_key=pk,
-                id_masked=masked, id_valid=True, school_grade=m.school_grade, birth_date=birth,
-                age=_age(birth, end), source_file=SOURCE, source_row=person_row,
-            )
-            person_rows.append(p)
-        for e in h.events:
-            event_row += 1
-            pk, masked = keys[e.id_number]
-            eq = quarters.of_date(e.event_date)
-            event_rows.append(dict(
-                person_key=pk, id_masked=masked, household_id=h.household_id,
-                event_date=e.event_date, quarter=eq, quarter_idx=quarters.to_index(eq),
-                department=e.department, event_type=e.event_type,
-                amount=math.nan if e.amount is None else e.amount,
-                source_file=SOURCE, source_row=event_row,
-            ))
-
-    def frame(rows: list[dict], dtypes: dict[str, str]) -> pd.DataFrame:
-        df = pd.DataFrame(rows, columns=list(dtypes))
-        return df.astype(dtypes)
-
-    return {
-        "households": frame(hh_rows, hh_dtypes),
-        "persons": frame(person_rows, person_dtypes),
-        "events": frame(event_rows, _EVENT_DTYPES),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
