@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-deps demo test lint lock bench clean
+.PHONY: install system-deps demo serve-demo stop test lint lock clean
 
 install: $(STAMP)
 
@@ -35,18 +35,31 @@ system-deps:
 lock:
 	$(BIN)/uv pip compile --python-version 3.11 --extra dev pyproject.toml -o requirements/lock.txt
 
+# The demo: the DVC pipeline (synth → ingest → train → evaluate → promote → score) on the
+# embedded synthetic ledger, then the API and the cadre page in the background on localhost.
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 8000
 demo: install
 	$(BIN)/dvc repro
-	@$(BIN)/fangpin demo-summary
+	@$(MAKE) --no-print-directory serve-demo
+
+serve-demo: install stop
+	@mkdir -p .fangpin
+	@nohup $(BIN)/fangpin serve --demo-keys --host $(DEMO_HOST) --port $(DEMO_PORT) > .fangpin/serve.log 2>&1 & echo $$! > .fangpin/serve.pid
+	@for i in $$(seq 90); do \
+	  if $(BIN)/python -c "import httpx,sys; sys.exit(httpx.get('http://$(DEMO_HOST):$(DEMO_PORT)/ready').status_code != 200)" 2>/dev/null; then break; fi; \
+	  kill -0 $$(cat .fangpin/serve.pid) 2>/dev/null || { cat .fangpin/serve.log; exit 1; }; sleep 1; done
+	@grep -v -E "^(INFO|\[)" .fangpin/serve.log
+	@echo "服务已在后台运行 (the API and the cadre page run in the background; log: .fangpin/serve.log). Stop: make stop"
+
+stop:
+	@if [ -f .fangpin/serve.pid ]; then kill $$(cat .fangpin/serve.pid) 2>/dev/null || true; rm -f .fangpin/serve.pid; fi
 
 test: install system-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check fangpin pipelines models serving tests bench
-
-bench: install
-	$(BIN)/python -m bench.run_all
 
 clean:
 	rm -rf data reports mlruns .fangpin tests/artifacts

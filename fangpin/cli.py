@@ -36,10 +36,4 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug log
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:  # an area not built yet in this checkout
-        if exc.name is None or not _name.startswith(exc.name):
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(_name).register(app)
