@@ -114,6 +114,25 @@ def test_one_posted_household_gets_the_batch_features(frames):
         assert np.allclose(x, y, equal_nan=True), name
 
 
+def test_each_household_posted_alone_gets_exactly_the_batch_features(frames):
+    """The API scores one household per request: the numpy-column tables of one record give the
+    very same feature values (bit for bit) as the county batch, and as the same tables handed to the
+    feature code as DataFrames."""
+    t = int(frames.households["quarter_idx"].max())
+    recs = records_from_frames(frames, t, 25, seed=2)
+    batch = build_features(frames, quarters=[t]).set_index("household_id")
+    names = list(SPEC.names)
+    for rec in recs:
+        fr = frames_from_records([rec], frames.lines)
+        one = build_features(fr, population=False)
+        as_df = build_features(Frames(fr.households.to_frame(), fr.persons.to_frame(),
+                                      None if fr.events is None else fr.events.to_frame(), fr.lines),
+                               population=False)
+        x = one[names].to_numpy(float)[0]
+        assert np.array_equal(x, batch.loc[rec["household_id"], names].to_numpy(float), equal_nan=True)
+        assert np.array_equal(x, as_df[names].to_numpy(float)[0], equal_nan=True)
+
+
 def test_missing_monitoring_line_is_an_error(frames):
     from fangpin.config import MissingLineError
 
