@@ -399,7 +399,8 @@ class _Keys:
 
     def __init__(self, hid, q: np.ndarray):
         codes, uniq = pd.factorize(np.asarray(hid, dtype=object))
-        self.index = pd.Index(uniq)
+        self.uniq = uniq
+        self._index = None  # pd.Index(uniq), built on first use by a large lookup
         self.codes = np.asarray(codes, dtype=np.int64)
         self.key = self.codes * _QBITS + np.asarray(q, dtype=np.int64)
         self.order = np.argsort(self.key, kind="stable")
@@ -409,9 +410,14 @@ class _Keys:
         return bool(len(self.sorted) > 1 and (np.diff(self.sorted) == 0).any())
 
     def codes_of(self, hid) -> np.ndarray:
-        if len(self.index) == 0:
+        if len(self.uniq) == 0:
             return np.full(len(hid), -1, dtype=np.int64)
-        return np.asarray(self.index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
+        if len(hid) <= 64 and len(self.uniq) <= 64:  # a few posted households: a dict beats an Index
+            pos = {u: i for i, u in enumerate(self.uniq)}
+            return np.fromiter((pos.get(h, -1) for h in hid), dtype=np.int64, count=len(hid))
+        if self._index is None:
+            self._index = pd.Index(self.uniq)
+        return np.asarray(self._index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
 
     def find_codes(self, codes: np.ndarray, q: np.ndarray) -> np.ndarray:
         k = codes * _QBITS + np.asarray(q, dtype=np.int64)
