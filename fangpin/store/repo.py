@@ -77,8 +77,8 @@ def store_url(params=None) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with JSON kept readable (UTF-8, not \\u escapes). SQLite gets foreign keys, WAL,
-    a busy timeout, and real transactions (SQLAlchemy's documented pysqlite recipe: the driver's
+    """An engine with JSON kept readable (UTF-8, not \\u escapes). SQLite gets foreign keys, WAL
+    with synchronous=NORMAL, a busy timeout, and real transactions (SQLAlchemy's documented pysqlite recipe: the driver's
     own implicit BEGIN handling is switched off and BEGIN is emitted explicitly)."""
     dumps = lambda o: json.dumps(o, ensure_ascii=False)  # noqa: E731
     if url.startswith("sqlite"):
@@ -92,6 +92,11 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
                 cur.execute("PRAGMA journal_mode=WAL")
+                # WAL + synchronous=NORMAL (SQLite's recommended pairing): every commit is atomic
+                # and survives a crash of the process; the WAL is synced at checkpoints, not at
+                # each commit, so an OS crash or power loss may roll back the last transactions.
+                # Saves an fsync per audited request (~4 ms at FULL on this machine).
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
