@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
+# Pipeline stages (dvc.yaml) and test subprocesses call `fangpin`, `uvicorn`, `mlflow` by name.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_WORKERS ?= 2
 
 .PHONY: install system-deps demo serve-demo stop test lint lock clean
