@@ -40,6 +40,7 @@ ARTIFACTS = {
     "lines": "lines.json",
     "meta": "meta.json",
 }
+SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see RiskModel._threads)
 SCORE_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
                  "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
                  "warning", "explanation")
@@ -105,12 +106,19 @@ class RiskModel:
     def ruleset_version(self) -> str:
         return self.ruleset.version
 
+    def _threads(self, X: np.ndarray) -> int:
+        """One thread for a few rows (the API): OpenMP's start-up and barrier cost more than the
+        work, and on a busy machine a descheduled worker stalls the request. Rows are independent,
+        so the values are the same whatever the thread count. The count is passed on every call:
+        LightGBM keeps the last one as the process default."""
+        return 1 if len(X) <= SMALL_BATCH else (self.meta.get("num_threads", 0) or 0)
+
     def raw_score(self, X: np.ndarray) -> np.ndarray:
-        return self.booster.predict(X, raw_score=True, num_threads=self.meta.get("num_threads", 0) or 0)
+        return self.booster.predict(X, raw_score=True, num_threads=self._threads(X))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP (log-odds); shape (n, features + 1), base value in the last column."""
-        return self.booster.predict(X, pred_contrib=True)
+        return self.booster.predict(X, pred_contrib=True, num_threads=self._threads(X))
 
     def score(self, frames: Frames, *, quarters=None, population: bool = True, explain: str = "warnings",
               return_features: bool = False):
