@@ -890,6 +890,11 @@ def _date(v) -> date | None:
             return date.fromisoformat(v)
         except ValueError:
             return None
+    if isinstance(v, str) and len(v) == 8 and v.isdigit():  # YYYYMMDD (the birth date in an ID number)
+        try:
+            return date(int(v[:4]), int(v[4:6]), int(v[6:]))
+        except ValueError:
+            return None
     d = pd.to_datetime(v, errors="coerce")
     return None if pd.isna(d) else pd.Timestamp(d).normalize().date()
 
