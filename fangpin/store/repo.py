@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -229,14 +230,26 @@ def _record_to_row(w: WarningRecord, run_id: str, now: datetime) -> dict:
     }
 
 
-class Store:
-    """The warning store. ``secret`` keys the HMAC of API keys and of audited household ids."""
+KEY_CACHE_SECONDS = 5.0  # a verified API key is trusted this long without a store lookup
 
-    def __init__(self, url_or_engine: str | Engine, secret: bytes, *, migrate: bool = False):
+
+class Store:
+    """The warning store. ``secret`` keys the HMAC of API keys and of audited household ids.
+
+    Verified API keys are remembered for ``key_cache_s`` seconds (by their HMAC, never the
+    plaintext), so a client's requests do not each query the key table. Revoking through this
+    Store takes effect at once; a revocation made elsewhere (``fangpin keys revoke`` in another
+    process) within ``key_cache_s``. ``key_cache_s=0`` checks the store on every request."""
+
+    def __init__(self, url_or_engine: str | Engine, secret: bytes, *, migrate: bool = False,
+                 key_cache_s: float = KEY_CACHE_SECONDS):
         if not secret:
             raise ValueError("the store needs a non-empty server secret")
         self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self._secret = bytes(secret)
+        self._key_cache_s = float(key_cache_s)
+        self._key_cache: dict[str, tuple[ApiKeyInfo, float]] = {}
+        self._key_gen = 0  # bumped by every revocation: a lookup that raced one is not remembered
         if migrate:
             from fangpin.store.migrate import upgrade
 
@@ -521,6 +534,8 @@ class Store:
             return [self._info(r) for r in conn.execute(stmt)]
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
+        self._key_gen += 1
+        self._key_cache.clear()
         with self.engine.begin() as conn:
             row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
             if row is None:
@@ -529,11 +544,25 @@ class Store:
                 conn.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id)
                              .values(revoked=True, revoked_at=_now()))
             row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+        self._key_gen += 1
+        self._key_cache.clear()
         return self._info(row)
+
+    def cached_key(self, plaintext: str | None) -> ApiKeyInfo | None:
+        """The info of a key verified less than ``key_cache_s`` ago (no store lookup), else None."""
+        if not plaintext or self._key_cache_s <= 0:
+            return None
+        hit = self._key_cache.get(self._key_hash(plaintext))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
     def verify_key(self, plaintext: str | None) -> ApiKeyInfo | None:
         """The key's info if ``plaintext`` is a valid, unrevoked key; else None. The hash is
-        compared in constant time, and an unknown or malformed key costs the same HMAC."""
+        compared in constant time, and an unknown or malformed key costs the same HMAC.
+        Only valid keys are remembered (see the class doc); unknown keys always reach the store."""
+        cached = self.cached_key(plaintext)
+        if cached is not None:
+            return cached
+        gen = self._key_gen
         parts = (plaintext or "").split("_", 2)
         computed = self._key_hash(plaintext or "")
         row = None
@@ -544,7 +573,12 @@ class Store:
         ok = hmac.compare_digest(stored, computed)
         if row is None or not ok or row.revoked:
             return None
-        return self._info(row)
+        info = self._info(row)
+        if self._key_cache_s > 0 and gen == self._key_gen:
+            if len(self._key_cache) >= 1024:
+                self._key_cache.clear()
+            self._key_cache[computed] = (info, time.monotonic() + self._key_cache_s)
+        return info
 
     # ---------------------------------------------------------------------------------- audit
 
