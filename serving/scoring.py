@@ -33,14 +33,18 @@ def score_households(m: LoadedModel, households, params) -> list[HouseholdScore]
     reasons = measures = None
     if explain:  # the single switch: reasons and measures for every warned household
         reasons, measures = m.explainer(df)
+    if len(df) != len(households):
+        raise ValueError(f"model returned {len(df)} rows for {len(households)} households")
+    col = {c: df[c].to_numpy() for c in ("in_scope", "probability", "model_level", "rule_level",
+                                         "combined_level", "rule_hits")}
     out = []
-    for i, (h, row) in enumerate(zip(households, df.itertuples(index=False), strict=True)):
+    for i, h in enumerate(households):
         out.append(HouseholdScore(
             household_id=h.household_id, quarter=h.quarter, county=h.county, township=h.township,
-            village=h.village, in_scope=bool(row.in_scope),
-            probability=float(row.probability),
-            model_level=_level(row.model_level), rule_level=_level(row.rule_level),
-            level=_level(row.combined_level), rule_hits=list(row.rule_hits or ()),
+            village=h.village, in_scope=bool(col["in_scope"][i]),
+            probability=float(col["probability"][i]),
+            model_level=_level(col["model_level"][i]), rule_level=_level(col["rule_level"][i]),
+            level=_level(col["combined_level"][i]), rule_hits=list(col["rule_hits"][i] or ()),
             reasons=None if reasons is None else reasons[i],
             measures=None if measures is None else measures[i],
             model_version=m.version, ruleset_version=m.ruleset_version,
