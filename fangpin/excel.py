@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from copy import copy
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -160,18 +161,25 @@ def write_township_workbook(
     widths = {h: cjk_width(h) for h in HEADERS}
     col = {h: i for i, h in enumerate(HEADERS)}
     rows_text: list[list] = []
+    styles: dict = {}  # (wrapped column, row fill) → the cell style array set once
     for n, w in enumerate(records, 1):
         vals = _row_values(n, w)
         rows_text.append(vals)
         ws.append(vals)
-        r = ws.max_row
+        r = n + 1  # header is row 1 (ws.max_row / ws[r] scan every cell: quadratic over a long list)
         fill = fills.get(w.level)
-        for j, cell in enumerate(ws[r]):
+        for j, cell in enumerate(next(ws.iter_rows(min_row=r, max_row=r, max_col=len(HEADERS)))):
             h = HEADERS[j]
+            key = (h in WRAPPED, w.level if fill is not None else None)
+            proto = styles.get(key)
+            if proto is not None:  # copying a registered style skips openpyxl's per-assignment hashing
+                cell._style = copy(proto)
+                continue
             cell.border = border
             cell.alignment = top_wrap if h in WRAPPED else top
             if fill is not None:
                 cell.fill = fill
+            styles[key] = copy(cell._style)
         ws.cell(r, col["风险概率"] + 1).number_format = "0.0%"
         ws.cell(r, col["核实期限"] + 1).number_format = "yyyy-mm-dd"
         if w.status == STATUS_OPEN and today > w.deadline:
