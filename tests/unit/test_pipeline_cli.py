@@ -1,9 +1,26 @@
 """Pipeline commands are registered on the `fangpin` app and cost nothing at import time."""
 
+import logging
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI callback configures logging for the process (root handlers, quiet third-party
+    loggers); undo it so later tests in this worker see logging as pytest set it up."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    names = ("alembic", "mlflow", "urllib3", "httpx", "matplotlib")
+    levels = {n: logging.getLogger(n).level for n in names}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for n, lv in levels.items():
+        logging.getLogger(n).setLevel(lv)
 
 
 def test_commands_are_registered():
