@@ -16,6 +16,10 @@ HEALTH = ("长期慢性病", "患有大病", "残疾")
 
 def test_logs_and_audit_hold_no_id_name_or_health(client, seeded, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
+    # fangpin's CLI set-up quietens some libraries' loggers; a CLI test earlier in the same worker
+    # must not change what this test can see, so set the loggers that carry request lines too.
+    for name in ("httpx", "uvicorn", "fastapi", "serving", "fangpin", "models", "pipelines"):
+        caplog.set_level(logging.DEBUG, logger=name)
     h = example_household()
     h["members"][1]["health"] = "患有大病"
     h["members"][2]["health"] = "残疾"
