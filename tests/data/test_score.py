@@ -10,37 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from canonical_frames import make_frames
 from reason_check import check_reason
+from tiny_model import tiny_model
 
 from fangpin.config import load_params
-from models.features import FeatureSpec, Frames, build_features
+from models.features import Frames
 from models.pyfunc import RiskModel
-from models.rules import Ruleset
-from models.train import fit_booster, fit_calibrator
 from pipelines.common import rooted
-from pipelines.labels import make_labels
 
 pytestmark = pytest.mark.xdist_group("score_tiny_county")
 RANK = {None: 0, "蓝": 1, "黄": 2, "红": 3}
 
 
 def _tiny_model(params) -> RiskModel:
-    fr = make_frames(1000, 8, seed=2)
-    feats = build_features(fr)
-    labels = make_labels(fr.households, params.labels.horizon_quarters)
-    spec = FeatureSpec.default()
-    ok = labels["label"].notna().to_numpy()
-    q = labels["quarter_idx"].to_numpy()
-    qs = np.unique(q[ok])
-    tr, va = ok & (q < qs[-1]), ok & (q == qs[-1])
-    X, y = spec.matrix(feats), labels["label"].to_numpy(dtype=float, na_value=np.nan)
-    mp = params.model.model_copy(update={"n_estimators": 30, "num_leaves": 7, "min_child_samples": 10,
-                                         "early_stopping_rounds": 30})
-    booster, _ = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp)
-    cal = fit_calibrator(booster.predict(X[va], raw_score=True), y[va], "isotonic")
-    return RiskModel(spec=spec, booster=booster, calibrator=cal, ruleset=Ruleset.from_params(params.rules),
-                     levels=params.levels, lines=dict(fr.lines), model_version="7")
+    return tiny_model(params, n=1000, quarters=8, seed=2, trees=30, model_version="7")[0]
 
 
 @pytest.fixture(scope="module")

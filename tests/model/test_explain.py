@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from canonical_frames import make_frames
 from reason_check import check_reason, numbers
+from tiny_model import tiny_model
 
 from fangpin.config import load_params
 from models import explain as ex
-from models.features import FeatureSpec, build_features
-from models.pyfunc import RiskModel
-from models.rules import Ruleset
-from models.train import fit_booster, fit_calibrator
-from pipelines.labels import make_labels
 
 pytestmark = pytest.mark.xdist_group("explain_tiny_model")
 
@@ -27,22 +22,8 @@ def params():
 @pytest.fixture(scope="module")
 def trained(params):
     """A tiny model (project training pieces, isotonic calibration) and the frames it scores."""
-    fr = make_frames(1200, 8, seed=5)
-    feats = build_features(fr)
-    labels = make_labels(fr.households, params.labels.horizon_quarters)
-    spec = FeatureSpec.default()
-    ok = labels["label"].notna().to_numpy()
-    q = labels["quarter_idx"].to_numpy()
-    qs = np.unique(q[ok])
-    tr, va = ok & (q < qs[-1]), ok & (q == qs[-1])
-    X = spec.matrix(feats)
-    y = labels["label"].to_numpy(dtype=float, na_value=np.nan)
-    mp = params.model.model_copy(update={"n_estimators": 40, "num_leaves": 7, "min_child_samples": 10,
-                                         "early_stopping_rounds": 40})
-    booster, _ = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp)
-    cal = fit_calibrator(booster.predict(X[va], raw_score=True), y[va], "isotonic")
-    model = RiskModel(spec=spec, booster=booster, calibrator=cal, ruleset=Ruleset.from_params(params.rules),
-                      levels=params.levels, lines=dict(fr.lines), model_version="1")
+    model, fr = tiny_model(params, n=1200, quarters=8, seed=5, trees=40, model_version="1")
+    spec, cal = model.spec, model.calibrator
     last = int(fr.households["quarter_idx"].max())
     scored, f_last = model.score(fr, quarters=[last], explain="none", return_features=True)
     warned = np.flatnonzero(scored["warning"].to_numpy(dtype=bool))
