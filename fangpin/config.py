@@ -84,7 +84,6 @@ class ModelParams(_Model):
     calibration_quarters: int = Field(1, ge=1)
     test_quarters: int = Field(2, ge=1)
     registered_name: str = "return-risk"
-
     num_threads: int = Field(2, ge=1)  # fixed thread count: part of determinism
     out_dir: Path = Path("data/model")  # train_info.json (run id, registered version, split)
     experiment: str = "fangpin-return-risk"
@@ -92,6 +91,7 @@ class ModelParams(_Model):
     # <state_dir>/mlartifacts. MLFLOW_TRACKING_URI in the environment overrides both.
     tracking_uri: str | None = None
     explain_sample: int = Field(5000, gt=0)  # test rows for global SHAP importance
+
 
 class LevelParams(_Model):
     """Model levels: either probability cut-offs or a per-township visit capacity."""
