@@ -136,6 +136,7 @@ class ServingParams(_Model):
     model_uri: str = "models:/return-risk@champion"
     batch_households: int = Field(256, gt=0)  # concurrent requests scored together, at most this many
     score_timeout_s: float = Field(30.0, gt=0)  # a request waits at most this long for its scores
+    key_cache_seconds: float = Field(5.0, ge=0)  # a verified API key is trusted this long (0 = always look up)
 
 
 class DriftParams(_Model):

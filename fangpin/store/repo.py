@@ -266,7 +266,7 @@ class Store:
             params = load_params()
         w = params.warnings
         secret = load_key(params.paths.state_dir, w.key_secret_env, w.key_secret_file)
-        return cls(store_url(params), secret, migrate=migrate)
+        return cls(store_url(params), secret, migrate=migrate, key_cache_s=params.serving.key_cache_seconds)
 
     def dispose(self) -> None:
         self.engine.dispose()
