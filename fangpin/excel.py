@@ -68,7 +68,9 @@ def format_reasons(w: WarningRecord) -> str:
     out = []
     for r in w.reasons:
         arrow = "↑升高风险" if r.direction == "up" else "↓降低风险"
-        out.append(f"{r.text}（{arrow}，约{abs(r.prob_pp):.1f}个百分点）")
+        # the explainer labels risk-lowering sentences itself; here the label goes with the weight
+        text = r.text.removesuffix("（降低风险）")
+        out.append(f"{text}（{arrow}，约{abs(r.prob_pp):.1f}个百分点）")
     return _numbered(out)
 
 

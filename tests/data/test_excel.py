@@ -140,3 +140,14 @@ def test_refuses_mixed_townships_and_full_ids(tmp_path):
     with pytest.raises(ValueError, match="household 东镇-0000"):
         write_township_workbooks([row], tmp_path)
     assert not list(tmp_path.rglob("*.xlsx"))
+
+
+def test_a_risk_lowering_reason_is_labelled_once():
+    from fangpin.excel import format_reasons
+
+    rec = make(1)[0]
+    down = rec.reasons[0].model_copy(update={"text": "家中2人稳定务工（降低风险）", "direction": "down",
+                                             "prob_pp": -2.1})
+    text = format_reasons(rec.model_copy(update={"reasons": [down]}))
+    assert text.count("降低风险") == 1
+    assert "约2.1个百分点" in text
