@@ -39,6 +39,18 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=_default), encoding="utf-8")
 
 
+def write_report_bundle(report, out_dir: Path, stem: str) -> dict[str, Path]:
+    """Write a report object (``to_dict()``, ``plot(path)``, ``markdown(figure_name)``) as
+    ``<stem>.json``, ``<stem>.png`` and ``<stem>.md`` in ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    write_json(paths["json"], report.to_dict())
+    report.plot(paths["png"])
+    paths["md"].write_text(report.markdown(paths["png"].name), encoding="utf-8")
+    return paths
+
+
 def _default(o):
     import numpy as np
 

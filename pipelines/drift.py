@@ -162,16 +162,9 @@ class DriftReport:
 
     def write(self, out_dir: Path, stem: str | None = None) -> dict[str, Path]:
         """<stem>.json, <stem>.md and <stem>.png (PSI by column with the thresholds)."""
-        import json
+        from pipelines.common import write_report_bundle
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = stem or f"drift_{self.current_quarter}"
-        paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
-        paths["json"].write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
-        self.plot(paths["png"])
-        paths["md"].write_text(self.markdown(paths["png"].name), encoding="utf-8")
-        return paths
+        return write_report_bundle(self, out_dir, stem or f"drift_{self.current_quarter}")
 
     def markdown(self, figure: str | None = None) -> str:
         t = self.thresholds

@@ -124,15 +124,9 @@ class FairnessReport:
         }
 
     def write(self, out_dir: Path, stem: str = "fairness") -> dict[str, Path]:
-        import json
+        from pipelines.common import write_report_bundle
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
-        paths["json"].write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
-        self.plot(paths["png"])
-        paths["md"].write_text(self.markdown(paths["png"].name), encoding="utf-8")
-        return paths
+        return write_report_bundle(self, out_dir, stem)
 
     def markdown(self, figure: str | None = None) -> str:
         o, t = self.overall, self.thresholds
