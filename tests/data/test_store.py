@@ -24,8 +24,11 @@ import pytest
 import sqlalchemy as sa
 
 from fangpin.config import Params
+from fangpin.ids import check_char
 from fangpin.store import Scope, Store, WarningNotFound, store_url, upgrade
 from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, VerificationError, WarningRecord
+
+FAKE_ID = "11010119900307000" + check_char("11010119900307000")  # a generated 18-character ID
 
 SECRET = b"store-test-secret"
 PARAMS = Params()  # defaults: 15 calendar days
@@ -315,7 +318,7 @@ def test_feedback_transitions_are_validated(store):
     with pytest.raises(VerificationError, match="未知状态"):
         store.record_feedback(b, "已走访", actor="张三")
     with pytest.raises(VerificationError, match="证件号码"):
-        store.record_feedback(b, STATUS_EXCLUDED, actor="张三", reason="身份证 110101199003070000")
+        store.record_feedback(b, STATUS_EXCLUDED, actor="张三", reason=f"身份证 {FAKE_ID}")
     with pytest.raises(WarningNotFound):
         store.record_feedback("Wnope", STATUS_INCLUDED, actor="张三")
     hist = store.feedback_history(a)
@@ -369,7 +372,7 @@ def test_audit_rows_hash_households_and_export(store, tmp_path):
     store.audit_append(key_id="k2", endpoint="GET /v1/warnings/W1", household_ids=["甲县-H00002"],
                        model_version="7", levels=["蓝"], outcome="403", at=t0 + timedelta(hours=1))
     with pytest.raises(ValueError, match="ID number"):
-        store.audit_append(key_id="k1", endpoint="/v1/score?id=110101199003070000", outcome="200")
+        store.audit_append(key_id="k1", endpoint=f"/v1/score?id={FAKE_ID}", outcome="200")
     with pytest.raises(ValueError, match="levels"):
         store.audit_append(key_id="k1", endpoint="/v1/score", levels=["患有大病"], outcome="200")
 

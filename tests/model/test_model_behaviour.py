@@ -8,9 +8,12 @@ import pytest
 from canonical_frames import make_frames
 
 from fangpin.config import Params
+from fangpin.ids import check_char
 from models import levels as lv
 from models.pyfunc import RiskModel, records_from_frames
 from pipelines.train import build_dataset, fit
+
+OTHER_ID = "11010519491231002" + check_char("11010519491231002")  # generated, valid checksum
 
 pytestmark = pytest.mark.xdist_group("tiny_model")
 
@@ -113,7 +116,7 @@ def test_name_id_and_ethnicity_do_not_change_the_score(trained, records):
         for i, m in enumerate(r["members"]):
             m["name"] = f"改名{i}"
             m["ethnicity"] = "藏族" if m.get("ethnicity") != "藏族" else "汉族"
-            m["id_number"] = "11010519491231002X"
+            m["id_number"] = OTHER_ID
     other = model.score_records(changed)
     assert np.array_equal(base["probability"].to_numpy(), other["probability"].to_numpy())
     assert base["rule_hits"].tolist() == other["rule_hits"].tolist()

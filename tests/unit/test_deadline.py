@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from fangpin.config import Params
+from fangpin.ids import check_char
 from fangpin.warnings import (
     STATUS_EXCLUDED,
     STATUS_INCLUDED,
@@ -21,6 +22,8 @@ from fangpin.warnings import (
     sort_key,
     warning_id,
 )
+
+FAKE_ID = "41010119900307123" + check_char("41010119900307123")  # a generated 18-character ID
 
 
 def test_calendar_days_by_default():
@@ -72,9 +75,9 @@ def test_create_uses_params_for_deadline_and_a_stable_id():
 
 def test_record_refuses_full_ids_and_too_many_reasons():
     with pytest.raises(ValidationError, match="masked"):
-        WarningRecord.create(params=Params(), **_fields(id_masked="41010119900307123X"))
+        WarningRecord.create(params=Params(), **_fields(id_masked=FAKE_ID))
     with pytest.raises(ValidationError, match="full ID"):
-        WarningRecord.create(params=Params(), **_fields(head_name="张三 41010119900307123X"))
+        WarningRecord.create(params=Params(), **_fields(head_name=f"张三 {FAKE_ID}"))
     reason = {"factor": "income", "text": "人均纯收入5,800元", "direction": "up", "logodds": 0.5, "prob_pp": 4.0}
     with pytest.raises(ValidationError):
         WarningRecord.create(params=Params(), **_fields(reasons=[reason] * 5))
