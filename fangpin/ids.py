@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,27 @@ def load_key(state_dir: Path, env: str = "FANGPIN_ID_KEY", key_file: str = "id_k
 
 def keyed_hash(id_number: str, key: bytes) -> str:
     """Stable pseudonymous key for joins: HMAC-SHA256, hex, first 32 characters."""
-    return hmac.new(key, id_number.strip().upper().encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+    return keyed_hashes([id_number], key)[0]
+
+
+def keyed_hashes(values: Iterable[str], key: bytes) -> list[str]:
+    """:func:`keyed_hash` for many values: the keyed HMAC state is built once and copied per value
+    instead of being re-derived from the key every time (ingest hashes millions of IDs)."""
+    base = hmac.new(key, digestmod=hashlib.sha256)
+    out = []
+    for v in values:
+        h = base.copy()
+        h.update(v.strip().upper().encode("utf-8"))
+        out.append(h.hexdigest()[:32])
+    return out
 
 
 def keyed_hash_series(ids: pd.Series, key: bytes) -> pd.Series:
-    return ids.astype("string").map(lambda v: keyed_hash(v, key) if pd.notna(v) else None)
+    s = ids.astype("string")
+    present = s.notna().to_numpy()
+    out = pd.Series(None, index=s.index, dtype=object)
+    out[present] = keyed_hashes(s[present].tolist(), key)
+    return out
 
 
 def params_key(params) -> bytes:

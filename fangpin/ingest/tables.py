@@ -10,8 +10,6 @@ the scoring API can build the same tables from JSON.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -305,18 +303,6 @@ def quarter_index(q: pd.Series) -> pd.Series:
     return (q.str.slice(0, 4).astype("int32") * 4 + q.str.slice(5, 6).astype("int32") - 1).astype("int32")
 
 
-def hash_ids(values: list[str], key: bytes) -> list[str]:
-    """:func:`fangpin.ids.keyed_hash` for many values (same output): the keyed HMAC state is built
-    once and copied per value instead of re-deriving it from the key every time."""
-    base = hmac.new(key, digestmod=hashlib.sha256)
-    out = []
-    for v in values:
-        h = base.copy()
-        h.update(v.strip().upper().encode("utf-8"))
-        out.append(h.hexdigest()[:32])
-    return out
-
-
 def mask_ids(s: pd.Series) -> pd.Series:
     """:func:`fangpin.ids.mask` for a Series: first 4 + stars + last 4 (18-character IDs in Arrow,
     any other length through fangpin.ids)."""
@@ -335,7 +321,7 @@ def person_ids(id_numbers: pd.Series, key: bytes) -> pd.DataFrame:
     """person_key (keyed hash), id_masked and id_valid for a Series of ID numbers."""
     s = id_numbers.astype("str")
     codes, uniq = pd.factorize(s, use_na_sentinel=True)
-    hashed = np.array(hash_ids(list(uniq.astype(object)), key) + [None], dtype=object)
+    hashed = np.array(ids.keyed_hashes(list(uniq.astype(object)), key) + [None], dtype=object)
     return pd.DataFrame({
         "person_key": pd.Series(hashed[codes], index=s.index).astype("str"),
         "id_masked": mask_ids(s),

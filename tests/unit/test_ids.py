@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import stat
 
@@ -67,6 +69,7 @@ def test_keyed_hash_depends_on_key_and_normalises_case():
     assert a == ids.keyed_hash(f" {EXAMPLE.lower()} ", b"k1")
     assert a != ids.keyed_hash(EXAMPLE, b"k2")
     assert len(a) == 32 and EXAMPLE not in a
+    assert a == hmac.new(b"k1", EXAMPLE.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
     s = ids.keyed_hash_series(pd.Series([EXAMPLE, None]), b"k1")
     assert s.iloc[0] == a and pd.isna(s.iloc[1])
 
