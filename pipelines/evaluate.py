@@ -315,6 +315,7 @@ def evaluate(params: Params) -> dict:
     from fangpin.quarters import to_index
     from models.pyfunc import load_version
     from pipelines import report as rep
+    from pipelines.model_card import bilingual, build_cards, log_cards
 
     info = read_train_info(params)
     frames = load_frames(params)
@@ -337,8 +338,11 @@ def evaluate(params: Params) -> dict:
     rdir = Path(params.paths.reports_dir)
     write_json(rdir / "metrics.json", metrics)
     write_json(rdir / "metrics_detail.json", detail)
-    report_path, card_path = rep.write_report(rdir, metrics, detail, plots, info, params)
-    _log_to_mlflow(params, info, metrics, detail, rdir, report_path, card_path)
+    report_path = rep.write_report(rdir, metrics, detail, plots, info, params)
+    cards = build_cards(info=info, metrics=metrics, detail=detail, spec=model.spec, params=params)
+    (rdir / "model_card.md").write_text(bilingual(cards), encoding="utf-8")
+    _log_to_mlflow(params, info, metrics, detail, rdir, report_path)
+    log_cards(params, info, cards)
     m, r = metrics["systems"]["model"], metrics["systems"]["rules"]
     log.info("test %s: n=%d positives=%d k=%d | AUC model %.3f | recall@k rules %.3f model %.3f | "
              "recall@2k rules %.3f combined %.3f | calibration error %.4f", metrics["test_quarters"],
@@ -364,7 +368,7 @@ def flat_metrics(metrics: dict, detail: dict) -> dict:
     return out
 
 
-def _log_to_mlflow(params, info, metrics, detail, rdir: Path, report_path: Path, card_path: Path) -> None:
+def _log_to_mlflow(params, info, metrics, detail, rdir: Path, report_path: Path) -> None:
     import mlflow
     from mlflow import MlflowClient
 
@@ -377,10 +381,7 @@ def _log_to_mlflow(params, info, metrics, detail, rdir: Path, report_path: Path,
         mlflow.log_artifact(str(rdir / "metrics_detail.json"), "reports")
         mlflow.log_artifact(str(report_path), "reports")
         mlflow.log_artifacts(str(report_path.parent / "figures"), "reports/figures")
-        mlflow.log_artifact(str(card_path), "model_card")
     client = MlflowClient()
-    card = card_path.read_text(encoding="utf-8")
-    client.update_model_version(info["registered_name"], info["version"], description=card)
     m = metrics["systems"]["model"]
     client.set_model_version_tag(info["registered_name"], info["version"], "test_quarters",
                                  ",".join(metrics["test_quarters"]))

@@ -84,6 +84,7 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
     promoted = (promotion or {}).get("promoted")
     lt = detail.get("lead_time", {}).get("combined_minus_rules") or {}
     flags = (fairness or {}).get("flags", [])
+    fit = detail.get("fit", {})
     table_head = ("| 系统 system | AUC | PR-AUC | 召回率@k recall@k | 精确率@k precision@k | 召回率@2k | 召回率@5% | "
                   "Brier | 校准误差 calibration error |\n|---|---|---|---|---|---|---|---|---|")
     names_zh = {"rules": "规则", "model": "模型", "combined": "规则+模型", "oracle": "真实概率（仅合成数据）"}
@@ -123,6 +124,14 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         f"- 训练季度：{', '.join(split['train'])}",
         f"- 验证（早停）：{', '.join(split['valid'])}；校准：{', '.join(split['calib'])}；测试：{', '.join(split['test'])}",
         f"- 测试样本 {metrics['n_test']:,} 户季，其中后续被识别 {metrics['positives']:,} 户季；规则工作量 k = {metrics['rules_workload']:,}",
+        "- 标签窗口延伸到验证季度的训练样本已剔除（purge）。",
+        "",
+        "## 模型",
+        f"LightGBM（{fit.get('best_iteration')} 棵树，{fit.get('num_leaves')} 个叶子，收入、疾病、住房和部门事件特征带单调约束），"
+        f"{detail.get('calibration', params.model.calibration)} 校准，规则集 `{detail.get('ruleset_version')}`。"
+        f"类别不平衡（基准率 {_pct(detail.get('base_rate'))}）：正样本权重 {fit.get('scale_pos_weight')}"
+        "（params model.scale_pos_weight；在合成台账上 'balanced' 降低了验证 AUC），以 AUC 早停，"
+        "叶子至少 model.min_child_samples 个样本，并在独立季度上校准。",
         "",
         "## 标签定义",
         f"季度 t 处于范围内（非监测对象，或风险已消除）的户，若在之后 {H} 个季度内的台账中显示为新识别的监测对象"
@@ -172,6 +181,15 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         f"test: {', '.join(split['test'])}",
         f"- Test rows: {metrics['n_test']:,} household-quarters, {metrics['positives']:,} later identified; "
         f"rules' workload k = {metrics['rules_workload']:,}",
+        "- Training rows whose label window reaches the validation quarters are purged.",
+        "",
+        "## Model",
+        f"LightGBM ({fit.get('best_iteration')} trees, {fit.get('num_leaves')} leaves, monotone constraints on "
+        f"income, illness, housing and event features), {detail.get('calibration', params.model.calibration)} "
+        f"calibration, ruleset `{detail.get('ruleset_version')}`. Class imbalance (base rate "
+        f"{_pct(detail.get('base_rate'))}): positive weight {fit.get('scale_pos_weight')} (params "
+        "model.scale_pos_weight; 'balanced' lowered the validation AUC on the synthetic ledger), early stopping on "
+        "AUC, leaves of at least model.min_child_samples rows, and calibration on held-out quarters.",
         "",
         "## Label definition",
         f"A household in scope at quarter t (not a monitoring object, or its risk eliminated) is positive when a "
@@ -215,6 +233,12 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
     return {"zh": "\n".join(zh), "en": "\n".join(en)}
 
 
+def bilingual(cards: dict[str, str]) -> str:
+    """Both cards in one Markdown text, Chinese first: the registered version's description and
+    the evaluation stage's reports/model_card.md."""
+    return cards["zh"] + "\n\n---\n\n" + cards["en"]
+
+
 def write_cards(cards: dict[str, str], out_dir: Path, version: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +261,6 @@ def log_cards(params, info: dict, cards: dict[str, str]) -> None:
     for lang, text in cards.items():
         client.log_text(info["run_id"], text, f"model_card/model_card_{lang}.md")
     client.update_model_version(info["registered_name"], info["version"],
-                                description=cards["zh"] + "\n\n---\n\n" + cards["en"])
+                                description=bilingual(cards))
     client.set_model_version_tag(info["registered_name"], info["version"], "model_card",
                                  "model_card/model_card_zh.md, model_card/model_card_en.md")

@@ -244,48 +244,5 @@ def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dic
         lines += ["", f"![leaves]({figs['leaves']})"]
     report = rdir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    card = rdir / "model_card.md"
-    card.write_text(model_card(metrics, detail, info, params), encoding="utf-8")
-    return report, card
+    return report
 
-
-def model_card(metrics: dict, detail: dict, info: dict, params: Params) -> str:
-    S, D = metrics["systems"], detail["systems"]
-    fit = detail.get("fit", {})
-    return "\n".join([
-        f"# Model card: {info['registered_name']} v{info['version']}",
-        "",
-        "**Purpose.** Rank in-scope rural households by the probability that they are newly identified as "
-        f"monitoring objects (防止返贫动态监测) within {params.labels.horizon_quarters} quarters, so township "
-        "staff visit the right households first. A decision aid: cadres verify every warning at home; "
-        "nothing is decided automatically.",
-        "",
-        "**Decision.** Combined level = max(rule level, model level). Every rule hit is a warning; the "
-        "model can only add warnings or raise their level.",
-        "",
-        f"**Data.** Canonical ledger tables (households, members, department events). Split by quarter: "
-        f"{info['split']}. Training rows whose label window reaches the validation quarters are purged.",
-        "",
-        f"**Model.** LightGBM ({fit.get('best_iteration')} trees, {fit.get('num_leaves')} leaves, monotone "
-        f"constraints on income, illness, housing and event features), {detail['calibration']} calibration, "
-        f"feature spec in the artifacts. Ruleset `{detail['ruleset_version']}`. Class imbalance (base rate "
-        f"{detail['base_rate']:.2%}): positive weight {fit.get('scale_pos_weight')} (params model.scale_pos_weight; "
-        "'balanced' lowered the validation AUC on the synthetic ledger), early stopping on AUC, leaves of at least "
-        "model.min_child_samples rows, and calibration on held-out quarters.",
-        "",
-        f"**Test performance** ({', '.join(metrics['test_quarters'])}, n={metrics['n_test']:,}, positives "
-        f"{metrics['positives']:,}): AUC {S['model']['auc']:.3f}; recall at the rules' workload: model "
-        f"{S['model']['recall_at_rules_workload']:.1%}, rules {S['rules']['recall_at_rules_workload']:.1%}; "
-        f"recall at 2×: combined {S['combined']['recall_at_2x_rules_workload']:.1%}, rules "
-        f"{S['rules']['recall_at_2x_rules_workload']:.1%}; calibration error "
-        f"{D['model']['calibration_error']:.4f}."
-        + (f" Oracle AUC {S['oracle']['auc']:.3f}." if "oracle" in S else ""),
-        "",
-        "**Fairness.** 民族 (ethnicity), names, ID numbers and sex are never features. Recall and flag rates "
-        "by county, township, household type, labour class, 民族 and sex of the head are in the report.",
-        "",
-        "**Limits.** Trained on the ledgers given; a county with different identification practice needs its "
-        "own training run. Income is the last verified value and can be stale. Department signals are mostly "
-        "false alarms on their own. The model needs the `fangpin` package installed to load.",
-        "",
-    ])

@@ -42,6 +42,11 @@ def test_train_evaluate_promote_rollback(workdir):
     assert on_disk == json.loads(json.dumps(metrics))
     assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices"}
     assert (rdir / "report.md").exists() and (rdir / "model_card.md").exists()
+    card = (rdir / "model_card.md").read_text(encoding="utf-8")
+    for section in ("## 用途", "## 模型", "类别不平衡", "## Intended use", "## Model", "Class imbalance", "purged"):
+        assert section in card, section
+    mv = mlflow.MlflowClient().get_model_version(info1["registered_name"], info1["version"])
+    assert mv.description == card  # the evaluation stage's card is the registered version's description
     assert (rdir / "figures" / "recall_at_workload.png").stat().st_size > 1000
     run = mlflow.get_run(info1["run_id"])
     assert "test.model.auc" in run.data.metrics and "model.num_leaves" in run.data.params
