@@ -212,8 +212,12 @@ class FeatureSpec:
     def load(cls, path: Path) -> FeatureSpec:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
-    def matrix(self, feats: pd.DataFrame) -> np.ndarray:
+    def matrix(self, feats: pd.DataFrame | Table) -> np.ndarray:
         """The model matrix in this spec's column order (float64, NaN for missing)."""
+        if isinstance(feats, Table):
+            if len(feats) == 0:
+                return np.zeros((0, len(self.names)))
+            return np.column_stack([np.asarray(feats[n], dtype=np.float64) for n in self.names])
         return feats.loc[:, list(self.names)].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -325,6 +329,24 @@ def _num(df, col: str) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+_SMALL = 64  # up to this many values, a dict factorises faster than pandas (whose call costs ~20 µs)
+
+
+def _factorize(values) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize(values, use_na_sentinel=True)`` as (int64 codes, object uniques); missing
+    values (None, NaN, pd.NA, NaT) get -1. The few values of posted households go through a dict."""
+    if isinstance(values, np.ndarray) and len(values) <= _SMALL:
+        pos: dict = {}
+        codes = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values.tolist() if values.dtype.kind != "O" else values):
+            codes[i] = -1 if (v is None or v is pd.NA or v is pd.NaT or v != v) else pos.setdefault(v, len(pos))
+        uniq = np.empty(len(pos), dtype=object)
+        uniq[:] = list(pos)
+        return codes, uniq
+    codes, uniq = pd.factorize(values, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniq, dtype=object)
+
+
 class _Cat:
     """A column factorised once; cheap membership tests (missing and blank never match)."""
 
@@ -333,9 +355,7 @@ class _Cat:
         if col not in df.columns or n == 0:
             self.codes, self.uniq = np.full(n, -1, dtype=np.int64), np.array([], dtype=object)
             return
-        codes, uniq = pd.factorize(df[col], use_na_sentinel=True)
-        self.codes = np.asarray(codes, dtype=np.int64)
-        self.uniq = np.asarray(uniq, dtype=object)
+        self.codes, self.uniq = _factorize(df[col])
 
     def isin(self, values) -> np.ndarray:
         if len(self.uniq) == 0:
@@ -398,7 +418,7 @@ class _Keys:
     """(household, quarter) → row position, for the rows of one table (sorted int64 keys)."""
 
     def __init__(self, hid, q: np.ndarray):
-        codes, uniq = pd.factorize(np.asarray(hid, dtype=object))
+        codes, uniq = _factorize(np.asarray(hid, dtype=object))
         self.uniq = uniq
         self._index = None  # pd.Index(uniq), built on first use by a large lookup
         self.codes = np.asarray(codes, dtype=np.int64)
@@ -434,7 +454,8 @@ class _Keys:
 
 def _bincount(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     ok = rows >= 0
-    v = np.nan_to_num(np.asarray(values, dtype=np.float64)[ok])
+    v = np.asarray(values)[ok]
+    v = v.astype(np.float64) if v.dtype == bool else np.nan_to_num(v.astype(np.float64, copy=False))
     return np.bincount(rows[ok], weights=v, minlength=n)
 
 
@@ -455,7 +476,7 @@ def _group_mean(keys: list[np.ndarray], values: np.ndarray) -> np.ndarray:
 def _codes(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.zeros(len(df), dtype=np.int64)
-    return np.asarray(pd.factorize(df[col], use_na_sentinel=True)[0], dtype=np.int64)
+    return _factorize(df[col])[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +489,24 @@ def build_features(
     quarters: Iterable[int] | None = None,
     population: bool = True,
 ) -> pd.DataFrame:
+    """:func:`feature_table` as a DataFrame (training, evaluation, batch scoring's feature output)."""
+    return features_frame(feature_table(frames, quarters=quarters, population=population))
+
+
+def features_frame(t: Table) -> pd.DataFrame:
+    """A feature :class:`Table` as a DataFrame: identity and rule-input columns, then FEATURES."""
+    feat = pd.DataFrame(np.column_stack([t[f.name] for f in FEATURES]) if len(t) else
+                        np.zeros((0, len(FEATURES))), columns=[f.name for f in FEATURES])
+    aux = pd.DataFrame({k: t[k] for k in t.columns if k not in FEATURE_NAMES})
+    return pd.concat([aux, feat], axis=1)
+
+
+def feature_table(
+    frames: Frames,
+    *,
+    quarters: Iterable[int] | None = None,
+    population: bool = True,
+) -> Table:
     """Features for every household-quarter row of ``frames.households`` (or only ``quarters``,
     quarter indices, while still using earlier snapshots for history).
 
@@ -477,8 +516,10 @@ def build_features(
     context comes only from the optional supplied fields :data:`SUPPLIED_CONTEXT`, else stays
     missing, and changes since the previous snapshot are missing unless supplied (:data:`SUPPLIED`).
 
-    Returns KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs (``year``, ``line``,
-    ``labor_class``, ``in_scope``), one row per household-quarter, in the order of the input rows.
+    Returns a :class:`Table` of KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs
+    (``year``, ``line``, ``labor_class``, ``in_scope``), one row per household-quarter, in the order
+    of the input rows (numpy columns: no pandas cost per call, which matters for the API's single
+    households; :func:`build_features` gives the same as a DataFrame).
     """
     hh_all = frames.households
     qall = _col(hh_all, "quarter_idx", np.int64)
@@ -514,10 +555,7 @@ def build_features(
     keep = wanted[ext_idx]
     if not keep.all():
         out = {k: v[keep] for k, v in out.items()}
-    feat = pd.DataFrame(np.column_stack([out[f.name] for f in FEATURES]) if len(keep) else
-                        np.zeros((0, len(FEATURES))), columns=[f.name for f in FEATURES])
-    aux = pd.DataFrame({k: v for k, v in out.items() if k not in FEATURE_NAMES})
-    return pd.concat([aux, feat], axis=1)
+    return Table(out, int(keep.sum()))
 
 
 def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.ndarray) -> np.ndarray:
@@ -727,7 +765,7 @@ def _income_history(codes: np.ndarray, q: np.ndarray, ipc: np.ndarray) -> tuple[
 def _event_codes(events: pd.DataFrame | None, keys: _Keys) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Household codes (in ``keys``) and quarter of the events that belong to a known household."""
     if events is None or len(events) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), pd.DataFrame()
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), Table({}, 0)
     hid = _col(events, "household_id", object)
     codes = keys.codes_of(hid)
     ok = codes >= 0
@@ -782,21 +820,22 @@ def _event_window_features(keys: _Keys, q: np.ndarray, events: pd.DataFrame | No
     return out
 
 
-def event_window(events: pd.DataFrame | None, hh: pd.DataFrame, window: int, types: Sequence[str],
-                 min_amount: float = 0.0) -> pd.DataFrame:
+def event_window(events: pd.DataFrame | Table | None, hh: pd.DataFrame | Table, window: int,
+                 types: Sequence[str], min_amount: float = 0.0) -> Table:
     """Events of ``types`` (amount ≥ ``min_amount`` when given) in the ``window`` quarters up to
     each household-quarter of ``hh`` (columns household_id, quarter_idx). Returns one row per
     matching event with ``row`` = position in ``hh`` (used by the rules for their sentences)."""
-    cols = ["row", "event_type", "amount", "quarter_idx"]
+    cols = {"row": np.zeros(0, dtype=np.int64), "event_type": np.zeros(0, dtype=object),
+            "amount": np.zeros(0), "quarter_idx": np.zeros(0, dtype=np.int64)}
     if events is None or len(events) == 0 or len(hh) == 0:
-        return pd.DataFrame(columns=cols)
+        return Table(cols, 0)
     et = _Cat(events, "event_type")
     sel = et.isin(set(types))
     amount = _num(events, "amount")
     if min_amount > 0:
         sel &= np.nan_to_num(amount) >= min_amount
     if not sel.any():
-        return pd.DataFrame(columns=cols)
+        return Table(cols, 0)
     idx = np.flatnonzero(sel)
     keys = _Keys(_col(hh, "household_id", object), _col(hh, "quarter_idx", np.int64))
     codes = keys.codes_of(_col(events, "household_id", object)[idx])
@@ -807,11 +846,11 @@ def event_window(events: pd.DataFrame | None, hh: pd.DataFrame, window: int, typ
         rows = keys.find_codes(codes, eq + lag)
         ok = rows >= 0
         if ok.any():
-            parts.append(pd.DataFrame({"row": rows[ok], "event_type": types_arr[ok], "amount": amount[idx][ok],
-                                       "quarter_idx": eq[ok]}))
+            parts.append((rows[ok], types_arr[ok], amount[idx][ok], eq[ok]))
     if not parts:
-        return pd.DataFrame(columns=cols)
-    return pd.concat(parts, ignore_index=True)
+        return Table(cols, 0)
+    out = {c: np.concatenate([p[k] for p in parts]) for k, c in enumerate(cols)}
+    return Table(out, len(out["row"]))
 
 
 # ----------------------------------------------------------------------------------------------

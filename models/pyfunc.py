@@ -27,7 +27,7 @@ import pandas as pd
 
 from fangpin.config import LevelParams, Params
 from models import levels as lv
-from models.features import FeatureSpec, Frames, build_features, frames_from_records
+from models.features import FeatureSpec, Frames, Table, feature_table, features_frame, frames_from_records
 from models.rules import Ruleset
 from models.train import Calibrator
 
@@ -44,6 +44,23 @@ SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see 
 SCORE_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
                  "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
                  "warning", "explanation")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What :meth:`RiskModel.score_arrays` returns: ``columns`` (name → numpy array, one row per
+    household-quarter: :data:`SCORE_COLUMNS` + model and ruleset versions), the model matrix ``X``
+    (spec order) and the feature :class:`models.features.Table` of the same rows."""
+
+    columns: dict[str, np.ndarray]
+    X: np.ndarray
+    features: Table
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns)
 
 
 @dataclass
@@ -127,17 +144,24 @@ class RiskModel:
         explain: ``"warnings"`` puts an explanation dict on every row with a warning (else None);
         ``"none"`` skips TreeSHAP (batch scorers that explain in chunks call :meth:`contributions`).
         Returns a DataFrame with :data:`SCORE_COLUMNS` (and the feature frame too when
-        ``return_features``).
+        ``return_features``). :meth:`score_arrays` is the same without pandas.
         """
+        s = self.score_arrays(frames, quarters=quarters, population=population, explain=explain)
+        out = s.frame()
+        return (out, features_frame(s.features)) if return_features else out
+
+    def score_arrays(self, frames: Frames, *, quarters=None, population: bool = True,
+                     explain: str = "warnings") -> Scored:
+        """:meth:`score` as numpy columns plus the feature table and model matrix it used."""
         lines = {**self.lines, **{int(k): float(v) for k, v in frames.lines.items()}}
         fr = Frames(frames.households, frames.persons, frames.events, lines)
-        feats = build_features(fr, quarters=quarters, population=population)
+        feats = feature_table(fr, quarters=quarters, population=population)
         X = self.spec.matrix(feats)
         raw = self.raw_score(X) if len(X) else np.zeros(0)
         prob = self.calibrator(raw)
-        rules = self.ruleset.evaluate(feats, fr.events)
-        r_rank = rules["rule_rank"].to_numpy()
-        m_rank = lv.model_rank(prob, self.levels, feats["township"].to_numpy(), feats["quarter_idx"].to_numpy())
+        rules = self.ruleset.evaluate_columns(feats, fr.events)
+        r_rank = rules["rule_rank"]
+        m_rank = lv.model_rank(prob, self.levels, feats["township"], feats["quarter_idx"])
         c_rank = lv.combine(r_rank, m_rank)
         warning = c_rank > 0
         expl = np.full(len(feats), None, dtype=object)
@@ -146,14 +170,13 @@ class RiskModel:
             contrib = self.contributions(X[idx])
             for j, i in enumerate(idx):
                 expl[i] = self.explanation(X[i], contrib[j])
-        cols = {c: feats[c].to_numpy() for c in SCORE_COLUMNS[:7]}
+        cols = {c: feats[c] for c in SCORE_COLUMNS[:7]}
         cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
-                    rule_level=lv.from_rank(r_rank), rule_hits=rules["rule_hits"].to_numpy(),
+                    rule_level=lv.from_rank(r_rank), rule_hits=rules["rule_hits"],
                     combined_level=lv.from_rank(c_rank), warning=warning, explanation=expl,
                     model_version=np.full(len(feats), self.model_version, dtype=object),
                     ruleset_version=np.full(len(feats), self.ruleset.version, dtype=object))
-        out = pd.DataFrame(cols)
-        return (out, feats) if return_features else out
+        return Scored(cols, X, feats)
 
     def explanation(self, x: np.ndarray, contrib: np.ndarray) -> dict:
         names = self.spec.names
@@ -166,10 +189,12 @@ class RiskModel:
         }
 
     def score_records(self, records: Sequence[Mapping], *, lines: Mapping[int, float] | None = None,
-                      explain: str = "warnings") -> pd.DataFrame:
-        """Score households posted in the canonical JSON form (see models.features.frames_from_records)."""
+                      explain: str = "warnings", as_frame: bool = True) -> pd.DataFrame | Scored:
+        """Score households posted in the canonical JSON form (see models.features.frames_from_records);
+        ``as_frame=False`` returns the :class:`Scored` arrays (the API: no pandas per request)."""
         fr = frames_from_records(records, {**self.lines, **(lines or {})})
-        return self.score(fr, population=False, explain=explain)
+        s = self.score_arrays(fr, population=False, explain=explain)
+        return s.frame() if as_frame else s
 
 
 # ---------------------------------------------------------------------- MLflow wrapper

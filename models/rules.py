@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import RuleParams
-from models.features import event_window
+from models.features import _col, event_window
 from models.levels import RANK
 
 RULE_LEVELS = {
@@ -92,6 +92,14 @@ class Ruleset:
         Returns a frame aligned with ``feats``: ``rule_hits`` (list of hit dicts, empty when none),
         ``rule_rank`` (0 none, 1 蓝, 2 黄, 3 红) and ``rule_level`` (红/黄/蓝/None).
         """
+        cols = self.evaluate_columns(feats, events)
+        return pd.DataFrame({"rule_hits": pd.Series(cols["rule_hits"], dtype=object, index=feats.index),
+                             "rule_rank": pd.Series(cols["rule_rank"], index=feats.index),
+                             "rule_level": pd.Series(cols["rule_level"], index=feats.index, dtype=object)})
+
+    def evaluate_columns(self, feats, events) -> dict[str, np.ndarray]:
+        """:meth:`evaluate` as numpy columns, for a feature DataFrame or a feature
+        :class:`models.features.Table` (what RiskModel.score uses)."""
         n = len(feats)
         hits: list[list[dict]] = [[] for _ in range(n)]
         rr = np.zeros(n, dtype=np.int8)
@@ -103,10 +111,10 @@ class Ruleset:
                 hits[i].append({"rule_id": rule_id, "level": RULE_LEVELS[rule_id], "text": text_fn(i),
                                 "threshold": threshold_fn(i)})
 
-        f = {c: feats[c].to_numpy() for c in (
+        f = {c: _col(feats, c) for c in (
             "income_per_capita", "line", "year", "household_net_income", "medical_oop", "unsafe_housing",
             "no_safe_water", "n_uninsured_sick", "n_out_of_school_child", "dibao", "tekun", "n_members")}
-        labour = feats["labor_class"].to_numpy()
+        labour = _col(feats, "labor_class")
         ipc, line, year = f["income_per_capita"], f["line"], f["year"]
         with np.errstate(invalid="ignore"):
             below = ipc < line
@@ -155,20 +163,24 @@ class Ruleset:
             types_txt = "、".join(self.severe_event_types)
             thr = f"{when}发生{types_txt}事件" + (
                 f"（金额不低于{_yuan(self.severe_event_min_amount)}）" if self.severe_event_min_amount > 0 else "")
-            agg = sev.groupby(["row", "event_type"], sort=True)["amount"].agg(["size", "sum"]).reset_index()
+            # (row, event type) groups in sorted order: count and total amount of each
+            ut, tcode = np.unique(np.asarray(sev["event_type"], dtype=str), return_inverse=True)
+            uk, inv = np.unique(sev["row"] * len(ut) + tcode.ravel(), return_inverse=True)
+            sizes = np.bincount(inv.ravel())
+            sums = np.bincount(inv.ravel(), weights=np.nan_to_num(sev["amount"].astype(np.float64)))
             texts: dict[int, list[str]] = {}
-            for row, et, k, amt in zip(agg["row"].to_numpy(), agg["event_type"].to_numpy(),
-                                       agg["size"].to_numpy(), agg["sum"].to_numpy(dtype=float), strict=False):
-                texts.setdefault(int(row), []).append(f"{et}{k}次" + (f"（{_yuan(amt)}）" if amt > 0 else ""))
+            for key, k, amt in zip(uk.tolist(), sizes.tolist(), sums.tolist(), strict=True):
+                row, et = divmod(key, len(ut))
+                texts.setdefault(row, []).append(f"{ut[et]}{k}次" + (f"（{_yuan(amt)}）" if amt > 0 else ""))
             for row, parts in texts.items():
                 rr[row] = max(rr[row], RANK[RULE_LEVELS["R09_SEVERE_EVENT"]])
                 hits[row].append({"rule_id": "R09_SEVERE_EVENT", "level": RULE_LEVELS["R09_SEVERE_EVENT"],
                                   "text": f"{when}部门推送：" + "、".join(parts), "threshold": thr})
 
         levels = np.array([None, "蓝", "黄", "红"], dtype=object)[rr]
-        return pd.DataFrame({"rule_hits": pd.Series(hits, dtype=object, index=feats.index),
-                             "rule_rank": pd.Series(rr, index=feats.index),
-                             "rule_level": pd.Series(levels, index=feats.index, dtype=object)})
+        hits_arr = np.empty(n, dtype=object)
+        hits_arr[:] = hits
+        return {"rule_hits": hits_arr, "rule_rank": rr, "rule_level": levels}
 
 
 def rule_ids() -> Sequence[str]:

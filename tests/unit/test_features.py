@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from canonical_frames import make_frames
+from hypothesis import given
+from hypothesis import strategies as st
 
 from models.features import FEATURES, FORBIDDEN, FeatureSpec, Frames, build_features, frames_from_records
 from models.pyfunc import records_from_frames
@@ -139,3 +141,16 @@ def test_missing_monitoring_line_is_an_error(frames):
     fr = Frames(frames.households, frames.persons, frames.events, {2021: 6000.0})
     with pytest.raises(MissingLineError):
         build_features(fr)
+
+
+@given(st.lists(st.one_of(st.none(), st.just(float("nan")), st.sampled_from(["甲", "乙", "", " "]),
+                          st.booleans(), st.integers(-3, 3)), max_size=80))
+def test_small_factorize_matches_pandas(values):
+    from models.features import _factorize
+
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    codes, uniq = _factorize(arr)
+    pc, pu = pd.factorize(arr, use_na_sentinel=True)
+    assert codes.tolist() == pc.tolist()
+    assert list(uniq) == list(pu)

@@ -125,3 +125,25 @@ def test_ruleset_round_trips_with_its_version():
     p = Params()
     rs = Ruleset.from_params(p.rules)
     assert Ruleset.from_json(rs.to_json()) == rs and rs.version == p.rules.version
+
+
+def test_severe_events_are_counted_and_summed_per_type_in_sorted_order():
+    ev = [{"event_date": "2024-05-10", "event_type": "重大疾病", "amount": 23400.0},
+          {"event_date": "2024-06-01", "event_type": "重大疾病", "amount": 1000.0},
+          {"event_date": "2024-04-20", "event_type": "房屋受损", "amount": None}]
+    (h,) = hits(household(events=ev))["rule_hits"]
+    types = sorted(["重大疾病", "房屋受损"])  # the groups appear in sorted type order
+    parts = {"重大疾病": "重大疾病2次（24,400元）", "房屋受损": "房屋受损1次"}
+    assert h["text"] == "本季度部门推送：" + "、".join(parts[t] for t in types)
+
+
+def test_table_and_dataframe_features_give_the_same_rule_columns():
+    from models.features import feature_table
+
+    fr = make_frames(200, 5, seed=2)
+    table = RULES.evaluate_columns(feature_table(fr), fr.events)
+    frame = RULES.evaluate(build_features(fr), fr.events)
+    assert (frame["rule_hits"].apply(lambda hs: any(h["rule_id"] == "R09_SEVERE_EVENT" for h in hs))).any()
+    assert list(table["rule_hits"]) == frame["rule_hits"].tolist()
+    assert table["rule_rank"].tolist() == frame["rule_rank"].tolist()
+    assert list(table["rule_level"]) == frame["rule_level"].tolist()
