@@ -74,7 +74,7 @@ def main() -> None:
 
 def stages(state, key: str, n: int) -> None:
     from fangpin.household_json import example_household
-    from models.features import build_features, frames_from_records
+    from models.features import feature_table, frames_from_records
     from serving.schemas import ScoreRequest
     from serving.scoring import records, score_households
 
@@ -84,22 +84,22 @@ def stages(state, key: str, n: int) -> None:
     req = ScoreRequest.model_validate(raw)
     recs = records(req.households)
     fr = frames_from_records(recs, scorer.lines)
-    feats = build_features(fr, population=False)
+    feats = feature_table(fr, population=False)
     X = scorer.spec.matrix(feats)
-    scored = scorer.score_records(recs)
+    scored = scorer.score_records(recs, explain="none", as_frame=False)
     results = score_households(m, req.households, state.params)
     st = state.store
     rows = {
         "validate (pydantic)": lambda: ScoreRequest.model_validate(raw),
         "records (model_dump)": lambda: records(req.households),
         "frames_from_records": lambda: frames_from_records(recs, scorer.lines),
-        "build_features": lambda: build_features(fr, population=False),
+        "feature_table": lambda: feature_table(fr, population=False),
         "spec.matrix": lambda: scorer.spec.matrix(feats),
         "booster raw_score": lambda: scorer.raw_score(X),
-        "rules": lambda: scorer.ruleset.evaluate(feats, fr.events),
+        "rules": lambda: scorer.ruleset.evaluate_columns(feats, fr.events),
         "contributions": lambda: scorer.contributions(X),
-        "score_records (all model steps)": lambda: scorer.score_records(recs),
-        "explainer (reasons+measures)": lambda: m.explainer(scored),
+        "score_records (all model steps)": lambda: scorer.score_records(recs, explain="none", as_frame=False),
+        "explainer (TreeSHAP+reasons+measures)": lambda: m.explainer(scored),
         "score_households (model+explain)": lambda: score_households(m, req.households, state.params),
         "response model_dump_json": lambda: __import__("serving.schemas", fromlist=["ScoreResponse"]).ScoreResponse(
             model_version=m.version, ruleset_version=m.ruleset_version, results=results).model_dump_json(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import date
 
@@ -41,7 +42,7 @@ def span(start: str, n: int) -> list[str]:
 
 def end_date(q: str) -> date:
     y, n = parse(q)
-    return (pd.Timestamp(year=y, month=3 * n, day=1) + pd.offsets.MonthEnd(0)).date()
+    return date(y, 3 * n, calendar.monthrange(y, 3 * n)[1])
 
 
 def start_date(q: str) -> date:

@@ -441,31 +441,34 @@ def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
 
 
 def explainer_for(scorer, params) -> Callable:
-    """For the API: a callable ``f(scored) -> (reasons per row, measures per row)`` over a frame
-    returned by ``RiskModel.score(..., explain="warnings")`` (rows without a warning → None)."""
+    """For the API: a callable ``f(scored) -> (reasons per row, measures per row)`` over the
+    :class:`models.pyfunc.Scored` arrays of ``RiskModel.score_arrays`` / ``score_records(...,
+    as_frame=False)`` (rows without a warning → None). TreeSHAP runs on the warned rows of the
+    scored matrix, with the additivity check, as in batch scoring."""
     from models.measures import suggest_for_warning, table_for
 
     spec: FeatureSpec = scorer.spec
-    names = spec.names
     table = table_for(params)
     max_reasons = params.warnings.max_reasons
 
     def explain(scored) -> tuple[list, list]:
-        reasons: list = [None] * len(scored)
-        measures: list = [None] * len(scored)
-        rows = [i for i, e in enumerate(scored["explanation"]) if e is not None]
-        if not rows:
+        cols = scored.columns
+        n = len(scored)
+        reasons: list = [None] * n
+        measures: list = [None] * n
+        rows = np.flatnonzero(cols["warning"])
+        if not len(rows):
             return reasons, measures
-        ex = [scored["explanation"].iloc[i] for i in rows]
-        X = np.array([[np.nan if e["features"][n]["value"] is None else e["features"][n]["value"] for n in names]
-                      for e in ex], dtype=np.float64)
-        C = np.array([[e["features"][n]["contribution"] for n in names] + [e["base_value"]] for e in ex])
+        X = scored.X[rows]
+        C = scorer.contributions(X)
+        check_additivity(cols["raw_score"][rows], C)
         rs = explain_rows(spec, scorer.calibrator, X, C, max_reasons)
-        hits = scored["rule_hits"]
-        for j, i in enumerate(rows):
+        labour = labour_classes(X, spec)
+        hits = cols["rule_hits"]
+        for j, i in enumerate(rows.tolist()):
             reasons[i] = rs[j]
             measures[i] = [m.model_dump() for m in suggest_for_warning(
-                hits.iloc[i] or [], rs[j], labour_class(X[j], spec), params=params, table=table)]
+                hits[i] or [], rs[j], labour[j], params=params, table=table)]
         return reasons, measures
 
     return explain

@@ -8,8 +8,6 @@ explain module exists, otherwise ``null`` in the response — never invented her
 
 from __future__ import annotations
 
-import pandas as pd
-
 from serving.model import LoadedModel
 from serving.schemas import HouseholdScore
 
@@ -31,15 +29,13 @@ def records(households) -> list[dict]:
 
 def score_households(m: LoadedModel, households, params) -> list[HouseholdScore]:
     explain = m.explainer is not None
-    s = m.scorer.score_records(records(households), explain="warnings" if explain else "none", as_frame=False)
+    s = m.scorer.score_records(records(households), explain="none", as_frame=False)
     if len(s) != len(households):
         raise ValueError(f"model returned {len(s)} rows for {len(households)} households")
     col = s.columns
     reasons = measures = None
     if explain:  # the single switch: reasons and measures for every warned household
-        # the explainer reads a scored frame; only its two object columns are built (no string inference)
-        reasons, measures = m.explainer(pd.DataFrame({"explanation": col["explanation"],
-                                                      "rule_hits": col["rule_hits"]}, dtype=object))
+        reasons, measures = m.explainer(s)
     out = []
     for i, h in enumerate(households):
         out.append(HouseholdScore(

@@ -117,11 +117,12 @@ def test_the_api_explainer_gives_reasons_and_measures_to_warnings_only(trained, 
 
     m = trained["model"]
     recs = records_from_frames(trained["fr"], trained["last"], 60, seed=1)
-    df = m.score_records(recs)
+    scored = m.score_records(recs, explain="none", as_frame=False)
     explainer = ex.explainer_for(m, params)
-    reasons, measures = explainer(df)
-    assert df["warning"].any()
-    for w, r, ms in zip(df["warning"], reasons, measures, strict=True):
+    reasons, measures = explainer(scored)
+    warning = scored.columns["warning"]
+    assert warning.any()
+    for w, r, ms in zip(warning, reasons, measures, strict=True):
         assert (r is not None) == bool(w) and (ms is not None) == bool(w)
         if w:
             assert len(r) <= params.warnings.max_reasons and 1 <= len(ms) <= params.warnings.max_measures
