@@ -222,3 +222,129 @@ class WarningRecord(_Rec):
 def sort_key(w: WarningRecord) -> tuple:
     """Cadre order: most urgent level first, then highest probability, then household id."""
     return (LEVEL_RANK[w.level], -w.probability, w.household_id)
+
+
+# ------------------------------------------------------------------------------------------------
+# Many records at once (batch scoring, store, Excel): an Arrow table with a fixed schema, checked in
+# bulk with the same rules as WarningRecord's validators instead of one pydantic object per row.
+
+
+def record_schema():
+    """The Arrow schema of warning records in their JSON form (``model_dump(mode="json")``):
+    nested rule hits / reasons / measures, ISO text for ``created_at`` and ``deadline``."""
+    import pyarrow as pa
+
+    hit = pa.struct([("rule_id", pa.string()), ("level", pa.string()), ("text", pa.string()),
+                     ("threshold", pa.string())])
+    reason = pa.struct([("factor", pa.string()), ("text", pa.string()), ("direction", pa.string()),
+                        ("logodds", pa.float64()), ("prob_pp", pa.float64())])
+    measure = pa.struct([("type", pa.string()), ("text", pa.string())])
+    return pa.schema([
+        ("id", pa.string()), ("quarter", pa.string()), ("county", pa.string()), ("township", pa.string()),
+        ("village", pa.string()), ("household_id", pa.string()), ("head_name", pa.string()),
+        ("id_masked", pa.string()), ("level", pa.string()), ("probability", pa.float64()),
+        ("rule_hits", pa.list_(hit)), ("reasons", pa.list_(reason)), ("measures", pa.list_(measure)),
+        ("model_version", pa.string()), ("ruleset_version", pa.string()), ("created_at", pa.string()),
+        ("deadline", pa.string()), ("status", pa.string()), ("status_reason", pa.string()),
+    ])
+
+
+_REQUIRED = ("id", "quarter", "county", "township", "village", "household_id", "level", "probability",
+             "model_version", "ruleset_version", "created_at", "deadline", "status")
+_NESTED_REQUIRED = {"rule_hits": ("rule_id", "level", "text", "threshold"),
+                    "reasons": ("factor", "text", "direction", "logodds", "prob_pp"),
+                    "measures": ("type", "text")}
+_FULL_ID_RE2 = r"\d{17}[\dXx]"
+
+
+def validate_table(table) -> None:
+    """Raise ``ValueError("warning row i (household h): …")`` unless every row of an Arrow table of
+    :func:`record_schema` would pass :class:`WarningRecord` validation: required fields present;
+    quarter in canonical ``YYYYQn`` form; level, status and nested levels / directions in their sets;
+    probability in [0, 1]; at most four reasons; ``id_masked`` masked (first 4 + last 4); created_at
+    an ISO timestamp (naive = UTC) and deadline an ISO date; no full ID number in any text
+    (head name, household id, status reason, rule hits, reasons, measures). Vectorised (Arrow
+    compute): one pass per check over the whole table."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fangpin import quarters
+
+    n = table.num_rows
+    if n == 0:
+        return
+    schema = record_schema()
+    if set(table.column_names) != set(schema.names):
+        raise ValueError(f"warning table columns {sorted(table.column_names)} != {sorted(schema.names)}")
+    table = table.select(schema.names).cast(schema)
+    hid = table.column("household_id")
+
+    def fail(mask, what: str) -> None:
+        bad = np.flatnonzero(np.asarray(mask, dtype=bool))
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"warning row {i} (household {hid[i].as_py()}): {what} ({len(bad)} rows)")
+
+    def row_any(col: str, values_mask) -> np.ndarray:
+        """Per row: whether any nested value of list column ``col`` has ``values_mask`` set."""
+        lists = table.column(col).combine_chunks()
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        out = np.zeros(n, dtype=bool)
+        m = np.asarray(values_mask, dtype=bool)
+        if m.any():
+            out[parents[m]] = True
+        return out
+
+    for c in _REQUIRED:
+        fail(pc.is_null(table.column(c)).to_numpy(zero_copy_only=False), f"{c} is missing")
+    for c in ("rule_hits", "reasons", "measures"):
+        fail(pc.is_null(table.column(c)).to_numpy(zero_copy_only=False), f"{c} is missing (use an empty list)")
+        values = pc.list_flatten(table.column(c).combine_chunks())
+        for f in _NESTED_REQUIRED[c]:
+            fail(row_any(c, pc.is_null(pc.struct_field(values, f)).to_numpy(zero_copy_only=False)),
+                 f"{c}.{f} is missing")
+    q = table.column("quarter")
+
+    def canonical(v: str) -> bool:
+        try:
+            return quarters.fmt(*quarters.parse(v)) == v
+        except ValueError:
+            return False
+
+    canon = {v: canonical(v) for v in pc.unique(q).to_pylist()}
+    fail(~np.array([canon[v] for v in q.to_pylist()]), "quarter is not in canonical YYYYQn form")
+    fail(~pc.is_in(table.column("level"), pa.array(LEVELS)).to_numpy(zero_copy_only=False), "level not in 红/黄/蓝")
+    fail(~pc.is_in(table.column("status"), pa.array(STATUSES)).to_numpy(zero_copy_only=False), "unknown status")
+    p = table.column("probability").to_numpy(zero_copy_only=False)
+    fail(~((p >= 0) & (p <= 1)), "probability outside [0, 1]")
+    fail(pc.list_value_length(table.column("reasons")).to_numpy(zero_copy_only=False) > 4, "more than 4 reasons")
+    hits = pc.list_flatten(table.column("rule_hits").combine_chunks())
+    fail(row_any("rule_hits", ~pc.is_in(pc.struct_field(hits, "level"), pa.array(LEVELS)).to_numpy(
+        zero_copy_only=False)), "rule hit level not in 红/黄/蓝")
+    rs = pc.list_flatten(table.column("reasons").combine_chunks())
+    fail(row_any("reasons", ~pc.is_in(pc.struct_field(rs, "direction"), pa.array(["up", "down"])).to_numpy(
+        zero_copy_only=False)), "reason direction not up/down")
+    m = table.column("id_masked")
+    ok = pc.fill_null(pc.match_substring_regex(m, _MASKED.pattern), True)
+    full = pc.fill_null(pc.match_substring_regex(m, _FULL_ID_RE2), False)
+    fail(~ok.to_numpy(zero_copy_only=False) | full.to_numpy(zero_copy_only=False),
+         "id_masked must be a masked ID number (first 4 + last 4), never a full one")
+    for c in ("head_name", "household_id", "status_reason"):
+        fail(pc.fill_null(pc.match_substring_regex(table.column(c), _FULL_ID_RE2), False).to_numpy(
+            zero_copy_only=False), "a warning must never contain a full ID number")
+    for c in ("rule_hits", "reasons", "measures"):
+        texts = pc.struct_field(pc.list_flatten(table.column(c).combine_chunks()), "text")
+        fail(row_any(c, pc.fill_null(pc.match_substring_regex(texts, _FULL_ID_RE2), False).to_numpy(
+            zero_copy_only=False)), "a warning must never contain a full ID number")
+    for v in pc.unique(table.column("created_at")).to_pylist():
+        try:
+            datetime.fromisoformat(v)  # naive is taken as UTC, as WarningRecord does
+        except ValueError:
+            fail(pc.equal(table.column("created_at"), v).to_numpy(zero_copy_only=False),
+                 "created_at is not an ISO timestamp")
+    for v in pc.unique(table.column("deadline")).to_pylist():
+        try:
+            date.fromisoformat(v)
+        except ValueError:
+            fail(pc.equal(table.column("deadline"), v).to_numpy(zero_copy_only=False), "deadline is not an ISO date")
