@@ -1,10 +1,15 @@
-"""Township warning lists as Excel workbooks (`预警清单_<乡镇>_<季度>.xlsx`), written with openpyxl.
+"""Township warning lists as Excel workbooks (`预警清单_<乡镇>_<季度>.xlsx`), written with XlsxWriter.
 
 One workbook per township: sheet 预警清单 (one row per warning, most urgent first: level, then
 probability; red / yellow fills for 红 / 黄 rows; frozen, filterable header; column widths that fit
 Chinese text; rule hits, reasons and measures as numbered lines), sheet 按村汇总 (counts by level
 and status per village), sheet 说明 (what the columns mean, versions, units). Only masked ID
-numbers are written; a full ID number anywhere in a cell is refused.
+numbers are written; a full ID number anywhere in a cell is refused before the file is created.
+
+Warnings come as WarningRecord objects, dicts or a DataFrame in the record's JSON form, or an
+Arrow table of :func:`fangpin.warnings.record_schema` (what batch scoring writes); all are checked
+with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk). XlsxWriter writes
+rows in ``constant_memory`` mode (each row is flushed as it is written).
 """
 
 from __future__ import annotations
@@ -15,19 +20,20 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from copy import copy
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from fangpin.warnings import (
     LEVEL_LABEL,
+    LEVEL_RANK,
     LEVELS,
     STATUS_OPEN,
     STATUSES,
     WarningRecord,
-    contains_full_id,
     local_date,
-    sort_key,
 )
 
 HEADERS = (
@@ -38,13 +44,47 @@ WRAPPED = {"规则触发": 46, "主要原因": 60, "建议帮扶措施": 52, "�
 SUMMARY_HEADERS = ("村", *LEVELS, "合计", *STATUSES, "逾期未核实")
 FILLS = {"红": "FFC7CE", "黄": "FFEB9C"}
 HEADER_FILL = "D9E1F2"
+BORDER_COLOR = "BFBFBF"
+OVERDUE_COLOR = "C00000"
 LINE_HEIGHT = 16.0  # points per text line (11 pt CJK text)
 _BAD_FILENAME = re.compile(r'[\\/:*?"<>|\s]+')
+_FULL_ID = re.compile(r"\d{17}[\dXx]")
+_RECORD_DEFAULTS = {"head_name": None, "id_masked": None, "rule_hits": [], "reasons": [], "measures": [],
+                    "status": STATUS_OPEN, "status_reason": None}
+
+
+# ------------------------------------------------------------------------------------------ widths
 
 
 def cjk_width(text: str) -> int:
     """Display width of a line: East Asian wide / full-width characters count double."""
     return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+@lru_cache(maxsize=1)
+def _bmp_widths() -> np.ndarray:
+    """cjk_width of every Basic Multilingual Plane code point (1 or 2), built once."""
+    return np.fromiter((2 if unicodedata.east_asian_width(chr(c)) in ("W", "F") else 1 for c in range(0x10000)),
+                       dtype=np.int64, count=0x10000)
+
+
+def cjk_widths(lines: list[str]) -> np.ndarray:
+    """cjk_width of many lines at once (the same numbers, one numpy pass over the code points)."""
+    if not lines:
+        return np.zeros(0, dtype=np.int64)
+    lens = np.fromiter((len(s) for s in lines), dtype=np.int64, count=len(lines))
+    cps = np.frombuffer("".join(lines).encode("utf-32-le"), dtype=np.uint32)
+    table = _bmp_widths()
+    w = table[np.minimum(cps, 0xFFFF)]
+    astral = np.flatnonzero(cps > 0xFFFF)
+    for i in astral:
+        w[i] = 2 if unicodedata.east_asian_width(chr(int(cps[i]))) in ("W", "F") else 1
+    out = np.zeros(len(lines), dtype=np.int64)
+    nz = lens > 0
+    if nz.any():
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])[nz]
+        out[nz] = np.add.reduceat(w, starts)
+    return out
 
 
 def text_width(text: str) -> int:
@@ -55,71 +95,128 @@ def workbook_name(township: str, quarter: str) -> str:
     return f"预警清单_{_BAD_FILENAME.sub('_', township)}_{quarter}.xlsx"
 
 
+# ---------------------------------------------------------------------------------------- formatting
+
+
+def _get(obj, key):
+    return obj[key] if isinstance(obj, dict) else getattr(obj, key)
+
+
 def _numbered(lines: list[str]) -> str:
     return "\n".join(f"{i}. {s}" for i, s in enumerate(lines, 1))
 
 
-def format_rule_hits(w: WarningRecord) -> str:
-    return _numbered([f"【{h.level}】{h.text}（触发条件：{h.threshold}）" for h in w.rule_hits])
+def format_rule_hits(w) -> str:
+    """Numbered rule hits with the threshold that fired (``w``: a WarningRecord or its JSON dict)."""
+    return _numbered([f"【{_get(h, 'level')}】{_get(h, 'text')}（触发条件：{_get(h, 'threshold')}）"
+                      for h in _get(w, "rule_hits")])
 
 
-def format_reasons(w: WarningRecord) -> str:
+def format_reasons(w) -> str:
     """Each reason with its direction and probability-scale weight (percentage points)."""
     out = []
-    for r in w.reasons:
-        arrow = "↑升高风险" if r.direction == "up" else "↓降低风险"
+    for r in _get(w, "reasons"):
+        arrow = "↑升高风险" if _get(r, "direction") == "up" else "↓降低风险"
         # the explainer labels risk-lowering sentences itself; here the label goes with the weight
-        text = r.text.removesuffix("（降低风险）")
-        out.append(f"{text}（{arrow}，约{abs(r.prob_pp):.1f}个百分点）")
+        text = _get(r, "text").removesuffix("（降低风险）")
+        out.append(f"{text}（{arrow}，约{abs(_get(r, 'prob_pp')):.1f}个百分点）")
     return _numbered(out)
 
 
-def format_measures(w: WarningRecord) -> str:
-    return _numbered([f"【{m.type}】{m.text}" for m in w.measures])
+def format_measures(w) -> str:
+    return _numbered([f"【{_get(m, 'type')}】{_get(m, 'text')}" for m in _get(w, "measures")])
 
 
-def _as_records(warnings) -> list[WarningRecord]:
-    """Records from WarningRecord objects, dicts, or a DataFrame (JSON columns as lists or JSON text)."""
-    if hasattr(warnings, "to_dict") and hasattr(warnings, "columns"):  # a pandas DataFrame
-        warnings = warnings.to_dict(orient="records")
-    out = []
-    for i, w in enumerate(warnings):
-        if isinstance(w, WarningRecord):
-            out.append(w)
-            continue
-        d = dict(w)
-        for k in ("rule_hits", "reasons", "measures"):
-            if isinstance(d.get(k), str):
-                d[k] = json.loads(d[k])
-            elif d.get(k) is not None and not isinstance(d[k], list | tuple):
-                d[k] = list(d[k])  # e.g. numpy arrays from Parquet
-        for k, v in list(d.items()):
-            if v is not None and not isinstance(v, list | tuple | dict | str) and _isnan(v):
-                d[k] = None
-        try:
-            out.append(WarningRecord.model_validate(d))
-        except ValueError as exc:
-            raise ValueError(f"warning row {i} (household {d.get('household_id')}): {exc}") from exc
-    return out
+# -------------------------------------------------------------------------------------------- input
 
 
 def _isnan(v) -> bool:
-    try:
-        return isinstance(v, float) and math.isnan(v)
-    except TypeError:
-        return False
+    return isinstance(v, float) and math.isnan(v)
 
 
-def _row_values(n: int, w: WarningRecord) -> list:
-    return [
-        n, w.village, w.household_id, w.head_name or "", w.id_masked or "", LEVEL_LABEL[w.level],
-        w.probability, format_rule_hits(w), format_reasons(w), format_measures(w), w.deadline,
-        w.status, w.status_reason or "",
-    ]
+def _json_row(i: int, w) -> dict:
+    """One warning in its JSON form (what record_schema holds)."""
+    if isinstance(w, WarningRecord):
+        return w.model_dump(mode="json")
+    d = {**_RECORD_DEFAULTS, **dict(w)}
+    for k in ("rule_hits", "reasons", "measures"):
+        v = d.get(k)
+        if isinstance(v, str):
+            d[k] = json.loads(v)
+        elif v is None:
+            d[k] = []
+        elif not isinstance(v, list):
+            d[k] = [x.model_dump(mode="json") if hasattr(x, "model_dump") else dict(x) for x in v]
+        d[k] = [x.model_dump(mode="json") if hasattr(x, "model_dump") else dict(x) for x in d[k]]
+    for k, v in list(d.items()):
+        if _isnan(v):
+            d[k] = None
+        elif isinstance(v, datetime):
+            d[k] = (v.replace(tzinfo=UTC) if v.tzinfo is None else v).isoformat()
+        elif isinstance(v, date):
+            d[k] = v.isoformat()
+        elif hasattr(v, "item") and not isinstance(v, list | dict | str):  # numpy scalars
+            d[k] = v.item()
+    return d
+
+
+def warning_table(warnings):
+    """An Arrow table of record_schema from records, dicts, a DataFrame or a table; checked with
+    :func:`fangpin.warnings.validate_table` (errors name the row and household)."""
+    import pyarrow as pa
+
+    from fangpin.warnings import record_schema, validate_table
+
+    schema = record_schema()
+    if isinstance(warnings, pa.Table):
+        table = warnings
+    else:
+        if hasattr(warnings, "to_dict") and hasattr(warnings, "columns"):  # a pandas DataFrame
+            warnings = warnings.to_dict(orient="records")
+        rows = [_json_row(i, w) for i, w in enumerate(warnings)]
+        for i, d in enumerate(rows):
+            extra = set(d) - set(schema.names)
+            if extra:
+                raise ValueError(f"warning row {i} (household {d.get('household_id')}): unknown fields {sorted(extra)}")
+        try:
+            table = pa.Table.from_pylist(rows, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
+            raise ValueError(f"warning rows do not match the warning record: {exc}") from exc
+    validate_table(table)
+    return table.select(schema.names).cast(schema)
+
+
+def _sorted_rows(table) -> list[dict]:
+    rows = table.to_pylist()
+    rows.sort(key=lambda w: (LEVEL_RANK[w["level"]], -w["probability"], w["household_id"]))
+    for w in rows:
+        w["deadline"] = date.fromisoformat(w["deadline"])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _check_no_full_id(strings: Iterable[str], path) -> None:
+    """Last line of defence: never a full ID number in the file (one regex pass over every text)."""
+    if _FULL_ID.search("\x00".join(strings)):
+        raise ValueError(f"refusing to write a full ID number into {path}")
+
+
+def _wrapped_lines(texts: list[str], usable: float) -> np.ndarray:
+    """Lines each text takes at a column width of ``usable`` characters (CJK counts double)."""
+    parts: list[str] = []
+    owner: list[int] = []
+    for i, t in enumerate(texts):
+        ls = t.split("\n")
+        parts += ls
+        owner += [i] * len(ls)
+    per_line = np.maximum(1, np.ceil(cjk_widths(parts) / usable)).astype(np.int64)
+    return np.bincount(np.asarray(owner, dtype=np.int64), weights=per_line, minlength=len(texts)).astype(np.int64)
 
 
 def write_township_workbook(
-    warnings: Iterable,
+    warnings,
     path: str | Path,
     *,
     township: str | None = None,
@@ -127,150 +224,142 @@ def write_township_workbook(
     today: date | None = None,
 ) -> Path:
     """Write one township's warning list to ``path``; returns the path."""
-    from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+    import xlsxwriter
 
-    records = sorted(_as_records(warnings), key=sort_key)
+    records = _sorted_rows(warning_table(warnings))
     if not records and (township is None or quarter is None):
         raise ValueError("an empty list needs township and quarter")
-    townships = {(w.county, w.township) for w in records}
+    townships = {(w["county"], w["township"]) for w in records}
     if len(townships) > 1:
         raise ValueError(f"one workbook per township, got {sorted(townships)}")
-    quarters = {w.quarter for w in records}
+    quarters = {w["quarter"] for w in records}
     if len(quarters) > 1:
         raise ValueError(f"one workbook per quarter, got {sorted(quarters)}")
-    township = township or records[0].township
-    quarter = quarter or records[0].quarter
-    county = records[0].county if records else ""
+    township = township or records[0]["township"]
+    quarter = quarter or records[0]["quarter"]
+    county = records[0]["county"] if records else ""
     today = today or local_date(datetime.now(UTC))
 
-    wb = Workbook()
-    ws = wb.active
-    ws.title = "预警清单"
-    thin = Side(style="thin", color="BFBFBF")
-    border = Border(left=thin, right=thin, top=thin, bottom=thin)
-    top_wrap = Alignment(vertical="top", wrap_text=True)
-    top = Alignment(vertical="top")
-    fills = {lvl: PatternFill("solid", start_color=c, end_color=c) for lvl, c in FILLS.items()}
+    text_cols = {h: [] for h in ("规则触发", "主要原因", "建议帮扶措施")}
+    for w in records:
+        text_cols["规则触发"].append(format_rule_hits(w))
+        text_cols["主要原因"].append(format_reasons(w))
+        text_cols["建议帮扶措施"].append(format_measures(w))
+    plain = {
+        "村": [w["village"] for w in records], "户编号": [w["household_id"] for w in records],
+        "户主姓名": [w["head_name"] or "" for w in records], "证件号码(脱敏)": [w["id_masked"] or "" for w in records],
+        "预警等级": [LEVEL_LABEL[w["level"]] for w in records], "状态": [w["status"] for w in records],
+        "核实说明": [w["status_reason"] or "" for w in records],
+    }
+    columns = {**plain, **text_cols}
+    summary_rows = _summary_rows(records, today)
+    notes = _notes_rows(records, county, township, quarter, today)
+    _check_no_full_id([s for vals in columns.values() for s in vals]
+                      + [str(v) for r in summary_rows for v in r] + [str(v) for r in notes for v in r], path)
 
-    ws.append(list(HEADERS))
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
-        cell.fill = PatternFill("solid", start_color=HEADER_FILL, end_color=HEADER_FILL)
-        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-        cell.border = border
-
+    # column widths that fit (CJK counts double; wrapped columns capped), then row heights
     widths = {h: cjk_width(h) for h in HEADERS}
-    col = {h: i for i, h in enumerate(HEADERS)}
-    rows_text: list[list] = []
-    styles: dict = {}  # (wrapped column, row fill) → the cell style array set once
-    for n, w in enumerate(records, 1):
-        vals = _row_values(n, w)
-        rows_text.append(vals)
-        ws.append(vals)
-        r = n + 1  # header is row 1 (ws.max_row / ws[r] scan every cell: quadratic over a long list)
-        fill = fills.get(w.level)
-        for j, cell in enumerate(next(ws.iter_rows(min_row=r, max_row=r, max_col=len(HEADERS)))):
-            h = HEADERS[j]
-            key = (h in WRAPPED, w.level if fill is not None else None)
-            proto = styles.get(key)
-            if proto is not None:  # copying a registered style skips openpyxl's per-assignment hashing
-                cell._style = copy(proto)
-                continue
-            cell.border = border
-            cell.alignment = top_wrap if h in WRAPPED else top
-            if fill is not None:
-                cell.fill = fill
-            styles[key] = copy(cell._style)
-        ws.cell(r, col["风险概率"] + 1).number_format = "0.0%"
-        ws.cell(r, col["核实期限"] + 1).number_format = "yyyy-mm-dd"
-        if w.status == STATUS_OPEN and today > w.deadline:
-            ws.cell(r, col["核实期限"] + 1).font = Font(color="C00000", bold=True)
-        for h in HEADERS:
-            v = vals[col[h]]
-            shown = f"{v:.1%}" if h == "风险概率" else (v.isoformat() if isinstance(v, date) else str(v))
-            widths[h] = max(widths[h], text_width(shown))
+    widths["序号"] = max(widths["序号"], len(str(len(records))))
+    widths["风险概率"] = max([widths["风险概率"]] + [len(f"{w['probability']:.1%}") for w in records])
+    widths["核实期限"] = max(widths["核实期限"], 10 if records else 0)
+    for h, vals in columns.items():
+        if not vals:
+            continue
+        parts = [line for v in vals for line in v.split("\n")]
+        widths[h] = max(widths[h], int(cjk_widths(parts).max()))
+    final = {h: max(6, min(widths[h], WRAPPED[h]) if h in WRAPPED else widths[h]) + 2 for h in HEADERS}
+    lines = np.ones(len(records), dtype=np.int64)
+    for h in WRAPPED:
+        if records:
+            lines = np.maximum(lines, _wrapped_lines(columns[h], max(1.0, final[h] - 2)))
 
-    letters = [ws.cell(1, j + 1).column_letter for j in range(len(HEADERS))]
-    final: dict[str, float] = {}
-    for h, letter in zip(HEADERS, letters, strict=True):
-        wdt = min(widths[h], WRAPPED[h]) if h in WRAPPED else widths[h]
-        final[h] = max(6, wdt) + 2
-        ws.column_dimensions[letter].width = final[h]
-    # Row heights: wrapped cells need as many lines as their text takes at the column width.
-    ws.row_dimensions[1].height = LINE_HEIGHT * 1.3
-    for i, vals in enumerate(rows_text, start=2):
-        lines = 1
-        for h in WRAPPED:
-            text = str(vals[col[h]])
-            usable = max(1.0, final[h] - 2)
-            lines = max(lines, sum(max(1, math.ceil(cjk_width(t) / usable)) for t in text.split("\n")))
-        ws.row_dimensions[i].height = LINE_HEIGHT * lines + 4
-
-    ws.freeze_panes = "A2"
-    ws.auto_filter.ref = f"A1:{letters[-1]}{max(ws.max_row, 1)}"
-    ws.print_title_rows = "1:1"
-    ws.page_setup.orientation = "landscape"
-    ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
-    ws.sheet_properties.pageSetUpPr.fitToPage = True
-
-    _summary_sheet(wb, records, today, border)
-    _notes_sheet(wb, records, county, township, quarter, today)
-
-    for sheet in wb.worksheets:  # last line of defence: never a full ID number in the file
-        for row in sheet.iter_rows(values_only=True):
-            for v in row:
-                if isinstance(v, str) and contains_full_id(v):
-                    raise ValueError(f"refusing to write a full ID number into {path}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(path)
+    wb = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    try:
+        border = {"border": 1, "border_color": "#" + BORDER_COLOR, "valign": "top"}
+        head = wb.add_format({**border, "bold": True, "bg_color": "#" + HEADER_FILL, "align": "center",
+                              "valign": "vcenter", "text_wrap": True})
+        fmt: dict = {}
+        for lvl in (*LEVELS,):
+            base = {**border}
+            if lvl in FILLS:
+                base.update(pattern=1, bg_color="#" + FILLS[lvl])
+            fmt[(lvl, "plain")] = wb.add_format(base)
+            fmt[(lvl, "wrap")] = wb.add_format({**base, "text_wrap": True})
+            fmt[(lvl, "pct")] = wb.add_format({**base, "num_format": "0.0%"})
+            fmt[(lvl, "date")] = wb.add_format({**base, "num_format": "yyyy-mm-dd"})
+            fmt[(lvl, "overdue")] = wb.add_format({**base, "num_format": "yyyy-mm-dd", "font_color": "#" + OVERDUE_COLOR,
+                                                   "bold": True})
+        ws = wb.add_worksheet("预警清单")
+        for j, h in enumerate(HEADERS):
+            ws.set_column(j, j, final[h])
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, max(len(records), 1), len(HEADERS) - 1)
+        ws.repeat_rows(0)
+        ws.set_landscape()
+        ws.fit_to_pages(1, 0)
+        ws.set_row(0, LINE_HEIGHT * 1.3)
+        ws.write_row(0, 0, HEADERS, head)
+        kinds = ["wrap" if h in WRAPPED else "plain" for h in HEADERS]
+        for n, w in enumerate(records):
+            lvl = w["level"]
+            ws.set_row(n + 1, LINE_HEIGHT * int(lines[n]) + 4)
+            for j, h in enumerate(HEADERS):
+                f = fmt[(lvl, kinds[j])]
+                if h == "序号":
+                    ws.write_number(n + 1, j, n + 1, f)
+                elif h == "风险概率":
+                    ws.write_number(n + 1, j, w["probability"], fmt[(lvl, "pct")])
+                elif h == "核实期限":
+                    late = w["status"] == STATUS_OPEN and today > w["deadline"]
+                    ws.write_datetime(n + 1, j, w["deadline"], fmt[(lvl, "overdue" if late else "date")])
+                else:
+                    ws.write_string(n + 1, j, columns[h][n], f)
+        _summary_sheet(wb, summary_rows, border, head)
+        _notes_sheet(wb, notes)
+    finally:
+        wb.close()
     return path
 
 
-def _summary_sheet(wb, records: list[WarningRecord], today: date, border) -> None:
-    from openpyxl.styles import Alignment, Font, PatternFill
-
-    ws = wb.create_sheet("按村汇总")
-    ws.append(list(SUMMARY_HEADERS))
+def _summary_rows(records: list[dict], today: date) -> list[list]:
     by_village: dict[str, Counter] = defaultdict(Counter)
     for w in records:
-        c = by_village[w.village]
-        c[w.level] += 1
-        c[w.status] += 1
+        c = by_village[w["village"]]
+        c[w["level"]] += 1
+        c[w["status"]] += 1
         c["合计"] += 1
-        if w.status == STATUS_OPEN and today > w.deadline:
+        if w["status"] == STATUS_OPEN and today > w["deadline"]:
             c["逾期未核实"] += 1
     # villages with the most red warnings first, then most warnings, then name
     order = sorted(by_village, key=lambda v: (-by_village[v]["红"], -by_village[v]["合计"], v))
     total: Counter = Counter()
+    rows = []
     for v in order:
-        ws.append([v, *(by_village[v][k] for k in SUMMARY_HEADERS[1:])])
+        rows.append([v, *(by_village[v][k] for k in SUMMARY_HEADERS[1:])])
         total.update(by_village[v])
-    ws.append(["合计", *(total[k] for k in SUMMARY_HEADERS[1:])])
-    for cell in ws[1]:
-        cell.font = Font(bold=True)
-        cell.fill = PatternFill("solid", start_color=HEADER_FILL, end_color=HEADER_FILL)
-        cell.alignment = Alignment(horizontal="center", vertical="center")
-    for cell in ws[ws.max_row]:
-        cell.font = Font(bold=True)
-    for row in ws.iter_rows():
-        for cell in row:
-            cell.border = border
-    for j, h in enumerate(SUMMARY_HEADERS, 1):
-        width = max([cjk_width(h)] + [cjk_width(str(ws.cell(r, j).value)) for r in range(2, ws.max_row + 1)])
-        ws.column_dimensions[ws.cell(1, j).column_letter].width = max(6, width) + 2
-    ws.freeze_panes = "A2"
+    rows.append(["合计", *(total[k] for k in SUMMARY_HEADERS[1:])])
+    return rows
 
 
-def _notes_sheet(wb, records, county: str, township: str, quarter: str, today: date) -> None:
-    from openpyxl.styles import Alignment, Font
+def _summary_sheet(wb, rows: list[list], border: dict, head) -> None:
+    ws = wb.add_worksheet("按村汇总")
+    cell = wb.add_format(border)
+    bold = wb.add_format({**border, "bold": True})
+    for j, h in enumerate(SUMMARY_HEADERS):
+        width = max([cjk_width(h)] + [cjk_width(str(r[j])) for r in rows])
+        ws.set_column(j, j, max(6, width) + 2)
+    ws.freeze_panes(1, 0)
+    ws.write_row(0, 0, SUMMARY_HEADERS, head)
+    for i, r in enumerate(rows, start=1):
+        ws.write_row(i, 0, r, bold if i == len(rows) else cell)
 
-    ws = wb.create_sheet("说明")
-    models = sorted({w.model_version for w in records})
-    rulesets = sorted({w.ruleset_version for w in records})
-    rows = [
+
+def _notes_rows(records: list[dict], county: str, township: str, quarter: str, today: date) -> list[tuple]:
+    models = sorted({w["model_version"] for w in records})
+    rulesets = sorted({w["ruleset_version"] for w in records})
+    return [
         ("县(市、区)", county), ("乡(镇)", township), ("统计季度", quarter), ("预警户数", len(records)),
         ("生成日期", today.isoformat()), ("模型版本", "、".join(models) or "—"),
         ("规则版本", "、".join(rulesets) or "—"),
@@ -283,24 +372,37 @@ def _notes_sheet(wb, records, county: str, township: str, quarter: str, today: d
         ("核实期限", "入户核实的截止日期；红色字体表示已逾期未核实"),
         ("隐私", "证件号码已脱敏（仅显示前4位和后4位）；本表不得张贴公示，不得外传"),
     ]
-    for k, v in rows:
-        ws.append([k, v])
-    for r in range(1, ws.max_row + 1):
-        ws.cell(r, 1).font = Font(bold=True)
-        ws.cell(r, 2).alignment = Alignment(wrap_text=True, vertical="top")
-    ws.column_dimensions["A"].width = 16
-    ws.column_dimensions["B"].width = 90
 
 
-def write_township_workbooks(warnings: Iterable, out_dir: str | Path, *, today: date | None = None) -> list[Path]:
-    """One workbook per (county, township) and quarter, at
-    ``out_dir/<县>/预警清单_<乡镇>_<季度>.xlsx`` (one folder per county keeps townships of the same
-    name in different counties apart). Returns the written paths."""
-    groups: dict[tuple[str, str, str], list[WarningRecord]] = defaultdict(list)
-    for w in _as_records(warnings):
-        groups[(w.county, w.township, w.quarter)].append(w)
+def _notes_sheet(wb, rows: list[tuple]) -> None:
+    ws = wb.add_worksheet("说明")
+    bold = wb.add_format({"bold": True})
+    wrap = wb.add_format({"text_wrap": True, "valign": "top"})
+    ws.set_column(0, 0, 16)
+    ws.set_column(1, 1, 90)
+    for i, (k, v) in enumerate(rows):
+        ws.write(i, 0, k, bold)
+        ws.write(i, 1, v, wrap)
+
+
+def township_path(out_dir: str | Path, county: str, township: str, quarter: str) -> Path:
+    """``out_dir/<县>/预警清单_<乡镇>_<季度>.xlsx`` (one folder per county keeps townships of the same
+    name in different counties apart)."""
+    return Path(out_dir) / _BAD_FILENAME.sub("_", county) / workbook_name(township, quarter)
+
+
+def write_township_workbooks(warnings, out_dir: str | Path, *, today: date | None = None) -> list[Path]:
+    """One workbook per (county, township) and quarter, at :func:`township_path`. Returns the
+    written paths. Everything is checked before the first file is written."""
+    import pyarrow.compute as pc
+
+    table = warning_table(warnings)
+    keys = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
+                          table.column("quarter").to_pylist(), strict=True)))
     out = []
-    for (county, township, quarter), ws in sorted(groups.items()):
-        path = Path(out_dir) / _BAD_FILENAME.sub("_", county) / workbook_name(township, quarter)
-        out.append(write_township_workbook(ws, path, today=today))
+    for county, township, quarter in keys:
+        m = pc.and_(pc.and_(pc.equal(table.column("county"), county), pc.equal(table.column("township"), township)),
+                    pc.equal(table.column("quarter"), quarter))
+        out.append(write_township_workbook(table.filter(m), township_path(out_dir, county, township, quarter),
+                                           today=today))
     return out
