@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
@@ -217,16 +217,23 @@ def _row_to_record(r: WarningRow) -> WarningRecord:
     )
 
 
-def _record_to_row(w: WarningRecord, run_id: str, now: datetime) -> dict:
-    d = w.model_dump(mode="json", include={"rule_hits", "reasons", "measures"})
+def _json_to_row(d: dict, run_id: str, now: datetime, stamps: dict, days: dict) -> dict:
+    """A warnings-table row from a record in its JSON form (validated); ``stamps`` / ``days`` cache
+    the parsed created_at / deadline texts (one or a few per run)."""
+    created = stamps.get(d["created_at"])
+    if created is None:
+        created = stamps[d["created_at"]] = _utc(datetime.fromisoformat(d["created_at"]))
+    due = days.get(d["deadline"])
+    if due is None:
+        due = days[d["deadline"]] = date.fromisoformat(d["deadline"])
     return {
-        "id": w.id, "quarter": w.quarter, "county": w.county, "township": w.township,
-        "village": w.village, "household_id": w.household_id, "head_name": w.head_name,
-        "id_masked": w.id_masked, "level": w.level, "level_rank": LEVEL_RANK[w.level],
-        "probability": float(w.probability), "rule_hits": d["rule_hits"], "reasons": d["reasons"],
-        "measures": d["measures"], "model_version": w.model_version,
-        "ruleset_version": w.ruleset_version, "created_at": w.created_at, "updated_at": now,
-        "deadline": w.deadline, "status": w.status, "status_reason": w.status_reason, "run_id": run_id,
+        "id": d["id"], "quarter": d["quarter"], "county": d["county"], "township": d["township"],
+        "village": d["village"], "household_id": d["household_id"], "head_name": d["head_name"],
+        "id_masked": d["id_masked"], "level": d["level"], "level_rank": LEVEL_RANK[d["level"]],
+        "probability": float(d["probability"]), "rule_hits": d["rule_hits"], "reasons": d["reasons"],
+        "measures": d["measures"], "model_version": d["model_version"],
+        "ruleset_version": d["ruleset_version"], "created_at": created, "updated_at": now,
+        "deadline": due, "status": d["status"], "status_reason": d["status_reason"], "run_id": run_id,
     }
 
 
@@ -309,16 +316,48 @@ class Store:
         explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
         iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
         """
+
+        def tables():
+            import pyarrow as pa
+
+            from fangpin.warnings import record_schema
+
+            schema = record_schema()
+            batch: list[dict] = []
+            for w in warnings:
+                batch.append(w.model_dump(mode="json"))
+                if len(batch) >= batch_size:
+                    yield pa.Table.from_pylist(batch, schema=schema)
+                    batch = []
+            if batch:
+                yield pa.Table.from_pylist(batch, schema=schema)
+
+        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size)
+
+    def write_quarter_tables(
+        self,
+        tables: Iterable,
+        quarter: str,
+        model_version: str,
+        *,
+        counties: Iterable[str] | None = None,
+        batch_size: int = 5000,
+    ) -> WriteResult:
+        """:meth:`write_quarter` for warnings as Arrow tables of :func:`fangpin.warnings.record_schema`
+        (what batch scoring writes): each table is checked with
+        :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted with
+        executemany batches of ``batch_size`` rows. Same transaction, idempotency and scope rules."""
+        from fangpin.warnings import validate_table
+
         run_id = uuid.uuid4().hex
         started = _now()
         counts = _RunCounts()
+        stamps: dict[str, datetime] = {}
+        days: dict = {}
         with self.engine.begin() as conn:
-            batch: list[WarningRecord] = []
 
-            def flush() -> None:
-                if not batch:
-                    return
-                households = [w.household_id for w in batch]
+            def flush(rows: list[dict]) -> None:
+                households = [r["household_id"] for r in rows]
                 existing = conn.scalar(
                     select(func.count()).select_from(WarningRow).where(
                         WarningRow.quarter == quarter, WarningRow.model_version == model_version,
@@ -327,23 +366,24 @@ class Store:
                 counts.updated += existing
                 counts.inserted += len(households) - existing
                 now = _now()
-                self._upsert(conn, [_record_to_row(w, run_id, now) for w in batch])
-                batch.clear()
+                self._upsert(conn, [_json_to_row(r, run_id, now, stamps, days) for r in rows])
 
-            for w in warnings:
-                if w.quarter != quarter or w.model_version != model_version:
-                    raise ValueError(
-                        f"warning for household {w.household_id} is for {w.quarter}/{w.model_version}, "
-                        f"not {quarter}/{model_version}"
-                    )
-                if w.household_id in counts.seen:
-                    raise ValueError(f"household {w.household_id} appears twice in the run for {quarter}")
-                counts.seen.add(w.household_id)
-                counts.counties.add(w.county)
-                batch.append(w)
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
+            for table in tables:
+                validate_table(table)
+                for b in table.to_batches(max_chunksize=batch_size):
+                    rows = b.to_pylist()
+                    for w in rows:
+                        if w["quarter"] != quarter or w["model_version"] != model_version:
+                            raise ValueError(
+                                f"warning for household {w['household_id']} is for {w['quarter']}/"
+                                f"{w['model_version']}, not {quarter}/{model_version}"
+                            )
+                        if w["household_id"] in counts.seen:
+                            raise ValueError(f"household {w['household_id']} appears twice in the run for {quarter}")
+                        counts.seen.add(w["household_id"])
+                        counts.counties.add(w["county"])
+                    if rows:
+                        flush(rows)
 
             scope = sorted(set(counties) if counties is not None else counts.counties)
             removed = 0
