@@ -4,25 +4,29 @@
 Flow (memory bounded by the chunk size, not by the county):
 
 1. **Partition.** One streaming pass over the canonical tables (pyarrow dataset scans with the
-   quarter filter pushed down) routes every row a quarter's features need into per-chunk Parquet
-   files under a scratch directory: household snapshots up to the quarter (income history), person
-   rows of the quarter and the one before (changes since the last snapshot), department events of
-   the last ``max(4, severe_event_quarters) + 1`` quarters. A chunk is a set of WHOLE townships
-   (packed by size; ``warnings.chunk_households`` per chunk), so a household's history is in its
-   chunk and everything models.features computes over a population (village / township disaster
-   shares, the township's identification rate) and per-township visit capacities
-   (``levels.mode: capacity``) come out exactly as when the whole county is scored at once
-   (tests/data/test_score.py checks it). Memory: one chunk's tables (bounded by the chunk size or
-   the largest township) plus a household-id → chunk map of the quarter (one id and one integer
-   per household).
-2. **Score.** Per chunk: ``RiskModel.score`` (features, booster, calibration, rules, levels) without
+   quarter filter pushed down, a few row groups in flight) routes every row a quarter's features
+   need into per-chunk Arrow IPC (Feather) files under a scratch directory: household snapshots up
+   to the quarter (income history), person rows of the quarter and the one before (changes since
+   the last snapshot), department events of the last ``max(4, severe_event_quarters) + 1``
+   quarters. A chunk is a set of WHOLE townships (packed by size; ``warnings.chunk_households`` per
+   chunk), so a household's history is in its chunk and everything models.features computes over
+   a population (village / township disaster shares, the township's identification rate) and
+   per-township visit capacities (``levels.mode: capacity``) come out exactly as when the whole
+   county is scored at once (tests/data/test_score.py checks it). Memory: one batch of rows plus a
+   household-id → chunk map of the quarter (one id and one integer per household).
+2. **Chunks**, in ``warnings.score_workers`` processes (each holds one chunk at a time): read the
+   chunk, ``RiskModel.score`` (features, booster, calibration, rules, levels) without
    explanations; then TreeSHAP (``pred_contrib``) and reasons (models.explain) ONLY for the
-   in-scope households with a warning; additivity is checked on every explained row; warning
-   records (head-of-household name and masked ID from persons, measures from models.measures)
-   are appended to a temporary Parquet file; every scored household's levels go to a second one.
-3. **Publish.** ``Store.write_quarter`` (one transaction: idempotent, atomic) reads the records
-   back lazily; township workbooks (fangpin.excel) are written one township at a time; finally
-   the Parquet files are renamed into place (atomic per file).
+   in-scope households with a warning, additivity checked on every explained row; the warnings as
+   an Arrow table (head-of-household name and masked ID from persons, measures from
+   models.measures) checked in bulk with the WarningRecord rules (fangpin.warnings.validate_table);
+   the chunk's warnings and every scored household's levels go to Parquet files, and the
+   workbooks of the chunk's townships (fangpin.excel) to a scratch folder.
+3. **Store**, in the main process while the chunks are scored: ``Store.write_quarter_tables``
+   inserts each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or
+   killed run leaves the store as it was), committed after the last chunk.
+4. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
+   Parquet outputs and the workbooks moved into place (atomic per file).
 
 Outputs: ``<paths.warnings_dir>/warnings_<Q>.parquet`` (one row per warning, nested rule_hits /
 reasons / measures), ``<paths.warnings_dir>/scores_<Q>.parquet`` (every in-scope household:
@@ -96,12 +100,9 @@ def latest_quarter(ingested_dir: Path) -> str:
     return from_index(int(pc.max(col).as_py()))
 
 
-def _township_key(df: pd.DataFrame) -> pd.Series:
-    return df["county"].astype("string").fillna("") + "/" + df["township"].astype("string").fillna("")
-
 
 class _Partitioner:
-    """Route rows of the canonical tables into per-chunk Parquet files (see module doc).
+    """Route rows of the canonical tables into per-chunk Arrow IPC files (see module doc).
 
     A chunk is a set of whole townships (packed by size into ``n`` chunks): the feature module's
     population context (village / township disaster shares, the township's identification rate)
@@ -114,53 +115,78 @@ class _Partitioner:
 
     PERSON_QUARTERS = 2  # the scored quarter and the one before (changes since the last snapshot)
 
-    def __init__(self, src: Path, scratch: Path, qidx: int, n: int, event_window: int, batch_rows: int = 262_144):
+    def __init__(self, src: Path, scratch: Path, qidx: int, n: int, event_window: int, batch_rows: int = 131_072):
         self.src, self.scratch, self.q, self.n = Path(src), Path(scratch), qidx, n
         self.event_window = event_window
         self.batch_rows = batch_rows
         self.counties: set[str] = set()
         self.rows = {t: np.zeros(n, dtype=np.int64) for t in TABLES}
+        self.townships: list[list[tuple[str, str]]] = [[] for _ in range(n)]  # (county, township) per chunk
         self._ids: pd.Index | None = None
         self._bucket: np.ndarray | None = None
-        self._township_bin: dict[str, int] = {}
+        self._keys = None  # pa.Array of "county/township" keys, position = township number
+        self._key_bin: np.ndarray | None = None  # township number → chunk
+
+    def _scan(self, ds, **kw):
+        # a few row groups in flight (pyarrow's defaults read ahead 16 batches and 4 files)
+        return ds.to_batches(batch_size=self.batch_rows, batch_readahead=1, fragment_readahead=1, **kw)
+
+    @staticmethod
+    def _key(county, township):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        def text(a):
+            return pc.fill_null(pc.cast(a, pa.string()), "")
+
+        return pc.binary_join_element_wise(text(county), text(township), "/")
 
     def index_quarter(self) -> int:
         """Build the household → chunk map of the scored quarter (townships packed into ``n``
         chunks of similar size, largest first); returns its household count."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.dataset as pds
 
         hh = _dataset(self.src, "households")
         ids, keys = [], []
-        for b in hh.to_batches(columns=["household_id", "county", "township"],
-                               filter=pds.field("quarter_idx") == self.q, batch_size=self.batch_rows):
-            df = b.to_pandas()
-            if len(df):
-                self.counties.update(df["county"].dropna().astype(str).unique().tolist())
-                ids.append(df["household_id"].astype("string").to_numpy())
-                keys.append(_township_key(df).to_numpy())
-        key = pd.Series(np.concatenate(keys) if keys else np.array([], dtype=object), dtype="string")
-        sizes = key.value_counts()
+        for b in self._scan(hh, columns=["household_id", "county", "township"],
+                            filter=pds.field("quarter_idx") == self.q):
+            if b.num_rows:
+                ids.append(b.column(0).cast(pa.string()))
+                keys.append(self._key(b.column(1), b.column(2)))
+                self.counties.update(x for x in pc.unique(b.column(1)).to_pylist() if x is not None)
+        key = pa.chunked_array(keys, type=pa.string()).combine_chunks() if keys else pa.array([], pa.string())
+        vc = pc.value_counts(key)
+        names, sizes = vc.field("values").to_pylist(), vc.field("counts").to_numpy()
         load = np.zeros(self.n, dtype=np.int64)
-        self._township_bin = {}
-        for tw, size in sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])):
+        bins = {}
+        for tw, size in sorted(zip(names, sizes.tolist(), strict=True), key=lambda kv: (-kv[1], kv[0])):
             k = int(np.argmin(load))
-            self._township_bin[tw] = k
+            bins[tw] = k
             load[k] += size
-        self._ids = pd.Index(np.concatenate(ids) if ids else np.array([], dtype=object))
-        self._bucket = key.map(self._township_bin).to_numpy(dtype=np.int64) if len(key) else np.zeros(0, np.int64)
+            county, _, township = tw.partition("/")
+            self.townships[k].append((county, township))
+        self._keys = pa.array(list(bins), type=pa.string())
+        self._key_bin = np.fromiter(bins.values(), dtype=np.int64, count=len(bins))
+        self._ids = pd.Index(pa.chunked_array(ids, type=pa.string()).to_numpy() if ids else np.array([], object))
+        self._bucket = self._by_key(key)
         return len(self._ids)
 
-    def _by_township(self, df: pd.DataFrame) -> np.ndarray:
-        return _township_key(df).map(self._township_bin).fillna(-1).to_numpy(dtype=np.int64)
+    def _by_key(self, key) -> np.ndarray:
+        import pyarrow.compute as pc
 
-    def _by_id(self, hid: pd.Series) -> np.ndarray:
-        pos = self._ids.get_indexer(hid.astype("string"))
+        pos = pc.index_in(key, value_set=self._keys).to_numpy(zero_copy_only=False)
+        pos = np.where(np.isnan(pos), -1, pos).astype(np.int64) if pos.dtype.kind == "f" else pos.astype(np.int64)
+        return np.where(pos >= 0, self._key_bin[np.maximum(pos, 0)], -1) if len(self._key_bin) else pos
+
+    def _by_id(self, hid) -> np.ndarray:
+        pos = self._ids.get_indexer(hid.to_numpy(zero_copy_only=False))
         return np.where(pos >= 0, self._bucket[np.maximum(pos, 0)], -1)
 
     def run(self) -> None:
         import pyarrow as pa
         import pyarrow.dataset as pds
-        import pyarrow.parquet as pq
 
         if self._ids is None:
             self.index_quarter()
@@ -174,15 +200,15 @@ class _Partitioner:
             ds = _dataset(self.src, table)
             if ds is None:
                 continue
-            writers: dict[int, pq.ParquetWriter] = {}
+            writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
             try:
-                for b in ds.to_batches(filter=filters[table], batch_size=self.batch_rows):
+                for b in self._scan(ds, filter=filters[table]):
                     if b.num_rows == 0:
                         continue
-                    hid = b.column(b.schema.get_field_index("household_id")).to_pandas()
-                    by_id = self._by_id(hid)
+                    by_id = self._by_id(b.column(b.schema.get_field_index("household_id")))
                     if table == "households":
-                        own = self._by_township(b.select(["county", "township"]).to_pandas())
+                        own = self._by_key(self._key(b.column(b.schema.get_field_index("county")),
+                                                     b.column(b.schema.get_field_index("township"))))
                         mine = np.flatnonzero(own >= 0)
                         extra = np.flatnonzero((by_id >= 0) & (by_id != own))
                         rows = np.concatenate([mine, extra])
@@ -194,36 +220,40 @@ class _Partitioner:
                     sb = bucket[order]
                     bt = b.take(pa.array(rows[order]))
                     starts = np.searchsorted(sb, np.arange(self.n + 1))
-                    for k in range(self.n):
+                    for k in np.flatnonzero(np.diff(starts)):
                         lo, hi = starts[k], starts[k + 1]
-                        if hi > lo:
-                            w = writers.get(k)
-                            if w is None:
-                                w = writers[k] = pq.ParquetWriter(str(self.path(table, k)), ds.schema)
-                            w.write_batch(bt.slice(lo, hi - lo))
-                            self.rows[table][k] += hi - lo
+                        w = writers.get(k)
+                        if w is None:
+                            w = writers[k] = pa.ipc.new_file(str(self.path(table, k)), ds.schema)
+                        w.write_batch(bt.slice(lo, hi - lo))
+                        self.rows[table][k] += hi - lo
             finally:
                 for w in writers.values():
                     w.close()
 
     def path(self, table: str, k: int) -> Path:
-        return self.scratch / f"{table}_{k:04d}.parquet"
+        return self.scratch / f"{table}_{k:04d}.arrow"
 
     def frames(self, k: int, lines: dict[int, float]):
-        from models.features import Frames
+        return chunk_frames(self.scratch, k, lines)
 
-        def read(table: str) -> pd.DataFrame | None:
-            p = self.path(table, k)
-            return pd.read_parquet(p) if p.exists() else None
 
-        hh = read("households")
-        if hh is None:
-            return None
-        persons = read("persons")
-        if persons is None:
-            persons = pd.DataFrame(columns=["household_id", "quarter", "quarter_idx", "relation", "health",
-                                            "labor_skill", "age"])
-        return Frames(households=hh, persons=persons, events=read("events"), lines=lines)
+def chunk_frames(scratch: Path, k: int, lines: dict[int, float]):
+    """The canonical frames of chunk ``k`` (pandas dtypes as pd.read_parquet gives them)."""
+    from models.features import Frames
+
+    def read(table: str) -> pd.DataFrame | None:
+        p = Path(scratch) / f"{table}_{k:04d}.arrow"
+        return pd.read_feather(p) if p.exists() else None
+
+    hh = read("households")
+    if hh is None:
+        return None
+    persons = read("persons")
+    if persons is None:
+        persons = pd.DataFrame(columns=["household_id", "quarter", "quarter_idx", "relation", "health",
+                                        "labor_skill", "age"])
+    return Frames(households=hh, persons=persons, events=read("events"), lines=lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,82 +275,77 @@ def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
     return out[["name", "id_masked"]]
 
 
-def _none(v):
-    if v is None:
-        return None
-    try:
-        return None if pd.isna(v) else v
-    except (TypeError, ValueError):
-        return v
-
-
 def explain_chunk(model, params: Params, scored: pd.DataFrame, feats: pd.DataFrame, persons: pd.DataFrame,
-                  qidx: int, created_at: datetime, table=None) -> tuple[list, int]:
-    """Warning records for the in-scope warned rows of one scored chunk. Returns (records, explained)."""
-    from fangpin.warnings import WarningRecord, deadline, local_date, warning_id
+                  qidx: int, created_at: datetime, table=None):
+    """Warnings of the in-scope warned rows of one scored chunk as an Arrow table of
+    fangpin.warnings.record_schema, checked with validate_table. Returns (table, explained)."""
+    import pyarrow as pa
+
+    from fangpin.warnings import STATUS_OPEN, deadline, local_date, record_schema, validate_table, warning_id
     from models.explain import check_additivity, explain_rows, labour_classes
     from models.measures import drivers_of, suggest, table_for
 
+    schema = record_schema()
     table = table or table_for(params)
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
-        return [], 0
+        return schema.empty_table(), 0
     X = model.spec.matrix(feats.iloc[warn])
     contrib = model.contributions(X)
     check_additivity(scored["raw_score"].to_numpy()[warn], contrib)
     reasons = explain_rows(model.spec, model.calibrator, X, contrib, params.warnings.max_reasons)
     heads = _heads(persons, qidx)
-    names = heads["name"].reindex(scored["household_id"].iloc[warn]).to_numpy()
-    masked = heads["id_masked"].reindex(scored["household_id"].iloc[warn]).to_numpy()
-    cols = {c: scored[c].to_numpy() for c in ("quarter", "county", "township", "village", "household_id",
-                                               "combined_level", "probability", "rule_hits")}
+    hid = scored["household_id"].to_numpy()[warn].astype(str)
+    names = heads["name"].reindex(hid)
+    masked = heads["id_masked"].reindex(hid)
     version = str(model.model_version)
     w = params.warnings
-    # what WarningRecord.create sets, computed once for the run: the id per household, one deadline
+    # what WarningRecord.create sets: the id per household, one deadline for the run
     due = deadline(local_date(created_at), w.verification_days, w.working_days, w.holiday_country)
+    quarter = scored["quarter"].to_numpy()[warn].astype(str)
+    hits_col = scored["rule_hits"].to_numpy()[warn]
     classes = labour_classes(X, model.spec)
-    probs = np.clip(cols["probability"][warn].astype(np.float64), 0.0, 1.0).tolist()
     measures_of: dict = {}  # (drivers, labour class) → measures: the table lookup is the same for equal keys
-    records = []
-    for j, i in enumerate(warn):
-        hits = cols["rule_hits"][i] or []
-        key = (tuple(drivers_of(hits, reasons[j])), classes[j])
-        if key not in measures_of:
-            measures_of[key] = suggest(key[0], key[1], table=table, max_measures=w.max_measures)
-        quarter, hid = str(cols["quarter"][i]), str(cols["household_id"][i])
-        records.append(WarningRecord(
-            id=warning_id(quarter, hid, version), created_at=created_at, deadline=due,
-            quarter=quarter, county=str(cols["county"][i]), township=str(cols["township"][i]),
-            village=str(cols["village"][i]), household_id=hid,
-            head_name=_none(names[j]), id_masked=_none(masked[j]), level=cols["combined_level"][i],
-            probability=probs[j], rule_hits=hits, reasons=reasons[j],
-            measures=measures_of[key], model_version=version, ruleset_version=model.ruleset_version,
-        ))
-    return records, len(warn)
+    hits, measures = [], []
+    for j in range(len(warn)):
+        hs = [{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hits_col[j] or [])]
+        hits.append(hs)
+        key = (tuple(drivers_of(hs, reasons[j])), classes[j])
+        m = measures_of.get(key)
+        if m is None:
+            m = measures_of[key] = [x.model_dump() for x in suggest(key[0], key[1], table=table,
+                                                                    max_measures=w.max_measures)]
+        measures.append(m)
+    n = len(warn)
+    ts = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
 
+    def text(values) -> pa.Array:
+        s = pd.Series(values, dtype=object)
+        return pa.array(s.where(s.notna(), None).tolist(), pa.string())
 
-def _record_table(records):
-    import pyarrow as pa
-
-    return pa.Table.from_pylist([r.model_dump(mode="json") for r in records], schema=_record_schema())
-
-
-def _record_schema():
-    import pyarrow as pa
-
-    hit = pa.struct([("rule_id", pa.string()), ("level", pa.string()), ("text", pa.string()),
-                     ("threshold", pa.string())])
-    reason = pa.struct([("factor", pa.string()), ("text", pa.string()), ("direction", pa.string()),
-                        ("logodds", pa.float64()), ("prob_pp", pa.float64())])
-    measure = pa.struct([("type", pa.string()), ("text", pa.string())])
-    return pa.schema([
-        ("id", pa.string()), ("quarter", pa.string()), ("county", pa.string()), ("township", pa.string()),
-        ("village", pa.string()), ("household_id", pa.string()), ("head_name", pa.string()),
-        ("id_masked", pa.string()), ("level", pa.string()), ("probability", pa.float64()),
-        ("rule_hits", pa.list_(hit)), ("reasons", pa.list_(reason)), ("measures", pa.list_(measure)),
-        ("model_version", pa.string()), ("ruleset_version", pa.string()), ("created_at", pa.string()),
-        ("deadline", pa.string()), ("status", pa.string()), ("status_reason", pa.string()),
-    ])
+    out = pa.table({
+        "id": pa.array([warning_id(q, h, version) for q, h in zip(quarter, hid, strict=True)], pa.string()),
+        "quarter": pa.array(quarter, pa.string()),
+        "county": text(scored["county"].to_numpy()[warn]),
+        "township": text(scored["township"].to_numpy()[warn]),
+        "village": text(scored["village"].to_numpy()[warn]),
+        "household_id": pa.array(hid, pa.string()),
+        "head_name": text(names.to_numpy()),
+        "id_masked": text(masked.to_numpy()),
+        "level": text(scored["combined_level"].to_numpy()[warn]),
+        "probability": pa.array(np.clip(scored["probability"].to_numpy(dtype=np.float64)[warn], 0.0, 1.0)),
+        "rule_hits": pa.array(hits, schema.field("rule_hits").type),
+        "reasons": pa.array(reasons, schema.field("reasons").type),
+        "measures": pa.array(measures, schema.field("measures").type),
+        "model_version": pa.array([version] * n, pa.string()),
+        "ruleset_version": pa.array([str(model.ruleset_version)] * n, pa.string()),
+        "created_at": pa.array([ts.isoformat().replace("+00:00", "Z")] * n, pa.string()),
+        "deadline": pa.array([due.isoformat()] * n, pa.string()),
+        "status": pa.array([STATUS_OPEN] * n, pa.string()),
+        "status_reason": pa.nulls(n, pa.string()),
+    }, schema=schema)
+    validate_table(out)  # the WarningRecord rules on every row (a warning always has a level, etc.)
+    return out, n
 
 
 SCORE_COLUMNS = ("household_id", "quarter", "county", "township", "village", "probability", "model_level",
@@ -354,6 +379,101 @@ def iter_records(path: Path, **filters) -> Iterator:
 
 
 # ----------------------------------------------------------------------------------------------
+# one chunk, in a worker process (or in-process)
+
+_JOB: dict = {}  # what every chunk of a run needs; set once per worker process
+
+
+def _init_job(job: dict, threads: int | None) -> None:
+    if threads:
+        job["model"].meta["num_threads"] = threads  # the pool is the parallelism: one thread per worker
+    _JOB.clear()
+    _JOB.update(job)
+
+
+WORKER_MODULES = ["pipelines.score", "models.pyfunc", "models.explain", "models.measures", "fangpin.excel",
+                  "xlsxwriter", "pyarrow.parquet"]
+
+
+def _worker_context():
+    """The multiprocessing context of the chunk workers: a fork server that imports the scoring
+    modules once (started now, so the imports run while the partition pass does) and forks each
+    worker from there. Workers never fork a process that has run OpenMP (LightGBM), and do not pay
+    the imports (MLflow, pandas, LightGBM: seconds) each."""
+    import multiprocessing as mp
+    from multiprocessing import forkserver
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(WORKER_MODULES)
+    forkserver.ensure_running()
+    return ctx
+
+
+def _scores_schema():
+    import pyarrow as pa
+
+    return pa.schema([("household_id", pa.string()), ("quarter", pa.string()), ("county", pa.string()),
+                      ("township", pa.string()), ("village", pa.string()), ("probability", pa.float64()),
+                      ("model_level", pa.string()), ("rule_level", pa.string()), ("combined_level", pa.string()),
+                      ("warning", pa.bool_()), ("rule_ids", pa.list_(pa.string()))])
+
+
+def _run_chunk(k: int) -> dict:
+    """Score and explain chunk ``k`` and write warnings_k.parquet, scores_k.parquet and the
+    workbooks of its townships (under scratch/excel). Returns counts and seconds."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from fangpin.excel import township_path, write_township_workbook
+
+    j = _JOB
+    scratch, model, params, qidx = j["scratch"], j["model"], j["params"], j["qidx"]
+    out = {"k": k, "households": 0, "warnings": 0, "explained": 0, "by_level": {}, "rule_warnings": 0,
+           "workbooks": [], "rows": 0, "seconds": {}}
+    t0 = time.perf_counter()
+    fr = chunk_frames(scratch, k, j["lines"])
+    if fr is None:
+        return out
+    t1 = time.perf_counter()
+    scored, feats = model.score(fr, quarters=[qidx], explain="none", return_features=True)
+    t2 = time.perf_counter()
+    table, n_exp = explain_chunk(model, params, scored, feats, fr.persons, qidx, j["created"], j["table"])
+    t3 = time.perf_counter()
+    out["rows"] = len(scored)
+    out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
+    out["explained"], out["warnings"] = n_exp, table.num_rows
+    levels = table.column("level").to_pylist()
+    out["by_level"] = {lv: levels.count(lv) for lv in set(levels)}
+    out["rule_warnings"] = int(np.count_nonzero(pc.list_value_length(table.column("rule_hits")).to_numpy(
+        zero_copy_only=False) > 0)) if table.num_rows else 0
+    pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
+    pq.write_table(_scores_table(scored).cast(_scores_schema()), scratch / f"scores_{k:04d}.parquet")
+    del fr, scored, feats
+    t4 = time.perf_counter()
+    if j["excel"] and table.num_rows:
+        places = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
+                                strict=True)))
+        for county, township in places:
+            m = pc.and_(pc.equal(table.column("county"), county), pc.equal(table.column("township"), township))
+            path = township_path(scratch / "excel", county, township, j["quarter"])
+            write_township_workbook(table.filter(m), path, today=j["today"])
+            out["workbooks"].append(str(path.relative_to(scratch / "excel")))
+    t5 = time.perf_counter()
+    out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3, "excel": t5 - t4}
+    return out
+
+
+def _concat(parts: list[Path], dest: Path, schema) -> None:
+    """Chunk Parquet files → one file (a row group per chunk), streamed one chunk at a time."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(str(dest), schema) as w:
+        for p in parts:
+            if p.exists():
+                w.write_table(pq.read_table(p).cast(schema))
+
+
+# ----------------------------------------------------------------------------------------------
 # the stage
 
 
@@ -368,14 +488,23 @@ def score_quarter(
     show_progress: bool = True,
     write_excel: bool = True,
     chunk_households: int | None = None,
+    workers: int | None = None,
 ) -> ScoreResult:
     """Score one quarter (default: the latest in the data) and publish its warnings (module doc).
 
     ``params`` should be rooted (pipelines.common.rooted); ``root`` resolves a relative
-    ``warnings.excel_dir``. ``model`` defaults to ``@champion``; ``store`` to Store.from_params.
+    ``warnings.excel_dir``. ``model`` defaults to ``@champion``; ``store`` to Store.from_params;
+    ``workers`` to ``warnings.score_workers`` (1: every chunk in this process).
+
+    ``seconds``: ``partition``, ``chunks`` (wall: chunks scored in the workers while the main
+    process inserts finished ones into the store), ``store`` (wall from the last chunk to the
+    commit), ``publish`` (Parquet outputs and workbooks into place), ``total``; and per-chunk
+    times summed over chunks (worker time, not wall): ``score`` (features, booster, calibration,
+    rules, levels), ``explain`` (TreeSHAP, reasons, measures, the checked warnings table),
+    ``excel`` (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output).
     """
     from fangpin import quarters as fq
-    from fangpin.excel import write_township_workbooks
+    from fangpin.warnings import local_date, record_schema
     from models.measures import table_for
 
     t_all = time.perf_counter()
@@ -405,6 +534,7 @@ def score_quarter(
         raise ValueError(f"no household rows for {quarter} in {src / 'households.parquet'}")
     chunk = chunk_households or params.warnings.chunk_households
     n_chunks = max(1, math.ceil(n_q / chunk))
+    n_workers = max(1, min(workers or params.warnings.score_workers, n_chunks))
     out_dir = Path(params.paths.warnings_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     excel_dir = Path(params.warnings.excel_dir)
@@ -412,7 +542,6 @@ def score_quarter(
         excel_dir = Path(root or ".").resolve() / excel_dir
     res = ScoreResult(quarter=quarter, model_version=str(model.model_version), chunks=n_chunks)
     created = datetime.now(UTC)
-    table = table_for(params)
 
     prog = None
     if show_progress:
@@ -421,6 +550,8 @@ def score_quarter(
         prog = progress()
         prog.start()
     scratch = Path(tempfile.mkdtemp(prefix=f".score_{quarter}_", dir=out_dir))
+    pool = None
+    ctx = _worker_context() if n_workers > 1 else None
     try:
         t0 = time.perf_counter()
         part = _Partitioner(src, scratch, qidx, n_chunks, event_window=max(4, model.ruleset.severe_event_quarters))
@@ -433,87 +564,76 @@ def score_quarter(
             prog.update(task, completed=len(TABLES) + 1)
         secs["partition"] = time.perf_counter() - t0
 
-        import pyarrow.parquet as pq
-
-        tmp_w, tmp_s = scratch / "warnings.parquet", scratch / "scores.parquet"
-        ww = pq.ParquetWriter(str(tmp_w), _record_schema())
-        sw = None
-        t_score = t_explain = 0.0
-        task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
-        try:
-            for k in range(n_chunks):
-                fr = part.frames(k, lines)
-                if fr is None:
-                    continue
-                t1 = time.perf_counter()
-                scored, feats = model.score(fr, quarters=[qidx], explain="none", return_features=True)
-                t2 = time.perf_counter()
-                records, n_exp = explain_chunk(model, params, scored, feats, fr.persons, qidx, created, table)
-                t_score += t2 - t1
-                t_explain += time.perf_counter() - t2
-                inscope = scored["in_scope"].to_numpy(dtype=bool)
-                res.households += int(inscope.sum())
-                res.explained += n_exp
-                for r in records:
-                    res.by_level[r.level] = res.by_level.get(r.level, 0) + 1
-                    res.rule_warnings += bool(r.rule_hits)
-                res.warnings += len(records)
-                if records:
-                    ww.write_table(_record_table(records))
-                st = _scores_table(scored)
-                if sw is None:
-                    sw = pq.ParquetWriter(str(tmp_s), st.schema)
-                sw.write_table(st.cast(sw.schema))
-                if prog:
-                    prog.advance(task, len(scored))
-                del fr, scored, feats, records
-        finally:
-            ww.close()
-            if sw is not None:
-                sw.close()
-        secs["score"], secs["explain"] = t_score, t_explain
-
-        t0 = time.perf_counter()
         if store is None:
             from fangpin.store import Store
 
             store = Store.from_params(params)
-        task = prog.add_task("写入预警库 (store)", total=res.warnings) if prog else None
+        job = dict(scratch=scratch, model=model, params=params, qidx=qidx, quarter=quarter, lines=lines,
+                   created=created, today=local_date(created), table=table_for(params), excel=write_excel)
+        t0 = time.perf_counter()
+        if n_workers > 1:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        def records_with_progress():
-            for i, r in enumerate(iter_records(tmp_w), 1):
-                if prog and i % 5000 == 0:
-                    prog.update(task, completed=i)
-                yield r
+            pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_job, initargs=(job, 1))
+            done = (f.result() for f in as_completed([pool.submit(_run_chunk, k) for k in range(n_chunks)]))
+        else:
+            _init_job(job, None)
+            done = (_run_chunk(k) for k in range(n_chunks))
+        task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
+        chunk_secs: dict[str, float] = {}
+        last_chunk = [t0]
 
-        wr = store.write_quarter(records_with_progress(), quarter, res.model_version, counties=sorted(part.counties))
-        if prog:
-            prog.update(task, completed=res.warnings)
+        def finished_tables():
+            """Each chunk's warnings as it finishes (the store inserts them meanwhile)."""
+            import pyarrow.parquet as pq
+
+            for r in done:
+                res.households += r["households"]
+                res.warnings += r["warnings"]
+                res.explained += r["explained"]
+                res.rule_warnings += r["rule_warnings"]
+                res.workbooks += r["workbooks"]
+                for lv, c in r["by_level"].items():
+                    res.by_level[lv] = res.by_level.get(lv, 0) + c
+                for k, v in r["seconds"].items():
+                    chunk_secs[k] = chunk_secs.get(k, 0.0) + v
+                if prog:
+                    prog.advance(task, r["rows"])
+                last_chunk[0] = time.perf_counter()
+                p = scratch / f"warnings_{r['k']:04d}.parquet"
+                if p.exists():
+                    yield pq.read_table(p)
+
+        wr = store.write_quarter_tables(finished_tables(), quarter, res.model_version,
+                                        counties=sorted(part.counties))
+        t_commit = time.perf_counter()
         res.store = {"run_id": wr.run_id, "n_warnings": wr.n_warnings, "inserted": wr.inserted,
                      "updated": wr.updated, "removed": wr.removed}
-        secs["store"] = time.perf_counter() - t0
+        secs["chunks"] = last_chunk[0] - t0
+        secs["store"] = t_commit - last_chunk[0]
+        for k in ("score", "explain", "excel"):
+            secs[k] = chunk_secs.get(k, 0.0)
+        secs["chunk_read"], secs["chunk_write"] = chunk_secs.get("read", 0.0), chunk_secs.get("write", 0.0)
 
         t0 = time.perf_counter()
-        if write_excel and res.warnings:
-            import pyarrow.dataset as pds2
-
-            places = pds2.dataset(str(tmp_w), format="parquet").to_table(columns=["county", "township"])
-            pairs = sorted(set(zip(places.column("county").to_pylist(), places.column("township").to_pylist(),
-                                   strict=True)))
-            task = prog.add_task("乡镇预警清单 (Excel)", total=len(pairs)) if prog else None
-            for county, township in pairs:
-                res.workbooks += [str(p) for p in write_township_workbooks(
-                    list(iter_records(tmp_w, county=county, township=township)), excel_dir)]
-                if prog:
-                    prog.advance(task)
-        secs["excel"] = time.perf_counter() - t0
-
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
+        tmp_w, tmp_s = scratch / "warnings.parquet", scratch / "scores.parquet"
+        _concat([scratch / f"warnings_{k:04d}.parquet" for k in range(n_chunks)], tmp_w, record_schema())
+        _concat([scratch / f"scores_{k:04d}.parquet" for k in range(n_chunks)], tmp_s, _scores_schema())
         os.replace(tmp_w, final_w)
-        if sw is not None:
-            os.replace(tmp_s, final_s)
+        os.replace(tmp_s, final_s)
+        books = []
+        for rel in sorted(res.workbooks):
+            dest = excel_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(scratch / "excel" / rel, dest)
+            books.append(str(dest))
+        res.workbooks = books
         res.warnings_parquet, res.scores_parquet = str(final_w), str(final_s)
+        secs["publish"] = time.perf_counter() - t0
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         if prog:
             prog.stop()
         shutil.rmtree(scratch, ignore_errors=True)
