@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-deps demo serve-demo stop test lint lock clean
+.PHONY: install system-deps bench-deps demo serve-demo stop test lint lock clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ system-deps:
 	  echo "installing Debian packages:$$need"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
 	fi
+
+# What the benchmarks in bench/ use beside the venv: wrk, the HTTP load generator of bench_api.py.
+bench-deps: install
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 
 lock:
 	$(BIN)/uv pip compile --python-version 3.11 --extra dev pyproject.toml -o requirements/lock.txt

@@ -25,7 +25,7 @@ class LoadedModel:
     uri: str
     card: dict = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    explainer: Any = None  # callable producing reasons/measures, when models.explain exists
+    explainer: Any = None  # models.explain.explainer_for(scorer, params): reasons and measures
 
 
 Loader = Callable[[Any, str], LoadedModel]
@@ -64,24 +64,6 @@ class ModelHolder:
             return None
 
 
-def explainer_for(scorer, params):
-    """The reasons/measures step, or None while ``models.explain`` does not exist.
-
-    This is the single switch for explanations: once the explain module lands, every response
-    carries reasons and measures; until then they are null, never invented.
-    """
-    import importlib
-
-    try:
-        explain = importlib.import_module("models.explain")
-    except ModuleNotFoundError as exc:
-        if exc.name == "models.explain":
-            return None
-        raise
-    make = getattr(explain, "explainer_for", None)
-    return make(scorer, params) if make is not None else None
-
-
 def resolve_uri(uri: str) -> tuple[str, str]:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` → (name, version) via the registry."""
     from mlflow import MlflowClient
@@ -106,6 +88,7 @@ def default_loader(params, uri: str) -> LoadedModel:
     from mlflow import MlflowClient
 
     from models import pyfunc
+    from models.explain import explainer_for
 
     pyfunc.setup_mlflow(params)
     name, version = resolve_uri(uri)

@@ -1,9 +1,9 @@
 """Validated households → the registered model → per-household results.
 
 The model's own entry point for the canonical JSON form (``RiskModel.score_records``, the same code
-the MLflow pyfunc runs) does features, LightGBM, calibration, rules and levels. Reasons and
-suggested measures come from one switchable step (:attr:`LoadedModel.explainer`): present once the
-explain module exists, otherwise ``null`` in the response — never invented here.
+the MLflow pyfunc runs) does features, LightGBM, calibration, rules and levels, as numpy arrays
+(no pandas per request). Reasons and suggested measures for the warned households come from
+:attr:`LoadedModel.explainer` (models.explain: TreeSHAP on those rows, Chinese sentences, measures).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ def tiny_model(params):
 
 def fixed_loader(model, versions=None):
     """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
-    from serving.model import LoadedModel, explainer_for
+    from models.explain import explainer_for
+    from serving.model import LoadedModel
 
     counter = iter(versions or range(1, 10_000))
 
