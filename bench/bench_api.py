@@ -1,7 +1,10 @@
 """Scoring API latency and throughput, beside `mlflow models serve` on the same registered model.
 
-Both servers run as uvicorn subprocesses on 127.0.0.1 and are driven, in turn, by a load process
-of their own (httpx, asyncio, C requests in flight). Each request scores ONE household:
+Both servers run as uvicorn subprocesses on 127.0.0.1 (uvicorn picks uvloop and httptools, which
+the project installs as ``uvicorn[standard]``, for both) and are driven, in turn, by wrk (C, one
+thread, C keep-alive connections in a closed loop; 3 s warm-up, then the measured seconds). The
+servers' CPU time per request is read from the process and its children. Each request scores ONE
+household:
 
 - fangpin (`serving.app`): POST /v1/score with an API key (verified against the store), the
   household in the canonical JSON form (validated), features + LightGBM + calibration + rules,
@@ -23,12 +26,11 @@ Results are printed and written to <out>/results.json; docs/benchmarks.md record
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -119,44 +121,69 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def drive(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, warmup: int) -> dict:
-    """Run the load generator in its own process; returns its JSON summary."""
-    spec = json.dumps({"url": url, "headers": headers, "concurrency": concurrency, "seconds": seconds,
-                       "warmup": warmup})
-    r = subprocess.run([sys.executable, __file__, "--drive", spec], input=body, capture_output=True, check=True)
-    return json.loads(r.stdout)
+WRK_LUA = r"""
+local f = io.open(os.getenv("FANGPIN_BENCH_BODY"), "rb"); wrk.body = f:read("*a"); f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("FANGPIN_BENCH_KEY")
+if key and key ~= "" then wrk.headers["X-API-Key"] = key end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d, ' ..
+    '"non_2xx": %d, "connect": %d, "read": %d, "write": %d, "timeout": %d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
+    latency.max, e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
 
 
-async def _load(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, warmup: int) -> dict:
-    import httpx
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server process and its children (mlflow's uvicorn is a child)."""
+    import psutil
 
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(headers={"Content-Type": "application/json", **headers}, limits=limits,
-                                 timeout=120) as client:
-        for _ in range(warmup):
-            r = await client.post(url, content=body)
-            r.raise_for_status()
-        stop_at = time.perf_counter() + seconds
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
-        async def worker():
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=body)
-                dt = time.perf_counter() - t0
-                if r.status_code == 200:
-                    lat.append(dt)
-                else:
-                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-    lat.sort()
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [lat[0] * 1] * 99
-    return {"requests": len(lat), "errors": errors, "seconds": wall, "rps": len(lat) / wall,
-            "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * q[98], "mean_ms": 1000 * statistics.fmean(lat)}
+def drive(url: str, body: bytes, headers: dict, concurrency: int, seconds: float, warmup: float,
+          pid: int, work: Path) -> dict:
+    """Load one server with wrk (C, one thread, ``concurrency`` keep-alive connections, each sending
+    its next request when the previous answer arrives) and return its summary plus the server's CPU
+    time per request. wrk rather than a Python client: on 2 cores, the client's own CPU would be
+    taken from the server being measured."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: `make bench-deps` installs it (Debian package wrk)")
+    (work / "wrk.lua").write_text(WRK_LUA, encoding="utf-8")
+    (work / "body.json").write_bytes(body)
+    env = {**os.environ, "FANGPIN_BENCH_BODY": str(work / "body.json"),
+           "FANGPIN_BENCH_KEY": headers.get("X-API-Key", "")}
+
+    def run(c: int, secs: float) -> dict:
+        cmd = [wrk, "-t1", f"-c{c}", f"-d{max(1, round(secs))}s", "--timeout", "10s", "-s", str(work / "wrk.lua"), url]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    run(concurrency, warmup)
+    cpu0 = cpu_seconds(pid)
+    r = run(concurrency, seconds)
+    cpu = cpu_seconds(pid) - cpu0
+    failed = r["non_2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
+    ok = r["requests"] - r["non_2xx"]
+    wall = r["duration_us"] / 1e6
+    return {"requests": ok, "errors": {k: r[k] for k in ("non_2xx", "connect", "read", "write", "timeout")
+                                       if r[k]}, "failed": failed, "seconds": wall, "rps": ok / wall,
+            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "mean_ms": r["mean_us"] / 1000,
+            "max_ms": r["max_us"] / 1000, "server_cpu_ms_per_request": 1000 * cpu / max(r["requests"], 1)}
 
 
 def payloads(key: str) -> dict:
@@ -207,9 +234,11 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{port}{ready}", proc)
             body, headers = bodies[name]
             for c in args.concurrency:
-                r = drive(f"http://127.0.0.1:{port}{path}", body, headers, c, args.seconds, warmup=20)
+                r = drive(f"http://127.0.0.1:{port}{path}", body, headers, c, args.seconds, warmup=3,
+                          pid=proc.pid, work=out)
                 results["runs"][f"{name}_c{c}"] = r
                 print(f"{name:8s} c={c}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+                      f"  server CPU {r['server_cpu_ms_per_request']:5.2f} ms/request"
                       f"  ({r['requests']} ok, errors {r['errors']})", flush=True)
         finally:
             stop(proc)
@@ -222,10 +251,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--drive":
-        s = json.loads(sys.argv[2])
-        body = sys.stdin.buffer.read()
-        print(json.dumps(asyncio.run(_load(s["url"], body, s["headers"], s["concurrency"], s["seconds"],
-                                           s["warmup"]))))
-    else:
-        main()
+    main()
