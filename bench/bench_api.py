@@ -11,8 +11,10 @@ household:
   TreeSHAP reasons in Chinese and suggested measures (the benchmark household always gets a
   warning, so every request is explained), an audit row written to the store.
 - generic: `mlflow models serve -m models:/return-risk@champion --env-manager local`, POST
-  /invocations with the same household as one ``dataframe_records`` row: the same pyfunc
-  (probability, levels, rule hits, raw explanation inputs), no auth, no audit, no reasons.
+  /invocations with the same household as one ``dataframe_records`` row and ``params``
+  ``{"explain": "none"}`` (declared in the model signature): the same pyfunc, so the same
+  features + LightGBM + calibration + rules; probabilities, levels and rule hits only — no
+  TreeSHAP, no reasons, no auth, no audit.
 
 The model: ``models:/return-risk@champion`` of the tracking store in MLFLOW_TRACKING_URI; when it
 has none, one is built first with the real pipeline (`fangpin synth` + `fangpin run`) under the
@@ -198,7 +200,8 @@ def payloads(key: str) -> dict:
         m.pop("school_grade", None)
     for e in rec["events"]:
         e.pop("id_number", None)
-    generic = json.dumps({"dataframe_records": [rec]}, ensure_ascii=False).encode()
+    # probabilities, levels and rule hits only: the generic server cannot give reasons anyway
+    generic = json.dumps({"dataframe_records": [rec], "params": {"explain": "none"}}, ensure_ascii=False).encode()
     return {"ours": (ours, {"X-API-Key": key}), "generic": (generic, {})}
 
 

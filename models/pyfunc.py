@@ -213,8 +213,13 @@ class ReturnRiskPyfunc(_pyfunc_base()):  # type: ignore[misc]
         self.model = RiskModel.from_artifacts(context.artifacts)
 
     def predict(self, context, model_input, params=None):
+        """``params={"explain": "none"}`` skips the TreeSHAP explanation column (probabilities,
+        levels and rule hits only); the default explains every row with a warning."""
         records = _records_from_input(model_input)
-        out = self.model.score_records(records)
+        explain = (params or {}).get("explain", "warnings")
+        if explain not in ("warnings", "none"):
+            raise ValueError(f"params.explain must be 'warnings' or 'none', not {explain!r}")
+        out = self.model.score_records(records, explain=explain)
         out = out.drop(columns=["quarter_idx"])
         out["rule_hits"] = [json.dumps(h, ensure_ascii=False) for h in out["rule_hits"]]
         out["explanation"] = [None if e is None else json.dumps(e, ensure_ascii=False) for e in out["explanation"]]
@@ -404,9 +409,10 @@ def log_pyfunc(model: RiskModel, workdir: Path, input_example: list[dict], regis
     """Log the model once as a pyfunc (artifacts = its parts) and register it. Returns ModelInfo."""
     import mlflow
     from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
     paths = model.save(Path(workdir))
-    sig = ModelSignature(inputs=input_schema())
+    sig = ModelSignature(inputs=input_schema(), params=ParamSchema([ParamSpec("explain", "string", "warnings")]))
     example = pd.DataFrame(input_example)
     return mlflow.pyfunc.log_model(
         name="model",

@@ -84,6 +84,8 @@ def test_train_evaluate_promote_rollback(workdir):
     if len(warn):
         e = json.loads(warn.iloc[0]["explanation"])
         assert set(e) >= {"base_value", "raw_score", "features"}
+    bare = pyf.predict(pd.DataFrame(recs), params={"explain": "none"})  # declared in the signature
+    assert bare["explanation"].isna().all() and np.array_equal(bare["probability"], out["probability"])
 
 
 def test_a_worse_challenger_is_not_promoted(workdir):
