@@ -271,25 +271,39 @@ def _history(r: _Row, shown) -> str:
     return "，".join(parts)
 
 
+@lru_cache(maxsize=64)
+def _event_windows(group_features: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """The event features of a group by window (1, 2, 4 quarters): counts ("n") and amounts ("a"),
+    with each count feature's event slug and each amount feature's kind (parsed once per spec)."""
+    by_w: dict[int, dict[str, list[str]]] = {}
+    slug, kind = {}, {}
+    for n in group_features:
+        m = _EV_COUNT.match(n) or _EV_AMOUNT.match(n)
+        if m:
+            is_count = "slug" in m.groupdict()
+            by_w.setdefault(int(m["w"]), {"n": [], "a": []})["n" if is_count else "a"].append(n)
+            if is_count:
+                slug[n] = m["slug"]
+            else:
+                kind[n] = m["kind"]
+    return by_w, slug, kind
+
+
 def _events(kinds: tuple[str, ...], label: str) -> Callable[[_Row, set], str]:
     """Department events of a group, in the window (1, 2 or 4 quarters) whose features carry the
     largest share of the group's contribution."""
 
     def build(r: _Row, shown, group_features: Sequence[str] = ()) -> str:
-        by_w: dict[int, dict[str, list[str]]] = {}
-        for n in group_features:
-            m = _EV_COUNT.match(n) or _EV_AMOUNT.match(n)
-            if m:
-                by_w.setdefault(int(m["w"]), {"n": [], "a": []})["n" if "slug" in m.groupdict() else "a"].append(n)
+        by_w, slug, kind_of = _event_windows(tuple(group_features))
         if not by_w:
             return f"{label}部门推送情况不详"
         w = max(sorted(by_w), key=lambda k: abs(sum(r.contrib(n) for v in by_w[k].values() for n in v)))
         when = "本季度" if w == 1 else f"近{w}个季度"
-        parts = [f"{_SLUG_EVENT[_EV_COUNT.match(n)['slug']]}{count(r[n])}次" for n in by_w[w]["n"] if r[n] > 0]
+        parts = [f"{_SLUG_EVENT[slug[n]]}{count(r[n])}次" for n in by_w[w]["n"] if r[n] > 0]
         if not parts:
             return f"{when}{label}部门推送0次"
         s = f"{when}部门推送{'、'.join(parts)}"
-        amounts = [(n, _EV_AMOUNT.match(n)["kind"]) for n in by_w[w]["a"] if r[n] > 0]
+        amounts = [(n, kind_of[n]) for n in by_w[w]["a"] if r[n] > 0]
         for n, kind in amounts:
             if kind in kinds:
                 s += f"，{_AMOUNT_KIND[kind]}金额合计{yuan(r[n])}"
