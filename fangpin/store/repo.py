@@ -78,10 +78,14 @@ def store_url(params=None) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with JSON kept readable (UTF-8, not \\u escapes). SQLite gets foreign keys, WAL
+    """An engine with JSON kept readable (UTF-8, not \\u escapes; orjson). SQLite gets foreign keys, WAL
     with synchronous=NORMAL, a busy timeout, and real transactions (SQLAlchemy's documented pysqlite recipe: the driver's
     own implicit BEGIN handling is switched off and BEGIN is emitted explicitly)."""
-    dumps = lambda o: json.dumps(o, ensure_ascii=False)  # noqa: E731
+    import orjson  # UTF-8 JSON text, ~10x faster than json.dumps (a quarter's write serialises 3 per warning)
+
+    def dumps(o) -> str:
+        return orjson.dumps(o).decode("utf-8")
+
     if url.startswith("sqlite"):
         engine = create_engine(url, json_serializer=dumps, connect_args={"timeout": 30})
 
