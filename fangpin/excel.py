@@ -108,23 +108,17 @@ def _numbered(lines: list[str]) -> str:
 
 def format_rule_hits(w) -> str:
     """Numbered rule hits with the threshold that fired (``w``: a WarningRecord or its JSON dict)."""
-    return _numbered([f"【{_get(h, 'level')}】{_get(h, 'text')}（触发条件：{_get(h, 'threshold')}）"
-                      for h in _get(w, "rule_hits")])
+    return _numbered([_hit_text(_get(h, "level"), _get(h, "text"), _get(h, "threshold")) for h in _get(w, "rule_hits")])
 
 
 def format_reasons(w) -> str:
     """Each reason with its direction and probability-scale weight (percentage points)."""
-    out = []
-    for r in _get(w, "reasons"):
-        arrow = "↑升高风险" if _get(r, "direction") == "up" else "↓降低风险"
-        # the explainer labels risk-lowering sentences itself; here the label goes with the weight
-        text = _get(r, "text").removesuffix("（降低风险）")
-        out.append(f"{text}（{arrow}，约{abs(_get(r, 'prob_pp')):.1f}个百分点）")
-    return _numbered(out)
+    return _numbered([_reason_text(_get(r, "text"), _get(r, "direction"), _get(r, "prob_pp"))
+                      for r in _get(w, "reasons")])
 
 
 def format_measures(w) -> str:
-    return _numbered([f"【{_get(m, 'type')}】{_get(m, 'text')}" for m in _get(w, "measures")])
+    return _numbered([_measure_text(_get(m, "type"), _get(m, "text")) for m in _get(w, "measures")])
 
 
 # -------------------------------------------------------------------------------------------- input
@@ -186,12 +180,50 @@ def warning_table(warnings):
     return table.select(schema.names).cast(schema)
 
 
-def _sorted_rows(table) -> list[dict]:
-    rows = table.to_pylist()
-    rows.sort(key=lambda w: (LEVEL_RANK[w["level"]], -w["probability"], w["household_id"]))
-    for w in rows:
-        w["deadline"] = date.fromisoformat(w["deadline"])
-    return rows
+def _hit_text(level, text, threshold) -> str:
+    return f"【{level}】{text}（触发条件：{threshold}）"
+
+
+def _reason_text(text, direction, prob_pp) -> str:
+    arrow = "↑升高风险" if direction == "up" else "↓降低风险"
+    # the explainer labels risk-lowering sentences itself; here the label goes with the weight
+    return f"{text.removesuffix('（降低风险）')}（{arrow}，约{abs(prob_pp):.1f}个百分点）"
+
+
+def _measure_text(type_, text) -> str:
+    return f"【{type_}】{text}"
+
+
+def _nested(col, fields: tuple[str, ...], item) -> list[str]:
+    """A numbered text per row from a list-of-struct column (one Arrow flatten, no per-row dicts)."""
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    ends = np.cumsum(lengths)
+    flat = pc.list_flatten(arr)
+    items = [item(*v) for v in zip(*(pc.struct_field(flat, f).to_pylist() for f in fields), strict=True)]
+    return [_numbered(items[e - n:e]) for n, e in zip(lengths.tolist(), ends.tolist(), strict=True)]
+
+
+def _columns(table) -> dict[str, list]:
+    """The table's columns as lists, rows in cadre order: level (红 first), then probability
+    (highest first), then household id."""
+    import pyarrow as pa
+
+    rank = np.array([LEVEL_RANK[v] for v in table.column("level").to_pylist()], dtype=np.int64)
+    prob = table.column("probability").to_numpy(zero_copy_only=False)
+    hid = np.array(table.column("household_id").to_pylist(), dtype=object)
+    order = np.lexsort((hid, -prob, rank)) if len(rank) else np.zeros(0, dtype=np.int64)
+    t = table.take(pa.array(order, type=pa.int64()))
+    cols = {c: t.column(c).to_pylist() for c in ("quarter", "county", "township", "village", "household_id",
+                                                   "head_name", "id_masked", "level", "probability", "status",
+                                                   "status_reason", "model_version", "ruleset_version")}
+    cols["deadline"] = [date.fromisoformat(d) for d in t.column("deadline").to_pylist()]
+    cols["规则触发"] = _nested(t.column("rule_hits"), ("level", "text", "threshold"), _hit_text)
+    cols["主要原因"] = _nested(t.column("reasons"), ("text", "direction", "prob_pp"), _reason_text)
+    cols["建议帮扶措施"] = _nested(t.column("measures"), ("type", "text"), _measure_text)
+    return cols
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -226,56 +258,52 @@ def write_township_workbook(
     """Write one township's warning list to ``path``; returns the path."""
     import xlsxwriter
 
-    records = _sorted_rows(warning_table(warnings))
-    if not records and (township is None or quarter is None):
+    c = _columns(warning_table(warnings))
+    n_rows = len(c["level"])
+    if not n_rows and (township is None or quarter is None):
         raise ValueError("an empty list needs township and quarter")
-    townships = {(w["county"], w["township"]) for w in records}
+    townships = set(zip(c["county"], c["township"], strict=True))
     if len(townships) > 1:
         raise ValueError(f"one workbook per township, got {sorted(townships)}")
-    quarters = {w["quarter"] for w in records}
+    quarters = set(c["quarter"])
     if len(quarters) > 1:
         raise ValueError(f"one workbook per quarter, got {sorted(quarters)}")
-    township = township or records[0]["township"]
-    quarter = quarter or records[0]["quarter"]
-    county = records[0]["county"] if records else ""
+    township = township or c["township"][0]
+    quarter = quarter or c["quarter"][0]
+    county = c["county"][0] if n_rows else ""
     today = today or local_date(datetime.now(UTC))
 
-    text_cols = {h: [] for h in ("规则触发", "主要原因", "建议帮扶措施")}
-    for w in records:
-        text_cols["规则触发"].append(format_rule_hits(w))
-        text_cols["主要原因"].append(format_reasons(w))
-        text_cols["建议帮扶措施"].append(format_measures(w))
-    plain = {
-        "村": [w["village"] for w in records], "户编号": [w["household_id"] for w in records],
-        "户主姓名": [w["head_name"] or "" for w in records], "证件号码(脱敏)": [w["id_masked"] or "" for w in records],
-        "预警等级": [LEVEL_LABEL[w["level"]] for w in records], "状态": [w["status"] for w in records],
-        "核实说明": [w["status_reason"] or "" for w in records],
+    columns = {
+        "村": c["village"], "户编号": c["household_id"], "户主姓名": [v or "" for v in c["head_name"]],
+        "证件号码(脱敏)": [v or "" for v in c["id_masked"]], "预警等级": [LEVEL_LABEL[v] for v in c["level"]],
+        "规则触发": c["规则触发"], "主要原因": c["主要原因"], "建议帮扶措施": c["建议帮扶措施"],
+        "状态": c["status"], "核实说明": [v or "" for v in c["status_reason"]],
     }
-    columns = {**plain, **text_cols}
-    summary_rows = _summary_rows(records, today)
-    notes = _notes_rows(records, county, township, quarter, today)
+    overdue = [st == STATUS_OPEN and today > d for st, d in zip(c["status"], c["deadline"], strict=True)]
+    summary_rows = _summary_rows(c["village"], c["level"], c["status"], overdue)
+    notes = _notes_rows(c, n_rows, county, township, quarter, today)
     _check_no_full_id([s for vals in columns.values() for s in vals]
                       + [str(v) for r in summary_rows for v in r] + [str(v) for r in notes for v in r], path)
 
     # column widths that fit (CJK counts double; wrapped columns capped), then row heights
     widths = {h: cjk_width(h) for h in HEADERS}
-    widths["序号"] = max(widths["序号"], len(str(len(records))))
-    widths["风险概率"] = max([widths["风险概率"]] + [len(f"{w['probability']:.1%}") for w in records])
-    widths["核实期限"] = max(widths["核实期限"], 10 if records else 0)
+    widths["序号"] = max(widths["序号"], len(str(n_rows)))
+    widths["风险概率"] = max([widths["风险概率"]] + [len(f"{v:.1%}") for v in c["probability"]])
+    widths["核实期限"] = max(widths["核实期限"], 10 if n_rows else 0)
     for h, vals in columns.items():
         if not vals:
             continue
         parts = [line for v in vals for line in v.split("\n")]
         widths[h] = max(widths[h], int(cjk_widths(parts).max()))
     final = {h: max(6, min(widths[h], WRAPPED[h]) if h in WRAPPED else widths[h]) + 2 for h in HEADERS}
-    lines = np.ones(len(records), dtype=np.int64)
+    lines = np.ones(n_rows, dtype=np.int64)
     for h in WRAPPED:
-        if records:
+        if n_rows:
             lines = np.maximum(lines, _wrapped_lines(columns[h], max(1.0, final[h] - 2)))
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path), {"constant_memory": True})
+    wb = xlsxwriter.Workbook(str(path))
     try:
         border = {"border": 1, "border_color": "#" + BORDER_COLOR, "valign": "top"}
         head = wb.add_format({**border, "bold": True, "bg_color": "#" + HEADER_FILL, "align": "center",
@@ -295,27 +323,23 @@ def write_township_workbook(
         for j, h in enumerate(HEADERS):
             ws.set_column(j, j, final[h])
         ws.freeze_panes(1, 0)
-        ws.autofilter(0, 0, max(len(records), 1), len(HEADERS) - 1)
+        ws.autofilter(0, 0, max(n_rows, 1), len(HEADERS) - 1)
         ws.repeat_rows(0)
         ws.set_landscape()
         ws.fit_to_pages(1, 0)
         ws.set_row(0, LINE_HEIGHT * 1.3)
         ws.write_row(0, 0, HEADERS, head)
         kinds = ["wrap" if h in WRAPPED else "plain" for h in HEADERS]
-        for n, w in enumerate(records):
-            lvl = w["level"]
-            ws.set_row(n + 1, LINE_HEIGHT * int(lines[n]) + 4)
-            for j, h in enumerate(HEADERS):
-                f = fmt[(lvl, kinds[j])]
-                if h == "序号":
-                    ws.write_number(n + 1, j, n + 1, f)
-                elif h == "风险概率":
-                    ws.write_number(n + 1, j, w["probability"], fmt[(lvl, "pct")])
-                elif h == "核实期限":
-                    late = w["status"] == STATUS_OPEN and today > w["deadline"]
-                    ws.write_datetime(n + 1, j, w["deadline"], fmt[(lvl, "overdue" if late else "date")])
-                else:
-                    ws.write_string(n + 1, j, columns[h][n], f)
+        text_cols = [(j, columns[h], kinds[j]) for j, h in enumerate(HEADERS) if h in columns]
+        j_prob, j_due = HEADERS.index("风险概率"), HEADERS.index("核实期限")
+        for n in range(n_rows):
+            lvl, r = c["level"][n], n + 1
+            ws.set_row(r, LINE_HEIGHT * int(lines[n]) + 4)
+            ws.write_number(r, 0, r, fmt[(lvl, "plain")])
+            for j, vals, kind in text_cols:
+                ws.write_string(r, j, vals[n], fmt[(lvl, kind)])
+            ws.write_number(r, j_prob, c["probability"][n], fmt[(lvl, "pct")])
+            ws.write_datetime(r, j_due, c["deadline"][n], fmt[(lvl, "overdue" if overdue[n] else "date")])
         _summary_sheet(wb, summary_rows, border, head)
         _notes_sheet(wb, notes)
     finally:
@@ -323,15 +347,15 @@ def write_township_workbook(
     return path
 
 
-def _summary_rows(records: list[dict], today: date) -> list[list]:
+def _summary_rows(villages: list, levels: list, statuses: list, overdue: list) -> list[list]:
     by_village: dict[str, Counter] = defaultdict(Counter)
-    for w in records:
-        c = by_village[w["village"]]
-        c[w["level"]] += 1
-        c[w["status"]] += 1
-        c["合计"] += 1
-        if w["status"] == STATUS_OPEN and today > w["deadline"]:
-            c["逾期未核实"] += 1
+    for v, lvl, st, late in zip(villages, levels, statuses, overdue, strict=True):
+        cnt = by_village[v]
+        cnt[lvl] += 1
+        cnt[st] += 1
+        cnt["合计"] += 1
+        if late:
+            cnt["逾期未核实"] += 1
     # villages with the most red warnings first, then most warnings, then name
     order = sorted(by_village, key=lambda v: (-by_village[v]["红"], -by_village[v]["合计"], v))
     total: Counter = Counter()
@@ -356,11 +380,11 @@ def _summary_sheet(wb, rows: list[list], border: dict, head) -> None:
         ws.write_row(i, 0, r, bold if i == len(rows) else cell)
 
 
-def _notes_rows(records: list[dict], county: str, township: str, quarter: str, today: date) -> list[tuple]:
-    models = sorted({w["model_version"] for w in records})
-    rulesets = sorted({w["ruleset_version"] for w in records})
+def _notes_rows(c: dict, n_rows: int, county: str, township: str, quarter: str, today: date) -> list[tuple]:
+    models = sorted(set(c["model_version"]))
+    rulesets = sorted(set(c["ruleset_version"]))
     return [
-        ("县(市、区)", county), ("乡(镇)", township), ("统计季度", quarter), ("预警户数", len(records)),
+        ("县(市、区)", county), ("乡(镇)", township), ("统计季度", quarter), ("预警户数", n_rows),
         ("生成日期", today.isoformat()), ("模型版本", "、".join(models) or "—"),
         ("规则版本", "、".join(rulesets) or "—"),
         ("排序", "按预警等级（红→黄→蓝），同等级按风险概率从高到低；请优先核实排在前面的农户"),
