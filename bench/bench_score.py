@@ -19,7 +19,11 @@ process, from ``resource.getrusage`` — is its own):
    (``model_<leaves>``) and ``--model-leaves`` picks the one the other phases use.
 2. ``score``: ``pipelines.score.score_quarter`` on the latest quarter of ``--score`` — partition,
    features, booster, calibration, rules, levels, TreeSHAP + Chinese reasons + measures for every
-   warning, store (SQLite), Parquet, township workbooks — with per-stage seconds.
+   warning, store (SQLite), Parquet, township workbooks — with its stage seconds (wall: partition,
+   chunks, store after the last chunk, publish; per-chunk seconds summed over the worker
+   processes: score, explain, excel, chunk_read, chunk_write) and the peak RSS of this process
+   and of the largest chunk process (each reports its own ``ru_maxrss``: the workers are children
+   of the fork server, not of this process).
 3. ``baseline``: the same quarter's feature matrix (built chunk by chunk, not timed), then
    ``booster.predict`` on every row, ``pred_contrib`` and ``shap.TreeExplainer`` on a sample
    (stated) extrapolated to every row.
@@ -106,7 +110,8 @@ def phase_train(train_dir: Path, out: Path, leaves: list[int], sample: int) -> d
     return res
 
 
-def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leaves: int) -> dict:
+def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leaves: int,
+                workers: int | None = None) -> dict:
     from fangpin.config import load_params
     from fangpin.store import Store
     from models.pyfunc import RiskModel
@@ -124,16 +129,18 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leav
     load_before = _load()
     t0 = time.perf_counter()
     r = score_quarter(p, ingested_dir=score_dir, model=model, store=store, root=out / "work", show_progress=False,
-                      write_excel=excel, chunk_households=chunk)
+                      write_excel=excel, chunk_households=chunk, workers=workers)
     wall = time.perf_counter() - t0
+    load_after = _load()
     s = r.seconds
-    core = s["partition"] + s["score"] + s["explain"]
-    return {"num_leaves": leaves, "trees": model.booster.num_trees(), "quarter": r.quarter, "households": r.households, "warnings": r.warnings, "by_level": r.by_level,
-            "explained": r.explained, "chunks": r.chunks, "workbooks": len(r.workbooks), "seconds": s,
-            "wall_seconds": round(wall, 1), "households_per_s_end_to_end": round(r.households / wall),
-            "households_per_s_scoring_with_reasons": round(r.households / core),
-            "explained_rows_per_s": round(r.explained / s["explain"]) if s["explain"] else None,
-            "peak_rss_mib": round(_maxrss_mib()), "load_before": load_before, "load_after": _load()}
+    return {"num_leaves": leaves, "trees": model.booster.num_trees(), "quarter": r.quarter, "households": r.households,
+            "warnings": r.warnings, "by_level": r.by_level, "explained": r.explained, "chunks": r.chunks,
+            "workers": workers or p.warnings.score_workers, "workbooks": len(r.workbooks),
+            "workbook_rows": r.warnings if excel else 0, "seconds": s, "wall_seconds": round(wall, 1),
+            "households_per_s_end_to_end": round(r.households / wall),
+            "explained_rows_per_worker_s": round(r.explained / s["explain"]) if s.get("explain") else None,
+            "peak_rss_mib_main": round(_maxrss_mib()), "peak_rss_mib_chunk_process": round(r.chunk_peak_rss_mib),
+            "store": r.store, "load_before": load_before, "load_after": load_after}
 
 
 def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int, leaves: int) -> dict:
@@ -200,6 +207,7 @@ def main() -> None:
     ap.add_argument("--shap-sample", type=int, default=10_000, help="rows timed for shap.TreeExplainer")
     ap.add_argument("--chunk", type=int, default=None, help="households per chunk (default params)")
     ap.add_argument("--no-excel", action="store_true")
+    ap.add_argument("--workers", type=int, default=None, help="chunk processes (default params)")
     ap.add_argument("--model-leaves", type=int, default=None,
                     help="which sweep model scores (default: params.yaml model.num_leaves)")
     ap.add_argument("--phase", choices=["all", "train", "score", "baseline"], default="all")
@@ -213,7 +221,7 @@ def main() -> None:
         if a.phase == "train":
             r = phase_train(a.train, a.out, [int(x) for x in a.leaves.split(",")], a.sample)
         elif a.phase == "score":
-            r = phase_score(a.score, a.out, a.chunk, not a.no_excel, a.model_leaves)
+            r = phase_score(a.score, a.out, a.chunk, not a.no_excel, a.model_leaves, a.workers)
         else:
             r = phase_baseline(a.score, a.out, a.sample, a.shap_sample, a.model_leaves)
         r["phase_peak_rss_mib"] = round(_maxrss_mib())
@@ -232,6 +240,8 @@ def main() -> None:
             cmd += ["--chunk", str(a.chunk)]
         if a.no_excel:
             cmd.append("--no-excel")
+        if a.workers:
+            cmd += ["--workers", str(a.workers)]
         subprocess.run(cmd, check=True)
         name = ph if ph == "train" else f"{ph}_{a.model_leaves}"
         results[name] = json.loads((a.out / f"{name}.json").read_text())
