@@ -8,8 +8,9 @@ numbers are written; a full ID number anywhere in a cell is refused before the f
 
 Warnings come as WarningRecord objects, dicts or a DataFrame in the record's JSON form, or an
 Arrow table of :func:`fangpin.warnings.record_schema` (what batch scoring writes); all are checked
-with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk). XlsxWriter writes
-rows in ``constant_memory`` mode (each row is flushed as it is written).
+with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk). A workbook is
+built in memory (XlsxWriter's default mode: shared strings, faster here than constant_memory), so
+memory follows the largest township, not the county.
 """
 
 from __future__ import annotations
