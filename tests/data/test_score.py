@@ -195,3 +195,40 @@ def test_cli_scores_a_new_export_with_the_registered_champion(run, tmp_path, mon
     assert (w["model_version"] == str(info.registered_model_version)).all()
     bad = CliRunner().invoke(app, ["score", "--quarter", "2023Q9", "--workdir", str(tmp_path)])
     assert bad.exit_code != 0
+
+
+def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run, monkeypatch, tmp_path):
+    """The store inserts each chunk as it finishes, inside one transaction: a chunk failing after
+    others were inserted rolls all of them back, and nothing is published."""
+    from sqlalchemy import text
+
+    import pipelines.score as score
+
+    store, res = run["store"], run["res"]
+
+    def rows():  # every column a write touches, run id and update time included
+        with store.engine.connect() as conn:
+            return sorted(map(tuple, conn.execute(text("SELECT * FROM warnings WHERE quarter = :q"), {"q": res.quarter})))
+
+    before = rows()
+    assert len(before) == res.warnings
+    runs_before = len(store.runs(res.quarter))
+    real = score._run_chunk
+    calls = []
+
+    def failing(k):
+        calls.append(k)
+        if len(calls) == 3:
+            raise RuntimeError("chunk failed")
+        return real(k)
+
+    monkeypatch.setattr(score, "_run_chunk", failing)
+    p = rooted(load_params(), tmp_path)
+    out = Path(p.paths.warnings_dir)
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        score.score_quarter(p, ingested_dir=run["county"] / "ingested", model=run["model"], store=store,
+                            root=tmp_path, show_progress=False, chunk_households=400, workers=1)
+    assert len(calls) == 3  # two chunks were inserted before the failure
+    assert rows() == before and len(store.runs(res.quarter)) == runs_before
+    assert out.is_relative_to(tmp_path) and not list(out.glob("*.parquet")) and not list(tmp_path.rglob("*.xlsx"))
+    assert not list(out.glob(".score_*"))  # scratch removed
