@@ -42,6 +42,8 @@ _REFRESHED = (
     "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id",
 )
 
+_AUDIT_INSERT = AuditRow.__table__.insert()
+
 
 class WarningNotFound(KeyError):
     pass
@@ -649,15 +651,13 @@ class Store:
         bad = [lvl for lvl in levels if lvl not in LEVEL_RANK]
         if bad:
             raise ValueError(f"audit levels must be in {LEVELS}, got {bad}")
+        row = {"at": _utc(at) or _now(), "key_id": key_id, "endpoint": endpoint,
+               "household_hashes": [self.hash_household(h) for h in household_ids],
+               "n_households": len(household_ids), "model_version": model_version,
+               "levels": list(levels), "outcome": str(outcome)}
         with self.engine.begin() as conn:
-            conn.execute(
-                AuditRow.__table__.insert().values(
-                    at=_utc(at) or _now(), key_id=key_id, endpoint=endpoint,
-                    household_hashes=[self.hash_household(h) for h in household_ids],
-                    n_households=len(household_ids), model_version=model_version,
-                    levels=list(levels), outcome=str(outcome),
-                )
-            )
+            # one constant statement with bound parameters: compiled once, then served from the cache
+            conn.execute(_AUDIT_INSERT, row)
 
     def audit_rows(
         self,
