@@ -454,16 +454,41 @@ def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
 # the API's switch (serving.model.explainer_for)
 
 
+def explain_warned(model, params, X: np.ndarray, raw_score: np.ndarray, rule_hits: Sequence,
+                   table=None) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Reasons and suggested measures for warned rows (batch scoring and the API alike).
+
+    ``X``: the warned rows of the model matrix; ``raw_score``: the model's raw scores of those rows
+    (for the additivity check of their exact TreeSHAP contributions); ``rule_hits``: their rule
+    hits. Returns (reasons per row, measures per row as plain dicts); rows with equal drivers and
+    labour class share one measures lookup.
+    """
+    from models.measures import drivers_of, suggest, table_for
+
+    table = table or table_for(params)
+    w = params.warnings
+    contrib = model.contributions(X)
+    check_additivity(raw_score, contrib)
+    reasons = explain_rows(model.spec, model.calibrator, X, contrib, w.max_reasons)
+    classes = labour_classes(X, model.spec)
+    memo: dict = {}  # (drivers, labour class) → measures
+    measures = []
+    for hits, rs, lc in zip(rule_hits, reasons, classes, strict=True):
+        key = (tuple(drivers_of(hits or [], rs)), lc)
+        m = memo.get(key)
+        if m is None:
+            m = memo[key] = [x.model_dump() for x in suggest(key[0], lc, table=table, max_measures=w.max_measures)]
+        measures.append(m)
+    return reasons, measures
+
+
 def explainer_for(scorer, params) -> Callable:
     """For the API: a callable ``f(scored) -> (reasons per row, measures per row)`` over the
     :class:`models.pyfunc.Scored` arrays of ``RiskModel.score_arrays`` / ``score_records(...,
-    as_frame=False)`` (rows without a warning → None). TreeSHAP runs on the warned rows of the
-    scored matrix, with the additivity check, as in batch scoring."""
-    from models.measures import suggest_for_warning, table_for
+    as_frame=False)`` (rows without a warning → None): :func:`explain_warned` on the warned rows."""
+    from models.measures import table_for
 
-    spec: FeatureSpec = scorer.spec
     table = table_for(params)
-    max_reasons = params.warnings.max_reasons
 
     def explain(scored) -> tuple[list, list]:
         cols = scored.columns
@@ -471,18 +496,11 @@ def explainer_for(scorer, params) -> Callable:
         reasons: list = [None] * n
         measures: list = [None] * n
         rows = np.flatnonzero(cols["warning"])
-        if not len(rows):
-            return reasons, measures
-        X = scored.X[rows]
-        C = scorer.contributions(X)
-        check_additivity(cols["raw_score"][rows], C)
-        rs = explain_rows(spec, scorer.calibrator, X, C, max_reasons)
-        labour = labour_classes(X, spec)
-        hits = cols["rule_hits"]
-        for j, i in enumerate(rows.tolist()):
-            reasons[i] = rs[j]
-            measures[i] = [m.model_dump() for m in suggest_for_warning(
-                hits[i] or [], rs[j], labour[j], params=params, table=table)]
+        if len(rows):
+            rs, ms = explain_warned(scorer, params, scored.X[rows], cols["raw_score"][rows],
+                                    cols["rule_hits"][rows], table)
+            for j, i in enumerate(rows.tolist()):
+                reasons[i], measures[i] = rs[j], ms[j]
         return reasons, measures
 
     return explain

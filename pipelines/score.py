@@ -339,25 +339,25 @@ def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
     return out[["name", "id_masked"]]
 
 
-def explain_chunk(model, params: Params, scored: pd.DataFrame, feats: pd.DataFrame, persons: pd.DataFrame,
+def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, persons: pd.DataFrame,
                   qidx: int, created_at: datetime, table=None):
     """Warnings of the in-scope warned rows of one scored chunk as an Arrow table of
     fangpin.warnings.record_schema, checked with validate_table. Returns (table, explained)."""
     import pyarrow as pa
 
     from fangpin.warnings import STATUS_OPEN, deadline, local_date, record_schema, validate_table, warning_id
-    from models.explain import check_additivity, explain_rows, labour_classes
-    from models.measures import drivers_of, suggest, table_for
+    from models.explain import explain_warned
+    from models.measures import table_for
 
     schema = record_schema()
     table = table or table_for(params)
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
         return schema.empty_table(), 0
-    X = model.spec.matrix(feats)[warn]  # (row-taking the whole frame first costs more: string columns)
-    contrib = model.contributions(X)
-    check_additivity(scored["raw_score"].to_numpy()[warn], contrib)
-    reasons = explain_rows(model.spec, model.calibrator, X, contrib, params.warnings.max_reasons)
+    hits_col = scored["rule_hits"].to_numpy()[warn]
+    # rule hits as stored: the four fields of a hit
+    hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hs or [])] for hs in hits_col]
+    reasons, measures = explain_warned(model, params, X[warn], scored["raw_score"].to_numpy()[warn], hits, table)
     heads = _heads(persons, qidx)
     hid = scored["household_id"].to_numpy()[warn].astype(str)
     names = heads["name"].reindex(hid)
@@ -367,19 +367,6 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, feats: pd.DataFra
     # what WarningRecord.create sets: the id per household, one deadline for the run
     due = deadline(local_date(created_at), w.verification_days, w.working_days, w.holiday_country)
     quarter = scored["quarter"].to_numpy()[warn].astype(str)
-    hits_col = scored["rule_hits"].to_numpy()[warn]
-    classes = labour_classes(X, model.spec)
-    measures_of: dict = {}  # (drivers, labour class) → measures: the table lookup is the same for equal keys
-    hits, measures = [], []
-    for j in range(len(warn)):
-        hs = [{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hits_col[j] or [])]
-        hits.append(hs)
-        key = (tuple(drivers_of(hs, reasons[j])), classes[j])
-        m = measures_of.get(key)
-        if m is None:
-            m = measures_of[key] = [x.model_dump() for x in suggest(key[0], key[1], table=table,
-                                                                    max_measures=w.max_measures)]
-        measures.append(m)
     n = len(warn)
     ts = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
 
@@ -561,9 +548,10 @@ def _run_chunk(k: int) -> dict:
     if fr is None:
         return out
     t1 = time.perf_counter()
-    scored, feats = model.score(fr, quarters=[qidx], explain="none", return_features=True)
+    s = model.score_arrays(fr, quarters=[qidx], explain="none")
+    scored, X = s.frame(), s.X
     t2 = time.perf_counter()
-    table, n_exp = explain_chunk(model, params, scored, feats, fr.persons, qidx, j["created"], j["table"])
+    table, n_exp = explain_chunk(model, params, scored, X, fr.persons, qidx, j["created"], j["table"])
     t3 = time.perf_counter()
     out["rows"] = len(scored)
     out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
@@ -574,7 +562,7 @@ def _run_chunk(k: int) -> dict:
         zero_copy_only=False) > 0)) if table.num_rows else 0
     pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
     pq.write_table(_scores_table(scored).cast(_scores_schema()), scratch / f"scores_{k:04d}.parquet")
-    del fr, scored, feats
+    del fr, s, scored, X
     t4 = time.perf_counter()
     if j["excel"] and table.num_rows:
         places = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
