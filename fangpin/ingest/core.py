@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fangpin import ids
 from fangpin.config import Params, load_params
+from fangpin.ingest import stream as st
 from fangpin.ingest import tables as tb
 from fangpin.ingest.errors import FileError
-from fangpin.ingest.read import discover, read_table
+from fangpin.ingest.read import SlowPath, discover, open_table
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +107,14 @@ def _as_paths(paths: Iterable | str | Path | None) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def read_inputs(paths: list[Path], exclude: Path | None, progress=None):
-    """Read and prepare every input file. Returns (prepared by kind, file entries, errors, skipped)."""
+def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: bytes, progress=None) -> _Inputs:
+    """Read every input file chunk by chunk: prepare (normalise + validate) each chunk, spill the
+    ledger rows to disk, keep events / 监测线 / oracle rows and the quarantine lines in memory."""
     files, skipped, missing = discover(paths, exclude=exclude)
-    prepared: dict[str, list[tb.Prepared]] = {"ledger": [], "events": [], "lines": [], "oracle": []}
-    entries: list[dict] = [{"file": m.path.name, "path": str(m.path), "kind": None, "status": "error",
-                            "error": m.message, "rows_read": 0} for m in missing]
-    errors: list[dict] = [m.to_dict() for m in missing]
+    r = _Inputs(skipped=skipped)
+    r.entries = [{"file": m.path.name, "path": str(m.path), "kind": None, "status": "error",
+                  "error": m.message, "rows_read": 0} for m in missing]
+    r.errors = [m.to_dict() for m in missing]
     task = progress.add_task("读取并校验文件", total=len(files)) if progress else None
     names = [f.name for f in files]
     for f in files:
@@ -115,24 +122,137 @@ def read_inputs(paths: list[Path], exclude: Path | None, progress=None):
         label = f.name if names.count(f.name) == 1 else str(f)
         entry = {"file": label, "path": str(f), "kind": None, "status": "ok"}
         try:
-            raw = read_table(f)
-            entry.update(kind=raw.kind, encoding=raw.encoding, header_row=raw.header_row,
-                         blank_rows=raw.blank_rows, rows_read=len(raw.frame))
-            p = tb.prepare(raw.frame, raw.headers, raw.kind, label, rows=raw.rows,
-                           extra_fields=raw.extra_fields, path=f)
-            if p.quarter_from_name:
-                entry["quarter_from_file_name"] = p.quarter_from_name
-            if p.extras:
-                entry["columns_carried"] = p.extras
-            prepared[raw.kind].append(p)
+            t = open_table(f)
+            entry.update(kind=t.kind, encoding=t.encoding, header_row=t.header_row)
+            try:
+                part = _read_file(t, label, f, r, spill, key, slow=False)
+            except SlowPath:
+                part = _read_file(t, label, f, r, spill, key, slow=True)
+            if part.error is not None:
+                entry.update(blank_rows=part.blank_rows, rows_read=part.rows_read)
+                raise part.error
+            entry.update(blank_rows=part.blank_rows, rows_read=part.rows_read)
+            if part.quarter_from_name:
+                entry["quarter_from_file_name"] = part.quarter_from_name
+            if part.extras:
+                entry["columns_carried"] = part.extras
+            part.commit(r)
         except FileError as exc:
             entry.update(status="error", error=exc.message, column=exc.column, rows_read=entry.get("rows_read", 0))
-            errors.append({**exc.to_dict(), "file": label})
+            r.errors.append({**exc.to_dict(), "file": label})
             log.warning("file not ingested: %s (%s)", label, exc.code)
-        entries.append(entry)
+        r.entries.append(entry)
         if progress:
             progress.advance(task)
-    return prepared, entries, errors, skipped
+    return r
+
+
+@dataclass
+class _Inputs:
+    """What reading the inputs keeps (ledger rows are in the spill)."""
+
+    skipped: list[dict]
+    entries: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    quarantine: dict[str, list[pd.DataFrame]] = field(
+        default_factory=lambda: {"ledger": [], "events": [], "lines": [], "oracle": []})
+    events: list[pd.DataFrame] = field(default_factory=list)  # build_events of each chunk
+    lines: list[tb.Prepared] = field(default_factory=list)
+    oracle: list[tb.Prepared] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)  # by file, before duplicates
+    ledger_files: int = 0
+    ledger_rows: int = 0  # accepted ledger rows so far (the next row's _seq)
+    extras: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _FilePart:
+    """One file's rows, held back until the whole file is read (a file that turns out to be
+    unreadable, or needs the slow CSV path, leaves nothing behind)."""
+
+    kind: str
+    label: str
+    blank_rows: int = 0
+    rows_read: int = 0
+    accepted: int = 0
+    quarter_from_name: str | None = None
+    extras: list[str] = field(default_factory=list)
+    quarantine: list[pd.DataFrame] = field(default_factory=list)
+    events: list[pd.DataFrame] = field(default_factory=list)
+    prepared: list[tb.Prepared] = field(default_factory=list)
+    spilled: list[Path] = field(default_factory=list)
+    ledger_rows: int = 0
+    error: FileError | None = None
+
+    def commit(self, r: _Inputs) -> None:
+        r.quarantine[self.kind] += self.quarantine
+        r.accepted[self.label] = r.accepted.get(self.label, 0) + self.accepted
+        if self.kind == "ledger":
+            r.ledger_files += 1
+            r.ledger_rows += self.ledger_rows
+            r.extras.update(self.extras)
+        elif self.kind == "events":
+            r.events += self.events
+        elif self.kind == "lines":
+            r.lines += self.prepared
+        elif self.kind == "oracle":
+            r.oracle += self.prepared
+
+
+def _read_file(t, label: str, path: Path, r: _Inputs, spill: st.Spill, key: bytes, slow: bool) -> _FilePart:
+    part = _FilePart(kind=t.kind, label=label)
+    prepared_any = False
+    try:
+        for c in t.chunks(slow=slow):
+            part.blank_rows += c.blank_rows
+            part.rows_read += len(c.frame)
+            if part.error is not None:
+                continue  # only counting the rows of a file that cannot be ingested
+            try:
+                _take_chunk(part, c.frame, c.rows, c.extra_fields, t, path, r, spill, key)
+                prepared_any = True
+            except FileError as exc:
+                part.error = exc
+        if not prepared_any and part.error is None:
+            # no data rows: still check the header (a missing required column is an error)
+            empty = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(t.headers))})
+            try:
+                _take_chunk(part, empty, np.array([], dtype=np.int64), None, t, path, r, spill, key)
+            except FileError as exc:
+                part.error = exc
+    except SlowPath:
+        spill.discard(part.spilled)
+        raise
+    if part.error is not None:
+        spill.discard(part.spilled)
+    return part
+
+
+def _take_chunk(part: _FilePart, frame, rows, extra_fields, t, path: Path, r: _Inputs, spill: st.Spill,
+                key: bytes) -> None:
+    p = tb.prepare(frame, t.headers, t.kind, part.label, rows=rows, extra_fields=extra_fields, path=path)
+    part.quarter_from_name, part.extras = p.quarter_from_name, p.extras
+    part.quarantine.append(p.quarantine)
+    if t.kind == "ledger":
+        rows_ = tb.ledger_rows(p, r.ledger_files, key, seq0=r.ledger_rows + part.ledger_rows)
+        part.ledger_rows += len(rows_)
+        part.accepted += len(rows_)
+        if len(rows_):
+            part.spilled += spill.add(rows_)
+    elif t.kind == "events":
+        ev = tb.build_events([p], key)
+        part.accepted += len(ev)
+        if len(ev):
+            part.events.append(ev)
+    elif t.kind == "lines":
+        part.prepared.append(p)
+        part.accepted += len(p.accepted)
+    elif t.kind == "oracle":
+        acc = p.accepted[["household_id", "quarter", "true_probability"]]
+        part.prepared.append(tb.Prepared(table="oracle", source_file=p.source_file, frame=acc, rows=p.rows,
+                                         errors=tb._err([], "", ""), quarantine=p.quarantine,
+                                         header_of=p.header_of))
+        part.accepted += len(acc)
 
 
 def ingest(
@@ -150,6 +270,9 @@ def ingest(
     With ``append=True`` the tables already in ``out_dir`` are kept and the quarters present in
     the new ledger files replace the same quarters there (re-running is idempotent); events are
     de-duplicated on (person, date, department, type, amount).
+
+    Memory stays bounded by a chunk of rows and a part of whole households (see
+    fangpin.ingest.stream), plus the department events and the keys of one quarter.
     """
     params = params or load_params()
     key = key or ids.params_key(params)
@@ -163,30 +286,56 @@ def ingest(
 
         prog = progress()
         prog.start()
+    tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out))
     try:
-        prepared, entries, errors, skipped = read_inputs(paths, exclude=out, progress=prog)
+        spill = st.Spill(tmp)
+        r = read_inputs(paths, exclude=out, spill=spill, key=key, progress=prog)
         task = prog.add_task("生成标准表", total=5) if prog else None
 
         def step():
             if prog:
                 prog.advance(task)
 
-        lb = tb.build_ledger(prepared["ledger"], key, params.ingest.income_mismatch_tolerance)
-        step()
-        new_events = tb.build_events(prepared["events"], key)
-        persons, households, old_events = lb.persons, lb.households, None
+        new_events = (pd.concat(r.events, ignore_index=True) if r.events else tb.build_events([], key))
+        ev_keys = pa.array(new_events["person_key"].dropna().unique(), type=pa.large_string()) \
+            if len(new_events) else None
+        old = None
         if append and (out / OUTPUT_FILES["persons"]).exists():
-            old = load_tables(out)
-            new_q = set(persons["quarter"].unique())
-            persons = pd.concat([old.persons[~old.persons["quarter"].isin(new_q)], persons], ignore_index=True)
-            households = pd.concat([old.households[~old.households["quarter"].isin(new_q)], households],
-                                   ignore_index=True)
-            old_events = old.events
+            old_events = pd.read_parquet(out / OUTPUT_FILES["events"])
+            old = old_events
+            if len(old_events):
+                k = pa.array(old_events["person_key"].dropna().unique(), type=pa.large_string())
+                ev_keys = k if ev_keys is None else pa.concat_arrays([ev_keys, k]).unique()
+        new_q = set(spill.pieces)
+        persons_w = st.RowGroupWriter(tmp / OUTPUT_FILES["persons"], ROW_GROUP_ROWS)
+        households_w = st.RowGroupWriter(tmp / OUTPUT_FILES["households"], ROW_GROUP_ROWS)
+        lookup: list[pd.DataFrame] = []
+        quarters: set[str] = set()
+        n_old_p = n_old_h = 0
+        if old is not None:
+            n_old_p, qs = _copy_old(out / OUTPUT_FILES["persons"], new_q, persons_w, ev_keys, lookup)
+            n_old_h, _ = _copy_old(out / OUTPUT_FILES["households"], new_q, households_w, None, None)
+            quarters |= qs
+        agg = tb.LedgerAgg(params.ingest.income_mismatch_tolerance, sorted(r.extras))
+        for q in sorted(spill.pieces, key=lambda q: (int(q[:4]), q[5:])):
+            st.build_quarter(spill.pieces[q], tmp / "parts" / q, agg, persons_w, households_w, ev_keys, lookup)
+            quarters.add(q)
+        persons_w.close()
+        households_w.close()
+        if agg.persons == 0 and n_old_p == 0:
+            # nothing accepted: the empty tables of tables.build_ledger
+            pd.DataFrame(columns=list(tb.PERSON_OUT)).to_parquet(tmp / OUTPUT_FILES["persons"], index=False)
+            pd.DataFrame(columns=list(tb.HOUSEHOLD_OUT)).to_parquet(tmp / OUTPUT_FILES["households"], index=False)
+        step()
         all_events = new_events
-        if old_events is not None and len(old_events):
-            all_events = pd.concat([old_events, new_events], ignore_index=True).drop_duplicates(
+        if old is not None and len(old):
+            all_events = pd.concat([old, new_events], ignore_index=True).drop_duplicates(
                 ["person_key", "event_date", "department", "event_type", "amount"], keep="first")
-        events, ev_findings, _ = tb.join_households(all_events, persons)
+        persons_lookup = (pd.concat(lookup, ignore_index=True) if lookup
+                          else pd.DataFrame({"person_key": pd.Series(dtype="str"),
+                                             "quarter_idx": pd.Series(dtype="int32"),
+                                             "household_id": pd.Series(dtype="str")}))
+        events, ev_findings, _ = tb.join_households(all_events, persons_lookup)
         step()
 
         configured = {int(y): float(v) for y, v in params.lines.items()}
@@ -196,19 +345,21 @@ def ingest(
             for y, v in prev.get("monitoring_lines", {}).items():
                 if v.get("source") != "params.yaml":
                     configured[int(y)] = float(v["line"])
-        lines, lines_q, _ = tb.build_lines(prepared["lines"], configured)
-        oracle = tb.build_oracle(prepared["oracle"]) if prepared["oracle"] else None
+        lines, lines_q, _ = tb.build_lines(r.lines, configured)
+        oracle = tb.build_oracle(r.oracle) if r.oracle else None
         step()
 
-        quarantine = pd.concat(
-            [p.quarantine for ps in prepared.values() for p in ps] + [lb.quarantine, lines_q],
-            ignore_index=True)
-        report = _report(prepared, entries, errors, skipped, quarantine, lb, new_events, events, ev_findings,
-                         persons, households, lines, out, append)
+        quarantine = pd.concat([p for k in ("ledger", "events", "lines", "oracle") for p in r.quarantine[k]]
+                               + [agg.quarantine(), lines_q], ignore_index=True)
+        report = _report(r, quarantine, agg, new_events, events, ev_findings, n_old_p + agg.persons,
+                         n_old_h + agg.households, quarters, lines, out, append)
         step()
-        _write(out, persons, households, events, lines, oracle, quarantine, report, append)
+        for name in ("persons", "households"):
+            (tmp / OUTPUT_FILES[name]).replace(out / OUTPUT_FILES[name])
+        _write(out, events, lines, oracle, quarantine, report, append)
         step()
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
         if prog:
             prog.stop()
     log.info("ingest: %d rows read, %d accepted, %d quarantined, %d file errors",
@@ -216,31 +367,50 @@ def ingest(
     return report
 
 
-def _report(prepared, entries, errors, skipped, quarantine, lb, new_events, events, ev_findings,
-            persons, households, lines, out, append) -> IngestReport:
+def _copy_old(path: Path, new_q: set[str], writer: st.RowGroupWriter, ev_keys, lookup) -> tuple[int, set[str]]:
+    """Append mode: stream the rows of an existing table whose quarter is not re-ingested."""
+    n, qs = 0, set()
+    f = pq.ParquetFile(path)
+    for i in range(f.num_row_groups):
+        t = f.read_row_group(i)
+        if new_q:
+            t = t.filter(pc.invert(pc.is_in(t["quarter"], value_set=pa.array(sorted(new_q), t["quarter"].type))))
+        if not len(t):
+            continue
+        writer.append(t)
+        n += len(t)
+        qs.update(pc.unique(t["quarter"]).to_pylist())
+        if lookup is not None and ev_keys is not None:
+            hit = pc.is_in(t["person_key"].cast(pa.large_string()), value_set=ev_keys)
+            sub = t.filter(hit).select(["person_key", "quarter_idx", "household_id"])
+            if len(sub):
+                lookup.append(sub.to_pandas())
+    return n, qs
+
+
+def _report(r: _Inputs, quarantine, agg: tb.LedgerAgg, new_events, events, ev_findings, n_persons, n_households,
+            quarters: set[str], lines, out, append) -> IngestReport:
     q_rows = quarantine.drop_duplicates(["file", "row"])["file"].value_counts().to_dict()
-    accepted_by_file: dict[str, int] = {}
-    accepted_by_file.update(lb.persons["source_file"].value_counts().to_dict() if len(lb.persons) else {})
-    if len(new_events):
-        accepted_by_file.update(new_events["source_file"].value_counts().to_dict())
     dup_lines = quarantine.loc[quarantine["code"] == "duplicate_line", "file"].value_counts()
-    for kind in ("lines", "oracle"):
-        for p in prepared[kind]:
-            accepted_by_file[p.source_file] = len(p.accepted) - int(dup_lines.get(p.source_file, 0))
     by_kind: dict[str, dict] = {}
-    for e in entries:
+    for e in r.entries:
         if e["status"] != "ok":
             continue
-        e["rows_quarantined"] = int(q_rows.get(e["file"], 0))
-        e["rows_accepted"] = int(accepted_by_file.get(e["file"], 0))
+        acc = r.accepted.get(e["file"], 0)
         if e["kind"] == "ledger":
-            e["duplicate_person_rows"] = int(lb.duplicates_by_file.get(e["file"], 0))
+            acc -= agg.duplicates_by_file.get(e["file"], 0)
+        elif e["kind"] == "lines":
+            acc -= int(dup_lines.get(e["file"], 0))
+        e["rows_quarantined"] = int(q_rows.get(e["file"], 0))
+        e["rows_accepted"] = int(acc)
+        if e["kind"] == "ledger":
+            e["duplicate_person_rows"] = int(agg.duplicates_by_file.get(e["file"], 0))
         k = by_kind.setdefault(e["kind"], {"files": 0, "rows_read": 0, "rows_accepted": 0, "rows_quarantined": 0})
         k["files"] += 1
         for c in ("rows_read", "rows_accepted", "rows_quarantined"):
             k[c] += e[c]
-    findings = [f.to_dict() for f in lb.findings] + [f.to_dict() for f in ev_findings]
-    years_needed = sorted({int(q[:4]) for q in persons["quarter"].unique()}) if len(persons) else []
+    findings = [f.to_dict() for f in agg.findings()] + [f.to_dict() for f in ev_findings]
+    years_needed = sorted({int(q[:4]) for q in quarters})
     missing = [y for y in years_needed if y not in lines]
     if missing:
         findings.append(tb.Finding("missing_monitoring_line",
@@ -256,19 +426,20 @@ def _report(prepared, entries, errors, skipped, quarantine, lb, new_events, even
         new_keys = pd.MultiIndex.from_frame(new_events[["source_file", "source_row"]])
         is_new = pd.MultiIndex.from_frame(events[["source_file", "source_row"]]).isin(new_keys)
         ev_new_matched = int((is_new & events["household_id"].notna().to_numpy()).sum())
+    ok = [e for e in r.entries if e["status"] == "ok"]
     rep = IngestReport(
-        rows_read=sum(e.get("rows_read", 0) for e in entries if e["status"] == "ok"),
-        rows_accepted=sum(e["rows_accepted"] for e in entries if e["status"] == "ok"),
-        rows_quarantined=sum(e["rows_quarantined"] for e in entries if e["status"] == "ok"),
-        duplicate_person_rows=sum(lb.duplicates_by_file.values()),
-        invalid_id_numbers=lb.invalid_ids,
+        rows_read=sum(e.get("rows_read", 0) for e in ok),
+        rows_accepted=sum(e["rows_accepted"] for e in ok),
+        rows_quarantined=sum(e["rows_quarantined"] for e in ok),
+        duplicate_person_rows=sum(agg.duplicates_by_file.values()),
+        invalid_id_numbers=agg.invalid,
         events_read=by_kind.get("events", {}).get("rows_read", 0),
         events_accepted=len(new_events),
         events_unmatched=len(new_events) - ev_new_matched,
-        persons=len(persons), households=len(households), events=len(events),
-        quarters=sorted(persons["quarter"].unique().tolist(), key=lambda q: (q[:4], q[5:])) if len(persons) else [],
+        persons=n_persons, households=n_households, events=len(events),
+        quarters=sorted(quarters, key=lambda q: (q[:4], q[5:])),
         monitoring_lines={str(y): v for y, v in lines.items()},
-        by_kind=by_kind, files=entries, errors=errors, skipped=skipped, findings=findings,
+        by_kind=by_kind, files=r.entries, errors=r.errors, skipped=r.skipped, findings=findings,
         quarantine_by_reason=qbr.to_dict("records"),
         out_dir=str(out), append=append, created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -281,9 +452,7 @@ def _report(prepared, entries, errors, skipped, quarantine, lb, new_events, even
 ROW_GROUP_ROWS = 131_072
 
 
-def _write(out: Path, persons, households, events, lines, oracle, quarantine, report, append) -> None:
-    persons.to_parquet(out / OUTPUT_FILES["persons"], index=False, row_group_size=ROW_GROUP_ROWS)
-    households.to_parquet(out / OUTPUT_FILES["households"], index=False, row_group_size=ROW_GROUP_ROWS)
+def _write(out: Path, events, lines, oracle, quarantine, report, append) -> None:
     events.to_parquet(out / OUTPUT_FILES["events"], index=False, row_group_size=ROW_GROUP_ROWS)
     if oracle is not None:
         oracle.to_parquet(out / OUTPUT_FILES["oracle"], index=False, row_group_size=ROW_GROUP_ROWS)

@@ -369,115 +369,196 @@ class LedgerBuild:
     invalid_ids: int
 
 
+def ledger_rows(p: Prepared, order: int, key: bytes, seq0: int = 0) -> pd.DataFrame:
+    """Accepted rows of one prepared ledger frame (a whole file or one chunk of it) with the
+    row-wise columns of the persons table: source_file/source_row, person_key/id_masked/id_valid,
+    quarter_idx, birth date (from the ID number when blank), age, work_months; plus ``_order``
+    (file order), ``_seq`` (row order over all files, from ``seq0``) and ``_not_head``."""
+    acc = p.accepted
+    a = acc.copy()
+    a["source_file"] = p.source_file
+    a["source_row"] = p.rows[acc.index.to_numpy()]
+    a["_order"] = order
+    a = a.reset_index(drop=True)
+    a = pd.concat([a, person_ids(a["id_number"], key)], axis=1)
+    a["quarter_idx"] = quarter_index(a["quarter"])
+    # birth date: 出生日期 when given, else ID characters 7–14
+    from_id = nz.birth_from_id(a["id_number"])
+    a["birth_date"] = a["birth_date"].fillna(from_id).astype("datetime64[s]")
+    a["age"] = age_at_quarter_end(a["birth_date"], a["quarter_idx"])
+    a["work_months"] = a["work_months"].astype("Int8")
+    a["_not_head"] = a["relation"].ne("户主")
+    a["_seq"] = np.arange(seq0, seq0 + len(a), dtype=np.int64)
+    return a
+
+
+def duplicate_quarantine(d: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """Quarantine lines (plus ``_seq``) for duplicated person rows ``d``; ``kept`` holds the kept
+    row of each of their (quarter, person_key) (it may hold other rows too)."""
+    first = kept.set_index(["quarter", "person_key"])[["source_file", "source_row"]]
+    k = first.reindex(pd.MultiIndex.from_frame(d[["quarter", "person_key"]]))
+    kept_txt = ("第 " + k["source_row"].astype("int64").astype(str).to_numpy() + " 行（"
+                + k["source_file"].astype(str).to_numpy() + "）")
+    return pd.DataFrame({
+        "file": d["source_file"].to_numpy(), "row": d["source_row"].to_numpy(),
+        "column": contract.header_for("id_number"), "field": "id_number", "code": "duplicate",
+        "reason": [_reason("duplicate", None, "", kept=t) for t in kept_txt],
+        "value": d["id_masked"].to_numpy(), "_seq": d["_seq"].to_numpy(),
+    })
+
+
+def _head(parts: list[pd.DataFrame], by: str | None = "_seq", n: int = 20) -> pd.DataFrame:
+    df = pd.concat(parts, ignore_index=True)
+    return (df.sort_values(by, kind="stable") if by else df).head(n)
+
+
+class LedgerAgg:
+    """Persons, households and findings of deduplicated ledger rows, fed in parts (``add``) that
+    each hold whole household-quarters, in output order; findings and their examples (the first
+    20 in row order over all files) come out as if computed on all rows at once."""
+
+    def __init__(self, tolerance: float, extras: list[str]):
+        self.tolerance = tolerance
+        self.extras = extras
+        self.dq: list[pd.DataFrame] = []
+        self.duplicates_by_file: dict[str, int] = {}
+        self.invalid, self.invalid_ex = 0, []
+        self.no_birth, self.no_birth_ex = 0, []
+        self.differ_fields: dict[str, int] = {}
+        self.n_differ, self.differ_ex = 0, []
+        self.mismatch, self.mismatch_ex = 0, []
+        self.persons = 0
+        self.households = 0
+
+    def add_duplicates(self, dq: pd.DataFrame) -> None:
+        if len(dq):
+            self.dq.append(dq)
+            for f, c in dq["file"].value_counts().items():
+                self.duplicates_by_file[f] = self.duplicates_by_file.get(f, 0) + int(c)
+
+    def quarantine(self) -> pd.DataFrame:
+        if not self.dq:
+            return _empty_quarantine()
+        dq = pd.concat(self.dq, ignore_index=True).sort_values("_seq", kind="stable")
+        return dq.drop(columns="_seq").reset_index(drop=True)
+
+    def add(self, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Persons (sorted) and households of deduplicated rows in row order (``ledger_rows``)."""
+        invalid = ~df["id_valid"]
+        if invalid.any():
+            self.invalid += int(invalid.sum())
+            self.invalid_ex.append(df.loc[invalid, ["source_file", "source_row", "id_masked", "_seq"]].head(20))
+        no_birth = df["birth_date"].isna()
+        if no_birth.any():
+            self.no_birth += int(no_birth.sum())
+            self.no_birth_ex.append(df.loc[no_birth, ["source_file", "source_row", "id_masked", "_seq"]].head(20))
+
+        # households: values of the 户主 row, else the first accepted row
+        order = df.sort_values(["quarter_idx", "household_id", "_not_head", "_order", "source_row"], kind="stable")
+        keys = ["quarter", "household_id"]
+        rep = order.drop_duplicates(keys, keep="first")
+        n_members = df.groupby(keys, sort=False).size().rename("n_members")
+        hh = rep.set_index(keys).join(n_members).reset_index()
+        hh["n_members"] = hh["n_members"].astype("int16")
+        hh = hh[list(HOUSEHOLD_OUT)].sort_values(["quarter_idx", "household_id"], ignore_index=True)
+
+        # household fields that differ between members of one household-quarter
+        gid = df.groupby(keys, sort=False).ngroup().to_numpy()
+        rep_pos = np.empty(gid.max() + 1, dtype=np.int64)
+        rep_pos[gid[rep.index.to_numpy()]] = rep.index.to_numpy()
+        fields = [f for f in contract.HOUSEHOLD_FIELDS if f not in keys]
+        any_differ = np.zeros(gid.max() + 1, dtype=bool)
+        a = df[fields].reset_index(drop=True)
+        ref = a.iloc[rep_pos[gid]].reset_index(drop=True)
+        same = a.eq(ref).fillna(False).astype(bool) | (a.isna() & ref.isna())
+        for f in same.columns[~same.all().to_numpy()]:
+            g = np.unique(gid[~same[f].to_numpy()])
+            any_differ[g] = True
+            self.differ_fields[f] = self.differ_fields.get(f, 0) + int(len(g))
+        if any_differ.any():
+            groups = np.flatnonzero(any_differ)
+            self.n_differ += int(len(groups))
+            _, first_pos = np.unique(gid, return_index=True)
+            ex = df.loc[rep_pos[groups[:20]], ["source_file", "quarter", "household_id"]]
+            self.differ_ex.append(ex.assign(_seq=df["_seq"].to_numpy()[first_pos[groups[:20]]]))
+
+        # income components vs recorded per-capita income
+        parts = hh[list(INCOME_PARTS) + ["business_expense"]]
+        have = parts.notna().any(axis=1)
+        net = parts[list(INCOME_PARTS)].fillna(0).sum(axis=1) - parts["business_expense"].fillna(0)
+        computed = net / hh["n_members"].astype("float64")
+        rec = hh["income_per_capita"]
+        diff = (computed - rec).abs()
+        mismatch = have & (diff > self.tolerance * rec.abs()) & ~((rec == 0) & (diff == 0))
+        if mismatch.any():
+            self.mismatch += int(mismatch.sum())
+            if sum(len(e) for e in self.mismatch_ex) < 20:
+                ex = hh[mismatch].assign(computed=computed[mismatch].round(2))
+                self.mismatch_ex.append(
+                    ex[["source_file", "quarter", "household_id", "income_per_capita", "computed"]].head(20))
+
+        for e in self.extras:
+            if e not in df.columns:
+                df[e] = pd.Series(pd.NA, index=df.index, dtype="str")
+        persons = df[list(PERSON_OUT) + list(self.extras)]
+        persons = persons.sort_values(["quarter_idx", "household_id", "source_file", "source_row"], ignore_index=True)
+        self.persons += len(persons)
+        self.households += len(hh)
+        return persons, hh
+
+    def findings(self) -> list[Finding]:
+        out: list[Finding] = []
+        if self.dq:
+            dq = _head(self.dq)
+            out.append(Finding("duplicate_person_rows",
+                               "同一季度同一人（证件号码相同）出现多行：保留第一行，其余写入 quarantine.csv",
+                               sum(self.duplicates_by_file.values()), _examples(dq, ["file", "row", "value"])))
+        if self.invalid:
+            out.append(Finding("invalid_id_numbers", "证件号码校验位错误（行已保留，请核对证件号码）", self.invalid,
+                               _examples(_head(self.invalid_ex), ["source_file", "source_row", "id_masked"])))
+        if self.no_birth:
+            out.append(Finding("birth_date_unknown", "出生日期为空且无法从证件号码第7–14位得出", self.no_birth,
+                               _examples(_head(self.no_birth_ex), ["source_file", "source_row", "id_masked"])))
+        if self.differ_fields:
+            fields = [f for f in contract.HOUSEHOLD_FIELDS if f in self.differ_fields]
+            detail = "、".join(f"{contract.header_for(f)}（{self.differ_fields[f]} 户）" for f in fields)
+            out.append(Finding("household_field_disagreement",
+                               f"同一户同一季度的成员行之间，户级字段取值不一致（以户主行为准）：{detail}",
+                               self.n_differ,
+                               _examples(_head(self.differ_ex), ["source_file", "quarter", "household_id"])))
+        if self.mismatch:
+            out.append(Finding(
+                "income_mismatch",
+                f"收入构成（工资性+生产经营性+财产性+转移性−生产经营性支出）÷ 人数 与 人均纯收入相差超过 "
+                f"{self.tolerance:.0%}（保留记录的人均纯收入）",
+                self.mismatch,
+                _examples(_head(self.mismatch_ex, by=None),
+                          ["source_file", "quarter", "household_id", "income_per_capita", "computed"])))
+        return out
+
+
+def ledger_extras(prepared: list[Prepared]) -> list[str]:
+    return sorted({e for p in prepared for e in p.extras})
+
+
 def build_ledger(prepared: list[Prepared], key: bytes, tolerance: float) -> LedgerBuild:
-    """Combine prepared ledger frames into persons and households."""
-    frames = []
-    for order, p in enumerate(prepared):
-        acc = p.accepted
-        a = acc.copy()
-        a["source_file"] = p.source_file
-        a["source_row"] = p.rows[acc.index.to_numpy()]
-        a["_order"] = order
-        frames.append(a.reset_index(drop=True))
-    findings: list[Finding] = []
+    """Combine prepared ledger frames into persons and households (all in memory; ``fangpin
+    ingest`` streams the same steps: ledger_rows per chunk, duplicates per quarter, LedgerAgg per
+    part of whole households)."""
+    frames = [ledger_rows(p, order, key) for order, p in enumerate(prepared)]
     if not frames or sum(len(f) for f in frames) == 0:
         empty = pd.DataFrame(columns=list(PERSON_OUT))
         return LedgerBuild(empty, pd.DataFrame(columns=list(HOUSEHOLD_OUT)), _empty_quarantine(), {}, [], 0)
     df = pd.concat(frames, ignore_index=True)
-    df = pd.concat([df, person_ids(df["id_number"], key)], axis=1)
-    df["quarter_idx"] = quarter_index(df["quarter"])
-
+    df["_seq"] = np.arange(len(df), dtype=np.int64)
+    agg = LedgerAgg(tolerance, [e for e in ledger_extras(prepared) if e in df.columns])
     # duplicated person rows in one snapshot: keep the first (file order, then row)
     dup = df.duplicated(["quarter", "person_key"], keep="first").to_numpy()
-    dq = _empty_quarantine()
-    dup_by_file: dict[str, int] = {}
     if dup.any():
-        first = df[~dup].set_index(["quarter", "person_key"])[["source_file", "source_row"]]
-        d = df[dup]
-        kept = first.reindex(pd.MultiIndex.from_frame(d[["quarter", "person_key"]]))
-        kept_txt = ("第 " + kept["source_row"].astype("int64").astype(str).to_numpy() + " 行（"
-                    + kept["source_file"].astype(str).to_numpy() + "）")
-        dq = pd.DataFrame({
-            "file": d["source_file"].to_numpy(), "row": d["source_row"].to_numpy(),
-            "column": contract.header_for("id_number"), "field": "id_number", "code": "duplicate",
-            "reason": [_reason("duplicate", None, "", kept=k) for k in kept_txt],
-            "value": d["id_masked"].to_numpy(),
-        })
-        dup_by_file = d["source_file"].value_counts().to_dict()
-        findings.append(Finding("duplicate_person_rows",
-                                "同一季度同一人（证件号码相同）出现多行：保留第一行，其余写入 quarantine.csv",
-                                int(dup.sum()), _examples(dq, ["file", "row", "value"])))
+        agg.add_duplicates(duplicate_quarantine(df[dup], df[~dup]))
         df = df[~dup].reset_index(drop=True)
-
-    invalid = ~df["id_valid"]
-    if invalid.any():
-        findings.append(Finding("invalid_id_numbers", "证件号码校验位错误（行已保留，请核对证件号码）",
-                                int(invalid.sum()),
-                                _examples(df[invalid], ["source_file", "source_row", "id_masked"])))
-
-    # birth date: 出生日期 when given, else ID characters 7–14
-    from_id = nz.birth_from_id(df["id_number"])
-    df["birth_date"] = df["birth_date"].fillna(from_id).astype("datetime64[s]")
-    no_birth = df["birth_date"].isna()
-    if no_birth.any():
-        findings.append(Finding("birth_date_unknown", "出生日期为空且无法从证件号码第7–14位得出",
-                                int(no_birth.sum()),
-                                _examples(df[no_birth], ["source_file", "source_row", "id_masked"])))
-    df["age"] = age_at_quarter_end(df["birth_date"], df["quarter_idx"])
-    df["work_months"] = df["work_months"].astype("Int8")
-
-    # households: values of the 户主 row, else the first accepted row
-    df["_not_head"] = df["relation"].ne("户主")
-    order = df.sort_values(["quarter_idx", "household_id", "_not_head", "_order", "source_row"], kind="stable")
-    keys = ["quarter", "household_id"]
-    rep = order.drop_duplicates(keys, keep="first")
-    n_members = df.groupby(keys, sort=False).size().rename("n_members")
-    hh = rep.set_index(keys).join(n_members).reset_index()
-    hh["n_members"] = hh["n_members"].astype("int16")
-    hh = hh[list(HOUSEHOLD_OUT)].sort_values(["quarter_idx", "household_id"], ignore_index=True)
-
-    # household fields that differ between members of one household-quarter
-    gid = df.groupby(keys, sort=False).ngroup().to_numpy()
-    rep_pos = np.empty(gid.max() + 1, dtype=np.int64)
-    rep_pos[gid[rep.index.to_numpy()]] = rep.index.to_numpy()
-    fields = [f for f in contract.HOUSEHOLD_FIELDS if f not in keys]
-    differ_fields: dict[str, int] = {}
-    any_differ = np.zeros(gid.max() + 1, dtype=bool)
-    a = df[fields].reset_index(drop=True)
-    ref = a.iloc[rep_pos[gid]].reset_index(drop=True)
-    same = a.eq(ref).fillna(False).astype(bool) | (a.isna() & ref.isna())
-    for f in same.columns[~same.all().to_numpy()]:
-        g = np.unique(gid[~same[f].to_numpy()])
-        any_differ[g] = True
-        differ_fields[f] = int(len(g))
-    if differ_fields:
-        hh_ids = df.loc[rep_pos[np.flatnonzero(any_differ)], ["source_file", "quarter", "household_id"]]
-        detail = "、".join(f"{contract.header_for(f)}（{c} 户）" for f, c in differ_fields.items())
-        findings.append(Finding("household_field_disagreement",
-                                f"同一户同一季度的成员行之间，户级字段取值不一致（以户主行为准）：{detail}",
-                                int(any_differ.sum()), _examples(hh_ids, ["source_file", "quarter", "household_id"])))
-
-    # income components vs recorded per-capita income
-    parts = hh[list(INCOME_PARTS) + ["business_expense"]]
-    have = parts.notna().any(axis=1)
-    net = parts[list(INCOME_PARTS)].fillna(0).sum(axis=1) - parts["business_expense"].fillna(0)
-    computed = net / hh["n_members"].astype("float64")
-    rec = hh["income_per_capita"]
-    diff = (computed - rec).abs()
-    mismatch = have & (diff > tolerance * rec.abs()) & ~((rec == 0) & (diff == 0))
-    if mismatch.any():
-        ex = hh[mismatch].assign(computed=computed[mismatch].round(2))
-        findings.append(Finding(
-            "income_mismatch",
-            f"收入构成（工资性+生产经营性+财产性+转移性−生产经营性支出）÷ 人数 与 人均纯收入相差超过 "
-            f"{tolerance:.0%}（保留记录的人均纯收入）",
-            int(mismatch.sum()),
-            _examples(ex, ["source_file", "quarter", "household_id", "income_per_capita", "computed"])))
-
-    extras = sorted({e for p in prepared for e in p.extras})
-    persons = df[list(PERSON_OUT) + [e for e in extras if e in df.columns]]
-    persons = persons.sort_values(["quarter_idx", "household_id", "source_file", "source_row"], ignore_index=True)
-    return LedgerBuild(persons, hh, dq, dup_by_file, findings, int(invalid.sum()))
+    persons, hh = agg.add(df)
+    return LedgerBuild(persons, hh, agg.quarantine(), agg.duplicates_by_file, agg.findings(), agg.invalid)
 
 
 def _empty_quarantine() -> pd.DataFrame:
