@@ -33,7 +33,7 @@ def _inputs(d):
         a += household(hh, n=1 + i % 4, quarter="2023Q4")
     a[3]["户类型"] = "一般农户"  # member disagrees with the head's household field
     a[5]["证件号码"] = make_id(seq=7, valid=False)
-    a[8]["证件号码"] = "52012219801301001X"[:17] + "0"  # month 13: no birth date from the ID
+    a[8]["证件号码"] = make_id(birth="19801301", seq=1, valid=False)  # month 13: no birth date from the ID
     a[0]["人均纯收入（元）"] = "1.0"  # a household of one: income parts disagree
     a[12]["健康状况"] = "很好"  # not an allowed value: quarantined
     for i in range(30, 45):
