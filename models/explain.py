@@ -425,22 +425,11 @@ def explain_rows(spec: FeatureSpec, calibrator, X: np.ndarray, contrib: np.ndarr
     return out
 
 
-def reasons_for(spec: FeatureSpec, calibrator, x: np.ndarray, contrib: np.ndarray,
-                max_reasons: int = 4) -> list[dict]:
-    """Reasons of one household (one feature row and its contribution row)."""
-    return explain_rows(spec, calibrator, np.asarray(x)[None, :], np.asarray(contrib)[None, :], max_reasons)[0]
-
-
 def check_additivity(raw_score: np.ndarray, contrib: np.ndarray, atol: float = 1e-6) -> None:
     """Raise unless base + Σ contributions equals the model's raw score on every row."""
     diff = np.abs(np.atleast_2d(contrib).sum(axis=1) - np.asarray(raw_score, dtype=np.float64))
     if len(diff) and diff.max() > atol:
         raise AssertionError(f"TreeSHAP additivity violated: max |base + Σφ − raw| = {diff.max():.3g}")
-
-
-def labour_class(x: np.ndarray, spec: FeatureSpec) -> str:
-    """无劳动力 / 弱劳动力 / 有劳动力 from the row's ``labor_class_code`` (models.features)."""
-    return labour_classes(np.asarray(x)[None, :], spec)[0]
 
 
 def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
@@ -451,7 +440,7 @@ def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# the API's switch (serving.model.explainer_for)
+# reasons and measures of warned rows: batch scoring (pipelines/score.py) and the API
 
 
 def explain_warned(model, params, X: np.ndarray, raw_score: np.ndarray, rule_hits: Sequence,

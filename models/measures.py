@@ -216,15 +216,3 @@ def suggest(
         chosen = list(table.defaults[cls])
     return [table.measure(m) for m in chosen[:max_measures]]
 
-
-def suggest_for_warning(rule_hits, reasons, labour_class, *, params=None,
-                        table: MeasureTable | None = None) -> list[Measure]:
-    """Measures for one warning's rule hits and reasons (see :func:`drivers_of`), with the table
-    and cap from ``params.warnings``."""
-    if params is None and table is None:
-        from fangpin.config import load_params
-
-        params = load_params()
-    table = table or table_for(params)
-    cap = params.warnings.max_measures if params is not None else 4
-    return suggest(drivers_of(rule_hits, reasons), labour_class, table=table, max_measures=cap)

@@ -18,7 +18,6 @@ from models.measures import (
     load_table,
     normalise_labour_class,
     suggest,
-    suggest_for_warning,
     table_for,
 )
 
@@ -90,7 +89,8 @@ def test_warning_drivers_order():
     reasons = [{"factor": "income", "direction": "down"}, {"factor": "medical", "direction": "up"},
                {"factor": "schooling", "direction": "up"}]
     assert drivers_of(hits, reasons) == ["R05_NO_SAFE_WATER", "R09_SEVERE_EVENT", "medical", "schooling"]
-    ms = suggest_for_warning(hits, reasons, "普通劳动力", params=Params())
+    p = Params()  # as models.explain.explain_warned looks them up: drivers, then the table with the cap
+    ms = suggest(drivers_of(hits, reasons), "普通劳动力", table=table_for(p), max_measures=p.warnings.max_measures)
     assert types(ms)[0] == "饮水安全保障" and len(ms) == 4
 
 
