@@ -399,19 +399,19 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, pe
     return out, n
 
 
-SCORE_COLUMNS = ("household_id", "quarter", "county", "township", "village", "probability", "model_level",
-                 "rule_level", "combined_level", "warning")
-
-
 def _scores_table(scored: pd.DataFrame):
+    """The in-scope rows of a scored chunk in the columns of :func:`_scores_schema` (rule hits as
+    their rule ids)."""
     import pyarrow as pa
 
-    s = scored.loc[scored["in_scope"].to_numpy(dtype=bool), list(SCORE_COLUMNS) + ["rule_hits"]]
-    df = s[list(SCORE_COLUMNS)].copy()
+    schema = _scores_schema()
+    cols = [n for n in schema.names if n != "rule_ids"]
+    s = scored.loc[scored["in_scope"].to_numpy(dtype=bool), cols + ["rule_hits"]]
+    df = s[cols].copy()
     for c in ("model_level", "rule_level", "combined_level"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
     df["rule_ids"] = [[h["rule_id"] for h in (hs or [])] for hs in s["rule_hits"]]
-    return pa.Table.from_pandas(df, preserve_index=False)
+    return pa.Table.from_pandas(df, preserve_index=False).cast(schema)
 
 
 def iter_records(path: Path, **filters) -> Iterator:
@@ -461,6 +461,7 @@ def _worker_context():
 
 
 def _scores_schema():
+    """The analysts' scores Parquet: one row per in-scope household of the quarter."""
     import pyarrow as pa
 
     return pa.schema([("household_id", pa.string()), ("quarter", pa.string()), ("county", pa.string()),
@@ -561,7 +562,7 @@ def _run_chunk(k: int) -> dict:
     out["rule_warnings"] = int(np.count_nonzero(pc.list_value_length(table.column("rule_hits")).to_numpy(
         zero_copy_only=False) > 0)) if table.num_rows else 0
     pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
-    pq.write_table(_scores_table(scored).cast(_scores_schema()), scratch / f"scores_{k:04d}.parquet")
+    pq.write_table(_scores_table(scored), scratch / f"scores_{k:04d}.parquet")
     del fr, s, scored, X
     t4 = time.perf_counter()
     if j["excel"] and table.num_rows:
