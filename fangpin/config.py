@@ -186,10 +186,16 @@ class Params(_Model):
 
     def line_for(self, year: int) -> float:
         """The configured monitoring line for a year; a missing year is an error, never a default."""
-        try:
-            return self.lines[year]
-        except KeyError:
-            raise MissingLineError(year, sorted(self.lines)) from None
+        return monitoring_line(self.lines, year)
+
+
+def monitoring_line(lines, year: int) -> float:
+    """The monitoring line (监测线) of ``year`` in ``lines`` (year → yuan): the one lookup every
+    stage uses. A missing year is an error (:class:`MissingLineError`), never a default."""
+    try:
+        return float(lines[int(year)])
+    except KeyError:
+        raise MissingLineError(int(year), sorted(lines)) from None
 
 
 class MissingLineError(KeyError):

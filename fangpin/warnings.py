@@ -21,8 +21,17 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Level = Literal["红", "黄", "蓝"]
-LEVELS: tuple[str, ...] = ("红", "黄", "蓝")  # most urgent first
-LEVEL_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}  # 0 = most urgent (sort ascending)
+# The one order of warning levels (domain.md, Lu'an): 红 (一级) > 黄 (二级) > 蓝 (三级), most urgent
+# first. Every rank of a level is derived from it: LEVEL_RANK sorts (0 = most urgent, the store's
+# level_rank column); severity() compares (0 = no warning … 3 = 红; models.levels).
+LEVELS: tuple[str, ...] = ("红", "黄", "蓝")
+LEVEL_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}
+
+
+def severity(level: str | None) -> int:
+    """0 for no warning (None or anything not a level), else 1 (蓝) … 3 (红): higher is more urgent."""
+    i = LEVEL_RANK.get(level) if isinstance(level, str) else None
+    return 0 if i is None else len(LEVELS) - i
 LEVEL_LABEL = {"红": "红（一级）", "黄": "黄（二级）", "蓝": "蓝（三级）"}
 
 STATUS_OPEN = "待核实"
@@ -41,10 +50,6 @@ REASON_REQUIRED = frozenset({STATUS_EXCLUDED})
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # deadlines are local calendar dates
 _FULL_ID = re.compile(r"\d{17}[\dXx]")
 _MASKED = re.compile(r"^[0-9A-Za-z]{0,4}\*+[0-9A-Za-z]{0,4}$")
-
-
-def level_rank(level: str) -> int:
-    return LEVEL_RANK[level]
 
 
 def max_level(levels) -> str | None:
@@ -191,16 +196,12 @@ class WarningRecord(_Rec):
     def create(
         cls,
         *,
-        params=None,
+        params,
         created_at: datetime | None = None,
         **fields,
     ) -> WarningRecord:
         """A new open warning: id from (quarter, household, model version), deadline from
         ``params.warnings`` (verification_days, working_days, holiday_country)."""
-        if params is None:
-            from fangpin.config import load_params
-
-            params = load_params()
         w = params.warnings
         created = created_at or datetime.now(UTC)
         fields.setdefault("id", warning_id(fields["quarter"], fields["household_id"], fields["model_version"]))
@@ -209,10 +210,6 @@ class WarningRecord(_Rec):
             deadline=deadline(local_date(created), w.verification_days, w.working_days, w.holiday_country),
             **fields,
         )
-
-    @property
-    def level_rank(self) -> int:
-        return LEVEL_RANK[self.level]
 
     def is_overdue(self, today: date | None = None) -> bool:
         today = today or local_date(datetime.now(UTC))

@@ -1,35 +1,54 @@
-"""The deployable model: features + LightGBM + calibration + rules + levels in one object.
+"""The deployable model: ONE scoring method, from households to explained warnings.
 
-- :class:`RiskModel` is the plain Python object that batch scoring and the API use
-  (``score(frames)`` → one row per household-quarter; ``score_records(records)`` for households in
-  the canonical JSON form). It holds the feature spec it was trained with, the booster, the
-  calibrator, the ruleset, the level parameters and the monitoring lines seen in training.
-- :class:`ReturnRiskPyfunc` wraps it as one ``mlflow.pyfunc.PythonModel`` whose artifacts are
-  those parts; its input is ledger-shaped (one row per household, ``members`` and ``events`` as
-  nested lists) with a signature derived from fangpin.contract.
-- :func:`load_champion` / :func:`load_version` return the unwrapped :class:`RiskModel` of a
-  registered version, so the hot path never goes through MLflow's generic DataFrame conversion.
+:meth:`RiskModel.predict` is the only place where a household is scored. Batch scoring
+(pipelines/score.py, a chunk of whole townships at a time), the API (serving/scoring.py, the
+households of a request) and the MLflow pyfunc (:class:`ReturnRiskPyfunc`) all call it and all get
+its one result format, :class:`Scored`. Its steps, each a method of its own:
 
-Explanations: exact TreeSHAP from ``booster.predict(X, pred_contrib=True)`` (log-odds, base value
-in the last column) for the rows that get a warning; ``base + Σ contributions = raw_score``.
+1. features (models.features.feature_table): a county's tables (``population=True``), or records
+   in the canonical JSON form scored alone, with the ledger's history and place context passed in
+   explicitly (``histories``, ``contexts``; models.features.frames_from_records);
+2. LightGBM raw score (:meth:`RiskModel.raw_score`) and 3. calibration (``calibrator``);
+4. rules (models.rules.Ruleset): hits with their thresholds and the rule level;
+5. levels (:meth:`RiskModel.levels_of`): the model level (models.levels) and the combined level
+   ``max(rule, model)`` — a rule hit is always a warning;
+6. reasons (:meth:`RiskModel.reasons_of`): exact TreeSHAP (``pred_contrib``, additivity checked on
+   every explained row) → at most ``max_reasons`` Chinese sentences (models.explain);
+7. measures (:meth:`RiskModel.measures_of`): the model's own measures table (models.measures),
+   looked up by the warning's drivers and the household's labour class.
+
+Everything a registered version needs is in its artifacts (:data:`ARTIFACTS`: booster, calibrator,
+feature spec, ruleset, level parameters, monitoring lines, the measures table and the explanation
+settings), and its code travels with it (models.registry), so the registered version is the whole
+product.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fangpin.config import LevelParams, Params
+from fangpin.config import LevelParams
 from models import levels as lv
-from models.features import FeatureSpec, Frames, Table, feature_table, features_frame, frames_from_records
+from models.explain import check_additivity, explain_rows, labour_classes
+from models.features import (
+    FeatureSpec,
+    Frames,
+    Table,
+    feature_table,
+    frames_from_records,
+    history_records,
+    place_contexts,
+    snapshot_records,
+)
+from models.measures import MeasureTable, drivers_of, suggest
 from models.rules import Ruleset
-from models.train import Calibrator
+from models.train import Calibrator, quiet_openmp
 
 ARTIFACTS = {
     "features": "features.json",
@@ -38,19 +57,31 @@ ARTIFACTS = {
     "rules": "rules.json",
     "levels": "levels.json",
     "lines": "lines.json",
+    "measures": "measures.json",
+    "explain": "explain.json",
     "meta": "meta.json",
 }
 SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see RiskModel._threads)
-SCORE_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
-                 "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
-                 "warning", "explanation")
+# The one result format: a column per name, one row per household-quarter scored.
+RESULT_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
+                  "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
+                  "warning", "reasons", "measures", "history", "model_version", "ruleset_version")
+EXPLAIN = ("warnings", "in_scope", "none")  # which rows get reasons and measures
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """How warnings are presented: at most this many reasons and suggested measures."""
+
+    max_reasons: int = 4
+    max_measures: int = 4
 
 
 @dataclass(frozen=True)
 class Scored:
-    """What :meth:`RiskModel.score_arrays` returns: ``columns`` (name → numpy array, one row per
-    household-quarter: :data:`SCORE_COLUMNS` + model and ruleset versions), the model matrix ``X``
-    (spec order) and the feature :class:`models.features.Table` of the same rows."""
+    """What :meth:`RiskModel.predict` returns: ``columns`` (:data:`RESULT_COLUMNS`, numpy arrays,
+    one row per household-quarter; ``reasons`` and ``measures`` are lists of dicts on explained
+    rows, else None), the model matrix ``X`` (spec order) and the feature table of the same rows."""
 
     columns: dict[str, np.ndarray]
     X: np.ndarray
@@ -70,6 +101,8 @@ class RiskModel:
     calibrator: Calibrator
     ruleset: Ruleset
     levels: LevelParams
+    measures: MeasureTable
+    explain: ExplainSettings = field(default_factory=ExplainSettings)
     lines: dict[int, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     model_version: str | None = None  # registry version, set by the loaders
@@ -81,18 +114,21 @@ class RiskModel:
         d.mkdir(parents=True, exist_ok=True)
         self.spec.save(d / ARTIFACTS["features"])
         self.booster.save_model(str(d / ARTIFACTS["booster"]))
-        (d / ARTIFACTS["calibrator"]).write_text(self.calibrator.to_json(), encoding="utf-8")
-        (d / ARTIFACTS["rules"]).write_text(self.ruleset.to_json(), encoding="utf-8")
-        (d / ARTIFACTS["levels"]).write_text(self.levels.model_dump_json(), encoding="utf-8")
-        (d / ARTIFACTS["lines"]).write_text(json.dumps({str(k): v for k, v in self.lines.items()}),
-                                            encoding="utf-8")
-        (d / ARTIFACTS["meta"]).write_text(json.dumps(self.meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        texts = {
+            "calibrator": self.calibrator.to_json(),
+            "rules": self.ruleset.to_json(),
+            "levels": self.levels.model_dump_json(),
+            "lines": json.dumps({str(k): v for k, v in self.lines.items()}),
+            "measures": self.measures.model_dump_json(indent=1),
+            "explain": json.dumps(asdict(self.explain)),
+            "meta": json.dumps(self.meta, ensure_ascii=False, indent=1),
+        }
+        for k, t in texts.items():
+            (d / ARTIFACTS[k]).write_text(t, encoding="utf-8")
         return {k: str(d / v) for k, v in ARTIFACTS.items()}
 
     @classmethod
     def from_artifacts(cls, paths: Mapping[str, str]) -> RiskModel:
-        from models.train import quiet_openmp
-
         quiet_openmp()
         import lightgbm as lgb
 
@@ -105,6 +141,8 @@ class RiskModel:
             calibrator=Calibrator.from_json(text("calibrator")),
             ruleset=Ruleset.from_json(text("rules")),
             levels=LevelParams.model_validate_json(text("levels")),
+            measures=MeasureTable.model_validate_json(text("measures")),
+            explain=ExplainSettings(**json.loads(text("explain"))),
             lines={int(k): float(v) for k, v in json.loads(text("lines")).items()},
             meta=json.loads(text("meta")),
         )
@@ -113,7 +151,7 @@ class RiskModel:
     def load(cls, d: Path) -> RiskModel:
         return cls.from_artifacts({k: str(Path(d) / v) for k, v in ARTIFACTS.items()})
 
-    # ------------------------------------------------------------------ scoring
+    # ------------------------------------------------------------------ the one scoring method
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -122,6 +160,74 @@ class RiskModel:
     @property
     def ruleset_version(self) -> str:
         return self.ruleset.version
+
+    def predict(self, data, *, quarters=None, histories: Sequence[Mapping | None] | None = None,
+                contexts: Sequence[Mapping | None] | None = None, lines: Mapping[int, float] | None = None,
+                explain: str = "warnings") -> Scored:
+        """Score households: features → LightGBM → calibration → rules → levels → reasons → measures.
+
+        ``data``: a county's canonical tables (an object with ``households``, ``persons``,
+        ``events`` and ``lines``, e.g. models.features.Frames: every household of its villages, so
+        local context is computed from them; ``quarters`` limits the rows scored), or a sequence of
+        households in the canonical JSON form, each scored alone with its ``histories[i]`` and
+        ``contexts[i]`` (models.features.frames_from_records). ``lines`` adds monitoring lines to
+        those the model was trained with. ``explain``: ``"warnings"`` gives reasons and measures
+        to every row with a warning, ``"in_scope"`` only to warned rows in scope (batch scoring),
+        ``"none"`` to no row.
+        """
+        if explain not in EXPLAIN:
+            raise ValueError(f"explain must be one of {EXPLAIN}, not {explain!r}")
+        lines = {**self.lines, **{int(k): float(v) for k, v in (lines or {}).items()}}
+        if hasattr(data, "households"):
+            lines.update({int(k): float(v) for k, v in (getattr(data, "lines", None) or {}).items()})
+            frames = Frames(data.households, data.persons, data.events, lines)
+            feats = feature_table(frames, quarters=quarters, population=True)
+            sources = np.array([f"ledger:{q}" for q in feats["quarter"]], dtype=object)
+        else:
+            frames, src = frames_from_records(list(data), lines, histories, contexts)
+            feats = feature_table(frames, quarters=quarters, population=False)
+            sources = np.array(src, dtype=object)
+        X = self.spec.matrix(feats)
+        raw = self.raw_score(X) if len(X) else np.zeros(0)
+        prob = self.calibrator(raw)
+        rules = self.ruleset.evaluate_columns(feats, frames.events)
+        m_rank, c_rank = self.levels_of(prob, feats, rules["rule_rank"])
+        warning = c_rank > 0
+        n = len(feats)
+        reasons = np.full(n, None, dtype=object)
+        measures = np.full(n, None, dtype=object)
+        rows = np.flatnonzero(warning & (np.asarray(feats["in_scope"], dtype=bool) if explain == "in_scope"
+                                         else explain == "warnings"))
+        if len(rows):
+            rs = self.reasons_of(X[rows], raw[rows])
+            ms = self.measures_of(rules["rule_hits"][rows], rs, X[rows])
+            for j, i in enumerate(rows.tolist()):
+                reasons[i], measures[i] = rs[j], ms[j]
+        cols = {c: feats[c] for c in RESULT_COLUMNS[:7]}
+        cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
+                    rule_level=lv.from_rank(rules["rule_rank"]), rule_hits=rules["rule_hits"],
+                    combined_level=lv.from_rank(c_rank), warning=warning, reasons=reasons, measures=measures,
+                    history=sources, model_version=np.full(n, self.model_version, dtype=object),
+                    ruleset_version=np.full(n, self.ruleset.version, dtype=object))
+        return Scored(cols, X, feats)
+
+    # ------------------------------------------------------------------ the online history
+
+    def histories(self, scored: Scored, rows) -> list[dict]:
+        """The history of scored rows of a county's tables, as :meth:`predict` takes it for the
+        same households scored alone (models.features.history_records, this model's own code)."""
+        return history_records(scored.features, np.asarray(rows, dtype=np.int64))
+
+    def place_contexts(self, scored: Scored) -> dict[tuple[str, str, str], dict]:
+        """The local context of every place of a county's scored tables (one quarter)."""
+        return place_contexts(scored.features)
+
+    def snapshots(self, data, qidx: int, household_ids, event_quarters: int) -> list[dict]:
+        """The snapshots of these households in quarter ``qidx`` of a county's tables, as records
+        :meth:`predict` takes (models.features.snapshot_records)."""
+        return snapshot_records(data, qidx, household_ids, event_quarters)
+
+    # ------------------------------------------------------------------ its steps
 
     def _threads(self, X: np.ndarray) -> int:
         """One thread for a few rows (the API): OpenMP's start-up and barrier cost more than the
@@ -137,64 +243,34 @@ class RiskModel:
         """Exact TreeSHAP (log-odds); shape (n, features + 1), base value in the last column."""
         return self.booster.predict(X, pred_contrib=True, num_threads=self._threads(X))
 
-    def score(self, frames: Frames, *, quarters=None, population: bool = True, explain: str = "warnings",
-              return_features: bool = False):
-        """Score every household-quarter of ``frames`` (or of ``quarters``, quarter indices).
-
-        explain: ``"warnings"`` puts an explanation dict on every row with a warning (else None);
-        ``"none"`` skips TreeSHAP (batch scorers that explain in chunks call :meth:`contributions`).
-        Returns a DataFrame with :data:`SCORE_COLUMNS` (and the feature frame too when
-        ``return_features``). :meth:`score_arrays` is the same without pandas.
-        """
-        s = self.score_arrays(frames, quarters=quarters, population=population, explain=explain)
-        out = s.frame()
-        return (out, features_frame(s.features)) if return_features else out
-
-    def score_arrays(self, frames: Frames, *, quarters=None, population: bool = True,
-                     explain: str = "warnings") -> Scored:
-        """:meth:`score` as numpy columns plus the feature table and model matrix it used."""
-        lines = {**self.lines, **{int(k): float(v) for k, v in frames.lines.items()}}
-        fr = Frames(frames.households, frames.persons, frames.events, lines)
-        feats = feature_table(fr, quarters=quarters, population=population)
-        X = self.spec.matrix(feats)
-        raw = self.raw_score(X) if len(X) else np.zeros(0)
-        prob = self.calibrator(raw)
-        rules = self.ruleset.evaluate_columns(feats, fr.events)
-        r_rank = rules["rule_rank"]
+    def levels_of(self, prob: np.ndarray, feats: Table, rule_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(model level rank, combined level rank) per row: the model level from the calibrated
+        probability (models.levels, by township and quarter in capacity mode), combined with the
+        rule level as ``max(rule, model)``."""
         m_rank = lv.model_rank(prob, self.levels, feats["township"], feats["quarter_idx"])
-        c_rank = lv.combine(r_rank, m_rank)
-        warning = c_rank > 0
-        expl = np.full(len(feats), None, dtype=object)
-        if explain == "warnings" and warning.any():
-            idx = np.flatnonzero(warning)
-            contrib = self.contributions(X[idx])
-            for j, i in enumerate(idx):
-                expl[i] = self.explanation(X[i], contrib[j])
-        cols = {c: feats[c] for c in SCORE_COLUMNS[:7]}
-        cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
-                    rule_level=lv.from_rank(r_rank), rule_hits=rules["rule_hits"],
-                    combined_level=lv.from_rank(c_rank), warning=warning, explanation=expl,
-                    model_version=np.full(len(feats), self.model_version, dtype=object),
-                    ruleset_version=np.full(len(feats), self.ruleset.version, dtype=object))
-        return Scored(cols, X, feats)
+        return m_rank, lv.combine(rule_rank, m_rank)
 
-    def explanation(self, x: np.ndarray, contrib: np.ndarray) -> dict:
-        names = self.spec.names
-        return {
-            "base_value": float(contrib[-1]),
-            "raw_score": float(contrib.sum()),
-            "units": "log-odds",
-            "features": {n: {"value": None if np.isnan(x[k]) else float(x[k]), "contribution": float(contrib[k])}
-                         for k, n in enumerate(names)},
-        }
+    def reasons_of(self, X: np.ndarray, raw: np.ndarray) -> list[list[dict]]:
+        """Reasons of rows of the model matrix: exact TreeSHAP, checked to add up to the raw score
+        on every row, grouped into factors and written as sentences (models.explain)."""
+        contrib = self.contributions(X)
+        check_additivity(raw, contrib)
+        return explain_rows(self.spec, self.calibrator, X, contrib, self.explain.max_reasons)
 
-    def score_records(self, records: Sequence[Mapping], *, lines: Mapping[int, float] | None = None,
-                      explain: str = "warnings", as_frame: bool = True) -> pd.DataFrame | Scored:
-        """Score households posted in the canonical JSON form (see models.features.frames_from_records);
-        ``as_frame=False`` returns the :class:`Scored` arrays (the API: no pandas per request)."""
-        fr = frames_from_records(records, {**self.lines, **(lines or {})})
-        s = self.score_arrays(fr, population=False, explain=explain)
-        return s.frame() if as_frame else s
+    def measures_of(self, rule_hits: Sequence, reasons: Sequence, X: np.ndarray) -> list[list[dict]]:
+        """Suggested measures per row from its drivers (rule hits, then reasons that raise the
+        risk) and its labour class (from the model matrix); rows with equal drivers and labour
+        class share one lookup."""
+        memo: dict = {}
+        out = []
+        for hits, rs, lc in zip(rule_hits, reasons, labour_classes(X, self.spec), strict=True):
+            key = (tuple(drivers_of(hits or [], rs)), lc)
+            m = memo.get(key)
+            if m is None:
+                m = memo[key] = [x.model_dump() for x in suggest(key[0], lc, table=self.measures,
+                                                                 max_measures=self.explain.max_measures)]
+            out.append(m)
+        return out
 
 
 # ---------------------------------------------------------------------- MLflow wrapper
@@ -207,48 +283,54 @@ def _pyfunc_base():
 
 
 class ReturnRiskPyfunc(_pyfunc_base()):  # type: ignore[misc]
-    """mlflow.pyfunc model: ledger-shaped households in, probability/levels/rule hits/explanation out."""
+    """mlflow.pyfunc model: households in the canonical JSON form in (one row each; ``members``
+    and ``events`` nested lists; optional ``history`` and ``context`` objects, as the API passes
+    them), :meth:`RiskModel.predict`'s result out (one row per household, the columns of
+    :data:`RESULT_COLUMNS` without ``quarter_idx``)."""
 
     def load_context(self, context):
         self.model = RiskModel.from_artifacts(context.artifacts)
 
     def predict(self, context, model_input, params=None):
-        """``params={"explain": "none"}`` skips the TreeSHAP explanation column (probabilities,
-        levels and rule hits only); the default explains every row with a warning."""
-        records = _records_from_input(model_input)
-        explain = (params or {}).get("explain", "warnings")
-        if explain not in ("warnings", "none"):
-            raise ValueError(f"params.explain must be 'warnings' or 'none', not {explain!r}")
-        out = self.model.score_records(records, explain=explain)
-        out = out.drop(columns=["quarter_idx"])
-        out["rule_hits"] = [json.dumps(h, ensure_ascii=False) for h in out["rule_hits"]]
-        out["explanation"] = [None if e is None else json.dumps(e, ensure_ascii=False) for e in out["explanation"]]
-        return out
+        """``params={"explain": "none"}`` skips reasons and measures; the default explains every
+        row with a warning."""
+        records, histories, contexts = _records_from_input(model_input)
+        s = self.model.predict(records, histories=histories, contexts=contexts,
+                               explain=(params or {}).get("explain", "warnings"))
+        return s.frame().drop(columns=["quarter_idx"])
 
     # A real (not string) annotation, so MLflow knows no schema is inferred from the hint: the
     # explicit ledger-shaped signature validates the input.
     predict.__annotations__["model_input"] = pd.DataFrame
 
-    # plain loader convenience
     def unwrap(self) -> RiskModel:
         return self.model
 
 
-def _records_from_input(model_input) -> list[dict]:
+def _records_from_input(model_input) -> tuple[list[dict], list, list]:
     if isinstance(model_input, pd.DataFrame):
         recs = model_input.to_dict(orient="records")
     elif isinstance(model_input, dict):
         recs = [model_input]
     else:
         recs = list(model_input)
-    out = []
+    out, hist, ctx = [], [], []
     for r in recs:
         r = {k: (None if _isna(v) else v) for k, v in r.items()}
         for k in ("members", "events"):
             v = r.get(k)
             r[k] = [] if v is None else [dict(x) for x in v]
+        hist.append(_obj(r.pop("history", None)))
+        ctx.append(_obj(r.pop("context", None)))
         out.append(r)
-    return out
+    return out, hist, ctx
+
+
+def _obj(v):
+    """An optional object column: a dict, its JSON text, or missing."""
+    if v is None or isinstance(v, dict):
+        return v
+    return json.loads(v)
 
 
 def _isna(v) -> bool:
@@ -269,164 +351,21 @@ def input_schema():
     from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
     from fangpin import contract
-    from models.features import SUPPLIED
 
     required = {"household_id", "quarter", "income_per_capita"}
     # integer columns may be missing: pandas carries them as floats, so they are declared double
     cols = [ColSpec("double" if _KIND_DTYPE[c.kind] == "long" else _KIND_DTYPE[c.kind], c.name,
                     required=c.name in required)
             for c in contract.LEDGER_COLUMNS if c.level == "household"]
-    cols += [ColSpec("double", n, required=False) for n in SUPPLIED]
     person = [Property(c.name, _KIND_DTYPE[c.kind], required=c.name in ("relation", "health", "labor_skill"))
               for c in contract.LEDGER_COLUMNS if c.level == "person"]
-    person.append(Property("age", "long", required=False))
+    # the join keys a stored snapshot carries: keyed hash and masked form, never the number
+    keys = [Property("person_key", "string", required=False), Property("id_masked", "string", required=False)]
+    person += [Property("age", "long", required=False), Property("school_grade", "long", required=False), *keys]
     event = [Property(c.name, _KIND_DTYPE[c.kind], required=c.name in ("event_date", "event_type"))
-             for c in contract.EVENT_COLUMNS if c.name != "id_number"]
+             for c in contract.EVENT_COLUMNS] + keys[:1]
     cols.append(ColSpec(Array(Object(person)), "members", required=True))
     cols.append(ColSpec(Array(Object(event)), "events", required=False))
+    cols.append(ColSpec("string", "history", required=False))  # JSON text (models.features.history_records)
+    cols.append(ColSpec("string", "context", required=False))  # JSON text (models.features.place_contexts)
     return Schema(cols)
-
-
-def records_from_frames(frames: Frames, qidx: int, n: int, seed: int = 0) -> list[dict]:
-    """Up to ``n`` households of quarter ``qidx`` in the canonical JSON form (input examples, tests),
-    with the history/context fields (models.features.SUPPLIED) filled from the frames, so that a
-    record scores exactly as the household does in the batch.
-
-    Personal fields (names, ID numbers) are not copied; events are those of the last 4 quarters.
-    """
-    hh = frames.households[frames.households["quarter_idx"] == qidx]
-    hh = hh.sample(n=min(n, len(hh)), random_state=seed) if len(hh) > n else hh
-    persons = frames.persons[(frames.persons["quarter_idx"] == qidx)
-                             & frames.persons["household_id"].isin(hh["household_id"])]
-    ev = frames.events
-    if ev is not None:
-        ev = ev[(ev["quarter_idx"] <= qidx) & (ev["quarter_idx"] > qidx - 4) & ev["household_id"].isin(hh["household_id"])]
-    from fangpin import contract
-
-    p_fields = [c.name for c in contract.LEDGER_COLUMNS if c.level == "person"
-                and c.name not in ("id_number", "name")] + ["age"]
-    from models.features import SUPPLIED, build_features
-
-    hist = build_features(frames, quarters=[qidx]).set_index("household_id")
-    recs = []
-    pg = {k: g for k, g in persons.groupby("household_id", sort=False)}
-    eg = {k: g for k, g in ev.groupby("household_id", sort=False)} if ev is not None else {}
-    for _, row in hh.iterrows():
-        rec = {c: _plain(row.get(c)) for c in contract.HOUSEHOLD_FIELDS if c in row.index}
-        rec["quarter"] = str(row["quarter"])
-        rec.update({c: _plain(hist.at[row["household_id"], c]) for c in SUPPLIED})
-        g = pg.get(row["household_id"])
-        rec["members"] = [] if g is None else [
-            {c: _plain(v) for c, v in m.items() if c in p_fields} for m in g.to_dict(orient="records")]
-        e = eg.get(row["household_id"])
-        rec["events"] = [] if e is None else [
-            {"event_date": pd.Timestamp(x["event_date"]).strftime("%Y-%m-%d"), "event_type": x["event_type"],
-             "department": _plain(x.get("department")), "amount": _plain(x.get("amount"))}
-            for x in e.to_dict(orient="records")]
-        recs.append(rec)
-    return recs
-
-
-def _plain(v):
-    if v is None:
-        return None
-    if isinstance(v, pd.Timestamp):
-        return v.strftime("%Y-%m-%d")
-    try:
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        return v
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-# ---------------------------------------------------------------------- MLflow plumbing
-
-
-def tracking_uri(params: Params, root: Path | None = None) -> str:
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    if params.model.tracking_uri:
-        return params.model.tracking_uri
-    state = (Path(root or ".") / params.paths.state_dir).resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state}/mlflow.db"
-
-
-def setup_mlflow(params: Params, root: Path | None = None) -> str:
-    """Point MLflow at the configured store and make sure the experiment exists (artifacts under
-    <state_dir>/mlartifacts for the embedded store). Returns the experiment id."""
-    import mlflow
-
-    uri = tracking_uri(params, root)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    exp = mlflow.get_experiment_by_name(params.model.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        artifact_location = (db.parent / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(params.model.experiment, artifact_location=artifact_location)
-
-
-def load_version(params: Params, version: str | int, root: Path | None = None) -> RiskModel:
-    """The unwrapped RiskModel of a registered version (artifacts downloaded once)."""
-    import mlflow
-
-    setup_mlflow(params, root)
-    pm = mlflow.pyfunc.load_model(f"models:/{params.model.registered_name}/{version}")
-    model = pm.unwrap_python_model().model
-    model.model_version = str(version)
-    return model
-
-
-def champion_version(params: Params, root: Path | None = None, alias: str = "champion") -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    setup_mlflow(params, root)
-    try:
-        return str(MlflowClient().get_model_version_by_alias(params.model.registered_name, alias).version)
-    except MlflowException:
-        return None
-
-
-def load_champion(params: Params, root: Path | None = None, alias: str = "champion") -> RiskModel:
-    """The RiskModel behind ``models:/<registered_name>@champion`` (batch scoring and the API)."""
-    v = champion_version(params, root, alias)
-    if v is None:
-        raise LookupError(f"no @{alias} version of model '{params.model.registered_name}' in the registry; "
-                          f"run `fangpin train` and `fangpin promote` first")
-    return load_version(params, v, root)
-
-
-def log_pyfunc(model: RiskModel, workdir: Path, input_example: list[dict], registered_name: str):
-    """Log the model once as a pyfunc (artifacts = its parts) and register it. Returns ModelInfo."""
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
-    paths = model.save(Path(workdir))
-    sig = ModelSignature(inputs=input_schema(), params=ParamSchema([ParamSpec("explain", "string", "warnings")]))
-    example = pd.DataFrame(input_example)
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=ReturnRiskPyfunc(),
-        artifacts=paths,
-        signature=sig,
-        input_example=example,
-        registered_model_name=registered_name,
-        pip_requirements=_requirements(),
-    )
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"{p}=={version(p)}" for p in ("lightgbm", "numpy", "pandas", "scikit-learn", "mlflow", "pyarrow",
-                                           "pydantic", "pyyaml")]

@@ -70,7 +70,7 @@ def promote(params: Params, version: str | None = None) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import champion_version, load_version, setup_mlflow
+    from models.registry import champion_version, load_version, setup_mlflow
 
     info = read_train_info(params)
     name = params.model.registered_name
@@ -121,7 +121,7 @@ def rollback(params: Params) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import champion_version, setup_mlflow
+    from models.registry import champion_version, setup_mlflow
 
     exp_id = setup_mlflow(params)
     client = MlflowClient()

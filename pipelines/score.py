@@ -15,16 +15,18 @@ Flow (memory bounded by the chunk size, not by the county):
    county is scored at once (tests/data/test_score.py checks it). Memory: one batch of rows plus a
    household-id → chunk map of the quarter (one id and one integer per household).
 2. **Chunks**, in ``warnings.score_workers`` processes (each holds one chunk at a time): read the
-   chunk, ``RiskModel.score`` (features, booster, calibration, rules, levels) without
-   explanations; then TreeSHAP (``pred_contrib``) and reasons (models.explain) ONLY for the
-   in-scope households with a warning, additivity checked on every explained row; the warnings as
-   an Arrow table (head-of-household name and masked ID from persons, measures from
-   models.measures) checked in bulk with the WarningRecord rules (fangpin.warnings.validate_table);
-   the chunk's warnings and every scored household's levels go to Parquet files, and the
-   workbooks of the chunk's townships (fangpin.excel) to a scratch folder.
+   chunk, ``RiskModel.predict`` (the model's one scoring method: features, booster, calibration,
+   rules, levels, and reasons and measures ONLY for the in-scope households with a warning,
+   additivity of their TreeSHAP checked on every explained row); the warnings as an Arrow table
+   (head-of-household name and masked ID from persons) checked in bulk with the WarningRecord rules
+   (fangpin.warnings.validate_table); the chunk's warnings and every scored household's levels go
+   to Parquet files, the workbooks of the chunk's townships (fangpin.excel) to a scratch folder,
+   and the online history of its households (for ``/v1/score`` and ``/v1/events``) to Parquet.
 3. **Store**, in the main process while the chunks are scored: ``Store.write_quarter_tables``
    inserts each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or
-   killed run leaves the store as it was), committed after the last chunk.
+   killed run leaves the store as it was), committed after the last chunk; then the online
+   history of the scored quarter replaces that of its counties (fangpin.store.history), in a
+   transaction of its own.
 4. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
    Parquet outputs and the workbooks moved into place (atomic per file).
 
@@ -73,6 +75,7 @@ class ScoreResult:
     workbooks: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     chunk_peak_rss_mib: float = 0.0  # largest peak RSS of a process that scored chunks (ru_maxrss)
+    history: dict = field(default_factory=dict)  # online history written (fangpin.store.history)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,40 +328,36 @@ def chunk_frames(scratch: Path, k: int, lines: dict[int, float]):
 
 
 def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
-    """Head-of-household name and masked ID per household (户主 row, else the first member)."""
+    """Head-of-household name and masked ID per household (fangpin.contract.head_rows)."""
+    from fangpin.contract import head_rows
+
     p = persons[persons["quarter_idx"] == qidx]
-    cols = [c for c in ("household_id", "relation", "name", "id_masked") if c in p.columns]
-    p = p[cols].copy()
-    if "relation" in p.columns:
-        p["_not_head"] = (p["relation"] != "户主").to_numpy(dtype=bool, na_value=True)
-        p = p.sort_values(["household_id", "_not_head"], kind="stable")
-    out = p.drop_duplicates("household_id", keep="first").set_index("household_id")
+    out = head_rows(p[[c for c in ("household_id", "quarter_idx", "relation", "name", "id_masked")
+                       if c in p.columns]]).set_index("household_id")
     for c in ("name", "id_masked"):
         if c not in out.columns:
             out[c] = None
     return out[["name", "id_masked"]]
 
 
-def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, persons: pd.DataFrame,
-                  qidx: int, created_at: datetime, table=None):
-    """Warnings of the in-scope warned rows of one scored chunk as an Arrow table of
-    fangpin.warnings.record_schema, checked with validate_table. Returns (table, explained)."""
+def warnings_table(model, params: Params, scored: pd.DataFrame, heads: pd.DataFrame, created_at: datetime):
+    """Warnings of the in-scope warned rows of one scored chunk (RiskModel.predict with
+    ``explain="in_scope"``: reasons and measures on those rows) as an Arrow table of
+    fangpin.warnings.record_schema, checked with validate_table. ``heads``: :func:`_heads`.
+    Returns (table, explained)."""
     import pyarrow as pa
 
     from fangpin.warnings import STATUS_OPEN, deadline, local_date, record_schema, validate_table, warning_id
-    from models.explain import explain_warned
-    from models.measures import table_for
 
     schema = record_schema()
-    table = table or table_for(params)
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
         return schema.empty_table(), 0
     hits_col = scored["rule_hits"].to_numpy()[warn]
     # rule hits as stored: the four fields of a hit
     hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hs or [])] for hs in hits_col]
-    reasons, measures = explain_warned(model, params, X[warn], scored["raw_score"].to_numpy()[warn], hits, table)
-    heads = _heads(persons, qidx)
+    reasons = scored["reasons"].to_numpy()[warn].tolist()
+    measures = scored["measures"].to_numpy()[warn].tolist()
     hid = scored["household_id"].to_numpy()[warn].astype(str)
     names = heads["name"].reindex(hid)
     masked = heads["id_masked"].reindex(hid)
@@ -414,21 +413,6 @@ def _scores_table(scored: pd.DataFrame):
     return pa.Table.from_pandas(df, preserve_index=False).cast(schema)
 
 
-def iter_records(path: Path, **filters) -> Iterator:
-    """WarningRecords of a warnings Parquet file (optionally filtered by column equality)."""
-    import pyarrow.dataset as pds
-
-    from fangpin.warnings import WarningRecord
-
-    flt = None
-    for k, v in filters.items():
-        e = pds.field(k) == v
-        flt = e if flt is None else flt & e
-    for b in pds.dataset(str(path), format="parquet").to_batches(filter=flt, batch_size=20_000):
-        for row in b.to_pylist():
-            yield WarningRecord.model_validate(row)
-
-
 # ----------------------------------------------------------------------------------------------
 # one chunk, in a worker process (or in-process)
 
@@ -436,6 +420,14 @@ _JOB: dict = {}  # what every chunk of a run needs; set once per worker process
 
 
 def _init_job(job: dict, threads: int | None) -> None:
+    job = dict(job)
+    if isinstance(job["model"], bytes):  # a registered version: its own code (models.registry) first
+        import pickle
+        import sys
+
+        if job.get("model_path") and job["model_path"] not in sys.path:
+            sys.path.insert(0, job["model_path"])
+        job["model"] = pickle.loads(job["model"])
     if threads:
         job["model"].meta["num_threads"] = threads  # the pool is the parallelism: one thread per worker
     _JOB.clear()
@@ -443,7 +435,7 @@ def _init_job(job: dict, threads: int | None) -> None:
 
 
 WORKER_MODULES = ["pipelines.score", "models.pyfunc", "models.explain", "models.measures", "fangpin.excel",
-                  "xlsxwriter", "pyarrow.parquet"]
+                  "fangpin.ids", "orjson", "xlsxwriter", "pyarrow.parquet"]
 
 
 def _worker_context():
@@ -549,11 +541,15 @@ def _run_chunk(k: int) -> dict:
     if fr is None:
         return out
     t1 = time.perf_counter()
-    s = model.score_arrays(fr, quarters=[qidx], explain="none")
-    scored, X = s.frame(), s.X
+    s = model.predict(fr, quarters=[qidx], explain="in_scope")
+    scored = s.frame()
     t2 = time.perf_counter()
-    table, n_exp = explain_chunk(model, params, scored, X, fr.persons, qidx, j["created"], j["table"])
+    heads = _heads(fr.persons, qidx)
+    table, n_exp = warnings_table(model, params, scored, heads, j["created"])
     t3 = time.perf_counter()
+    if j["history"]:
+        _write_history_chunk(model, fr, s, scored, heads, qidx, j, scratch / f"history_{k:04d}")
+    t_hist = time.perf_counter() - t3
     out["rows"] = len(scored)
     out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
     out["explained"], out["warnings"] = n_exp, table.num_rows
@@ -563,7 +559,7 @@ def _run_chunk(k: int) -> dict:
         zero_copy_only=False) > 0)) if table.num_rows else 0
     pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
     pq.write_table(_scores_table(scored), scratch / f"scores_{k:04d}.parquet")
-    del fr, s, scored, X
+    del fr, s, scored
     t4 = time.perf_counter()
     if j["excel"] and table.num_rows:
         places = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
@@ -575,8 +571,73 @@ def _run_chunk(k: int) -> dict:
             out["workbooks"].append(str(path.relative_to(scratch / "excel")))
     t5 = time.perf_counter()
     out["peak_rss_mib"] = _maxrss_mib()
-    out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3, "excel": t5 - t4}
+    out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "warnings": t3 - t2, "history": t_hist,
+                      "write": t4 - t3 - t_hist, "excel": t5 - t4}
     return out
+
+
+def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, j: dict,
+                         base: Path) -> None:
+    """The online history of a chunk's households (fangpin.store.history): households, person →
+    household map and place context, as three Parquet files ``<base>_{households,persons,places}``."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fangpin.ids import keyed_hashes
+
+    hids = scored["household_id"].astype(str).tolist()
+    hkeys = keyed_hashes(hids, j["id_key"])
+    hist = model.histories(s, np.arange(len(hids)))
+    snaps = model.snapshots(fr, qidx, hids, j["event_quarters"])
+    hd = heads.reindex(hids)
+
+    def text(values) -> list:
+        return [None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in values]
+
+    pq.write_table(pa.table({
+        "household_key": hkeys, "household_id": hids,
+        "county": text(scored["county"]), "township": text(scored["township"]), "village": text(scored["village"]),
+        "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
+        "data": [orjson.dumps({"history": h, "snapshot": sn}).decode() for h, sn in zip(hist, snaps, strict=True)],
+    }), f"{base}_households.parquet")
+    p = fr.persons
+    p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
+    key_of = dict(zip(hids, hkeys, strict=True))
+    county_of = dict(zip(hids, text(scored["county"]), strict=True))
+    ph = p["household_id"].astype(str).tolist()
+    pq.write_table(pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
+                             "household_key": [key_of.get(h) for h in ph],
+                             "county": [county_of.get(h) for h in ph]},
+                            schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
+                                              ("county", pa.string())])), f"{base}_persons.parquet")
+    places = model.place_contexts(s)
+    pq.write_table(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
+                             "village": [k[2] for k in places],
+                             "quarter": [v.pop("quarter") for v in places.values()],
+                             "data": [orjson.dumps(v).decode() for v in places.values()]},
+                            schema=pa.schema([("county", pa.string()), ("township", pa.string()),
+                                              ("village", pa.string()), ("quarter", pa.string()),
+                                              ("data", pa.string())])), f"{base}_places.parquet")
+
+
+def _history_rows(scratch: Path, n_chunks: int, part: str):
+    """Rows of the chunks' history files of one part (households, persons or places), for
+    fangpin.store.history.write_history (``data`` parsed back to objects)."""
+    import orjson
+    import pyarrow.parquet as pq
+
+    for k in range(n_chunks):
+        f = scratch / f"history_{k:04d}_{part}.parquet"
+        if not f.exists():
+            continue
+        for b in pq.ParquetFile(f).iter_batches(batch_size=5000):
+            for r in b.to_pylist():
+                if part != "persons":
+                    r["data"] = orjson.loads(r["data"])
+                if part == "persons" and r["household_key"] is None:
+                    continue
+                yield r
 
 
 def _concat(parts: list[Path], dest: Path, schema) -> None:
@@ -605,6 +666,7 @@ def score_quarter(
     write_excel: bool = True,
     chunk_households: int | None = None,
     workers: int | None = None,
+    history: bool = True,
 ) -> ScoreResult:
     """Score one quarter (default: the latest in the data) and publish its warnings (module doc).
 
@@ -616,22 +678,27 @@ def score_quarter(
     process inserts finished ones into the store), ``store`` (wall from the last chunk to the
     commit), ``publish`` (Parquet outputs and workbooks into place), ``total``; and per-chunk
     times summed over chunks (worker time, not wall): ``score`` (features, booster, calibration,
-    rules, levels), ``explain`` (TreeSHAP, reasons, measures, the checked warnings table),
-    ``excel`` (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output).
+    rules, levels, TreeSHAP, reasons, measures), ``warnings`` (the checked warnings table),
+    ``excel`` (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output),
+    ``history`` (the online history of the chunks) and ``history_store`` (writing it, after the
+    warnings' commit).
+
+    ``history``: also leave the online history of the scored quarter in the store
+    (fangpin.store.history) for ``/v1/score`` and ``/v1/events``.
     """
     from fangpin import quarters as fq
+    from fangpin.ids import params_key
     from fangpin.warnings import local_date, record_schema
-    from models.measures import table_for
 
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
     src = Path(ingested_dir or params.paths.ingested_dir)
     if model is None:
-        from models.pyfunc import load_champion
+        from models.registry import load_champion
 
         model = load_champion(params, root)
     if model.model_version is None:
-        raise ValueError("the model has no registry version (load it with models.pyfunc.load_champion)")
+        raise ValueError("the model has no registry version (load it with models.registry.load_champion)")
     quarter = fq.fmt(*fq.parse(quarter)) if quarter else latest_quarter(src)
     qidx = fq.to_index(quarter)
     lines = {**model.lines, **{int(k): float(v) for k, v in params.lines.items()}}
@@ -679,9 +746,15 @@ def score_quarter(
 
             store = Store.from_params(params)
         job = dict(scratch=scratch, model=model, params=params, qidx=qidx, quarter=quarter, lines=lines,
-                   created=created, today=local_date(created), table=table_for(params), excel=write_excel,
-                   router=part.router, n=n_chunks)
+                   created=created, today=local_date(created), excel=write_excel, router=part.router, n=n_chunks,
+                   history=history, id_key=params_key(params) if history else None,
+                   event_quarters=max(4, model.ruleset.severe_event_quarters))
         if n_workers > 1:
+            import pickle
+
+            from models.registry import code_path
+
+            job.update(model=pickle.dumps(model), model_path=code_path(model))
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_job, initargs=(job, 1))
@@ -736,10 +809,18 @@ def score_quarter(
                      "updated": wr.updated, "removed": wr.removed}
         secs["chunks"] = last_chunk[0] - t0
         secs["store"] = t_commit - last_chunk[0]
-        for k in ("score", "explain", "excel"):
+        for k in ("score", "warnings", "history", "excel"):
             secs[k] = chunk_secs.get(k, 0.0)
         secs["chunk_read"], secs["chunk_write"] = chunk_secs.get("read", 0.0), chunk_secs.get("write", 0.0)
 
+        if history:
+            from fangpin.store import history as hs
+
+            t0 = time.perf_counter()
+            res.history = hs.write_history(store, quarter, sorted(part.counties),
+                                           *(_history_rows(scratch, n_chunks, p) for p in
+                                             ("households", "persons", "places")))
+            secs["history_store"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
         tmp_w, tmp_s = scratch / "warnings.parquet", scratch / "scores.parquet"

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fangpin import ids
-from fangpin.config import Params, load_params
+from fangpin.config import Params
 from fangpin.ingest import stream as st
 from fangpin.ingest import tables as tb
 from fangpin.ingest.errors import FileError
@@ -257,9 +257,9 @@ def _take_chunk(part: _FilePart, frame, rows, extra_fields, t, path: Path, r: _I
 
 def ingest(
     ledger_paths: Iterable | str | Path,
-    event_paths: Iterable | str | Path | None = None,
-    out_dir: str | Path = "data/ingested",
-    params: Params | None = None,
+    event_paths: Iterable | str | Path | None,
+    out_dir: str | Path,
+    params: Params,
     *,
     append: bool = False,
     key: bytes | None = None,
@@ -274,7 +274,6 @@ def ingest(
     Memory stays bounded by a chunk of rows and a part of whole households (see
     fangpin.ingest.stream), plus the department events and the keys of one quarter.
     """
-    params = params or load_params()
     key = key or ids.params_key(params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

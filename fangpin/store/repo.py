@@ -34,7 +34,7 @@ from fangpin.warnings import (
 
 log = logging.getLogger(__name__)
 
-ROLES = ("county_system", "township_cadre", "analyst", "admin")
+ROLES = ("county_system", "department", "township_cadre", "analyst", "admin")
 KEY_PREFIX = "fpk"
 # Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
 _REFRESHED = (
@@ -62,16 +62,12 @@ def _utc(ts: datetime | None) -> datetime | None:
 # ----------------------------------------------------------------------------------------- engine
 
 
-def store_url(params=None) -> str:
+def store_url(params) -> str:
     """``FANGPIN_STORE_URL``, else ``params.warnings.store_url``, else a SQLite file under the
     state dir (``<state_dir>/warnings.db``)."""
     env = os.environ.get("FANGPIN_STORE_URL")
     if env:
         return env
-    if params is None:
-        from fangpin.config import load_params
-
-        params = load_params()
     if params.warnings.store_url:
         return params.warnings.store_url
     state = Path(params.paths.state_dir)
@@ -173,6 +169,7 @@ class Scope:
 # role -> scope kinds it may hold
 ROLE_SCOPES = {
     "county_system": {"county"},
+    "department": {"county"},
     "township_cadre": {"township"},
     "analyst": {"county", "all"},
     "admin": {"county", "all"},
@@ -269,14 +266,10 @@ class Store:
             upgrade(self.engine)
 
     @classmethod
-    def from_params(cls, params=None, *, migrate: bool = True) -> Store:
+    def from_params(cls, params, *, migrate: bool = True) -> Store:
         """The configured store (see :func:`store_url`), migrated to the newest schema."""
         from fangpin.ids import load_key
 
-        if params is None:
-            from fangpin.config import load_params
-
-            params = load_params()
         w = params.warnings
         secret = load_key(params.paths.state_dir, w.key_secret_env, w.key_secret_file)
         return cls(store_url(params), secret, migrate=migrate, key_cache_s=params.serving.key_cache_seconds)
@@ -302,44 +295,6 @@ class Store:
         )
         conn.execute(stmt, rows)
 
-    def write_quarter(
-        self,
-        warnings: Iterable[WarningRecord],
-        quarter: str,
-        model_version: str,
-        *,
-        counties: Iterable[str] | None = None,
-        batch_size: int = 2000,
-    ) -> WriteResult:
-        """Write one quarter's warnings of one model version, atomically and idempotently.
-
-        All in ONE transaction: a run that fails or is killed half way leaves the store exactly as
-        before. Keyed on (quarter, household_id, model_version): a re-run updates the content of
-        existing warnings (level, probability, reasons, measures …) but keeps their id, creation
-        time, deadline and verification status/feedback; it never duplicates. Open (待核实)
-        warnings of the same quarter and model version in the run's counties that the new run no
-        longer produces are removed; verified ones are always kept. ``counties`` sets that scope
-        explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
-        iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
-        """
-
-        def tables():
-            import pyarrow as pa
-
-            from fangpin.warnings import record_schema
-
-            schema = record_schema()
-            batch: list[dict] = []
-            for w in warnings:
-                batch.append(w.model_dump(mode="json"))
-                if len(batch) >= batch_size:
-                    yield pa.Table.from_pylist(batch, schema=schema)
-                    batch = []
-            if batch:
-                yield pa.Table.from_pylist(batch, schema=schema)
-
-        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size)
-
     def write_quarter_tables(
         self,
         tables: Iterable,
@@ -349,10 +304,19 @@ class Store:
         counties: Iterable[str] | None = None,
         batch_size: int = 5000,
     ) -> WriteResult:
-        """:meth:`write_quarter` for warnings as Arrow tables of :func:`fangpin.warnings.record_schema`
-        (what batch scoring writes): each table is checked with
-        :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted with
-        executemany batches of ``batch_size`` rows. Same transaction, idempotency and scope rules."""
+        """Write one quarter's warnings of one model version, atomically and idempotently: Arrow
+        tables of :func:`fangpin.warnings.record_schema` (what batch scoring writes), each checked
+        with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted
+        with executemany batches of ``batch_size`` rows.
+
+        All in ONE transaction: a run that fails or is killed half way leaves the store exactly as
+        before. Keyed on (quarter, household_id, model_version): a re-run updates the content of
+        existing warnings (level, probability, reasons, measures …) but keeps their id, creation
+        time, deadline and verification status/feedback; it never duplicates. Open (待核实)
+        warnings of the same quarter and model version in the run's counties that the new run no
+        longer produces are removed; verified ones are always kept. ``counties`` sets that scope
+        explicitly (default: the counties present in the tables). ``tables`` may be a lazy
+        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction."""
         from fangpin.warnings import validate_table
 
         run_id = uuid.uuid4().hex

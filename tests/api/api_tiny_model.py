@@ -24,15 +24,15 @@ def register_tiny(params, workdir, model: RiskModel | None = None, name: str | N
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from models.registry import input_example, log_model, setup_mlflow
 
     model = model or train_tiny(params)
     setup_mlflow(params)
     name = name or params.model.registered_name
     fr = make_frames(50, 4, 1)
-    example = records_from_frames(fr, int(fr.households["quarter_idx"].max()), 2)
+    example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
     with mlflow.start_run():
-        info = log_pyfunc(model, workdir, example, name)
+        info = log_model(model, workdir, example, name)
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, "champion", version)
     return version

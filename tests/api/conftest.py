@@ -23,14 +23,13 @@ def tiny_model(params):
 
 def fixed_loader(model, versions=None):
     """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
-    from models.explain import explainer_for
     from serving.model import LoadedModel
 
     counter = iter(versions or range(1, 10_000))
 
     def load(params, uri):
         return LoadedModel(scorer=model, version=str(next(counter)), ruleset_version=model.ruleset_version,
-                           uri=uri, card={"meta": model.meta}, explainer=explainer_for(model, params))
+                           uri=uri, card={"meta": model.meta})
 
     return load
 

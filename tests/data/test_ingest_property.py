@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_fixtures import H, household, make_id, write_csv, write_xlsx
 
+from fangpin.config import Params
 from fangpin.ingest import ingest, load_tables
+
+PARAMS = Params()  # ingest's defaults (ingest takes params explicitly)
 
 KEY = b"test-key"
 HEADERS = list(household("520122001000001", 1)[0]) + [H("birth_date"), H("school_status"), H("farmland_mu")]
@@ -65,7 +68,7 @@ def test_random_malformed_csv_rows(rows, encoding):
             f = write_csv(d / "l.csv", rows, encoding=encoding, headers=HEADERS)
         except UnicodeEncodeError:  # text GB18030 cannot represent cannot occur in such a file
             f = write_csv(d / "l.csv", rows, encoding="utf-8", headers=HEADERS)
-        rep = ingest([f], None, d / "out", key=KEY)
+        rep = ingest([f], None, d / "out", PARAMS, key=KEY)
         _check(rep, d / "out")
         assert rep.rows_read == len(rows) - sum(all(not str(r.get(h, "")).strip() for h in HEADERS) for r in rows)
 
@@ -80,5 +83,5 @@ def test_random_malformed_xlsx_rows(rows):
             f = write_xlsx(d / "export_20240628.xlsx", clean, headers=HEADERS)
         except Exception:  # noqa: BLE001 - control characters openpyxl refuses to write
             return
-        rep = ingest([f], None, d / "out", key=KEY)
+        rep = ingest([f], None, d / "out", PARAMS, key=KEY)
         _check(rep, d / "out")

@@ -71,7 +71,7 @@ def test_several_chunks_and_warnings(run):
 def test_chunked_scoring_equals_scoring_the_whole_county(run):
     m, fr = run["model"], run["frames"]
     q = int(fr.households["quarter_idx"].max())
-    whole = m.score(fr, quarters=[q], explain="none")
+    whole = m.predict(fr, quarters=[q], explain="none").frame()
     whole = whole[whole["in_scope"]].set_index("household_id")
     chunked = pd.read_parquet(run["res"].scores_parquet).set_index("household_id")
     assert len(chunked) == len(whole) == run["res"].households
@@ -98,9 +98,9 @@ def test_every_rule_hit_is_a_warning_on_every_scored_row(run):
 def test_reasons_are_exact_treeshap_additive_and_name_the_households_values(run):
     m, fr, p = run["model"], run["frames"], run["params"]
     q = int(fr.households["quarter_idx"].max())
-    scored, feats = m.score(fr, quarters=[q], explain="none", return_features=True)
-    pos = pd.Index(feats["household_id"]).get_indexer(_warnings(run)["household_id"])
-    X = m.spec.matrix(feats.iloc[pos])
+    s = m.predict(fr, quarters=[q], explain="none")
+    pos = pd.Index(s.features["household_id"]).get_indexer(_warnings(run)["household_id"])
+    X = s.X[pos]
     contrib = m.contributions(X)
     np.testing.assert_allclose(contrib.sum(axis=1), m.booster.predict(X, raw_score=True), atol=1e-9)
     from models.explain import factor_contributions, factors_of
@@ -174,15 +174,15 @@ def test_cli_scores_a_new_export_with_the_registered_champion(run, tmp_path, mon
     from typer.testing import CliRunner
 
     from fangpin.cli import app
-    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from models.registry import input_example, log_model, setup_mlflow
 
     params = load_params()
     monkeypatch.setenv("FANGPIN_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     setup_mlflow(params)
     fr = run["frames"]
-    example = records_from_frames(fr, int(fr.households["quarter_idx"].max()), 2)
+    example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
     with mlflow.start_run():
-        info = log_pyfunc(run["model"], tmp_path / "model", example, params.model.registered_name)
+        info = log_model(run["model"], tmp_path / "model", example, params.model.registered_name)
     MlflowClient().set_registered_model_alias(params.model.registered_name, "champion",
                                               str(info.registered_model_version))
     export = run["county"] / "export"

@@ -22,11 +22,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from seed_warnings import record_tables
 
 from fangpin.config import Params
 from fangpin.ids import check_char
 from fangpin.store import Scope, Store, WarningNotFound, store_url, upgrade
-from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, VerificationError, WarningRecord
+from fangpin.warnings import (
+    LEVEL_RANK,
+    STATUS_EXCLUDED,
+    STATUS_INCLUDED,
+    STATUS_OPEN,
+    VerificationError,
+    WarningRecord,
+)
 
 FAKE_ID = "11010119900307000" + check_char("11010119900307000")  # a generated 18-character ID
 
@@ -143,14 +151,14 @@ def test_migrations_match_models_and_are_repeatable(db_url):
 
 def test_rerun_is_idempotent_and_keeps_feedback(store):
     ws = make_warnings(25)
-    r1 = store.write_quarter(ws, "2025Q3", "7", batch_size=7)
+    r1 = store.write_quarter_tables(record_tables(ws, batch_size=7), "2025Q3", "7", batch_size=7)
     assert (r1.n_warnings, r1.inserted, r1.updated, r1.removed) == (25, 25, 0, 0)
     closed = ws[4]
     store.record_feedback(closed.id, STATUS_EXCLUDED, actor="李四", reason="入户核实收入稳定")
     before = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
 
     later = [w.model_copy(update={"created_at": datetime(2025, 11, 1, tzinfo=UTC)}) for w in make_warnings(25)]
-    r2 = store.write_quarter(later, "2025Q3", "7", batch_size=10)
+    r2 = store.write_quarter_tables(record_tables(later, batch_size=10), "2025Q3", "7", batch_size=10)
     assert (r2.n_warnings, r2.inserted, r2.updated, r2.removed) == (25, 0, 25, 0)
     after = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
     assert after.keys() == before.keys() and len(after) == 25
@@ -161,13 +169,13 @@ def test_rerun_is_idempotent_and_keeps_feedback(store):
 
 
 def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(store):
-    store.write_quarter(make_warnings(10), "2025Q3", "7")
-    store.write_quarter(make_warnings(3, county="乙县"), "2025Q3", "7")
-    store.write_quarter(make_warnings(4, model="8"), "2025Q3", "8")
+    store.write_quarter_tables(record_tables(make_warnings(10)), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(3, county="乙县")), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(4, model="8")), "2025Q3", "8")
     gone_closed, gone_open = make_warnings(10)[9], make_warnings(10)[8]
     store.record_feedback(gone_closed.id, STATUS_INCLUDED, actor="王五")
 
-    r = store.write_quarter(make_warnings(8, prob_shift=0.01), "2025Q3", "7")
+    r = store.write_quarter_tables(record_tables(make_warnings(8, prob_shift=0.01)), "2025Q3", "7")
     assert (r.inserted, r.updated, r.removed) == (0, 8, 1)
     assert store.get_warning(gone_open.id) is None
     assert store.get_warning(gone_closed.id).status == STATUS_INCLUDED
@@ -179,7 +187,7 @@ def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(s
 
 
 def test_failure_mid_run_rolls_back(store):
-    store.write_quarter(make_warnings(10), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(10)), "2025Q3", "7")
     before = snapshot(store)
 
     def bad():
@@ -187,10 +195,10 @@ def test_failure_mid_run_rolls_back(store):
         yield make_warnings(1, quarter="2025Q4", start=99)[0]
 
     with pytest.raises(ValueError, match="2025Q4"):
-        store.write_quarter(bad(), "2025Q3", "7", batch_size=5)
+        store.write_quarter_tables(record_tables(bad(), batch_size=5), "2025Q3", "7", batch_size=5)
     assert snapshot(store) == before
     with pytest.raises(ValueError, match="twice"):
-        store.write_quarter(make_warnings(3) + make_warnings(1), "2025Q3", "7")
+        store.write_quarter_tables(record_tables(make_warnings(3) + make_warnings(1)), "2025Q3", "7")
     assert snapshot(store) == before
 
 
@@ -199,7 +207,9 @@ KILL_CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
+    sys.path.insert(0, {root!r})
     from test_store import make_warnings
+    from seed_warnings import record_tables
     from fangpin.store import Store
 
     store = Store({url!r}, {secret!r})
@@ -212,18 +222,18 @@ KILL_CHILD = textwrap.dedent(
                 time.sleep(120)
             yield w
 
-    store.write_quarter(slow(), "2025Q3", "7", batch_size=100)
+    store.write_quarter_tables(record_tables(slow(), batch_size=100), "2025Q3", "7", batch_size=100)
     """
 )
 
 
 def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
-    store.write_quarter(make_warnings(150), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(150)), "2025Q3", "7")
     store.record_feedback(make_warnings(150)[3].id, STATUS_INCLUDED, actor="赵六")
     before = snapshot(store)
 
     marker = tmp_path / "marker"
-    code = KILL_CHILD.format(tests=str(Path(__file__).parent), url=db_url, secret=SECRET, marker=str(marker))
+    code = KILL_CHILD.format(tests=str(Path(__file__).parent), root=str(Path(__file__).parents[1]), url=db_url, secret=SECRET, marker=str(marker))
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -257,7 +267,7 @@ def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
     try:
         assert snapshot(fresh) == before
         # and the store is usable: the same run completes afterwards
-        r = fresh.write_quarter(make_warnings(400, prob_shift=0.03), "2025Q3", "7")
+        r = fresh.write_quarter_tables(record_tables(make_warnings(400, prob_shift=0.03)), "2025Q3", "7")
         assert (r.inserted, r.updated) == (250, 150)
         assert fresh.get_warning(make_warnings(150)[3].id).status == STATUS_INCLUDED
     finally:
@@ -269,11 +279,11 @@ def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
 
 def test_query_filters_order_and_paging(store):
     ws = make_warnings(30)
-    store.write_quarter(ws, "2025Q3", "7")
-    store.write_quarter(make_warnings(5, quarter="2025Q2"), "2025Q2", "7")
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(5, quarter="2025Q2")), "2025Q2", "7")
     page = store.query_warnings(quarter="2025Q3", limit=100)
     assert page.total == 30
-    keys = [(w.level_rank, w.deadline, -w.probability) for w in page.items]
+    keys = [(LEVEL_RANK[w.level], w.deadline, -w.probability) for w in page.items]
     assert keys == sorted(keys)
     assert [w.level for w in page.items][:10] == ["红"] * 10
 
@@ -301,7 +311,7 @@ def test_query_filters_order_and_paging(store):
 
 def test_feedback_transitions_are_validated(store):
     ws = make_warnings(3)
-    store.write_quarter(ws, "2025Q3", "7")
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
     a, b = ws[0].id, ws[1].id
     with pytest.raises(VerificationError, match="原因"):
         store.record_feedback(a, STATUS_EXCLUDED, actor="张三")
@@ -414,7 +424,7 @@ def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
     p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
     s = Store.from_params(p)
     try:
-        s.write_quarter(make_warnings(2), "2025Q3", "7")
+        s.write_quarter_tables(record_tables(make_warnings(2)), "2025Q3", "7")
         assert s.query_warnings().total == 2
         assert (tmp_path / "st" / "key_secret").stat().st_mode & 0o777 == 0o600
         assert date(2025, 10, 25) == s.get_warning(make_warnings(1)[0].id).deadline

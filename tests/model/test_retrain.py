@@ -97,7 +97,7 @@ def test_model_card_is_logged_with_the_version_and_the_champion_is_served(ws, mo
     from mlflow import MlflowClient
 
     from fangpin.config import load_params
-    from models.pyfunc import champion_version, setup_mlflow
+    from models.registry import champion_version, setup_mlflow
     from pipelines.common import rooted
     from serving.model import default_loader
 
