@@ -285,11 +285,6 @@ def _plain(v, col: contract.Column):
     return str(v)
 
 
-def parse_households(households: list) -> list:
-    """Validated :data:`HouseholdIn` objects of households in any contract form (tools, tests)."""
-    return [HouseholdIn.model_validate(h) for h in normalise_households(households)]
-
-
 # ---------------------------------------------------------------------------------------------
 # errors for operators, in Chinese
 

@@ -101,14 +101,6 @@ def keyed_hashes(values: Iterable[str], key: bytes) -> list[str]:
     return out
 
 
-def keyed_hash_series(ids: pd.Series, key: bytes) -> pd.Series:
-    s = ids.astype("string")
-    present = s.notna().to_numpy()
-    out = pd.Series(None, index=s.index, dtype=object)
-    out[present] = keyed_hashes(s[present].tolist(), key)
-    return out
-
-
 def params_key(params) -> bytes:
     """The key as configured by a :class:`fangpin.config.Params`."""
     return load_key(params.paths.state_dir, params.ids.key_env, params.ids.key_file)

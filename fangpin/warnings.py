@@ -52,12 +52,6 @@ _FULL_ID = re.compile(r"\d{17}[\dXx]")
 _MASKED = re.compile(r"^[0-9A-Za-z]{0,4}\*+[0-9A-Za-z]{0,4}$")
 
 
-def max_level(levels) -> str | None:
-    """The most urgent of some levels (None if there are none)."""
-    ranked = [lvl for lvl in levels if lvl in LEVEL_RANK]
-    return min(ranked, key=LEVEL_RANK.__getitem__) if ranked else None
-
-
 def contains_full_id(text: str | None) -> bool:
     """Whether a string contains something shaped like an 18-character resident ID."""
     return bool(text) and _FULL_ID.search(str(text)) is not None
@@ -214,11 +208,6 @@ class WarningRecord(_Rec):
     def is_overdue(self, today: date | None = None) -> bool:
         today = today or local_date(datetime.now(UTC))
         return self.status == STATUS_OPEN and today > self.deadline
-
-
-def sort_key(w: WarningRecord) -> tuple:
-    """Cadre order: most urgent level first, then highest probability, then household id."""
-    return (LEVEL_RANK[w.level], -w.probability, w.household_id)
 
 
 # ------------------------------------------------------------------------------------------------
