@@ -623,8 +623,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
 
 def _history_rows(scratch: Path, n_chunks: int, part: str):
     """Rows of the chunks' history files of one part (households, persons or places), for
-    fangpin.store.history.write_history (``data`` parsed back to objects)."""
-    import orjson
+    fangpin.store.history.write_history (``data`` stays JSON text)."""
     import pyarrow.parquet as pq
 
     for k in range(n_chunks):
@@ -633,8 +632,6 @@ def _history_rows(scratch: Path, n_chunks: int, part: str):
             continue
         for b in pq.ParquetFile(f).iter_batches(batch_size=5000):
             for r in b.to_pylist():
-                if part != "persons":
-                    r["data"] = orjson.loads(r["data"])
                 if part == "persons" and r["household_key"] is None:
                     continue
                 yield r

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import Text, bindparam, cast, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.store.schema import (
@@ -54,6 +54,16 @@ def _batches(rows: Iterable[dict], n: int = _INSERT_BATCH):
         yield batch
 
 
+def _insert_json_text(conn, table):
+    """An INSERT of ``table`` whose ``data`` parameter is JSON text already (no parse and re-dump
+    of every row): bound as text, cast to json on PostgreSQL."""
+    data = bindparam("data", type_=Text())
+    if conn.dialect.name == "postgresql":
+        data = cast(data, postgresql.JSON)
+    return table.__table__.insert().values(
+        {c.name: bindparam(c.name) for c in table.__table__.columns if c.name != "data"} | {"data": data})
+
+
 def stored_quarter(store, counties: Sequence[str]) -> str | None:
     """The newest quarter of the stored history of these counties (None when there is none)."""
     with store.engine.connect() as conn:
@@ -65,7 +75,8 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
                   persons: Iterable[dict], places: Iterable[dict]) -> dict:
     """Replace the history of ``counties`` by that of ``quarter``, in one transaction; nothing is
     written when the store already holds a newer quarter for them (scoring an old quarter again
-    never takes the online history back in time). Returns the counts written (or ``skipped``)."""
+    never takes the online history back in time). ``data`` of households and places is JSON text
+    (as batch scoring writes it). Returns the counts written (or ``skipped``)."""
     from fangpin import quarters as fq
 
     counties = sorted(set(counties))
@@ -77,17 +88,18 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
     with store.engine.begin() as conn:
         for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow):
             conn.execute(delete(table).where(table.county.in_(counties)))
+        ins = _insert_json_text(conn, HouseholdHistoryRow)
         for batch in _batches(households):
-            conn.execute(HouseholdHistoryRow.__table__.insert(), [{**r, "quarter": quarter, "updated_at": now}
-                                                                  for r in batch])
+            conn.execute(ins, [{**r, "quarter": quarter, "updated_at": now} for r in batch])
             out["households"] += len(batch)
         for batch in _batches(persons):
             # a person listed in two households of the quarter (ingest reports it) maps to the first
             stmt = _dialect(conn).insert(HouseholdPersonRow).on_conflict_do_nothing(index_elements=["person_key"])
             conn.execute(stmt, batch)
             out["persons"] += len(batch)
+        ins = _insert_json_text(conn, PlaceContextRow)
         for batch in _batches(places):
-            conn.execute(PlaceContextRow.__table__.insert(), [{**r, "updated_at": now} for r in batch])
+            conn.execute(ins, [{**r, "updated_at": now} for r in batch])
             out["places"] += len(batch)
     return out
 
