@@ -16,9 +16,11 @@ while the features relative to the line (``income_ratio`` …) stay comparable. 
 quarter's year has a different line from the training window's years, those yuan features are
 also compared after rescaling the training values by new line / line of their year; the drift is
 labelled 已知变化 (known) when that line-adjusted PSI stays below ``psi_alarm`` — the line
-explains it — and stays an alarm otherwise. Likewise the ledger's yearly rhythm (income is verified
-once a year): a column that drifts against the whole window but not against the window's rows of
-the same quarter of the year (PSI below ``psi_warn``) is a known, seasonal shift.
+explains it — and stays an alarm otherwise. Calendar features (the quarter of the year) differ
+between quarters by construction and are labelled known too. Likewise the ledger's yearly rhythm
+(income is verified once a year): a column that drifts against the whole window but not against
+the window's rows of the same quarter of the year (PSI below ``psi_warn``) is a known, seasonal
+shift.
 
 Warm-up: look-back features (changes since the previous quarter, event windows, the change of
 verified income) are missing or truncated in the first quarters of the data because the history is
@@ -257,6 +259,9 @@ def drift_report(
     if "quarter" in reference.columns and current_quarter:
         same = reference["quarter"].astype(str).str[-1].to_numpy() == current_quarter[-1]
         season = reference[same] if same.any() else None
+    from models.features import FEATURES
+
+    calendar = {f.name for f in FEATURES if f.group == "calendar"}  # quarter of the year: one value a quarter
     rows = []
     n_ref_all = len(reference)
     for col in columns:
@@ -291,6 +296,8 @@ def drift_report(
             seasonal = psi(reference[col].to_numpy()[same_r], cur_col, dp.bins, dp.eps)
             if seasonal < dp.psi_warn:
                 status, note = STATUS_KNOWN, f"季节性：与训练期同一季度相比 PSI {seasonal:.3f}"
+        if status != STATUS_OK and col in calendar:
+            status, note = STATUS_KNOWN, "日历特征：每个季度取值不同，不是人群变化 / calendar feature"
         if (~rm).any() and not note:
             note = f"已排除预热期 {int((~rm).sum()):,} 行 / {int((~rm).sum()):,} warm-up rows left out"
         rows.append({**base, "psi": value, "psi_line_adjusted": adj, "psi_same_season": seasonal, "status": status,
