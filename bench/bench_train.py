@@ -50,12 +50,11 @@ def leaves_sweep(frames, params, leaves=(7, 15, 31, 63), contrib_rows: int = 200
     from pipelines.train import build_dataset, fit
 
     ds = build_dataset(frames, params)
-    q = ds.feats["quarter_idx"].to_numpy()
     y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
     rows = []
     for nl in leaves:
         model, split, info = fit(ds, params, num_leaves=nl)
-        te = ds.usable & np.isin(q, split.test)
+        te = ds.usable & split.test_rows(ds.feats)
         X = model.spec.matrix(ds.feats.loc[te])
         raw = model.raw_score(X)
         sample = X[:contrib_rows]

@@ -27,11 +27,11 @@ def register_tiny(params, workdir, model: RiskModel | None = None, name: str | N
     from models.registry import input_example, log_model, setup_mlflow
 
     model = model or train_tiny(params)
-    setup_mlflow(params)
+    exp = setup_mlflow(params)  # its artifacts live under the state dir, not ./mlruns
     name = name or params.model.registered_name
     fr = make_frames(50, 4, 1)
     example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=exp):
         info = log_model(model, workdir, example, name)
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, "champion", version)

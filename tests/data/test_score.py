@@ -178,10 +178,10 @@ def test_cli_scores_a_new_export_with_the_registered_champion(run, tmp_path, mon
 
     params = load_params()
     monkeypatch.setenv("FANGPIN_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    setup_mlflow(params)
+    exp = setup_mlflow(params)  # its artifacts live under the state dir, not ./mlruns
     fr = run["frames"]
     example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=exp):
         info = log_model(run["model"], tmp_path / "model", example, params.model.registered_name)
     MlflowClient().set_registered_model_alias(params.model.registered_name, "champion",
                                               str(info.registered_model_version))

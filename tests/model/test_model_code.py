@@ -52,8 +52,7 @@ def test_a_registered_version_scores_as_registered_beside_changed_feature_code(t
     name = "code-pinning"
     model, fr = tiny_model(p, n=500, quarters=8, seed=4, trees=25, model_version="1")
     t = int(fr.households["quarter_idx"].max())
-    setup_mlflow(p)
-    with mlflow.start_run():
+    with mlflow.start_run(experiment_id=setup_mlflow(p)):  # artifacts under the test's state dir
         info = log_model(model, tmp_path / "logged", input_example(fr, t, 2), name)
     recs, hist, ctx, batch = alone(model, fr, t, 80, seed=1)
     (tmp_path / "inputs.json").write_text(json.dumps({"records": recs, "histories": hist, "contexts": ctx},
