@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fangpin.contract import LABOR_CLASSES
+from fangpin.contract import LABOR_CLASS, LABOR_CLASSES
 from fangpin.warnings import LEVEL_RANK, Measure, contains_full_id
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "measures.yaml"
@@ -119,10 +119,12 @@ class MeasureTable(BaseModel):
 
 
 def normalise_labour_class(value) -> str:
-    """A labour class (fangpin.contract.LABOR_CLASSES) given as itself or as its code 0/1/2
-    (models.features ``labor_class_code``)."""
+    """A labour class (fangpin.contract.LABOR_CLASSES) given as itself, as a member's 劳动技能
+    (fangpin.contract.LABOR_CLASS) or as its code 0/1/2 (models.features ``labor_class_code``)."""
     if isinstance(value, str) and value.strip() in LABOR_CLASSES:
         return value.strip()
+    if isinstance(value, str) and value.strip() in LABOR_CLASS:
+        return LABOR_CLASS[value.strip()]
     if value is not None and not isinstance(value, bool | str):
         try:
             code = int(value)
@@ -130,7 +132,8 @@ def normalise_labour_class(value) -> str:
             code = None
         if code is not None and code == value and 0 <= code < len(LABOR_CLASSES):
             return LABOR_CLASSES[code]
-    raise ValueError(f"unknown labour class {value!r}; expected one of {LABOR_CLASSES} or a code 0/1/2")
+    raise ValueError(f"unknown labour class {value!r}; expected one of {LABOR_CLASSES}, a 劳动技能 value "
+                     f"or a code 0/1/2")
 
 
 def load_table(path: str | Path | None = None) -> MeasureTable:

@@ -13,10 +13,10 @@ from pandas.testing import assert_frame_equal
 
 import fangpin.ingest.read as rd
 import fangpin.ingest.stream as st
-from fangpin.config import Params
+from fangpin.config import load_params
 from fangpin.ingest import ingest
 
-PARAMS = Params()  # ingest's defaults (ingest takes params explicitly)
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 KEY = b"test-key"
 

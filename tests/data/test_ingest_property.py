@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from ingest_fixtures import H, household, make_id, write_csv, write_xlsx
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-from fangpin.config import Params
+from fangpin.config import load_params
 from fangpin.ingest import ingest, load_tables
 
-PARAMS = Params()  # ingest's defaults (ingest takes params explicitly)
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 KEY = b"test-key"
 HEADERS = list(household("520122001000001", 1)[0]) + [H("birth_date"), H("school_status"), H("farmland_mu")]

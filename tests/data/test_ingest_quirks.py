@@ -10,10 +10,10 @@ import pytest
 from ingest_fixtures import H, event, household, make_id, person, write_csv, write_xlsx
 
 from fangpin import contract
-from fangpin.config import Params
+from fangpin.config import load_params
 from fangpin.ingest import FileError, ingest, load_tables
 
-PARAMS = Params()  # ingest's defaults (ingest takes params explicitly)
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 KEY = b"test-key"
 

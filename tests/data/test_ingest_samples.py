@@ -7,10 +7,10 @@ import re
 import pandas as pd
 import pytest
 
-from fangpin.config import Params
+from fangpin.config import load_params
 from fangpin.ingest import ingest, load_tables
 
-PARAMS = Params()  # ingest's defaults (ingest takes params explicitly)
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 pytestmark = pytest.mark.xdist_group("ingest_samples")
 

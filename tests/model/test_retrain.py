@@ -189,7 +189,7 @@ def test_retrain_flags_the_injected_shift_and_not_the_warm_up(ws, monkeypatch):
     from fangpin.config import load_params
     from fangpin.ingest import ingest
     from models.features import Frames
-    from models.pyfunc import load_version
+    from models.registry import load_version
     from pipelines.common import rooted
     from pipelines.drift import STATUS_ALARM, drift_report
     from pipelines.retrain import _in_scope_rows, compute_drift
