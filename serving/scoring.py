@@ -62,6 +62,8 @@ def inputs(ctx: Context, records: list[dict]) -> tuple[list[dict], list, list, l
     out, hist, cont, stored = [], [], [], []
     for r, k in zip(records, keys, strict=True):
         row = rows.get(k)
+        if row is not None and row["county"] != r["county"]:
+            row = None  # another county's household: its history is not this request's to use
         posted = r.get("events") or []
         pk = keyed_hashes([str(e["id_number"]) for e in posted], ctx.id_key) if posted else []
         events = [{**{f: e.get(f) for f in ("event_date", "department", "event_type", "amount")},

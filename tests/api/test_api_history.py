@@ -133,6 +133,8 @@ def test_history_is_the_ledgers_for_its_quarter_and_later_none_otherwise(county,
     later = dict(own, quarter=fq.shift(q, 1))
     earlier = dict(own, quarter=fq.shift(q, -1), events=[])
     stranger = dict(own, household_id="999999999999999")
+    elsewhere = dict(own, county="另一县")  # the same 户编号 posted as another county's: no history
+    assert post(client, keys["admin"], [elsewhere]).at[hid, "history"] == "none"
     two = post(client, keys["admin"], [later, stranger])
     assert two.at[hid, "history"] == f"ledger:{q}" and two.at["999999999999999", "history"] == "none"
     assert post(client, keys["admin"], [earlier]).at[hid, "history"] == "none"
