@@ -89,7 +89,7 @@ def stages(state, key: str, n: int, raw: dict) -> None:
     fr, _ = frames_from_records(recs, scorer.lines, hist, cont)
     feats = feature_table(fr, population=False)
     s = scorer.predict(recs, histories=hist, contexts=cont)
-    out = results(m, s)
+    out = results(m, s, [h.household_id for h in req.households])
     st = state.store
     rows = {
         "validate (normaliser + pydantic)": lambda: ScoreRequest.model_validate(raw),

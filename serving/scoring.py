@@ -83,16 +83,19 @@ def score_households(m: LoadedModel, households, ctx: Context) -> list[Household
     """Validated :data:`fangpin.household_json.HouseholdIn` objects → one result each."""
     records = [h.model_dump() for h in households]
     recs, hist, cont, _ = inputs(ctx, records)
+    # each posted household is scored as itself alone: position keys, so that the same household
+    # in two requests batched together is two rows, never one household with two snapshots
+    recs = [{**r, "household_id": f"#{i}"} for i, r in enumerate(recs)]
     s = m.scorer.predict(recs, histories=hist, contexts=cont, explain="warnings" if m.explanations else "none")
     if len(s) != len(households):
         raise ValueError(f"model returned {len(s)} rows for {len(households)} households")
-    return results(m, s)
+    return results(m, s, [r["household_id"] for r in records])
 
 
-def results(m: LoadedModel, s) -> list[HouseholdScore]:
+def results(m: LoadedModel, s, household_ids: Sequence[str]) -> list[HouseholdScore]:
     col = s.columns
     return [HouseholdScore(
-        household_id=str(col["household_id"][i]), quarter=str(col["quarter"][i]), county=str(col["county"][i]),
+        household_id=str(household_ids[i]), quarter=str(col["quarter"][i]), county=str(col["county"][i]),
         township=str(col["township"][i]), village=str(col["village"][i]), in_scope=bool(col["in_scope"][i]),
         probability=float(col["probability"][i]),
         model_level=_level(col["model_level"][i]), rule_level=_level(col["rule_level"][i]),

@@ -141,6 +141,12 @@ def test_history_is_the_ledgers_for_its_quarter_and_later_none_otherwise(county,
     # households in one request never share history: the stranger is scored as if alone
     alone = post(client, keys["admin"], [stranger])
     assert alone.at["999999999999999", "probability"] == two.at["999999999999999", "probability"]
+    # the same household in concurrent requests (batched into one model call) is scored each time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: post(client, keys["admin"], [own]).at[hid, "probability"], range(16)))
+    assert got == [got[0]] * 16 and got[0] == pytest.approx(county["scores"].at[hid, "probability"], abs=1e-9)
 
 
 # ------------------------------------------------------------------------------ /v1/events
