@@ -78,12 +78,16 @@ def main() -> None:
 
 
 def stages(state, key: str, n: int, raw: dict) -> None:
-    from models.features import feature_table, frames_from_records
+    import importlib
+
     from serving.schemas import ScoreRequest, ScoreResponse
     from serving.scoring import inputs, results, score_households
 
     m = state.models.current
     scorer, ctx = m.scorer, state.scoring
+    # the registered version's own feature module (its code travels with it: models.registry)
+    mf = importlib.import_module(type(scorer).__module__.rsplit(".", 1)[0] + ".features")
+    feature_table, frames_from_records = mf.feature_table, mf.frames_from_records
     req = ScoreRequest.model_validate(raw)
     recs, hist, cont, _ = inputs(ctx, [h.model_dump() for h in req.households])
     fr, _ = frames_from_records(recs, scorer.lines, hist, cont)

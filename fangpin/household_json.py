@@ -218,6 +218,13 @@ def normalise_households(households: list) -> list:
     return _normalise(households, "household")
 
 
+# Normalised values by (converter, text as posted): a request's values of the small sets (categories,
+# 是/否, grades) and repeated ones are read by ingest's normaliser once, not on every request.
+_SEEN: dict[tuple, tuple] = {}
+_SEEN_MAX = 200_000
+_BAD = object()  # a value the normaliser could not read
+
+
 def _normalise(households: list, level: str) -> list:
     import pandas as pd
 
@@ -247,22 +254,31 @@ def _normalise(households: list, level: str) -> list:
         return households
     if not cells:
         return out
-    raw = [d[k] for d, k, _ in cells]
-    clean = nz.clean_text(pd.Series(raw, dtype="str"))
-    groups: dict[tuple, list[int]] = {}
-    for i, (_, _, col) in enumerate(cells):
-        groups.setdefault(_converter(col), []).append(i)
-    for idx in groups.values():
-        col = cells[idx[0]][2]
-        sub = clean.iloc[idx].reset_index(drop=True)
-        vals, bad, _, grade = nz.convert(col, sub)
-        for j, i in enumerate(idx):
-            d, k, c = cells[i]
-            if bad is not None and bool(bad.iloc[j]):
-                continue  # unreadable: the schema reports the value as posted
-            d[k] = _plain(vals.iloc[j], c)
-            if grade is not None and not pd.isna(grade.iloc[j]) and d.get("school_grade") is None:
-                d["school_grade"] = int(grade.iloc[j])
+    keys = [(_converter(col), d[k]) for d, k, col in cells]
+    todo = [i for i, key in enumerate(keys) if key not in _SEEN]
+    if todo:
+        clean = nz.clean_text(pd.Series([keys[i][1] for i in todo], dtype="str")).tolist()
+        groups: dict[tuple, list[int]] = {}
+        for j, i in enumerate(todo):
+            groups.setdefault(keys[i][0], []).append(j)
+        if len(_SEEN) > _SEEN_MAX:
+            _SEEN.clear()
+        for js in groups.values():
+            col = cells[todo[js[0]]][2]
+            vals, bad, _, grade = nz.convert(col, pd.Series([clean[j] for j in js], dtype="str"))
+            vals = vals.astype(object).where(vals.notna(), None).tolist()
+            bad = [False] * len(js) if bad is None else bad.tolist()
+            grade = [None] * len(js) if grade is None else grade.astype(object).where(grade.notna(), None).tolist()
+            for v, b, g, j in zip(vals, bad, grade, js, strict=True):
+                i = todo[j]
+                _SEEN[keys[i]] = (_BAD, None) if b else (_plain(v, cells[i][2]), None if g is None else int(g))
+    for (d, k, _), key in zip(cells, keys, strict=True):
+        value, grade = _SEEN[key]
+        if value is _BAD:
+            continue  # unreadable: the schema reports the value as posted
+        d[k] = value
+        if grade is not None and d.get("school_grade") is None:
+            d["school_grade"] = grade
     return out
 
 

@@ -173,16 +173,14 @@ def add_events(store, rows: Sequence[dict]) -> set[str]:
     already stored (same ``event_key``) is not stored again. Returns the keys stored now."""
     if not rows:
         return set()
-    keys = [r["event_key"] for r in rows]
     now = _now()
+    unique = [{**r, "received_at": now} for r in {r["event_key"]: r for r in rows}.values()]
     with store.engine.begin() as conn:
-        before = set(conn.scalars(select(DepartmentEventRow.event_key).where(DepartmentEventRow.event_key.in_(keys))))
-        new = [{**r, "received_at": now} for r in {r["event_key"]: r for r in rows}.values()
-               if r["event_key"] not in before]
-        if new:
-            stmt = _dialect(conn).insert(DepartmentEventRow).on_conflict_do_nothing(index_elements=["event_key"])
-            conn.execute(stmt, new)
-    return {r["event_key"] for r in new}
+        # one statement that writes first (no read before it: on SQLite a read transaction that then
+        # writes fails at once when another writer went first) and says which rows it inserted
+        stmt = (_dialect(conn).insert(DepartmentEventRow).on_conflict_do_nothing(index_elements=["event_key"])
+                .returning(DepartmentEventRow.event_key))
+        return set(conn.execute(stmt, unique).scalars())
 
 
 def event_counts(store, county: str | None = None) -> dict:
@@ -204,6 +202,10 @@ def raise_warning(store, household_key: str, record: dict, previous_level: str |
     ``raised``, ``kept_closed`` or ``not_higher``."""
     level = record["level"]
     with store.engine.begin() as conn:
+        # write first: the household's row is locked (PostgreSQL) / the store's write lock taken
+        # (SQLite) before anything is read, so concurrent events of one household queue here
+        conn.execute(update(HouseholdHistoryRow).where(HouseholdHistoryRow.household_key == household_key)
+                     .values(updated_at=HouseholdHistoryRow.updated_at))
         stored = conn.scalar(select(HouseholdHistoryRow.level).where(
             HouseholdHistoryRow.household_key == household_key))
         if severity(level) <= max(severity(previous_level), severity(stored)):

@@ -224,3 +224,23 @@ def test_a_department_sees_only_its_county_and_only_posts_events(county, client,
     assert client.post("/v1/score", json={"households": export(county, tmp_path, [hid])},
                        headers={"X-API-Key": keys["dept"]}).status_code == 403
     assert client.get("/v1/warnings", headers={"X-API-Key": keys["dept"]}).status_code == 403
+
+
+def test_concurrent_events_are_all_stored_and_rescored(county, client, keys, tmp_path):
+    """Department systems post at the same time: every new event is stored once and re-scores its
+    household; none is refused because another request was writing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sc = county["scores"]
+    ids = list(sc.index[(sc["county"] == keys["county_name"])][20:36])
+    members = [h["members"][0]["id_number"] for h in export(county, tmp_path, ids)]
+
+    def send(i):
+        evs = [_event(members[i], "2023-05-0" + str(1 + k), str(1000 + 10 * i + k)) for k in range(3)]
+        return client.post("/v1/events", json={"events": evs}, headers={"X-API-Key": keys["dept"]})
+
+    with ThreadPoolExecutor(8) as pool:
+        rs = list(pool.map(send, range(len(members))))
+    assert [r.status_code for r in rs] == [200] * len(members), [r.text for r in rs if r.status_code != 200][:2]
+    assert sum(r.json()["stored"] for r in rs) == 3 * len(members)
+    assert sum(len(r.json()["rescored"]) for r in rs) == len(members)
