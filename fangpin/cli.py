@@ -31,8 +31,19 @@ COMMAND_MODULES = (
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    scheduler: str = typer.Option(None, "--scheduler", metavar="tcp://HOST:PORT",
+                                  help="run the tasks on this Dask cluster (sets DASK_SCHEDULER_ADDRESS; "
+                                       "default: that variable, else params cluster.scheduler, else this machine)"),
+) -> None:
     setup_logging(verbose)
+    if scheduler:
+        import os
+
+        from fangpin.cluster import ENV
+
+        os.environ[ENV] = scheduler
 
 
 for _name in COMMAND_MODULES:

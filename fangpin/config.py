@@ -38,6 +38,9 @@ class SynthParams(_Model):
     townships_per_county: int = Field(8, gt=0)
     villages_per_township: int = Field(12, gt=0)
     oracle_draws: int = Field(16, ge=2)  # Monte-Carlo draws of the oracle look-ahead (risky households)
+    # a province: each county simulated on its own, as a task (fangpin.cluster), into <out>/<county code>/;
+    # false: one simulation of all counties (the demo's ledger, byte-stable)
+    by_county: bool = False
 
 
 class IdsParams(_Model):
@@ -160,6 +163,28 @@ class FairnessParams(_Model):
     seed: int = 11
 
 
+class InProcessBelow(_Model):
+    """Inputs smaller than these run in the calling process, without starting a cluster
+    (fangpin.cluster; the cut-offs are measured in docs/benchmarks.md, "Execution layer")."""
+
+    synth: int = Field(400_000, ge=0)  # households
+    ingest: int = Field(150_000_000, ge=0)  # bytes of input files
+    train: int = Field(2_000_000, ge=0)  # household-quarters
+    score: int = Field(150_000, ge=0)  # households of the scored quarter
+
+
+class ClusterParams(_Model):
+    """Where tasks run (fangpin.cluster): a Dask scheduler, else this process for small inputs,
+    else a LocalCluster of this machine. DASK_SCHEDULER_ADDRESS / --scheduler override ``scheduler``."""
+
+    scheduler: str | None = None  # tcp://host:8786 of a running `dask scheduler`
+    workers: int = Field(0, ge=0)  # LocalCluster worker processes; 0 = one per available core
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "auto"  # per LocalCluster worker ("auto": the machine's memory / workers)
+    dashboard: str | None = None  # e.g. ":8787" (needs bokeh); None: no dashboard
+    in_process_below: InProcessBelow = InProcessBelow()
+
+
 class Params(_Model):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
@@ -175,6 +200,7 @@ class Params(_Model):
     serving: ServingParams = ServingParams()
     drift: DriftParams = DriftParams()
     fairness: FairnessParams = FairnessParams()
+    cluster: ClusterParams = ClusterParams()
 
     @field_validator("lines")
     @classmethod
