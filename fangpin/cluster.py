@@ -98,6 +98,12 @@ class Executor:
         finally:
             self.client.cancel([f for f in futures if not f.done()])
 
+    def compute(self, collection):
+        """A Dask collection (DataFrame, Series …) computed on the cluster, or in this process."""
+        if self.client is None:
+            return collection.compute(scheduler="sync")
+        return self.client.compute(collection).result()
+
     def map(self, fn: Callable, items: Iterable, *args, **kw) -> list[Any]:
         """``fn(item, *args, **kw)`` for every item; results in item order."""
         items = list(items)
@@ -108,6 +114,13 @@ class Executor:
             return self.client.gather(futures)
         finally:
             self.client.cancel([f for f in futures if not f.done()])
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (a task reports its worker's)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 class _Done:

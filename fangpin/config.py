@@ -94,6 +94,11 @@ class ModelParams(_Model):
     # <state_dir>/mlartifacts. MLFLOW_TRACKING_URI in the environment overrides both.
     tracking_uri: str | None = None
     explain_sample: int = Field(5000, gt=0)  # test rows for global SHAP importance
+    # Training on a cluster (pipelines.train, fangpin.cluster): household-quarter rows per feature
+    # partition (whole townships), and the share of negative training / validation rows kept
+    # (weighted by its inverse; every positive is kept). 1.0: every row (the in-process model).
+    partition_rows: int = Field(500_000, gt=0)
+    negative_sample: float = Field(1.0, gt=0, le=1)
 
 
 class LevelParams(_Model):

@@ -722,7 +722,9 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     for level, col in (("village", "village_disaster_share"), ("township", "township_disaster_share")):
         supplied = _num(hh, col)
         if population and n and level in hh.columns:
-            computed = _group_mean([_codes(hh, "county"), _codes(hh, level), q], disaster_now)
+            # a village is named within its township (two townships may each have a 青山村)
+            place = [_codes(hh, "county"), _codes(hh, "township")] + ([_codes(hh, level)] if level == "village" else [])
+            computed = _group_mean([*place, q], disaster_now)
         else:
             computed = np.full(n, np.nan)
         out[col] = np.where(np.isnan(supplied), computed, supplied)

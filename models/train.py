@@ -89,10 +89,11 @@ def lgb_params(mp: ModelParams, spec: FeatureSpec, pos_weight: float) -> dict:
     }
 
 
-def positive_weight(mp: ModelParams, y: np.ndarray) -> float:
+def positive_weight(mp: ModelParams, y: np.ndarray, w: np.ndarray | None = None) -> float:
     if mp.scale_pos_weight == "balanced":
-        pos = float(np.sum(y))
-        return float((len(y) - pos) / max(pos, 1.0))
+        w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+        pos = float(np.sum(w * y))
+        return float((np.sum(w) - pos) / max(pos, 1.0))
     return float(mp.scale_pos_weight)
 
 
@@ -102,18 +103,21 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def fit_booster(X_tr, y_tr, X_va, y_va, spec: FeatureSpec, mp: ModelParams, *, num_leaves: int | None = None):
-    """Train with early stopping on the validation quarters; returns (booster, info)."""
+def fit_booster(X_tr, y_tr, X_va, y_va, spec: FeatureSpec, mp: ModelParams, *, num_leaves: int | None = None,
+                w_tr: np.ndarray | None = None, w_va: np.ndarray | None = None):
+    """Train with early stopping on the validation quarters; returns (booster, info). ``w_tr`` /
+    ``w_va``: row weights (a sample of the negatives weighted by the inverse of its rate,
+    pipelines.train.sample_rows); None = every row counts once."""
     quiet_openmp()
     import lightgbm as lgb
 
     if num_leaves is not None:
         mp = mp.model_copy(update={"num_leaves": num_leaves})
-    w = positive_weight(mp, y_tr)
+    w = positive_weight(mp, y_tr, w_tr)
     params = lgb_params(mp, spec, w)
     names = list(spec.names)
-    dtr = lgb.Dataset(X_tr, label=y_tr, feature_name=names, free_raw_data=True)
-    dva = lgb.Dataset(X_va, label=y_va, reference=dtr, feature_name=names)
+    dtr = lgb.Dataset(X_tr, label=y_tr, weight=w_tr, feature_name=names, free_raw_data=True)
+    dva = lgb.Dataset(X_va, label=y_va, weight=w_va, reference=dtr, feature_name=names)
     evals: dict = {}
     booster = lgb.train(params, dtr, num_boost_round=mp.n_estimators, valid_sets=[dva], valid_names=["valid"],
                         callbacks=[lgb.early_stopping(mp.early_stopping_rounds, first_metric_only=True, verbose=False),

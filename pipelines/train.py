@@ -9,6 +9,7 @@ Writes: <model.out_dir>/train_info.json (run id, registered version, split), <mo
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +86,180 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
     return model, split, info
 
 
+# ----------------------------------------------------------------------------------------------
+# training on a cluster: the feature table as a Dask DataFrame of partitions of whole townships
+
+
+def features_part(item: tuple[int, list], scratch: str, out_dir: str, lines: dict, horizon: int, last_q: int) -> dict:
+    """Features and labels of chunk ``k`` (pipelines.partition, HouseholdRouter) for the rows of
+    its own townships, written to ``<out_dir>/part-<k>.parquet``. Labels are judged against the
+    ledger's last quarter ``last_q`` (the whole ledger's, not the chunk's). ``_row`` is the row's
+    position in households.parquet (the in-process row order). ``item``: (k, its townships)."""
+    from fangpin.cluster import peak_rss_mib
+    from models.features import build_features
+    from pipelines.labels import make_labels
+    from pipelines.partition import chunk_frames, own_rows
+
+    k, places = item
+    fr = chunk_frames(Path(scratch), k, lines)
+    if fr is None:
+        return {"k": k, "rows": 0, "peak_rss_mib": peak_rss_mib()}
+    feats = build_features(fr)
+    labels = make_labels(fr.households, horizon)
+    keep = own_rows(feats, places)
+    q = labels["quarter_idx"].to_numpy()
+    labelled = q + horizon <= last_q
+    usable = labels["in_scope"].to_numpy(dtype=bool) & labelled
+    label = labels["label"].to_numpy(dtype=np.float64, na_value=np.nan)
+    out = feats.loc[keep].reset_index(drop=True)
+    out["_row"] = fr.households["_row"].to_numpy()[keep]
+    out["usable"] = usable[keep]
+    out["label"] = np.where(usable, np.nan_to_num(label, nan=0.0), np.nan)[keep]
+    out.to_parquet(Path(out_dir) / f"part-{k:04d}.parquet", index=False)
+    return {"k": k, "rows": len(out), "peak_rss_mib": peak_rss_mib()}
+
+
+def sample_rows(df: pd.DataFrame, quarters, rate: float, seed: int) -> pd.DataFrame:
+    """Usable rows of ``quarters``: every positive, and the negatives whose hash of (household,
+    quarter, seed) falls below ``rate`` — the same rows however the table is partitioned — with
+    ``weight`` = 1 for positives and 1/rate for the kept negatives."""
+    d = df[df["usable"].to_numpy(dtype=bool) & df["quarter_idx"].isin(list(quarters)).to_numpy()]
+    if rate >= 1.0:
+        return d.assign(weight=1.0)
+    h = pd.util.hash_pandas_object(d[["household_id", "quarter_idx"]].astype({"household_id": "string"}),
+                                   index=False, hash_key=f"{seed:016d}"[-16:]).to_numpy()
+    u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+    pos = d["label"].to_numpy() > 0
+    keep = pos | (u < rate)
+    return d[keep].assign(weight=np.where(pos[keep], 1.0, 1.0 / rate))
+
+
+def raw_scores(df: pd.DataFrame, booster, names: list[str]) -> pd.DataFrame:
+    """The booster's raw score of each row (calibration quarters), with its label and row."""
+    X = df[names].to_numpy(dtype=np.float64)
+    raw = booster.predict(X, raw_score=True, num_threads=1) if len(df) else np.zeros(0)
+    return pd.DataFrame({"_row": df["_row"].to_numpy(), "raw": raw, "label": df["label"].to_numpy()})
+
+
+def _label_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Usable rows and positives per quarter of one partition."""
+    d = df[df["usable"].to_numpy(dtype=bool)]
+    g = d.groupby("quarter_idx")["label"]
+    return pd.DataFrame({"count": g.size(), "sum": g.sum()}).reset_index().astype(
+        {"quarter_idx": "i8", "count": "i8", "sum": "f8"})
+
+
+@dataclass
+class FeatureTable:
+    """The feature table of a training run, a Parquet dataset of partitions of whole townships."""
+
+    path: Path
+    rows: int
+    partitions: int
+    peak_rss_mib: float
+    example_frames: object  # the canonical frames of one chunk (the model's input example)
+
+    def frame(self):
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(self.path))
+
+
+def feature_table(params: Params, src: Path, work: Path, executor) -> FeatureTable:
+    """The partition pass (every quarter) and the features of every chunk, as tasks of
+    ``executor`` (fangpin.cluster). Writes ``<work>/features/part-*.parquet``."""
+    import json
+
+    from pipelines.partition import Partitioner, chunk_frames, dataset
+
+    lines = {int(k): float(v) for k, v in params.lines.items()}
+    lj = Path(src) / "lines.json"
+    if lj.exists():
+        lines.update({int(k): float(v) for k, v in json.loads(lj.read_text(encoding="utf-8")).items()})
+    hh = dataset(src, "households")
+    if hh is None:
+        raise FileNotFoundError(f"{Path(src) / 'households.parquet'} not found: run `fangpin ingest` first")
+    import pyarrow.compute as pc
+
+    n_rows = hh.count_rows()
+    last_q = int(pc.max(hh.to_table(columns=["quarter_idx"]).column("quarter_idx")).as_py())
+    n = max(1, math.ceil(n_rows / params.model.partition_rows))
+    scratch = Path(work) / "partitions"
+    feats_dir = Path(work) / "features"
+    scratch.mkdir(parents=True, exist_ok=True)
+    feats_dir.mkdir(parents=True, exist_ok=True)
+    part = Partitioner(src, scratch, n)
+    part.index_all()
+    part.run(executor)
+    results = executor.map(features_part, list(enumerate(part.townships)), str(scratch.resolve()),
+                           str(feats_dir.resolve()), lines, params.labels.horizon_quarters, last_q)
+    example = chunk_frames(scratch, 0, lines)
+    return FeatureTable(path=feats_dir, rows=sum(r["rows"] for r in results), partitions=n,
+                        peak_rss_mib=max(r["peak_rss_mib"] for r in results), example_frames=example)
+
+
+def fit_partitioned(ft: FeatureTable, params: Params, executor):
+    """Fit booster + calibrator from a partitioned feature table (module doc of fangpin.cluster):
+    the time split from its usable quarters; every positive and a weighted ``model.negative_sample``
+    of the negatives of the training and validation quarters, collected (in the in-process row
+    order) and fitted with fit_booster on one machine; the calibrator on the raw scores of EVERY
+    usable row of the calibration quarters, computed partition by partition. With
+    ``negative_sample: 1.0`` the model is the in-process one. Returns (RiskModel, split, info)."""
+    from models.features import FeatureSpec
+    from models.pyfunc import RiskModel
+    from models.rules import Ruleset
+    from models.train import fit_booster, fit_calibrator, time_split
+
+    mp = params.model
+    H = params.labels.horizon_quarters
+    ddf = ft.frame()
+    counts = executor.compute(ddf[["quarter_idx", "label", "usable"]].map_partitions(
+        _label_counts, meta={"quarter_idx": "i8", "count": "i8", "sum": "f8"})).groupby("quarter_idx").sum()
+    split = time_split(counts.index[counts["count"] > 0].to_numpy(), H, mp)
+    spec = FeatureSpec.default()
+    names = list(spec.names)
+    cols = ["_row", "household_id", "quarter_idx", "label", *names]
+    t0 = time.perf_counter()
+    sampled = executor.compute(ddf[[*cols, "usable"]].map_partitions(
+        sample_rows, (*split.train, *split.valid), mp.negative_sample, mp.seed))
+    sampled = sampled.sort_values("_row", kind="stable")
+    t_sample = time.perf_counter() - t0
+    tr = sampled["quarter_idx"].isin(split.train).to_numpy()
+    va = ~tr
+    X = spec.matrix(sampled)
+    y = sampled["label"].to_numpy(dtype=np.float64)
+    w = sampled["weight"].to_numpy(dtype=np.float64)
+    weighted = mp.negative_sample < 1.0
+    t0 = time.perf_counter()
+    booster, info = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp, w_tr=w[tr] if weighted else None,
+                                w_va=w[va] if weighted else None)
+    del X, sampled
+    cal = ddf[ddf["usable"] & ddf["quarter_idx"].isin(list(split.calib))][["_row", "label", *names]]
+    raw = executor.compute(cal.map_partitions(raw_scores, executor.share(booster), names,
+                                              meta={"_row": "i8", "raw": "f8", "label": "f8"}))
+    raw = raw.sort_values("_row", kind="stable")
+    calibrator = fit_calibrator(raw["raw"].to_numpy(), raw["label"].to_numpy(), mp.calibration)
+    n_q = counts["count"].to_dict()
+    p_q = counts["sum"].to_dict()
+    rows_of = lambda qq: int(sum(n_q.get(q, 0) for q in qq))  # noqa: E731
+    pos_of = lambda qq: int(sum(p_q.get(q, 0) for q in qq))  # noqa: E731
+    purged = [q for q in n_q if q < split.valid[0] and q not in split.train]
+    info.update(
+        fit_seconds=round(time.perf_counter() - t0, 2), sample_seconds=round(t_sample, 2),
+        n_train=rows_of(split.train), n_valid=rows_of(split.valid), n_calib=int(len(raw)),
+        pos_train=pos_of(split.train), pos_valid=pos_of(split.valid), pos_calib=int(raw["label"].sum()),
+        purged_rows=rows_of(purged), negative_sample=mp.negative_sample,
+        n_train_fitted=int(tr.sum()), n_valid_fitted=int(va.sum()), feature_partitions=ft.partitions,
+    )
+    model = RiskModel(
+        spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
+        levels=params.levels, lines={}, meta={
+            "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
+        })
+    return model, split, info
+
+
 def flat_params(params: Params) -> dict:
     out = {}
     for section in ("labels", "rules", "model", "levels"):
@@ -95,17 +270,37 @@ def flat_params(params: Params) -> dict:
 
 def train(params: Params) -> dict:
     """The `fangpin train` stage (see module doc). Returns the train_info dict."""
+    import tempfile
+
     import mlflow
 
+    from fangpin.cluster import execution
     from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from pipelines.partition import dataset
 
     t0 = time.perf_counter()
-    frames = load_frames(params)
-    ds = build_dataset(frames, params)
-    t_feat = time.perf_counter() - t0
-    log.info("features: %d household-quarters × %d features in %.1fs", len(ds.feats),
-             len(ds.feats.columns), t_feat)
-    model, split, info = fit(ds, params)
+    src = Path(params.paths.ingested_dir)
+    hh = dataset(src, "households")
+    size = hh.count_rows() if hh is not None else 0
+    with tempfile.TemporaryDirectory(prefix=".train-", dir=src if src.exists() else None) as work, \
+            execution(params, "train", size) as ex:
+        if ex.distributed:
+            # the feature table in partitions of whole townships, fitted from a weighted sample
+            ft = feature_table(params, src, Path(work), ex)
+            t_feat = time.perf_counter() - t0
+            log.info("features: %d household-quarters in %d partitions in %.1fs (peak %.0f MiB per task)",
+                     ft.rows, ft.partitions, t_feat, ft.peak_rss_mib)
+            model, split, info = fit_partitioned(ft, params, ex)
+            frames = ft.example_frames
+            info["feature_peak_rss_mib"] = round(ft.peak_rss_mib, 1)
+        else:
+            frames = load_frames(params)
+            ds = build_dataset(frames, params)
+            t_feat = time.perf_counter() - t0
+            log.info("features: %d household-quarters × %d features in %.1fs", len(ds.feats),
+                     len(ds.feats.columns), t_feat)
+            model, split, info = fit(ds, params)
+            del ds
     model.lines = dict(frames.lines)
     log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
              split.to_dict())
