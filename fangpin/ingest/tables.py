@@ -506,6 +506,24 @@ class LedgerAgg:
         self.households += len(hh)
         return persons, hh
 
+    def merge(self, part: LedgerAgg) -> None:
+        """Take in the findings of a LedgerAgg that saw only the next part (``add`` on another
+        process); merging parts in order gives what ``add`` on each part in order gives."""
+        self.invalid += part.invalid
+        self.invalid_ex += part.invalid_ex
+        self.no_birth += part.no_birth
+        self.no_birth_ex += part.no_birth_ex
+        for f, c in part.differ_fields.items():
+            self.differ_fields[f] = self.differ_fields.get(f, 0) + c
+        self.n_differ += part.n_differ
+        self.differ_ex += part.differ_ex
+        self.mismatch += part.mismatch
+        for ex in part.mismatch_ex:  # as add: examples only while fewer than 20 are kept
+            if sum(len(e) for e in self.mismatch_ex) < 20:
+                self.mismatch_ex.append(ex)
+        self.persons += part.persons
+        self.households += part.households
+
     def findings(self) -> list[Finding]:
         out: list[Finding] = []
         if self.dq:
