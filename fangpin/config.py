@@ -130,7 +130,6 @@ class WarningParams(_Model):
     store_url: str | None = None  # default: SQLite under the state dir
     excel_dir: Path = Path("data/warnings/excel")
     chunk_households: int = Field(50_000, gt=0)
-    score_workers: int = Field(2, ge=1)  # processes scoring chunks (and writing their workbooks) in parallel
     holiday_country: str = "CN"  # working-day calendar (python-holidays), incl. 调休 make-up days
     measures_table: Path | None = None  # default: models/measures.yaml shipped with the package
     max_measures: int = Field(4, ge=1)

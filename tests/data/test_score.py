@@ -136,8 +136,7 @@ def test_rerun_of_the_same_quarter_is_idempotent(run):
     store, res = run["store"], run["res"]
     before = store.query_warnings(quarter=res.quarter, limit=1).total
     again = score_quarter(run["params"], ingested_dir=run["county"] / "ingested", model=run["model"], store=store,
-                          root=run["work"], show_progress=False, chunk_households=700, write_excel=False,
-                          workers=1)  # the first run used worker processes; this one scores in-process
+                          root=run["work"], show_progress=False, chunk_households=700, write_excel=False)
     assert before == res.warnings == again.warnings
     assert again.store["inserted"] == 0 and again.store["updated"] == res.warnings and again.store["removed"] == 0
     assert store.query_warnings(quarter=res.quarter, limit=1).total == before
@@ -216,18 +215,18 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
     real = score._run_chunk
     calls = []
 
-    def failing(k):
+    def failing(k, job):
         calls.append(k)
         if len(calls) == 3:
             raise RuntimeError("chunk failed")
-        return real(k)
+        return real(k, job)
 
     monkeypatch.setattr(score, "_run_chunk", failing)
     p = rooted(load_params(), tmp_path)
     out = Path(p.paths.warnings_dir)
     with pytest.raises(RuntimeError, match="chunk failed"):
         score.score_quarter(p, ingested_dir=run["county"] / "ingested", model=run["model"], store=store,
-                            root=tmp_path, show_progress=False, chunk_households=400, workers=1)
+                            root=tmp_path, show_progress=False, chunk_households=400)
     assert len(calls) == 3  # two chunks were inserted before the failure
     assert rows() == before and len(store.runs(res.quarter)) == runs_before
     assert out.is_relative_to(tmp_path) and not list(out.glob("*.parquet")) and not list(tmp_path.rglob("*.xlsx"))
