@@ -172,7 +172,7 @@ def local_cluster(params: Params, workers: int | None = None):
     env = {"OMP_NUM_THREADS": str(c.threads_per_worker), "OMP_WAIT_POLICY": "PASSIVE"}
     logging.getLogger("distributed").setLevel(logging.WARNING)
     with LocalCluster(n_workers=n, threads_per_worker=c.threads_per_worker, processes=True,
-                      memory_limit=c.memory_limit, dashboard_address=c.dashboard, env=env,
+                      memory_limit=c.memory_limit, dashboard_address=c.dashboard or ":0", env=env,
                       silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         log.info("LocalCluster: %d workers x %d threads", n, c.threads_per_worker)
         yield client

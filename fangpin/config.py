@@ -185,7 +185,7 @@ class ClusterParams(_Model):
     workers: int = Field(0, ge=0)  # LocalCluster worker processes; 0 = one per available core
     threads_per_worker: int = Field(1, ge=1)
     memory_limit: str = "auto"  # per LocalCluster worker ("auto": the machine's memory / workers)
-    dashboard: str | None = None  # e.g. ":8787" (needs bokeh); None: no dashboard
+    dashboard: str | None = None  # e.g. ":8787" (needs bokeh); None: any free port (the scheduler's HTTP server)
     in_process_below: InProcessBelow = InProcessBelow()
 
 

@@ -231,3 +231,52 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
     assert rows() == before and len(store.runs(res.quarter)) == runs_before
     assert out.is_relative_to(tmp_path) and not list(out.glob("*.parquet")) and not list(tmp_path.rglob("*.xlsx"))
     assert not list(out.glob(".score_*"))  # scratch removed
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_quarter_appears_whole_or_not_at_all(run, monkeypatch, tmp_path):
+    """The same on PostgreSQL: a run whose third chunk fails leaves the store as it was; a run
+    that succeeds makes every warning of the quarter visible at once."""
+    import uuid
+
+    from sqlalchemy import text
+    from test_store import _pg_admin
+
+    import pipelines.score as score
+    from fangpin.store import Store
+
+    admin = _pg_admin()
+    name = f"fangpin_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    store = Store(admin.url.set(database=name).render_as_string(hide_password=False), b"test-secret", migrate=True)
+    try:
+        p = rooted(load_params(), tmp_path)
+        kw = dict(ingested_dir=run["county"] / "ingested", model=run["model"], store=store, root=tmp_path,
+                  show_progress=False, chunk_households=400, write_excel=False)
+        real = score._run_chunk
+        calls = []
+
+        def failing(k, job):
+            calls.append(k)
+            if len(calls) == 3:
+                raise RuntimeError("chunk failed")
+            return real(k, job)
+
+        monkeypatch.setattr(score, "_run_chunk", failing)
+        with pytest.raises(RuntimeError, match="chunk failed"):
+            score.score_quarter(p, **kw)
+
+        def count():
+            with store.engine.connect() as conn:
+                return conn.execute(text("SELECT count(*) FROM warnings")).scalar_one()
+
+        assert count() == 0
+        monkeypatch.setattr(score, "_run_chunk", real)
+        res = score.score_quarter(p, **kw)
+        assert res.warnings == run["res"].warnings and count() == res.warnings
+    finally:
+        store.dispose()
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
