@@ -48,25 +48,26 @@ def build_dataset(frames, params: Params) -> Dataset:
 
 
 def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
-    """Fit booster + calibrator on the time split. Returns (RiskModel, split, info)."""
+    """Fit booster + calibrator on the split (models/train.py). Returns (RiskModel, split, info)."""
     from models.features import FeatureSpec
     from models.pyfunc import RiskModel
     from models.rules import Ruleset
-    from models.train import fit_booster, fit_calibrator, time_split
+    from models.train import draw_villages, fit_booster, fit_calibrator, row_roles, time_split, village_key
 
     mp = params.model
     H = params.labels.horizon_quarters
     use = ds.usable
     q = ds.feats["quarter_idx"].to_numpy()
+    villages = village_key(ds.feats)
     split = time_split(np.unique(q[use]), H, mp)
+    split = draw_villages(split, villages[use], q[use], mp)
+    roles, moved = row_roles(split, q, villages, ds.feats["household_id"].to_numpy(), use)
     spec = FeatureSpec.default()
     X = spec.matrix(ds.feats)
     y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
-
-    def rows(qs):
-        return use & np.isin(q, qs)
-
-    tr, va, ca = rows(split.train), rows(split.valid), rows(split.calib)
+    tr, va, ca = roles == "train", roles == "valid", roles == "calib"
+    for name, zh, m in (("training", "训练", tr), ("early-stopping", "早停（验证）", va), ("calibration", "校准", ca)):
+        check_outcomes(y[m], q[m], name, zh)
     t0 = time.perf_counter()
     booster, info = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp, num_leaves=num_leaves)
     raw_cal = booster.predict(X[ca], raw_score=True)
@@ -75,7 +76,7 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
         fit_seconds=round(time.perf_counter() - t0, 2),
         n_train=int(tr.sum()), n_valid=int(va.sum()), n_calib=int(ca.sum()),
         pos_train=int(y[tr].sum()), pos_valid=int(y[va].sum()), pos_calib=int(y[ca].sum()),
-        purged_rows=int((use & (q < split.valid[0]) & ~np.isin(q, split.train)).sum()),
+        purged_rows=int((use & np.isin(q, split.purged)).sum()), moved_households=moved,
     )
     model = RiskModel(
         spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
@@ -84,6 +85,31 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
         })
     return model, split, info
+
+
+def check_outcomes(y: np.ndarray, q: np.ndarray, name: str, zh: str) -> None:
+    """A set without positives (or without negatives) cannot train, stop early or calibrate."""
+    check_counts(len(y), int(np.sum(y)), np.unique(q), name, zh)
+
+
+def check_counts(n: int, pos: int, quarters, name: str, zh: str) -> None:
+    """:func:`check_outcomes` from a set's row and positive counts and its quarters."""
+    from fangpin.errors import NotEnoughData
+    from fangpin.quarters import from_index
+
+    n, pos = int(n), int(pos)
+    if n and 0 < pos < n:
+        return
+    qs = "、".join(from_index(int(x)) for x in sorted(set(int(v) for v in quarters))) or "—"
+    what = "没有样本" if n == 0 else ("没有后续被识别的户（正例）" if pos == 0 else "全部为正例")
+    what_en = "has no rows" if n == 0 else ("has no positives (households identified later)" if pos == 0 else
+                                           "has only positives")
+    raise NotEnoughData(
+        f"{zh}集（季度 {qs}，{n:,} 户季）{what}，无法训练出可靠的模型；请提供更长或包含更多户的台账，"
+        f"或调整 model.split / labels.horizon_quarters。",
+        f"The {name} set (quarters {qs.replace('、', ', ')}, {n:,} household-quarters) {what_en}, so no honest model "
+        f"can be fitted; supply a longer ledger or one with more households, or adjust model.split / "
+        f"labels.horizon_quarters.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +242,14 @@ def fit_partitioned(ft: FeatureTable, params: Params, executor):
     counts = executor.compute(ddf[["quarter_idx", "label", "usable"]].map_partitions(
         _label_counts, meta={"quarter_idx": "i8", "count": "i8", "sum": "f8"})).groupby("quarter_idx").sum()
     split = time_split(counts.index[counts["count"] > 0].to_numpy(), H, mp)
+    if split.fit_mode != "quarters" or split.test_mode != "quarters":
+        # a short ledger: villages held out (models.train.draw_villages / row_roles need every row
+        # at once); such a ledger is small, so the table is collected and fitted in-process
+        return _fit_collected(ft, params, executor)
+    n_q, p_q = counts["count"].to_dict(), counts["sum"].to_dict()
+    for name, zh, qq in (("training", "训练", split.train), ("early-stopping", "早停（验证）", split.valid),
+                         ("calibration", "校准", split.calib)):
+        check_counts(sum(n_q.get(q, 0) for q in qq), sum(p_q.get(q, 0) for q in qq), qq, name, zh)
     spec = FeatureSpec.default()
     names = list(spec.names)
     cols = ["_row", "household_id", "quarter_idx", "label", *names]
@@ -239,16 +273,13 @@ def fit_partitioned(ft: FeatureTable, params: Params, executor):
                                               meta={"_row": "i8", "raw": "f8", "label": "f8"}))
     raw = raw.sort_values("_row", kind="stable")
     calibrator = fit_calibrator(raw["raw"].to_numpy(), raw["label"].to_numpy(), mp.calibration)
-    n_q = counts["count"].to_dict()
-    p_q = counts["sum"].to_dict()
     rows_of = lambda qq: int(sum(n_q.get(q, 0) for q in qq))  # noqa: E731
     pos_of = lambda qq: int(sum(p_q.get(q, 0) for q in qq))  # noqa: E731
-    purged = [q for q in n_q if q < split.valid[0] and q not in split.train]
     info.update(
         fit_seconds=round(time.perf_counter() - t0, 2), sample_seconds=round(t_sample, 2),
         n_train=rows_of(split.train), n_valid=rows_of(split.valid), n_calib=int(len(raw)),
         pos_train=pos_of(split.train), pos_valid=pos_of(split.valid), pos_calib=int(raw["label"].sum()),
-        purged_rows=rows_of(purged), negative_sample=mp.negative_sample,
+        purged_rows=rows_of(split.purged), moved_households=0, negative_sample=mp.negative_sample,
         n_train_fitted=int(tr.sum()), n_valid_fitted=int(va.sum()), feature_partitions=ft.partitions,
     )
     model = RiskModel(
@@ -257,6 +288,18 @@ def fit_partitioned(ft: FeatureTable, params: Params, executor):
             "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
         })
+    return model, split, info
+
+
+def _fit_collected(ft: FeatureTable, params: Params, executor):
+    """The whole feature table collected (in the in-process row order) and fitted with :func:`fit`."""
+    df = executor.compute(ft.frame()).sort_values("_row", kind="stable").reset_index(drop=True)
+    usable = df["usable"].to_numpy(dtype=bool)
+    labels = pd.DataFrame({"in_scope": usable, "labelled": usable,
+                           "label": pd.array(np.where(usable, df["label"].fillna(0), 0), dtype="Int8")})
+    labels.loc[~usable, "label"] = pd.NA
+    model, split, info = fit(Dataset(df, labels), params)
+    info["feature_partitions"] = ft.partitions
     return model, split, info
 
 
@@ -276,6 +319,7 @@ def train(params: Params) -> dict:
 
     from fangpin.cluster import execution
     from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from pipelines.labels import snapshot_cadence
     from pipelines.partition import dataset
 
     t0 = time.perf_counter()
@@ -303,14 +347,14 @@ def train(params: Params) -> dict:
             del ds
     model.lines = dict(frames.lines)
     log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
-             split.to_dict())
+             split.describe()[1])
     exp_id = setup_mlflow(params)
     out_dir = Path(params.model.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
         mlflow.log_params(flat_params(params))
         mlflow.log_params({f"split.{k}": ",".join(v) if isinstance(v, list) else v
-                           for k, v in split.to_dict().items()})
+                           for k, v in split.summary().items()})
         mlflow.log_metrics({k: float(v) for k, v in info.items() if isinstance(v, int | float)})
         mlflow.log_metric("feature_seconds", t_feat)
         mlflow.set_tags({"stage": "train", "ruleset_version": model.ruleset.version,
@@ -327,6 +371,7 @@ def train(params: Params) -> dict:
         "split": split.to_dict(),
         "test_quarters": split.to_dict()["test"],
         "horizon_quarters": params.labels.horizon_quarters,
+        "ledger": snapshot_cadence(frames.households["quarter_idx"].to_numpy()),
         "fit": info,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -341,12 +386,11 @@ def leaves_sweep(frames, params: Params, leaves=(7, 15, 31, 63), contrib_rows: i
     from sklearn.metrics import roc_auc_score
 
     ds = build_dataset(frames, params)
-    q = ds.feats["quarter_idx"].to_numpy()
     y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
     rows = []
     for nl in leaves:
         model, split, info = fit(ds, params, num_leaves=nl)
-        te = ds.usable & np.isin(q, split.test)
+        te = ds.usable & split.test_rows(ds.feats)
         X = model.spec.matrix(ds.feats.loc[te])
         raw = model.raw_score(X)
         sample = X[:contrib_rows]

@@ -48,6 +48,10 @@ def register(app: typer.Typer) -> None:
                 from fangpin.cluster import execution
                 from fangpin.synth.write import generate_by_county
 
+                if sp.snapshots != "quarterly" or sp.shift.quarter:
+                    raise typer.BadParameter("--by-county writes quarterly snapshots without an injected shift "
+                                             "(synth.snapshots / synth.shift are for one simulation)",
+                                             param_hint="--by-county")
                 task = bar.add_task("模拟各县 (counties)", total=n_counties)
                 with execution(p, "synth", n) as ex:
                     stats = generate_by_county(out_dir, n, nq, sd, sp.start_quarter, p.line_for, n_counties,
@@ -58,12 +62,14 @@ def register(app: typer.Typer) -> None:
                 task = bar.add_task("模拟季度 (quarters)", total=nq)
                 stats = generate(out_dir, n, nq, sd, sp.start_quarter, p.line_for, n_counties,
                                  sp.townships_per_county, sp.villages_per_township, p.labels.horizon_quarters,
-                                 sp.oracle_draws, on_quarter=lambda q: bar.advance(task))
+                                 sp.oracle_draws, on_quarter=lambda q: bar.advance(task),
+                                 snapshots=sp.snapshots, shift=sp.shift)
         dt = time.perf_counter() - t0
         last = stats[-1]
         c = Console()
-        c.print(f"[bold]synthetic ledger[/bold] → {out_dir}  ({n:,} households × {nq} quarters, seed {sd}, {dt:.1f} s"
-                + (f"; {n_counties} counties as tasks, one folder each)" if split else ")"))
+        kind = "" if sp.snapshots == "quarterly" else f", {len(stats)} annual snapshots"
+        c.print(f"[bold]synthetic ledger[/bold] → {out_dir}  ({n:,} households × {nq} quarters{kind}, seed {sd}, "
+                f"{dt:.1f} s" + (f"; {n_counties} counties as tasks, one folder each)" if split else ")"))
         c.print(f"  persons {last['persons']:,}; monitored households {last['monitored_households']:,} "
                 f"({last['monitored_persons'] / max(last['persons'], 1):.2%} of persons); "
                 f"new identifications {sum(s['identified'] for s in stats):,}; "
