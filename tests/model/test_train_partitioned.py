@@ -81,3 +81,23 @@ def test_a_household_that_moved_is_routed_with_all_its_rows_to_each_of_its_chunk
     rows, bucket = r.route("persons", batch)
     got = sorted(zip(rows.tolist(), bucket.tolist(), strict=True))
     assert got == [(0, 1), (0, 2), (1, 0), (2, 2), (3, 1), (3, 2)]
+
+
+def test_a_short_ledger_split_by_villages_is_fitted_from_the_collected_table(tmp_path):
+    """Too few quarters for a split by quarter: villages are held out (models.train), which needs
+    every row at once — the partitioned path collects the table and gives the in-process model."""
+    from fangpin.ingest import ingest
+    from fangpin.synth.write import generate
+
+    p = load_params()
+    generate(tmp_path / "export", 1500, 5, 11, "2022Q1", p.line_for, 2, 4, 6, p.labels.horizon_quarters, 4)
+    assert ingest([tmp_path / "export"], [], tmp_path / "ing", p, key=b"k" * 32).ok
+    p = p.model_copy(update={"paths": p.paths.model_copy(update={"ingested_dir": tmp_path / "ing"}),
+                             "model": p.model.model_copy(update={"partition_rows": 3000, "n_estimators": 30})})
+    m1, s1, _ = fit(build_dataset(load_frames(p), p), p)
+    assert s1.fit_mode == "grouped" or s1.test_mode == "villages"
+    ft = feature_table(p, tmp_path / "ing", tmp_path / "work", Executor())
+    assert ft.partitions >= 2
+    m2, s2, i2 = fit_partitioned(ft, p, Executor())
+    assert s1 == s2 and i2["feature_partitions"] == ft.partitions
+    assert m1.booster.model_to_string() == m2.booster.model_to_string() and m1.calibrator == m2.calibrator
