@@ -49,7 +49,6 @@ BORDER_COLOR = "BFBFBF"
 OVERDUE_COLOR = "C00000"
 LINE_HEIGHT = 16.0  # points per text line (11 pt CJK text)
 _BAD_FILENAME = re.compile(r'[\\/:*?"<>|\s]+')
-_FULL_ID = re.compile(r"\d{17}[\dXx]")
 _RECORD_DEFAULTS = {"head_name": None, "id_masked": None, "rule_hits": [], "reasons": [], "measures": [],
                     "status": STATUS_OPEN, "status_reason": None}
 
@@ -232,7 +231,9 @@ def _columns(table) -> dict[str, list]:
 
 def _check_no_full_id(strings: Iterable[str], path) -> None:
     """Last line of defence: never a full ID number in the file (one regex pass over every text)."""
-    if _FULL_ID.search("\x00".join(strings)):
+    from fangpin.ids import contains_id_number
+
+    if contains_id_number("\x00".join(strings)):
         raise ValueError(f"refusing to write a full ID number into {path}")
 
 

@@ -7,13 +7,13 @@ masks anything that looks like an 18-character resident ID, should one slip into
 from __future__ import annotations
 
 import logging
-import re
-
-_ID = re.compile(r"(?<![0-9A-Za-z])(\d{4})\d{10}(\d{3}[\dXx])(?![0-9A-Za-z])")
 
 
 def redact(text: str) -> str:
-    return _ID.sub(lambda m: m.group(1) + "*" * 10 + m.group(2), text)
+    """ID numbers (also grouped by spaces or dashes) and phone numbers masked (fangpin.ids)."""
+    from fangpin.ids import redact_numbers
+
+    return redact_numbers(text)
 
 
 class RedactIds(logging.Filter):
