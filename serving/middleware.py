@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID: ContextVar[str] = ContextVar("fangpin_request_id", default="-")
 _RID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_PROJECT = ("fangpin", "serving", "models", "pipelines")
 
 # Every page is served by the app itself (county intranets have no internet): no external source.
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -46,25 +45,10 @@ DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.j
 DOCS_PATHS = ("/docs", "/redoc")
 
 
-def exception_place(exc: BaseException) -> str:
-    """Where an exception was raised: ``module:function:line`` of the innermost frame of the
-    project's code, and of the innermost frame overall when that is elsewhere (a library)."""
-    tb = exc.__traceback__
-    own = last = None
-    while tb is not None:
-        frame = tb.tb_frame
-        here = f"{frame.f_globals.get('__name__', '?')}:{frame.f_code.co_name}:{tb.tb_lineno}"
-        last = here
-        if str(frame.f_globals.get("__name__", "")).split(".")[0] in _PROJECT:
-            own = here
-        tb = tb.tb_next
-    if own is None or own == last:
-        return last or "?"
-    return f"{own} (in {last})"
-
-
 def log_exception(exc: BaseException, method: str = "", path: str = "") -> None:
     """Log an unexpected exception by type, place and request id only."""
+    from fangpin.logs import exception_place
+
     log.error("unhandled %s at %s on %s %s [request %s]", type(exc).__name__, exception_place(exc),
               method, path[:80], REQUEST_ID.get())
 
