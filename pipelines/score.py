@@ -199,6 +199,23 @@ def _partition_part(task: tuple, router: _Router, scratch: Path, n: int) -> dict
     return {table: rows_k}
 
 
+def _check_types(path: Path, schema) -> None:
+    """The columns the partition pass computes with must have their canonical types (an events
+    table written by an older ingest for an export without department signals had only text
+    columns): a clear error naming the file, never a compute kernel's message."""
+    import pyarrow as pa
+
+    want = {"quarter_idx": pa.types.is_integer, "household_id": lambda t: pa.types.is_string(t)
+            or pa.types.is_large_string(t)}
+    for name, ok in want.items():
+        i = schema.get_field_index(name)
+        if i < 0:
+            raise ValueError(f"{path.name}: column {name} is missing; re-run `fangpin ingest`")
+        if not ok(schema.field(i).type):
+            raise ValueError(f"{path.name}: column {name} has type {schema.field(i).type}, not the canonical "
+                             "type; re-run `fangpin ingest` to rewrite the tables")
+
+
 class _Partitioner:
     """Route rows of the canonical tables into per-chunk Arrow IPC files (see module doc).
 
@@ -271,6 +288,7 @@ class _Partitioner:
             if not path.exists():
                 continue
             md = pq.ParquetFile(path).metadata
+            _check_types(path, md.schema.to_arrow_schema())
             col = md.schema.to_arrow_schema().get_field_index("quarter_idx")
             lo, hi = wanted[table]
             groups = []

@@ -50,6 +50,11 @@ HOUSEHOLD_OUT = (
 )
 EVENT_OUT = ("person_key", "id_masked", "household_id", "event_date", "quarter", "quarter_idx",
              "department", "event_type", "amount", "id_valid", "source_file", "source_row")
+# Column types of the canonical events table, also when it is empty (an export without department
+# signals is valid; readers compare quarter_idx and amount as numbers).
+EVENT_DTYPES = {"person_key": "str", "id_masked": "str", "household_id": "str", "event_date": "datetime64[s]",
+                "quarter": "str", "quarter_idx": "int32", "department": "str", "event_type": "str",
+                "amount": "float64", "id_valid": "bool", "source_file": "str", "source_row": "int64"}
 INCOME_PARTS = ("wage_income", "business_income", "property_income", "transfer_income")
 
 
@@ -581,7 +586,7 @@ def build_events(prepared: list[Prepared], key: bytes) -> pd.DataFrame:
         frames.append(a.reset_index(drop=True))
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in EVENT_OUT if c != "household_id"})
+        return empty_events(with_household=False)
     ev = pd.concat(frames, ignore_index=True)
     ev = pd.concat([ev, person_ids(ev["id_number"], key)], axis=1).drop(columns="id_number")
     ev["event_date"] = ev["event_date"].astype("datetime64[s]")
@@ -591,12 +596,18 @@ def build_events(prepared: list[Prepared], key: bytes) -> pd.DataFrame:
     return ev
 
 
+def empty_events(with_household: bool = True) -> pd.DataFrame:
+    """The events table with no rows, in its canonical column types (:data:`EVENT_DTYPES`)."""
+    return pd.DataFrame({c: pd.Series(dtype=EVENT_DTYPES[c]) for c in EVENT_OUT
+                         if with_household or c != "household_id"})
+
+
 def join_households(ev: pd.DataFrame, persons: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding], int]:
     """household_id through the keyed ID hash: the person's household in the latest snapshot at or
     before the event's quarter, else the earliest after; null (and reported) when no person matches."""
     ev = ev.drop(columns=[c for c in ("household_id",) if c in ev.columns]).reset_index(drop=True)
     if len(ev) == 0:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in EVENT_OUT}), [], 0
+        return empty_events(), [], 0
     ev["_i"] = np.arange(len(ev))
     hh = pd.Series(pd.NA, index=ev.index, dtype="str")
     if len(persons):
