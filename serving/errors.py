@@ -53,7 +53,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        zh = _ZH.get(exc.status_code, "请求失败")
+        zh = getattr(exc, "message_zh", None) or _ZH.get(exc.status_code, "请求失败")
         return JSONResponse(status_code=exc.status_code, headers=getattr(exc, "headers", None),
                             content={"detail": exc.detail, "message_zh": zh})
 

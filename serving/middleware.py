@@ -119,7 +119,9 @@ class BodyTooLarge(HTTPException):
     """Raised from the counting ``receive``: FastAPI lets HTTPException through its body reading."""
 
     def __init__(self, limit: int):
-        super().__init__(status_code=413, detail=f"request body exceeds {limit} bytes")
+        body = _too_large(limit)
+        super().__init__(status_code=413, detail=body["detail"])
+        self.message_zh = body["message_zh"]
 
 
 class FailureLimiter:
