@@ -33,6 +33,15 @@ def fixed_loader(model, versions=None):
     return load
 
 
+def make_client(params, seeded, tiny_model, **kw):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    app = create_app(params, store=seeded.store, loader=fixed_loader(tiny_model), **kw)
+    return TestClient(app)
+
+
 def register_tiny(params, workdir, model: RiskModel | None = None, name: str | None = None) -> str:
     """Log + register the tiny model as the real pyfunc and point @champion at it; returns the version."""
     import mlflow

@@ -5,7 +5,7 @@ TestClient (lifespan run)."""
 from __future__ import annotations
 
 import pytest
-from api_tiny_model import fixed_loader, train_tiny
+from api_tiny_model import make_client, train_tiny
 from seed_warnings import seed_store
 
 from fangpin.config import load_params
@@ -26,15 +26,6 @@ def seeded(tmp_path, params):
     s = seed_store(f"sqlite:///{tmp_path / 'warnings.db'}", params)
     yield s
     s.store.dispose()
-
-
-def make_client(params, seeded, tiny_model, **kw):
-    from fastapi.testclient import TestClient
-
-    from serving.app import create_app
-
-    app = create_app(params, store=seeded.store, loader=fixed_loader(tiny_model), **kw)
-    return TestClient(app)
 
 
 @pytest.fixture
