@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import Params
+from fangpin.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,10 @@ def _partition_part(task: tuple, router: _Router, scratch: Path, n: int) -> dict
     return {table: rows_k}
 
 
+class StaleTables(UserError, ValueError):
+    """An ingested table without the canonical column types: ingest it again."""
+
+
 def _check_types(path: Path, schema) -> None:
     """The columns the partition pass computes with must have their canonical types (an events
     table written by an older ingest for an export without department signals had only text
@@ -213,11 +218,11 @@ def _check_types(path: Path, schema) -> None:
             or pa.types.is_large_string(t)}
     for name, ok in want.items():
         i = schema.get_field_index(name)
-        if i < 0:
-            raise ValueError(f"{path.name}: column {name} is missing; re-run `fangpin ingest`")
-        if not ok(schema.field(i).type):
-            raise ValueError(f"{path.name}: column {name} has type {schema.field(i).type}, not the canonical "
-                             "type; re-run `fangpin ingest` to rewrite the tables")
+        got = "missing" if i < 0 else f"of type {schema.field(i).type}"
+        if i < 0 or not ok(schema.field(i).type):
+            raise StaleTables(f"{path.name} 的列 {name} 缺失或类型不对，请重新运行 fangpin ingest 生成标准表。",
+                              f"{path.name}: column {name} is {got}, not the canonical type; re-run "
+                              "`fangpin ingest` to rewrite the tables.")
 
 
 class _Partitioner:

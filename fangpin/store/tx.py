@@ -27,6 +27,8 @@ from typing import TypeVar
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
+from fangpin.errors import UserError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -35,11 +37,15 @@ _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization failure, deadloc
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
 
 
-class StoreBusy(RuntimeError):
-    """The store could not take the write lock (or a connection) within the configured wait."""
+class StoreBusy(UserError, RuntimeError):
+    """The store could not take the write lock (or a connection) within the configured wait: the
+    API answers 503 with ``Retry-After``, the CLI its two sentences (exit 2). ``what`` is for the
+    log and never holds data."""
 
     def __init__(self, what: str, retry_after: float = 1.0):
-        super().__init__(f"store busy: {what}")
+        super().__init__("预警库正忙（另一进程正在写入），请稍后重试。",
+                         f"The warning store is busy ({what}); retry later.")
+        self.what = what
         self.retry_after = max(1, int(round(retry_after)))
 
 
