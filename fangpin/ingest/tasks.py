@@ -46,17 +46,18 @@ def file_error(d: dict) -> FileError:
 SEQ_FILE = 1 << 40  # _seq = file number * SEQ_FILE + row within the file: row order over all files
 
 
-def read_file(item: tuple[int, str, str, bool], raw_dir: str, key: bytes, spill_root: str) -> dict:
+def read_file(item: tuple[int, str, str, bool], raw_dir: str, key: bytes, spill_root: str, limits=None) -> dict:
     """Task 1 (module doc). ``item``: (file number, path, label, split). Opens the file (kind, encoding,
     header row, headers) and goes through its chunks: with ``split`` each chunk is written as a
     raw text chunk for :func:`prepare_chunk` tasks (``chunks``: raw path, rows, blank rows, seq0);
-    else each is prepared here (``prepared``: the results of :func:`prepare_chunk`)."""
+    else each is prepared here (``prepared``: the results of :func:`prepare_chunk`). ``limits``:
+    IngestParams bounding the file (fangpin.ingest.read)."""
     i, path, label, split = item
     out: dict = {"i": i, "kind": None, "chunks": [], "prepared": [], "error": None}
     try:
-        t = open_table(Path(path))
+        t = open_table(Path(path), limits=limits)
         out.update(kind=t.kind, encoding=t.encoding, header_row=t.header_row, headers=t.headers)
-        base = {"i": i, "kind": t.kind, "headers": t.headers, "label": label, "path": path}
+        base = {"i": i, "kind": t.kind, "headers": t.headers, "label": label, "path": path, "limits": t.limits}
         try:
             _go_through(t, base, out, Path(raw_dir), key, spill_root, split, slow=False)
         except SlowPath:
@@ -64,8 +65,8 @@ def read_file(item: tuple[int, str, str, bool], raw_dir: str, key: bytes, spill_
         if not out["chunks"] and not out["prepared"]:
             # no data rows: still check the header (a missing required column is an error)
             empty = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(t.headers))})
-            res = _prepare({**base, "c": 0, "seq0": i * SEQ_FILE}, empty, np.array([], dtype=np.int64), None, key,
-                           spill_root)
+            res = _prepare({**base, "c": 0, "seq0": i * SEQ_FILE}, empty, np.array([], dtype=np.int64), None, None,
+                           key, spill_root)
             out["prepared"].append({**res, "n": 0, "blank": 0})
     except FileError as exc:
         _discard(out)
@@ -97,12 +98,13 @@ def _go_through(t, base: dict, out: dict, raw_dir: Path, key: bytes, spill_root:
                 df["_row"] = ch.rows
                 df["_extra"] = ch.extra_fields.to_numpy(dtype=bool)
                 feather.write_feather(df, p, compression="lz4")
-                out["chunks"].append((str(p), len(ch.frame), ch.blank_rows, seq0))
+                out["chunks"].append((str(p), len(ch.frame), ch.blank_rows, seq0, ch.cell_errors))
             elif failed:  # after a file-level error the rows are only counted
                 out["prepared"].append({"c": c, "n": len(ch.frame), "blank": ch.blank_rows, "error": None,
                                         "pieces": [], "skipped": True})
             else:
-                res = _prepare({**base, "c": c, "seq0": seq0}, ch.frame, ch.rows, ch.extra_fields, key, spill_root)
+                res = _prepare({**base, "c": c, "seq0": seq0}, ch.frame, ch.rows, ch.extra_fields, ch.cell_errors, key,
+                               spill_root)
                 res.update(n=len(ch.frame), blank=ch.blank_rows)
                 failed = res["error"] is not None
                 out["prepared"].append(res)
@@ -113,8 +115,9 @@ def _go_through(t, base: dict, out: dict, raw_dir: Path, key: bytes, spill_root:
 
 def prepare_chunk(item: dict, key: bytes, spill_root: str) -> dict:
     """Task 2 (module doc). ``item``: file number ``i``, chunk number ``c``, raw chunk path (None:
-    a file without data rows, its header still checked), kind, headers, label, path and ``seq0``
-    (the chunk's first row in the row order over all files)."""
+    a file without data rows, its header still checked), kind, headers, label, path, ``seq0``
+    (the chunk's first row in the row order over all files), the reader's ``cell_errors`` and the
+    file's ``limits``."""
     if item["raw"] is None:
         frame = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(item["headers"]))})
         rows, extra = np.array([], dtype=np.int64), None
@@ -123,15 +126,16 @@ def prepare_chunk(item: dict, key: bytes, spill_root: str) -> dict:
         rows = frame.pop("_row").to_numpy(dtype=np.int64)
         extra = frame.pop("_extra").astype(bool)
         Path(item["raw"]).unlink(missing_ok=True)
-    return _prepare(item, frame, rows, extra, key, spill_root)
+    return _prepare(item, frame, rows, extra, item.get("cell_errors"), key, spill_root)
 
 
-def _prepare(item: dict, frame, rows, extra, key: bytes, spill_root: str) -> dict:
+def _prepare(item: dict, frame, rows, extra, cell_errors, key: bytes, spill_root: str) -> dict:
     kind, label = item["kind"], item["label"]
     out: dict = {"i": item["i"], "c": item["c"], "error": None, "quarantine": None, "accepted": 0,
                  "events": None, "prepared": None, "pieces": [], "extras": [], "quarter_from_name": None}
     try:
-        p = tb.prepare(frame, item["headers"], kind, label, rows=rows, extra_fields=extra, path=Path(item["path"]))
+        p = tb.prepare(frame, item["headers"], kind, label, rows=rows, extra_fields=extra, path=Path(item["path"]),
+                       cell_errors=cell_errors, limits=item.get("limits"))
     except FileError as exc:
         out["error"] = error_dict(exc)
         return out
