@@ -228,10 +228,10 @@ class InProcessBelow(_Model):
     """Inputs smaller than these run in the calling process, without starting a cluster
     (fangpin.cluster; the cut-offs are measured in docs/benchmarks.md, "Execution layer")."""
 
-    synth: int = Field(100_000, ge=0)  # households
-    ingest: int = Field(100_000_000, ge=0)  # bytes of input files
-    train: int = Field(1_400_000, ge=0)  # household-quarters
-    score: int = Field(700_000, ge=0)  # households of the scored quarter
+    synth: int = Field(40_000, ge=0)  # households
+    ingest: int = Field(50_000_000, ge=0)  # bytes of input files
+    train: int = Field(550_000, ge=0)  # household-quarters
+    score: int = Field(135_000, ge=0)  # households of the scored quarter
 
 
 class ClusterParams(_Model):

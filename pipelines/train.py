@@ -326,7 +326,9 @@ def train(params: Params) -> dict:
     src = Path(params.paths.ingested_dir)
     hh = dataset(src, "households")
     size = hh.count_rows() if hh is not None else 0
-    with tempfile.TemporaryDirectory(prefix=".train-", dir=src if src.exists() else None) as work, \
+    out_dir = Path(params.model.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".train-", dir=out_dir) as work, \
             execution(params, "train", size) as ex:
         if ex.distributed:
             # the feature table in partitions of whole townships, fitted from a weighted sample
