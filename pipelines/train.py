@@ -85,11 +85,36 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
     return model, split, info
 
 
+def attach_reference(model, ds: Dataset, frames, split) -> dict:
+    """The reference figures the model carries (``model.reference``), from the training data:
+    the counties' base rates and typical values by household type (models.explain, for reason
+    figures and comparisons), measured on the in-scope rows of every quarter before the test
+    quarters; and fallback level cut-offs per township (models.levels, for households scored one
+    by one before a batch run has stored its own), from the last calibration quarter."""
+    from fangpin.quarters import from_index
+    from models.explain import reference_figures
+    from models.levels import fallback_thresholds
+
+    q = ds.feats["quarter_idx"].to_numpy()
+    rows = ds.labels["in_scope"].to_numpy(dtype=bool) & (q < min(split.test))
+    period = f"{from_index(int(q[rows].min()))}–{from_index(int(q[rows].max()))}" if rows.any() else ""
+    ref = reference_figures(ds.feats, ds.labels["label"].to_numpy(dtype=np.float64, na_value=np.nan),
+                            ds.labels["labelled"].to_numpy(dtype=bool), rows, model.spec, period)
+    last = max(split.calib)
+    scored = model.score_arrays(frames, quarters=[last], explain="none")
+    ref["levels"] = fallback_thresholds(scored.level_groups, from_index(last))
+    model.reference = ref
+    return ref
+
+
 def flat_params(params: Params) -> dict:
     out = {}
     for section in ("labels", "rules", "model", "levels"):
         for k, v in getattr(params, section).model_dump(mode="json").items():
-            out[f"{section}.{k}"] = v if not isinstance(v, list | tuple) else ",".join(map(str, v))
+            if isinstance(v, dict):
+                out.update({f"{section}.{k}.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[f"{section}.{k}"] = v if not isinstance(v, list | tuple) else ",".join(map(str, v))
     return out
 
 
@@ -107,6 +132,7 @@ def train(params: Params) -> dict:
              len(ds.feats.columns), t_feat)
     model, split, info = fit(ds, params)
     model.lines = dict(frames.lines)
+    attach_reference(model, ds, frames, split)
     log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
              split.to_dict())
     exp_id = setup_mlflow(params)

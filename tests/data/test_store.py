@@ -127,12 +127,13 @@ def test_migrations_match_models_and_are_repeatable(db_url):
     upgrade(db_url)  # second start-up: nothing to do, no error
     eng = sa.create_engine(db_url)
     try:
-        assert current(eng) == "0001"
+        assert current(eng) == "0004"
         with eng.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                     Base.metadata)
         assert diff == []
-        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs"} <= set(
+        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "level_thresholds",
+                "tasks"} <= set(
             sa.inspect(eng).get_table_names())
     finally:
         eng.dispose()
@@ -273,7 +274,7 @@ def test_query_filters_order_and_paging(store):
     store.write_quarter(make_warnings(5, quarter="2025Q2"), "2025Q2", "7")
     page = store.query_warnings(quarter="2025Q3", limit=100)
     assert page.total == 30
-    keys = [(w.level_rank, w.deadline, -w.probability) for w in page.items]
+    keys = [(w.deadline, -w.probability) for w in page.items]  # deadline first (it follows the level), then risk
     assert keys == sorted(keys)
     assert [w.level for w in page.items][:10] == ["红"] * 10
 
