@@ -314,6 +314,8 @@ class Store:
         *,
         counties: Iterable[str] | None = None,
         batch_size: int = 2000,
+        tasks=None,
+        thresholds=None,
     ) -> WriteResult:
         """Write one quarter's warnings of one model version, atomically and idempotently.
 
@@ -325,6 +327,7 @@ class Store:
         longer produces are removed; verified ones are always kept. ``counties`` sets that scope
         explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
         iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
+        ``tasks`` / ``thresholds``: as for :meth:`write_quarter_tables`.
         """
 
         def tables():
@@ -342,7 +345,8 @@ class Store:
             if batch:
                 yield pa.Table.from_pylist(batch, schema=schema)
 
-        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size)
+        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size,
+                                         tasks=tasks, thresholds=thresholds)
 
     def write_quarter_tables(
         self,
