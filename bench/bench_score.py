@@ -84,12 +84,11 @@ def phase_train(train_dir: Path, out: Path, leaves: list[int], sample: int) -> d
     t_feat = time.perf_counter() - t0
     res = {"train_rows": int(len(ds.feats)), "feature_seconds": round(t_feat, 1), "sweep": []}
     y = ds.labels["label"].fillna(0).to_numpy(dtype=float)
-    q = ds.feats["quarter_idx"].to_numpy()
     for nl in leaves:
         t0 = time.perf_counter()
         model, split, info = fit(ds, p, num_leaves=nl)
         fit_s = time.perf_counter() - t0
-        test = ds.usable & np.isin(q, split.test)
+        test = ds.usable & split.test_rows(ds.feats)
         X = model.spec.matrix(ds.feats.loc[test])
         auc = roc_auc_score(y[test], model.calibrator(model.raw_score(X)))
         Xs = X[:sample]

@@ -8,15 +8,42 @@ starting the CLI does no work beyond parsing arguments.
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
+from typer.core import TyperGroup
 
 from fangpin.logs import setup_logging
+
+_DEBUG = "fangpin.debug"
+
+
+class _Group(TyperGroup):
+    """The one handler of user errors (fangpin/errors.py): every command's :class:`UserError`
+    prints its Chinese sentence and its English twin, without a traceback, and exits with code 2.
+    ``fangpin --debug <command>`` (or FANGPIN_DEBUG=1) lets the error through with its traceback."""
+
+    def invoke(self, ctx):
+        from pydantic import ValidationError
+
+        from fangpin.errors import UserError, params_error
+
+        try:
+            return super().invoke(ctx)
+        except (UserError, ValidationError) as exc:
+            if ctx.meta.get(_DEBUG) or os.environ.get("FANGPIN_DEBUG") == "1":
+                raise
+            err = exc if isinstance(exc, UserError) else params_error(exc)
+            typer.echo(f"错误：{err.zh}", err=True)
+            typer.echo(f"Error: {err.en}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
 
 app = typer.Typer(
     name="fangpin",
     help="防贫 fangpin: risk of households being newly identified for monitoring (防止返贫动态监测).",
     no_args_is_help=True,
+    cls=_Group,
     pretty_exceptions_show_locals=False,  # locals may hold personal data
 )
 
@@ -31,7 +58,11 @@ COMMAND_MODULES = (
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def _main(ctx: typer.Context,
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+          debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of "
+                                     "its two sentences (显示错误的详细信息)")) -> None:
+    ctx.meta[_DEBUG] = debug
     setup_logging(verbose)
 
 

@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fangpin.errors import ParamsError, UserError
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,6 +31,17 @@ class PathsParams(_Model):
     state_dir: Path = Path(".fangpin")  # local secrets and embedded stores (gitignored)
 
 
+class SynthShift(_Model):
+    """A known shift injected into the simulation (drift checks, demos). Nothing happens when
+    ``quarter`` is null. Quarters before it are generated exactly as without the shift."""
+
+    quarter: str | None = None  # YYYYQn: the quarter of the job-loss wave; the line rise applies from its year
+    county: int = Field(0, ge=0)  # index of the county hit by the wave (0 … synth.counties-1)
+    job_loss: float = Field(0.0, ge=0, le=1)  # share of that county's migrant workers losing their job
+    line_rise: float = Field(0.0, ge=0, le=1)  # the monitoring line of the shift's year and later × (1+rise);
+    # the generator then writes the lines it used as 监测线.csv beside the exports
+
+
 class SynthParams(_Model):
     households: int = Field(50_000, gt=0)
     quarters: int = Field(12, gt=0)
@@ -38,6 +51,11 @@ class SynthParams(_Model):
     townships_per_county: int = Field(8, gt=0)
     villages_per_township: int = Field(12, gt=0)
     oracle_draws: int = Field(16, ge=2)  # Monte-Carlo draws of the oracle look-ahead (risky households)
+    # "annual": the simulation runs quarterly but only each year's Q4 snapshot is written (a province
+    # that verifies once a year); department signals stay dated. Run such a ledger with
+    # labels.horizon_quarters: 4.
+    snapshots: Literal["quarterly", "annual"] = "quarterly"
+    shift: SynthShift = Field(default_factory=lambda: SynthShift())
 
 
 class IdsParams(_Model):
@@ -83,9 +101,21 @@ class ModelParams(_Model):
     # tails (strictly increasing: reason figures of different factors never coincide); isotonic:
     # the step function itself; sigmoid: Platt scaling
     calibration: Literal["centred_isotonic", "isotonic", "sigmoid"] = "centred_isotonic"
-    validation_quarters: int = Field(1, ge=1)
-    calibration_quarters: int = Field(1, ge=1)
+    # How early stopping and calibration are held out (models/train.py, docs/decisions.md "Splits"):
+    # "quarters": the validation_quarters and calibration_quarters after the training quarters;
+    # "grouped": villages held out inside the training quarters (GroupShuffleSplit by village);
+    # "auto": quarters when the ledger has enough labelled quarters, else grouped.
+    split: Literal["auto", "quarters", "grouped"] = "auto"
+    validation_quarters: int = Field(1, ge=0)  # 0: early stopping on held-out villages (grouped)
+    calibration_quarters: int = Field(1, ge=0)  # 0: calibration on held-out villages (grouped)
+    # The test: "quarters": the last test_quarters labelled quarters (auto: fewer when the ledger is
+    # short, at least 1); "villages": held-out villages of the same quarters (a ledger with a single
+    # labelled quarter; says so in the report); "auto": quarters when possible, else villages.
+    test_split: Literal["auto", "quarters", "villages"] = "auto"
     test_quarters: int = Field(2, ge=1)
+    group_valid_share: float = Field(0.2, gt=0, lt=0.5)  # grouped: share of villages for early stopping
+    group_calib_share: float = Field(0.25, gt=0, lt=0.5)  # grouped: share of villages for calibration
+    group_test_share: float = Field(0.3, gt=0, lt=0.6)  # test_split villages: share of villages tested
     registered_name: str = "return-risk"
     num_threads: int = Field(2, ge=1)  # fixed thread count: part of determinism
     out_dir: Path = Path("data/model")  # train_info.json (run id, registered version, split)
@@ -94,6 +124,13 @@ class ModelParams(_Model):
     # <state_dir>/mlartifacts. MLFLOW_TRACKING_URI in the environment overrides both.
     tracking_uri: str | None = None
     explain_sample: int = Field(5000, gt=0)  # test rows for global SHAP importance
+
+    @model_validator(mode="after")
+    def _quarters_split_needs_quarters(self) -> ModelParams:
+        if self.split == "quarters" and (self.validation_quarters == 0 or self.calibration_quarters == 0):
+            raise ValueError("model.split 'quarters' needs validation_quarters ≥ 1 and calibration_quarters ≥ 1 "
+                             "(use 'grouped' or 'auto' to hold out villages instead)")
+        return self
 
 
 class LevelParams(_Model):
@@ -239,17 +276,20 @@ class Params(_Model):
             raise MissingLineError(year, sorted(self.lines)) from None
 
 
-class MissingLineError(KeyError):
+class MissingLineError(UserError, KeyError):
     def __init__(self, year: int, known: list[int]):
-        super().__init__(year)
+        UserError.__init__(
+            self,
+            f"没有 {year} 年的监测线（已配置的年度：{known}），请在 params.yaml 的 lines 中补上该年度，"
+            f"或在台账文件旁放置 监测线.csv。",
+            f"no monitoring line (监测线) configured for {year}; known years: {known}. "
+            f"Add it under `lines:` in params.yaml or ship 监测线.csv beside the ledger files.")
+        self.args = (year,)
         self.year = year
         self.known = known
 
     def __str__(self) -> str:
-        return (
-            f"no monitoring line (监测线) configured for {self.year}; known years: {self.known}. "
-            f"Add it under `lines:` in params.yaml or ship 监测线.csv beside the ledger files."
-        )
+        return UserError.__str__(self)
 
 
 def params_path(path: str | os.PathLike | None = None) -> Path:
@@ -260,12 +300,18 @@ def params_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_params(path: str | os.PathLike | None = None) -> Params:
-    """Read and validate params.yaml (see :func:`params_path`). Missing file → all defaults.
+    """Read and validate params.yaml (see :func:`params_path`). No file at the default path →
+    all defaults; a path given explicitly (argument or ``FANGPIN_PARAMS``) must exist.
 
     ``FANGPIN_STATE_DIR`` overrides ``paths.state_dir`` (local secrets and embedded stores), so a
     test run or a second deployment can keep its state elsewhere without editing the file.
     """
     p = params_path(path)
+    explicit = path is not None or bool(os.environ.get("FANGPIN_PARAMS"))
+    if explicit and not p.exists():
+        raise ParamsError(f"找不到参数文件 {p}，请检查 --params 或 FANGPIN_PARAMS 给出的路径。",
+                          f"The parameter file {p} does not exist: check the path given by --params or "
+                          f"FANGPIN_PARAMS.")
     params = _load(p.resolve() if p.exists() else p)
     state = os.environ.get("FANGPIN_STATE_DIR")
     if state:

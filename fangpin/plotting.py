@@ -1,21 +1,38 @@
-"""Matplotlib set-up shared by reports and the review notebook: Agg backend and a CJK font, so
-Chinese labels render as text rather than boxes. The font comes from Debian's fonts-noto-cjk,
-installed by `make system-deps`."""
+"""Matplotlib set-up shared by reports and the review notebook: a CJK font, so Chinese labels
+render as text rather than boxes, and the Agg backend for scripts and pipeline stages — but never
+in place of a notebook's inline backend, so the review notebook shows its figures in Jupyter (and
+saves them as PNGs too when asked). The font comes from Debian's fonts-noto-cjk, installed by
+`make system-deps`."""
 
 from __future__ import annotations
 
 CJK_FAMILIES = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Serif CJK SC", "WenQuanYi Zen Hei")
+# backends that draw into a notebook (matplotlib-inline, ipympl, nbagg): kept as they are
+NOTEBOOK_BACKENDS = ("inline", "ipympl", "widget", "nbagg")
 
 
 class NoCJKFont(RuntimeError):
     pass
 
 
-def setup_matplotlib() -> str:
-    """Select the Agg backend and the first installed CJK font; return the family name."""
+def notebook_backend_active() -> bool:
+    """True when matplotlib's selected backend draws into a notebook (e.g. Jupyter's inline one,
+    which ipykernel selects through MPLBACKEND when the kernel starts)."""
+    import os
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    backend = matplotlib.get_backend(auto_select=False) or os.environ.get("MPLBACKEND") or ""
+    return any(k in backend.lower() for k in NOTEBOOK_BACKENDS)
+
+
+def setup_matplotlib() -> str:
+    """Select the first installed CJK font (and the Agg backend unless a notebook backend is
+    active); return the font family name."""
+    import matplotlib
+
+    if not notebook_backend_active():
+        matplotlib.use("Agg")
     from matplotlib import font_manager, rcParams
 
     installed = {f.name for f in font_manager.fontManager.ttflist}

@@ -13,6 +13,21 @@ Time: the features of household-quarter ``t`` use only the snapshot of ``t``, ea
 the same household, and department events dated up to the end of ``t`` (tests/unit/test_features.py
 perturbs everything later and checks that nothing at ``t`` moves). 民族 (ethnicity), names, ID
 numbers and the sex of members are never read here.
+
+Look-backs count calendar quarters, never snapshots, so a ledger with missing quarters (an annual
+ledger: one snapshot a year, written as its Q4) is handled explicitly:
+
+- department-event windows (1, 2, 4 quarters) are windows of event dates;
+- ``d_*`` are changes since the *previous calendar quarter's* snapshot: missing (NaN) when that
+  quarter has no snapshot — in an annual ledger always — never a change over a year read as one
+  over a quarter (income changes between verifications are ``income_change`` and
+  ``quarters_since_income_change``, counted in quarters between the snapshots);
+- ``township_ident_rate_4q`` covers the 4 calendar quarters t-3 … t; a quarter without a snapshot
+  is read from the 识别监测时间 recorded in t's snapshot, never counted as 0.
+
+:func:`lookback_quarters` declares how far back each feature reads; rows whose look-back reaches
+before the first quarter of the data are the *warm-up* (:func:`defined_after_warm_up`), which the
+drift report leaves out of its comparisons.
 """
 
 from __future__ import annotations
@@ -172,7 +187,37 @@ FEATURES: tuple[Feature, ...] = (
     Feature("quarter_of_year", "calendar", "季度（1-4，第4季度为年度收入核实）"),
 )
 FEATURE_NAMES = frozenset(f.name for f in FEATURES)
+# Calendar quarters before t that a look-back feature reads (every other feature reads t only).
+LOOKBACK = {
+    **{f"d_{b}": 1 for b in LAG_BASES},
+    **{f.name: int(f.name.rsplit("_", 1)[1][:-1]) - 1 for f in FEATURES
+       if f.name.startswith("ev_") and f.name.rsplit("_", 1)[1][:-1].isdigit()},
+    "ev_medical_amount_4q_share": 3,
+    # the previous verified income: income is verified once a year, so a year of history
+    "income_change": 4, "quarters_since_income_change": 4,
+}
+EVENT_FEATURES = frozenset(f.name for f in FEATURES if f.name.startswith("ev_"))
 FORBIDDEN = ("ethnicity", "name", "id_number", "person_key", "id_masked", "sex")
+
+
+def lookback_quarters(name: str) -> int:
+    """How many calendar quarters before t the feature ``name`` reads (0: only quarter t)."""
+    return LOOKBACK.get(name, 0)
+
+
+def defined_after_warm_up(names: Iterable[str], quarter_idx: np.ndarray, ledger_start: int,
+                          events_start: int | None = None) -> dict[str, np.ndarray]:
+    """Per feature, the rows (quarter indices ``quarter_idx``) whose look-back lies entirely inside
+    the data: t − lookback ≥ the first quarter of the ledger (of the department events, for event
+    features, when they start earlier). Rows outside are the warm-up: the feature is missing or
+    truncated there because the history is short, not because of the household."""
+    q = np.asarray(quarter_idx, dtype=np.int64)
+    ev_start = ledger_start if events_start is None else min(int(events_start), int(ledger_start))
+    out = {}
+    for n in names:
+        start = ev_start if n in EVENT_FEATURES else ledger_start
+        out[n] = q - lookback_quarters(n) >= start
+    return out
 
 
 @dataclass(frozen=True)
@@ -559,24 +604,36 @@ def feature_table(
 
 
 def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.ndarray) -> np.ndarray:
-    """Share of the township's households newly identified in the last 4 quarters up to t (from the
-    snapshots of those quarters only)."""
+    """Share of the township's households newly identified in the 4 calendar quarters t-3 … t.
+
+    A quarter with a snapshot counts the identifications that snapshot shows as new (识别监测时间 in
+    that quarter). A quarter without one — an annual ledger's Q1-Q3, or the quarters before the
+    ledger's first snapshot — counts the households of t's snapshot whose 识别监测时间 falls in it:
+    never 0 just because the snapshot does not exist. Only what is known at the end of t is used."""
     hh_all = hh_all.to_frame() if isinstance(hh_all, Table) else hh_all
     hh = hh.to_frame() if isinstance(hh, Table) else hh
     monitored = _notnull(hh_all, "monitor_category")
     unresolved = ~_Cat(hh_all, "risk_eliminated").eq(True)
     since_q = _yyyymm_index(_num(hh_all, "monitor_since"))
     new = (monitored & unresolved & (since_q == qall)).astype(np.float64)
+    ago = np.where(monitored, qall - since_q, -1)  # quarters since identification, seen at the row's snapshot
     twp_all = (hh_all["county"].astype("string") + "|" + hh_all["township"].astype("string")).to_numpy(dtype=object)
     tk = _Keys(twp_all, np.zeros(len(qall), dtype=np.int64))  # township codes
     k = tk.codes * _QBITS + qall
     uk, inv = np.unique(k, return_inverse=True)
     num_k = np.bincount(inv, weights=new)
     den_k = np.bincount(inv).astype(np.float64)
+    snapshots = np.unique(qall)
+    # per township-quarter: households of that snapshot identified 1, 2, 3 quarters before it
+    seen_k = {lag: np.bincount(inv, weights=(ago == lag).astype(np.float64), minlength=len(uk))
+              for lag in range(1, 4)}
     twp = (hh["county"].astype("string") + "|" + hh["township"].astype("string")).to_numpy(dtype=object)
     codes = tk.codes_of(twp)
     num = np.zeros(len(q))
     den = np.full(len(q), np.nan)
+    k0 = codes * _QBITS + q
+    pos0 = np.minimum(np.searchsorted(uk, k0), len(uk) - 1)
+    ok0 = (codes >= 0) & (uk[pos0] == k0)
     for lag in range(4):
         kk = codes * _QBITS + (q - lag)
         pos = np.minimum(np.searchsorted(uk, kk), len(uk) - 1)
@@ -584,6 +641,9 @@ def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.
         num[ok] += num_k[pos[ok]]
         if lag == 0:
             den[ok] = den_k[pos[ok]]
+            continue
+        gap = ok0 & ~np.isin(q - lag, snapshots)  # no snapshot of that quarter in the ledger
+        num[gap] += seen_k[lag][pos0[gap]]
     return num / den
 
 

@@ -429,8 +429,9 @@ def load_champion(params: Params, root: Path | None = None, alias: str = "champi
     """The RiskModel behind ``models:/<registered_name>@champion`` (batch scoring and the API)."""
     v = champion_version(params, root, alias)
     if v is None:
-        raise LookupError(f"no @{alias} version of model '{params.model.registered_name}' in the registry; "
-                          f"run `fangpin train` and `fangpin promote` first")
+        from fangpin.errors import no_champion
+
+        raise no_champion(params.model.registered_name)  # a LookupError, as before
     return load_version(params, v, root)
 
 

@@ -70,11 +70,7 @@ def rollback_command(workdir: Path = WORKDIR, params_file: Path = PARAMS) -> Non
     """Move @champion back to the previous champion version."""
     from pipelines.promote import rollback
 
-    try:
-        d = rollback(_params(params_file, workdir))
-    except LookupError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    d = rollback(_params(params_file, workdir))
     typer.echo(f"@champion: v{d['rolled_back_from']} → v{d['champion_after']}")
 
 

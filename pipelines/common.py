@@ -17,9 +17,13 @@ def rooted(params: Params, root: Path | str = ".") -> Params:
 
 
 def load_frames(params: Params):
+    from fangpin.errors import no_ingest_output
     from models.features import Frames
 
-    return Frames.from_dir(params.paths.ingested_dir, lines=params.lines)
+    d = Path(params.paths.ingested_dir)
+    if not (d / "households.parquet").exists() or not (d / "persons.parquet").exists():
+        raise no_ingest_output(d)
+    return Frames.from_dir(d, lines=params.lines)
 
 
 def train_info_path(params: Params) -> Path:
@@ -27,9 +31,13 @@ def train_info_path(params: Params) -> Path:
 
 
 def read_train_info(params: Params) -> dict:
+    from fangpin.errors import MissingInput
+
     p = train_info_path(params)
     if not p.exists():
-        raise FileNotFoundError(f"{p} not found: run `fangpin train` first")
+        raise MissingInput(f"找不到训练记录 {p}，请先运行 `fangpin train`（或 `fangpin run`），或用 --workdir 指向正确的工作目录。",
+                           f"{p} not found: run `fangpin train` (or `fangpin run`) first, or point --workdir at the "
+                           f"right working directory.")
     return json.loads(p.read_text(encoding="utf-8"))
 
 

@@ -16,9 +16,18 @@ while the features relative to the line (``income_ratio`` …) stay comparable. 
 quarter's year has a different line from the training window's years, those yuan features are
 also compared after rescaling the training values by new line / line of their year; the drift is
 labelled 已知变化 (known) when that line-adjusted PSI stays below ``psi_alarm`` — the line
-explains it — and stays an alarm otherwise. Likewise the ledger's yearly rhythm (income is verified
-once a year): a column that drifts against the whole window but not against the window's rows of
-the same quarter of the year (PSI below ``psi_warn``) is a known, seasonal shift.
+explains it — and stays an alarm otherwise. Calendar features (the quarter of the year) differ
+between quarters by construction and are labelled known too. Likewise the ledger's yearly rhythm
+(income is verified once a year): a column that drifts against the whole window but not against
+the window's rows of the same quarter of the year (PSI below ``psi_warn``) is a known, seasonal
+shift.
+
+Warm-up: look-back features (changes since the previous quarter, event windows, the change of
+verified income) are missing or truncated in the first quarters of the data because the history is
+short, not because households changed (models.features.lookback_quarters). When the caller passes
+which rows are past their warm-up (``reference_defined`` / ``current_defined``, from
+models.features.defined_after_warm_up), each column is compared only on those rows; a column with
+no such reference row is reported as not comparable (预热期) instead of raising a warm-up alarm.
 
 Why not Evidently / popmon: measured in docs/decisions.md (neither imports or runs with the
 locked pandas 3); the formula above is the one those libraries implement.
@@ -189,7 +198,8 @@ class DriftReport:
         for r in self.table.itertuples():
             adj = "—" if pd.isna(r.psi_line_adjusted) else f"{r.psi_line_adjusted:.3f}"
             sea = "—" if pd.isna(r.psi_same_season) else f"{r.psi_same_season:.3f}"
-            lines.append(f"| `{r.column}` | {r.label} | {r.psi:.3f} | {adj} | {sea} | {r.status} {r.status_en} | {r.note} |")
+            val = "—" if pd.isna(r.psi) else f"{r.psi:.3f}"
+            lines.append(f"| `{r.column}` | {r.label} | {val} | {adj} | {sea} | {r.status} {r.status_en} | {r.note} |")
         return "\n".join(lines) + "\n"
 
     def plot(self, path: Path, top: int = 25) -> None:
@@ -198,7 +208,7 @@ class DriftReport:
         setup_matplotlib()
         import matplotlib.pyplot as plt
 
-        t = self.table.sort_values("psi", ascending=False).head(top).iloc[::-1]
+        t = self.table.dropna(subset=["psi"]).sort_values("psi", ascending=False).head(top).iloc[::-1]
         colors = {STATUS_OK: "#4c9f70", STATUS_WARN: "#e0a526", STATUS_ALARM: "#c0392b", STATUS_KNOWN: "#7f8c8d"}
         fig, ax = plt.subplots(figsize=(8, 0.28 * len(t) + 1.6))
         ax.barh([f"{lab}" if lab else c for c, lab in zip(t["column"], t["label"], strict=True)], t["psi"],
@@ -224,13 +234,16 @@ def drift_report(
     lines: Mapping[int, float] | None = None,
     reference_quarters: Sequence[str] = (),
     current_quarter: str = "",
+    reference_defined: Mapping[str, np.ndarray] | None = None,
+    current_defined: Mapping[str, np.ndarray] | None = None,
 ) -> DriftReport:
     """PSI per column of ``columns`` (``reference`` = training window rows, ``current`` = the new
     quarter's rows) and per score in ``scores`` (name → (reference scores, current scores)).
 
     ``params`` is the whole :class:`fangpin.config.Params` (its ``drift`` section and ``lines``).
     ``lines`` (year → yuan) overrides params.lines; reference rows need a ``quarter`` column when
-    the line check is wanted.
+    the line check is wanted. ``reference_defined`` / ``current_defined`` (column → boolean mask over
+    the rows): compare each column only on the rows past its warm-up (see the module doc).
     """
     from fangpin.quarters import parse
 
@@ -246,32 +259,54 @@ def drift_report(
     if "quarter" in reference.columns and current_quarter:
         same = reference["quarter"].astype(str).str[-1].to_numpy() == current_quarter[-1]
         season = reference[same] if same.any() else None
+    from models.features import FEATURES
+
+    calendar = {f.name for f in FEATURES if f.group == "calendar"}  # quarter of the year: one value a quarter
     rows = []
+    n_ref_all = len(reference)
     for col in columns:
-        e, a, nb = bin_shares(reference[col], current[col], dp.bins)
+        rm = np.ones(n_ref_all, bool) if reference_defined is None or col not in reference_defined else \
+            np.asarray(reference_defined[col], bool)
+        cm = np.ones(len(current), bool) if current_defined is None or col not in current_defined else \
+            np.asarray(current_defined[col], bool)
+        ref_col, cur_col = reference[col].to_numpy()[rm], current[col].to_numpy()[cm]
+        base = {"column": col, "kind": "feature", "label": labels.get(col, ""), "n_ref": int(rm.sum()),
+                "n_cur": int(cm.sum()), "warm_up_ref": int((~rm).sum())}
+        if len(ref_col) == 0 or len(cur_col) == 0:
+            rows.append({**base, "psi": np.nan, "psi_line_adjusted": np.nan, "psi_same_season": np.nan,
+                         "status": STATUS_OK, "bins": 0,
+                         "note": "预热期：训练期内此特征尚未定义（回看窗口早于台账起始），不比较 / warm-up: not "
+                                 "defined in the training window (its look-back starts before the data), not compared"})
+            continue
+        e, a, nb = bin_shares(ref_col, cur_col, dp.bins)
         value = psi_from_shares(e, a, dp.eps)
         status, note, adj, seasonal = status_of(value, dp.psi_warn, dp.psi_alarm), "", np.nan, np.nan
         if lc is not None and lc.changed and col in dp.line_features:
-            scale = np.array([lc.line / lc.reference_lines[y] for y in ref_year])
-            adj = psi(_as_float(reference[col]) * scale, current[col], dp.bins, dp.eps)
+            scale = np.array([lc.line / lc.reference_lines[y] for y in ref_year[rm]])
+            adj = psi(_as_float(ref_col) * scale, cur_col, dp.bins, dp.eps)
             if status != STATUS_OK:
                 if adj < dp.psi_alarm:
                     status, note = STATUS_KNOWN, f"新年度监测线 {lc.note_zh()}"
                 else:
                     note = f"按监测线调整后仍漂移（{adj:.3f}）：超出监测线变化可解释的范围"
-        if status in (STATUS_WARN, STATUS_ALARM) and season is not None and len(season) < len(reference):
+        same_r = None if season is None else (same & rm)
+        if (status in (STATUS_WARN, STATUS_ALARM) and same_r is not None and same_r.any()
+                and same_r.sum() < rm.sum()):
             # the ledger has a yearly rhythm (income verified once a year): compare with the same quarter
-            seasonal = psi(season[col], current[col], dp.bins, dp.eps)
+            seasonal = psi(reference[col].to_numpy()[same_r], cur_col, dp.bins, dp.eps)
             if seasonal < dp.psi_warn:
                 status, note = STATUS_KNOWN, f"季节性：与训练期同一季度相比 PSI {seasonal:.3f}"
-        rows.append({"column": col, "kind": "feature", "label": labels.get(col, ""), "psi": value,
-                     "psi_line_adjusted": adj, "psi_same_season": seasonal, "status": status, "note": note,
-                     "n_ref": int(len(reference)), "n_cur": int(len(current)), "bins": nb})
+        if status != STATUS_OK and col in calendar:
+            status, note = STATUS_KNOWN, "日历特征：每个季度取值不同，不是人群变化 / calendar feature"
+        if (~rm).any() and not note:
+            note = f"已排除预热期 {int((~rm).sum()):,} 行 / {int((~rm).sum()):,} warm-up rows left out"
+        rows.append({**base, "psi": value, "psi_line_adjusted": adj, "psi_same_season": seasonal, "status": status,
+                     "note": note, "bins": nb})
     for name, (ref_s, cur_s) in (scores or {}).items():
         value = psi(ref_s, cur_s, dp.bins, dp.eps)
         rows.append({"column": name, "kind": "score", "label": "风险概率分布", "psi": value,
                      "psi_line_adjusted": np.nan, "psi_same_season": np.nan, "status": status_of(value, dp.psi_warn, dp.psi_alarm),
-                     "note": "", "n_ref": int(len(ref_s)), "n_cur": int(len(cur_s)), "bins": dp.bins})
+                     "note": "", "n_ref": int(len(ref_s)), "n_cur": int(len(cur_s)), "warm_up_ref": 0, "bins": dp.bins})
     table = pd.DataFrame(rows)
     table["status_en"] = table["status"].map(STATUS_EN)
     table = table.sort_values(["kind", "psi"], ascending=[False, False], kind="stable").reset_index(drop=True)

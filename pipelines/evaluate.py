@@ -169,14 +169,32 @@ def _heads(persons: pd.DataFrame, from_q: int) -> pd.DataFrame:
     return h
 
 
-def compute_metrics(scored: pd.DataFrame, test_q: list[int], params: Params) -> tuple[dict, dict, dict]:
-    """metrics.json, metrics_detail.json and arrays for plots, for the test quarters."""
+def test_frame(scored: pd.DataFrame, test_q: list[int], split=None) -> pd.DataFrame:
+    """The in-scope, labelled test rows of ``scored``: the test quarters, and in a village test
+    (``split.test_mode == "villages"``, :class:`models.train.Split`) only the held-out villages."""
+    rows = scored["quarter_idx"].isin(test_q).to_numpy()
+    if split is not None:
+        rows = rows & split.test_rows(scored)
+    return scored[rows & scored["in_scope"].astype(bool).to_numpy()
+                  & scored["labelled"].astype(bool).to_numpy()].reset_index(drop=True)
+
+
+def compute_metrics(scored: pd.DataFrame, test_q: list[int], params: Params, split=None) -> tuple[dict, dict, dict]:
+    """metrics.json, metrics_detail.json and arrays for plots, for the test rows (:func:`test_frame`)."""
+    from fangpin.errors import NotEnoughData
     from fangpin.quarters import from_index
 
-    test = scored[scored["quarter_idx"].isin(test_q) & scored["in_scope"].astype(bool)
-                  & scored["labelled"].astype(bool)].reset_index(drop=True)
-    if test.empty:
-        raise ValueError("no labelled in-scope household-quarters in the test quarters")
+    test = test_frame(scored, test_q, split)
+    quarters = "、".join(from_index(q) for q in sorted(test_q))
+    if test.empty or test["label"].sum() == 0:
+        what_zh, what_en = ("没有范围内的已标注户季", "has no labelled in-scope household-quarters") if test.empty else (
+            "没有后续被识别的户（正例）", "has no positives (households identified later)")
+        raise NotEnoughData(
+            f"测试集（季度 {quarters}，{len(test):,} 户季）{what_zh}，无法评估模型；请提供更长或包含更多户的台账，"
+            f"或调整 model.test_quarters / model.test_split。",
+            f"The test set (quarters {quarters.replace('、', ', ')}, {len(test):,} household-quarters) {what_en}, so "
+            f"the model cannot be evaluated; supply a longer ledger or one with more households, or adjust "
+            f"model.test_quarters / model.test_split.")
     y = test["label"].to_numpy(dtype=float)
     k = int((test["rule_rank"] > 0).sum())
     orders = system_orders(test)
@@ -380,6 +398,7 @@ def evaluate(params: Params) -> dict:
     """The `fangpin evaluate` stage. Returns metrics.json's content."""
     from fangpin.quarters import to_index
     from models.pyfunc import load_version
+    from models.train import Split
     from pipelines import report as rep
     from pipelines.model_card import bilingual, build_cards, log_cards
 
@@ -387,8 +406,9 @@ def evaluate(params: Params) -> dict:
     frames = load_frames(params)
     model = load_version(params, info["version"])
     test_q = [to_index(q) for q in info["test_quarters"]]
+    split = Split.from_dict(info["split"])
     scored = scored_frame(model, frames, params, min(test_q))
-    metrics, detail, plots = compute_metrics(scored, test_q, params)
+    metrics, detail, plots = compute_metrics(scored, test_q, params, split)
     detail["lead_time"] = lead_times(scored, frames.households, min(test_q))
     detail["shap_importance"] = shap_importance(model, frames, plots["test"], params)
     detail["model_version"] = info["version"]

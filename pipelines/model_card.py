@@ -61,6 +61,24 @@ def _systems_rows(metrics: dict, detail: dict, names: dict[str, str]) -> list[st
     return rows
 
 
+def _ledger_lines(ledger: dict | None) -> tuple[list[str], list[str]]:
+    """The ledger's snapshots in calendar time (pipelines.labels.snapshot_cadence)."""
+    if not ledger or not ledger.get("snapshots"):
+        return [], []
+    snaps, step, missing = ledger["snapshots"], ledger.get("spacing_quarters"), ledger.get("missing_quarters", [])
+    kind_zh = {1: "每季度一次", 4: "每年一次"}.get(step, f"每 {step} 个季度一次") if step else "只有一期"
+    kind_en = {1: "quarterly", 4: "annual"}.get(step, f"every {step} quarters") if step else "a single snapshot"
+    zh = f"- 台账快照：{'、'.join(snaps)}（{kind_zh}）"
+    en = f"- Ledger snapshots: {', '.join(snaps)} ({kind_en})"
+    if missing:
+        zh += (f"；缺少 {len(missing)} 个季度的快照，按日历季度计算标签窗口和回看特征，缺少的季度不当作空台账"
+               "（“较上季度变化”类特征在上一季度没有快照时为缺失值）")
+        en += (f"; {len(missing)} quarter(s) have no snapshot: label windows and look-back features count calendar "
+               "quarters and never treat a missing quarter as an empty ledger (the changes since the previous "
+               "quarter are missing when that quarter has no snapshot)")
+    return [zh + "。"], [en + "."]
+
+
 def _gate_rows(promotion: dict | None) -> list[str]:
     if not promotion:
         return []
@@ -76,7 +94,10 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
     """The Chinese and English cards (Markdown) of the version in ``info``."""
     H = params.labels.horizon_quarters
     name, version = info["registered_name"], info["version"]
-    split = info["split"]
+    from models.train import Split
+
+    split_zh, split_en = Split.from_dict(info["split"]).describe()
+    ledger_zh, ledger_en = _ledger_lines(info.get("ledger"))
     groups: dict[str, list[str]] = {}
     for f in spec.names:
         groups.setdefault(spec.groups.get(f, "other"), []).append(f)
@@ -121,17 +142,18 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         INTENDED_USE_ZH,
         "",
         "## 数据窗口",
-        f"- 训练季度：{', '.join(split['train'])}",
-        f"- 验证（早停）：{', '.join(split['valid'])}；校准：{', '.join(split['calib'])}；测试：{', '.join(split['test'])}",
+        f"- 划分：{split_zh}",
+        *ledger_zh,
         f"- 测试样本 {metrics['n_test']:,} 户季，其中后续被识别 {metrics['positives']:,} 户季；规则工作量 k = {metrics['rules_workload']:,}",
-        "- 标签窗口延伸到验证季度的训练样本已剔除（purge）。",
+        f"- 拟合样本（训练、早停、校准）的 {H} 个季度标签窗口都在测试季度之前结束，训练样本的标签窗口在验证季度之前结束；"
+        "窗口会伸入之后集合的季度已剔除（purge）。",
         "",
         "## 模型",
         f"LightGBM（{fit.get('best_iteration')} 棵树，{fit.get('num_leaves')} 个叶子，收入、疾病、住房和部门事件特征带单调约束），"
         f"{detail.get('calibration', params.model.calibration)} 校准，规则集 `{detail.get('ruleset_version')}`。"
         f"类别不平衡（基准率 {_pct(detail.get('base_rate'))}）：正样本权重 {fit.get('scale_pos_weight')}"
         "（params model.scale_pos_weight；在合成台账上 'balanced' 降低了验证 AUC），以 AUC 早停，"
-        "叶子至少 model.min_child_samples 个样本，并在独立季度上校准。",
+        "叶子至少 model.min_child_samples 个样本，并在独立的校准样本上校准（见上文划分）。",
         "",
         "## 标签定义",
         f"季度 t 处于范围内（非监测对象，或风险已消除）的户，若在之后 {H} 个季度内的台账中显示为新识别的监测对象"
@@ -156,7 +178,7 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         "",
         *_levels_zh(metrics, detail, params),
         "## 校准",
-        f"方法：{detail.get('calibration', params.model.calibration)}（在独立的校准季度上拟合）；"
+        f"方法：{detail.get('calibration', params.model.calibration)}（在独立的校准样本上拟合，见数据窗口）；"
         f"校准误差（10 等分箱 ECE）{_num(cal)}；Brier {_num(brier)}。",
         "",
         "## 分群体表现（规则+模型，全部预警）",
@@ -177,12 +199,13 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         INTENDED_USE_EN,
         "",
         "## Data window",
-        f"- Training quarters: {', '.join(split['train'])}",
-        f"- Validation (early stopping): {', '.join(split['valid'])}; calibration: {', '.join(split['calib'])}; "
-        f"test: {', '.join(split['test'])}",
+        f"- Split: {split_en}",
+        *ledger_en,
         f"- Test rows: {metrics['n_test']:,} household-quarters, {metrics['positives']:,} later identified; "
         f"rules' workload k = {metrics['rules_workload']:,}",
-        "- Training rows whose label window reaches the validation quarters are purged.",
+        f"- Every fitting row (training, early stopping, calibration) has its {H}-quarter label window end by the "
+        "first test quarter, and every training row by the first validation quarter; quarters whose window would "
+        "reach a later set are purged.",
         "",
         "## Model",
         f"LightGBM ({fit.get('best_iteration')} trees, {fit.get('num_leaves')} leaves, monotone constraints on "
@@ -190,7 +213,7 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         f"calibration, ruleset `{detail.get('ruleset_version')}`. Class imbalance (base rate "
         f"{_pct(detail.get('base_rate'))}): positive weight {fit.get('scale_pos_weight')} (params "
         "model.scale_pos_weight; 'balanced' lowered the validation AUC on the synthetic ledger), early stopping on "
-        "AUC, leaves of at least model.min_child_samples rows, and calibration on held-out quarters.",
+        "AUC, leaves of at least model.min_child_samples rows, and calibration on held-out rows (see the split above).",
         "",
         "## Label definition",
         f"A household in scope at quarter t (not a monitoring object, or its risk eliminated) is positive when a "
@@ -218,7 +241,8 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         "",
         *_levels_en(metrics, detail, params),
         "## Calibration",
-        f"Method: {detail.get('calibration', params.model.calibration)} (fitted on a held-out calibration quarter); "
+        f"Method: {detail.get('calibration', params.model.calibration)} (fitted on held-out calibration rows, see "
+        f"the data window); "
         f"calibration error (ECE, 10 equal-count bins) {_num(cal)}; Brier {_num(brier)}.",
         "",
         "## Slices (combined system, every warning sent)",

@@ -28,13 +28,15 @@ ALIAS = "champion"
 HISTORY_TAG = "champion_history"
 
 
-def gate_metrics(model, frames, test_quarters: list[str], params: Params) -> dict:
+def gate_metrics(model, frames, test_quarters: list[str], params: Params, split=None) -> dict:
+    """Gate metrics on the test rows (the quarters; in a village test also only its villages:
+    ``split`` is the challenger's :class:`models.train.Split`)."""
     from fangpin.quarters import to_index
     from pipelines.evaluate import compute_metrics, scored_frame
 
     test_q = [to_index(q) for q in test_quarters]
     scored = scored_frame(model, frames, params, min(test_q))
-    metrics, detail, _ = compute_metrics(scored, test_q, params)
+    metrics, detail, _ = compute_metrics(scored, test_q, params, split)
     m = metrics["systems"]["model"]
     return {"auc": m["auc"], "recall_at_rules_workload": m["recall_at_rules_workload"],
             "calibration_error": detail["systems"]["model"]["calibration_error"],
@@ -71,19 +73,29 @@ def promote(params: Params, version: str | None = None) -> dict:
     from mlflow import MlflowClient
 
     from models.pyfunc import champion_version, load_version, setup_mlflow
+    from models.train import Split
 
     info = read_train_info(params)
     name = params.model.registered_name
     challenger_v = str(version or info["version"])
     exp_id = setup_mlflow(params)
     client = MlflowClient()
+    known = sorted((str(v.version) for v in client.search_model_versions(f"name='{name}'")), key=int)
+    if challenger_v not in known:
+        from fangpin.errors import UserError
+
+        raise UserError(f"模型 {name} 没有第 {challenger_v} 版（已登记：{', '.join(known) or '无'}），"
+                        f"请用 --version 指定已登记的版本，或先运行 `fangpin train`。",
+                        f"Model {name} has no version {challenger_v} (registered: {', '.join(known) or 'none'}): give a "
+                        f"registered version with --version, or run `fangpin train` first.")
     champ_v = champion_version(params)
     frames = load_frames(params)
     test_quarters = info["test_quarters"]
-    chal = gate_metrics(load_version(params, challenger_v), frames, test_quarters, params)
+    split = Split.from_dict(info["split"])
+    chal = gate_metrics(load_version(params, challenger_v), frames, test_quarters, params, split)
     champ = None
     if champ_v is not None and champ_v != challenger_v:
-        champ = gate_metrics(load_version(params, champ_v), frames, test_quarters, params)
+        champ = gate_metrics(load_version(params, champ_v), frames, test_quarters, params, split)
     if champ_v == challenger_v:
         promoted, reasons = False, [f"version {challenger_v} is already @{ALIAS}"]
     else:
@@ -129,7 +141,12 @@ def rollback(params: Params) -> dict:
     current = champion_version(params)
     history = _history(client, name) if current is not None else []
     if current is None or len(history) < 2:
-        raise LookupError(f"nothing to roll back to: @{ALIAS} of '{name}' is {current}, history {history}")
+        from fangpin.errors import NoChampion
+
+        raise NoChampion(f"没有可以回退到的版本：模型 {name} 的 @{ALIAS} 是 {current}，历任冠军 {history}；"
+                         f"至少需要两次晋升后才能回退。",
+                         f"Nothing to roll back to: @{ALIAS} of '{name}' is {current}, champion history {history}; "
+                         f"a rollback needs at least two promotions.")  # a LookupError
     if history[-1] != current:  # the alias was moved by hand: step back from where it is now
         history = history[: history.index(current) + 1] if current in history else history + [current]
     history.pop()

@@ -111,21 +111,25 @@ def write_figures(fig_dir: Path, metrics: dict, detail: dict, plots: dict) -> di
 def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dict, params: Params):
     rdir = Path(rdir)
     figs = write_figures(rdir / "figures", metrics, detail, plots)
+    from models.train import Split
+
     S = metrics["systems"]
     D = detail["systems"]
     k = metrics["rules_workload"]
+    split_zh, split_en = Split.from_dict(info["split"]).describe()
     lines = [
         "# fangpin evaluation report",
         "",
         f"Model `{info['registered_name']}` version {info['version']} (run `{info['run_id']}`), ruleset "
         f"`{detail['ruleset_version']}`, generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",
-        f"Test quarters {', '.join(metrics['test_quarters'])} (never used for training, early stopping or "
-        f"calibration): {metrics['n_test']:,} in-scope household-quarters, {metrics['positives']:,} newly "
-        f"identified within {params.labels.horizon_quarters} quarters (base rate {detail['base_rate']:.2%}). "
-        f"The rules hit k = {k:,} of them: that is the rules' workload.",
+        f"Test rows ({', '.join(metrics['test_quarters'])}): {metrics['n_test']:,} in-scope household-quarters, "
+        f"{metrics['positives']:,} newly identified within {params.labels.horizon_quarters} quarters (base rate "
+        f"{detail['base_rate']:.2%}). The rules hit k = {k:,} of them: that is the rules' workload.",
         "",
-        "Split: " + "; ".join(f"{a} {', '.join(b)}" for a, b in info["split"].items() if isinstance(b, list)) + ".",
+        f"划分 Split: {split_zh}",
+        "",
+        f"{split_en}",
         "",
         "## Systems",
         "",

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import Params
+from fangpin.errors import UserError, ingest_failed, no_ingest_output
 from pipelines.common import write_json
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ FEEDBACK_COLUMNS = ("warning_id", "quarter", "county", "township", "village", "h
 HISTORY_FILE = "retrain_history.json"
 
 
-class RetrainError(RuntimeError):
-    pass
+class RetrainError(UserError, RuntimeError):
+    """A retrain the user must fix (no history, a refused export, a bad feedback file, a failed reload)."""
 
 
 # ------------------------------------------------------------------------------------ append
@@ -77,17 +78,20 @@ def append_export(ledger: list[Path], events: list[Path], params: Params) -> dic
 
     out = Path(params.paths.ingested_dir)
     if not (out / "households.parquet").exists():
-        raise RetrainError(f"{out}: no ingested history to append to (run `make demo` or `fangpin ingest` first)")
+        raise no_ingest_output(out)
     before = pd.read_parquet(out / "households.parquet", columns=["quarter"])["quarter"]
     report = ingest(ledger, events, out, params, append=True, show_progress=False)
     if not report.ok:
-        raise RetrainError("导入失败 ingest failed:\n" + report.summary())
+        raise ingest_failed(out / "ingest_report.json",
+                            "; ".join(f"{e.get('file', '?')}: {e.get('message', '')}" for e in report.errors[:3]))
     new_files = {e["file"] for e in report.files if e.get("kind") == "ledger" and e.get("status") == "ok"}
     hh = pd.read_parquet(out / "households.parquet", columns=["quarter", "quarter_idx", "source_file"])
     quarters = sorted(hh.loc[hh["source_file"].isin(new_files), "quarter"].unique().tolist(),
                       key=lambda q: (q[:4], q[5:]))
     if not quarters:
-        raise RetrainError("the export holds no ledger rows (户成员台账): nothing to append")
+        raise RetrainError("新的导出中没有户成员台账行，没有可并入的季度；请在 --ledger 中给出本季度的户成员台账文件。",
+                           "The export holds no ledger rows (户成员台账), so there is no quarter to append: give this "
+                           "quarter's ledger file with --ledger.")
     return {
         "new_quarters": quarters,
         "quarters_before": sorted(before.unique().tolist()),
@@ -129,7 +133,9 @@ def feedback_frame(params: Params, feedback_csv: Path | None = None) -> pd.DataF
         df = pd.read_csv(feedback_csv, dtype=str, encoding="utf-8-sig", keep_default_na=False)
         missing = [c for c in ("quarter", "level", "status") if c not in df.columns]
         if missing:
-            raise RetrainError(f"{feedback_csv}: feedback file lacks column(s) {missing}")
+            raise RetrainError(f"核实反馈文件 {feedback_csv} 缺少列 {missing}，请导出包含这些列的文件后重试。",
+                               f"The feedback file {feedback_csv} lacks the column(s) {missing}: export it with these "
+                               f"columns and run again.")
         return df.replace({"": None})
     from fangpin.store.repo import Store, store_url
 
@@ -203,21 +209,35 @@ def compute_drift(frames, new_quarter: str, reference_model, challenger, params:
         c_cur, _ = _in_scope_rows(challenger, frames, [new_quarter])
         scores[f"score_v{challenger.model_version}"] = (c_ref["probability"].to_numpy(),
                                                        c_cur["probability"].to_numpy())
-    return drift_report(ref_feats, cur_feats, list(reference_model.spec.names), params=params, scores=scores,
+    names = list(reference_model.spec.names)
+    ref_def, cur_def = warm_up_masks(frames, names, ref_feats), warm_up_masks(frames, names, cur_feats)
+    return drift_report(ref_feats, cur_feats, names, params=params, scores=scores,
                         labels=dict(reference_model.spec.labels), lines=frames.lines,
-                        reference_quarters=ref_q, current_quarter=new_quarter)
+                        reference_quarters=ref_q, current_quarter=new_quarter,
+                        reference_defined=ref_def, current_defined=cur_def)
 
 
-def compute_fairness(frames, model, test_quarters: list[str], params: Params):
+def warm_up_masks(frames, names: list[str], feats: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per feature, the rows of ``feats`` past their warm-up (models.features.defined_after_warm_up),
+    counted from the first quarter of the ledger (of the department events, for event features)."""
+    from models.features import defined_after_warm_up
+
+    ledger_start = int(frames.households["quarter_idx"].min())
+    ev = frames.events
+    events_start = int(ev["quarter_idx"].min()) if ev is not None and len(ev) else None
+    return defined_after_warm_up(names, feats["quarter_idx"].to_numpy(), ledger_start, events_start)
+
+
+def compute_fairness(frames, model, test_quarters: list[str], params: Params, split=None):
+    """Fairness audit of ``model`` on the test rows (``split``: the challenger's
+    :class:`models.train.Split`, for a village test)."""
     from fangpin.quarters import to_index
-    from pipelines.evaluate import scored_frame
+    from pipelines.evaluate import scored_frame, test_frame
     from pipelines.fairness import audit
 
     test_q = [to_index(q) for q in test_quarters]
     scored = scored_frame(model, frames, params, min(test_q))
-    test = scored[scored["quarter_idx"].isin(test_q) & scored["in_scope"].astype(bool)
-                  & scored["labelled"].astype(bool)].reset_index(drop=True)
-    return audit(test, params, quarters=test_quarters)
+    return audit(test_frame(scored, test_q, split), params, quarters=test_quarters)
 
 
 def _history(params: Params) -> list[dict]:
@@ -277,7 +297,9 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
     drift_paths = drift.write(rdir, "drift")
 
     step("公平性审计 fairness audit")
-    fair = compute_fairness(frames, challenger, info["test_quarters"], params)
+    from models.train import Split
+
+    fair = compute_fairness(frames, challenger, info["test_quarters"], params, Split.from_dict(info["split"]))
     fair_paths = fair.write(rdir, "fairness")
 
     step("核实反馈 feedback")
@@ -354,5 +376,7 @@ def reload_api(url: str, api_key: str, timeout: float = 60.0) -> dict:
 
     r = httpx.post(url.rstrip("/") + "/v1/admin/reload", headers={"X-API-Key": api_key}, timeout=timeout)
     if r.status_code != 200:
-        raise RetrainError(f"API reload failed: HTTP {r.status_code} {r.text[:200]}")
+        raise RetrainError(f"通知服务切换模型失败（HTTP {r.status_code}），请检查 --reload-url 和管理员密钥 FANGPIN_ADMIN_KEY。",
+                           f"The API reload failed (HTTP {r.status_code} {r.text[:200]}): check --reload-url and the "
+                           f"admin key in FANGPIN_ADMIN_KEY.")
     return r.json()

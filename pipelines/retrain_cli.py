@@ -45,23 +45,20 @@ def retrain_command(
             prog.update(task, description=desc)
             prog.advance(task)
 
-        try:
-            v = retrain(ledger, events or [], params, feedback_csv=feedback, force=force, step=step)
-        except RetrainError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+        v = retrain(ledger, events or [], params, feedback_csv=feedback, force=force, step=step)
     print_verdict(v, console)
     if v.get("promoted") and not v.get("unchanged"):
         if reload_url:
             key = os.environ.get("FANGPIN_ADMIN_KEY")
             if not key:
-                console.print("[red]--reload-url needs an admin API key in FANGPIN_ADMIN_KEY[/red]")
-                raise typer.Exit(1)
+                raise RetrainError("--reload-url 需要管理员密钥：请在环境变量 FANGPIN_ADMIN_KEY 中提供。",
+                                   "--reload-url needs an admin API key: provide it in FANGPIN_ADMIN_KEY.")
             try:
                 r = reload_api(reload_url, key)
-            except (RetrainError, OSError) as exc:
-                console.print(f"[red]{exc}[/red]")
-                raise typer.Exit(1) from None
+            except OSError as exc:
+                raise RetrainError(f"无法连接运行中的服务 {reload_url}，请检查地址和服务是否在运行。",
+                                   f"Cannot reach the running API at {reload_url} ({exc}): check the address and that "
+                                   f"the service runs.") from exc
             console.print(f"API 已切换 reloaded: v{r.get('previous_version')} → v{r.get('model_version')}")
         else:
             console.print("API: 运行中的服务请调用 POST /v1/admin/reload（管理员密钥）切换到新模型 / "

@@ -26,7 +26,10 @@ def run(ledger: list[Path], events: list[Path] | None, workdir: Path, params: Pa
     p = rooted(params, workdir)
     report = ingest(ledger, events or [], p.paths.ingested_dir, p, show_progress=False)
     if not report.ok:
-        raise RuntimeError(f"ingest failed: see {Path(p.paths.ingested_dir) / 'ingest_report.json'}")
+        from fangpin.errors import ingest_failed
+
+        raise ingest_failed(Path(p.paths.ingested_dir) / "ingest_report.json",
+                            "; ".join(f"{e.get('file', '?')}: {e.get('message', '')}" for e in report.errors[:3]))
     info = train(p)
     metrics = evaluate(p)
     decision = promote(p)

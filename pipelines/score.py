@@ -99,10 +99,14 @@ def latest_quarter(ingested_dir: Path) -> str:
 
     ds = _dataset(ingested_dir, "households")
     if ds is None:
-        raise FileNotFoundError(f"{Path(ingested_dir) / 'households.parquet'} not found: run `fangpin ingest` first")
+        from fangpin.errors import no_ingest_output
+
+        raise no_ingest_output(ingested_dir)  # a FileNotFoundError
     col = ds.to_table(columns=["quarter_idx"]).column("quarter_idx")
     if len(col) == 0:
-        raise ValueError(f"{ingested_dir}/households.parquet has no rows")
+        from fangpin.errors import no_ingest_output
+
+        raise no_ingest_output(ingested_dir)
     return from_index(int(pc.max(col).as_py()))
 
 
@@ -729,12 +733,18 @@ def score_quarter(
         lines.update({int(k): float(v) for k, v in json.loads(lj.read_text(encoding="utf-8")).items()})
     hh_ds = _dataset(src, "households")
     if hh_ds is None:
-        raise FileNotFoundError(f"{src / 'households.parquet'} not found: run `fangpin ingest` first")
+        from fangpin.errors import no_ingest_output
+
+        raise no_ingest_output(src)  # a FileNotFoundError
     import pyarrow.dataset as pds
 
     n_q = hh_ds.count_rows(filter=pds.field("quarter_idx") == qidx)
     if n_q == 0:
-        raise ValueError(f"no household rows for {quarter} in {src / 'households.parquet'}")
+        from fangpin.errors import NotEnoughData
+
+        raise NotEnoughData(f"台账中没有 {quarter} 季度的户，请用 --quarter 选择台账中已有的季度，或先导入该季度的台账。",
+                            f"The ledger has no households in {quarter}: choose a quarter it holds with --quarter, or "
+                            f"ingest that quarter's export first.")  # a ValueError
     chunk = chunk_households or params.warnings.chunk_households
     n_chunks = max(1, math.ceil(n_q / chunk))
     n_workers = max(1, min(workers or params.warnings.score_workers, n_chunks))
@@ -886,14 +896,16 @@ def score_export(params: Params, ledger: list[Path], events: list[Path] | None, 
 
     with tempfile.TemporaryDirectory(prefix="fangpin_ingest_") as tmp:
         report = ingest(ledger, events or [], tmp, params, show_progress=kw.get("show_progress", True))
-        if not report.ok:
-            errs = "; ".join(f"{e.get('file', '?')}: {e.get('reason', e.get('message', e))}" for e in report.errors[:5])
-            raise RuntimeError(f"ingest of the export failed ({len(report.errors)} file errors): {errs}")
         keep = Path(params.paths.warnings_dir) / "export_ingest"
         keep.mkdir(parents=True, exist_ok=True)
         for name in ("ingest_report.json", "quarantine.csv"):  # the findings outlive the temp tables
             if (Path(tmp) / name).exists():
                 shutil.copy2(Path(tmp) / name, keep / name)
+        if not report.ok:
+            from fangpin.errors import ingest_failed
+
+            errs = "; ".join(f"{e.get('file', '?')}: {e.get('reason', e.get('message', e))}" for e in report.errors[:3])
+            raise ingest_failed(keep / "ingest_report.json", errs)
         if report.rows_quarantined:
             log.warning("ingest: %d rows quarantined (not scored): see %s", report.rows_quarantined,
                         keep / "quarantine.csv")

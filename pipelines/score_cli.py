@@ -38,11 +38,7 @@ def score_command(
         raise typer.BadParameter("--events needs --ledger (the export's ledger files)", param_hint="--events")
     p = rooted(load_params(params_file), workdir)
     kw = dict(quarter=quarter, root=workdir, write_excel=excel)
-    try:
-        res = score_export(p, list(ledger), list(events or []), **kw) if ledger else score_quarter(p, **kw)
-    except (LookupError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        typer.echo(f"score: {exc}", err=True)
-        raise typer.Exit(1) from None
+    res = score_export(p, list(ledger), list(events or []), **kw) if ledger else score_quarter(p, **kw)
     s = res.seconds
     typer.echo(f"{res.quarter} model v{res.model_version}: {res.households:,} in-scope households, "
                f"{res.warnings:,} warnings {res.by_level} ({res.rule_warnings:,} with rule hits), "

@@ -47,25 +47,26 @@ def build_dataset(frames, params: Params) -> Dataset:
 
 
 def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
-    """Fit booster + calibrator on the time split. Returns (RiskModel, split, info)."""
+    """Fit booster + calibrator on the split (models/train.py). Returns (RiskModel, split, info)."""
     from models.features import FeatureSpec
     from models.pyfunc import RiskModel
     from models.rules import Ruleset
-    from models.train import fit_booster, fit_calibrator, time_split
+    from models.train import draw_villages, fit_booster, fit_calibrator, row_roles, time_split, village_key
 
     mp = params.model
     H = params.labels.horizon_quarters
     use = ds.usable
     q = ds.feats["quarter_idx"].to_numpy()
+    villages = village_key(ds.feats)
     split = time_split(np.unique(q[use]), H, mp)
+    split = draw_villages(split, villages[use], q[use], mp)
+    roles, moved = row_roles(split, q, villages, ds.feats["household_id"].to_numpy(), use)
     spec = FeatureSpec.default()
     X = spec.matrix(ds.feats)
     y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
-
-    def rows(qs):
-        return use & np.isin(q, qs)
-
-    tr, va, ca = rows(split.train), rows(split.valid), rows(split.calib)
+    tr, va, ca = roles == "train", roles == "valid", roles == "calib"
+    for name, zh, m in (("training", "训练", tr), ("early-stopping", "早停（验证）", va), ("calibration", "校准", ca)):
+        check_outcomes(y[m], q[m], name, zh)
     t0 = time.perf_counter()
     booster, info = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp, num_leaves=num_leaves)
     raw_cal = booster.predict(X[ca], raw_score=True)
@@ -74,7 +75,7 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
         fit_seconds=round(time.perf_counter() - t0, 2),
         n_train=int(tr.sum()), n_valid=int(va.sum()), n_calib=int(ca.sum()),
         pos_train=int(y[tr].sum()), pos_valid=int(y[va].sum()), pos_calib=int(y[ca].sum()),
-        purged_rows=int((use & (q < split.valid[0]) & ~np.isin(q, split.train)).sum()),
+        purged_rows=int((use & np.isin(q, split.purged)).sum()), moved_households=moved,
     )
     model = RiskModel(
         spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
@@ -85,22 +86,44 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
     return model, split, info
 
 
+def check_outcomes(y: np.ndarray, q: np.ndarray, name: str, zh: str) -> None:
+    """A set without positives (or without negatives) cannot train, stop early or calibrate."""
+    from fangpin.errors import NotEnoughData
+    from fangpin.quarters import from_index
+
+    n, pos = len(y), int(np.sum(y))
+    if n and 0 < pos < n:
+        return
+    qs = "、".join(from_index(int(x)) for x in np.unique(q)) or "—"
+    what = "没有样本" if n == 0 else ("没有后续被识别的户（正例）" if pos == 0 else "全部为正例")
+    what_en = "has no rows" if n == 0 else ("has no positives (households identified later)" if pos == 0 else
+                                           "has only positives")
+    raise NotEnoughData(
+        f"{zh}集（季度 {qs}，{n:,} 户季）{what}，无法训练出可靠的模型；请提供更长或包含更多户的台账，"
+        f"或调整 model.split / labels.horizon_quarters。",
+        f"The {name} set (quarters {qs.replace('、', ', ')}, {n:,} household-quarters) {what_en}, so no honest model "
+        f"can be fitted; supply a longer ledger or one with more households, or adjust model.split / "
+        f"labels.horizon_quarters.")
+
+
 def attach_reference(model, ds: Dataset, frames, split) -> dict:
     """The reference figures the model carries (``model.reference``), from the training data:
     the counties' base rates and typical values by household type (models.explain, for reason
-    figures and comparisons), measured on the in-scope rows of every quarter before the test
-    quarters; and fallback level cut-offs per township (models.levels, for households scored one
-    by one before a batch run has stored its own), from the last calibration quarter."""
+    figures and comparisons), measured on the in-scope rows of the quarters the model was fitted
+    on (training, early stopping, calibration; never a test row); and fallback level cut-offs per
+    township (models.levels, for households scored one by one before a batch run has stored its
+    own), from the latest of those quarters."""
     from fangpin.quarters import from_index
     from models.explain import reference_figures
     from models.levels import fallback_thresholds
 
     q = ds.feats["quarter_idx"].to_numpy()
-    rows = ds.labels["in_scope"].to_numpy(dtype=bool) & (q < min(split.test))
+    fit_q = sorted({*split.train, *split.valid, *split.calib})
+    rows = ds.labels["in_scope"].to_numpy(dtype=bool) & np.isin(q, fit_q) & ~split.test_rows(ds.feats)
     period = f"{from_index(int(q[rows].min()))}–{from_index(int(q[rows].max()))}" if rows.any() else ""
     ref = reference_figures(ds.feats, ds.labels["label"].to_numpy(dtype=np.float64, na_value=np.nan),
                             ds.labels["labelled"].to_numpy(dtype=bool), rows, model.spec, period)
-    last = max(split.calib)
+    last = max(fit_q)
     scored = model.score_arrays(frames, quarters=[last], explain="none")
     ref["levels"] = fallback_thresholds(scored.level_groups, from_index(last))
     model.reference = ref
@@ -123,6 +146,7 @@ def train(params: Params) -> dict:
     import mlflow
 
     from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from pipelines.labels import snapshot_cadence
 
     t0 = time.perf_counter()
     frames = load_frames(params)
@@ -134,14 +158,14 @@ def train(params: Params) -> dict:
     model.lines = dict(frames.lines)
     attach_reference(model, ds, frames, split)
     log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
-             split.to_dict())
+             split.describe()[1])
     exp_id = setup_mlflow(params)
     out_dir = Path(params.model.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(experiment_id=exp_id, run_name=f"train-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
         mlflow.log_params(flat_params(params))
         mlflow.log_params({f"split.{k}": ",".join(v) if isinstance(v, list) else v
-                           for k, v in split.to_dict().items()})
+                           for k, v in split.summary().items()})
         mlflow.log_metrics({k: float(v) for k, v in info.items() if isinstance(v, int | float)})
         mlflow.log_metric("feature_seconds", t_feat)
         mlflow.set_tags({"stage": "train", "ruleset_version": model.ruleset.version,
@@ -158,6 +182,7 @@ def train(params: Params) -> dict:
         "split": split.to_dict(),
         "test_quarters": split.to_dict()["test"],
         "horizon_quarters": params.labels.horizon_quarters,
+        "ledger": snapshot_cadence(frames.households["quarter_idx"].to_numpy()),
         "fit": info,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -172,12 +197,11 @@ def leaves_sweep(frames, params: Params, leaves=(7, 15, 31, 63), contrib_rows: i
     from sklearn.metrics import roc_auc_score
 
     ds = build_dataset(frames, params)
-    q = ds.feats["quarter_idx"].to_numpy()
     y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
     rows = []
     for nl in leaves:
         model, split, info = fit(ds, params, num_leaves=nl)
-        te = ds.usable & np.isin(q, split.test)
+        te = ds.usable & split.test_rows(ds.feats)
         X = model.spec.matrix(ds.feats.loc[te])
         raw = model.raw_score(X)
         sample = X[:contrib_rows]

@@ -4,15 +4,13 @@ county — seconds, not minutes. Validation is the last labelled quarter, traini
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 from canonical_frames import make_frames
 
 from models.features import FeatureSpec, Frames, build_features
 from models.pyfunc import RiskModel
 from models.rules import Ruleset
-from models.train import fit_booster, fit_calibrator
+from models.train import Split, fit_booster, fit_calibrator
 from pipelines.labels import make_labels
 from pipelines.train import Dataset, attach_reference
 
@@ -41,5 +39,7 @@ def tiny_model(params, *, n: int = 600, quarters: int = 8, seed: int = 0, trees:
                       levels=params.levels, lines=dict(fr.lines), **kw)
     # the reference figures training attaches (county base rates, typical values, fallback level
     # cut-offs), measured on the training quarters; the validation quarter plays test and calibration
-    attach_reference(model, Dataset(feats, labels), fr, SimpleNamespace(test=(int(qs[-1]),), calib=(int(qs[-1]),)))
+    split = Split(train=tuple(int(x) for x in qs[:-1]), valid=(int(qs[-1]),), calib=(), test=(int(qs[-1]),),
+                  horizon=params.labels.horizon_quarters)
+    attach_reference(model, Dataset(feats, labels), fr, split)
     return model, fr

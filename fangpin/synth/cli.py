@@ -41,11 +41,14 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("模拟季度 (quarters)", total=nq)
             stats = generate(out_dir, n, nq, sd, sp.start_quarter, p.line_for, sp.counties,
                              sp.townships_per_county, sp.villages_per_township, p.labels.horizon_quarters,
-                             sp.oracle_draws, on_quarter=lambda q: bar.advance(task))
+                             sp.oracle_draws, on_quarter=lambda q: bar.advance(task),
+                             snapshots=sp.snapshots, shift=sp.shift)
         dt = time.perf_counter() - t0
         last = stats[-1]
         c = Console()
-        c.print(f"[bold]synthetic ledger[/bold] → {out_dir}  ({n:,} households × {nq} quarters, seed {sd}, {dt:.1f} s)")
+        kind = "" if sp.snapshots == "quarterly" else f", {len(stats)} annual snapshots"
+        c.print(f"[bold]synthetic ledger[/bold] → {out_dir}  ({n:,} households × {nq} quarters{kind}, seed {sd}, "
+                f"{dt:.1f} s)")
         c.print(f"  persons {last['persons']:,}; monitored households {last['monitored_households']:,} "
                 f"({last['monitored_persons'] / max(last['persons'], 1):.2%} of persons); "
                 f"new identifications {sum(s['identified'] for s in stats):,}; "

@@ -183,6 +183,9 @@ def evolve(w: World, s: int, rng: np.random.Generator, boost: float = 1.0) -> di
     if 0 <= k < len(R.downturn_loss):
         hit = (h["cty"][hh] == geo.downturn_county) & (wt <= W_PROV)
         loss_p = np.where(hit, R.downturn_loss[k], loss_p)
+    if s == R.shift_quarter and R.shift_job_loss > 0:  # injected job-loss wave (synth.shift)
+        hit = (h["cty"][hh] == R.shift_county) & (wt <= W_PROV)
+        loss_p = np.where(hit, np.maximum(R.shift_job_loss, loss_p), loss_p)
     r2 = rng.random((3, P), dtype=np.float32)
     job_loss = draw(r2[0], loss_p, working, lw_p)
     re_p = R.reemploy + R.reemploy_support * h["emp_support"][hh]

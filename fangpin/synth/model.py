@@ -59,6 +59,10 @@ class Rates:
     reemploy: float = 0.35
     reemploy_support: float = 0.25
     downturn_loss: tuple[float, float] = (0.22, 0.10)  # first and second quarter of the downturn
+    # injected known shift (params synth.shift; -1: none): a job-loss wave in one county, one quarter
+    shift_quarter: int = -1  # absolute quarter index
+    shift_county: int = 0
+    shift_job_loss: float = 0.0  # share of that county's migrant workers losing their job
     # township disasters: quarterly probability = exposure * season
     season: tuple[float, float, float, float] = (0.3, 1.0, 1.4, 0.3)
     house_damage: float = 0.05

@@ -318,10 +318,13 @@ class Simulation:
         # ledger: annual verification in Q4 for everyone, quarterly for monitored households,
         # at identification; person fields with a lag
         verif = s % 4 == 3
-        self._sync_income(np.full(n, verif) | h["mon"] | ident, d)
+        # an injected job-loss wave (synth.shift) is followed by a county-wide check (集中排查)
+        # that records the hit county's households at once
+        swept = (h["cty"] == R.shift_county) if (s == R.shift_quarter and R.shift_job_loss > 0) else np.zeros(n, bool)
+        self._sync_income(np.full(n, verif) | h["mon"] | ident | swept, d)
         evp = np.zeros(P, bool)
         evp[ev["person"]] = True
-        psel = (np.full(P, verif) | (h["mon"] | ident)[p["hh"]] | (rng.random(P) < R.person_sync)
+        psel = (np.full(P, verif) | (h["mon"] | ident | swept)[p["hh"]] | (rng.random(P) < R.person_sync)
                 | (evp & (rng.random(P) < 0.5)))
         self._sync_persons(psel, d)
         in_scope = d["alive"] & ~h["mon"]
@@ -354,11 +357,12 @@ class Simulation:
         return QuarterOut(s=s, persons=np.nonzero(present)[0], d=d, events=ev, oracle=orc,
                           in_scope=in_scope, stats=stats)
 
-    def run(self, quarters: int) -> Iterator[QuarterOut]:
-        """Burn-in (not exported), then one :class:`QuarterOut` per exported quarter."""
+    def run(self, quarters: int, snapshot: Callable[[int], bool] | None = None) -> Iterator[QuarterOut]:
+        """Burn-in (not exported), then one :class:`QuarterOut` per simulated quarter; the oracle
+        only for the quarters ``snapshot(s)`` writes (default: every quarter)."""
         self.setup()
         for s in range(self.s0 + 1, self.start_idx):
             self.step(s, want_oracle=False)
         for s in range(self.start_idx, self.start_idx + quarters):
-            yield self.step(s, want_oracle=True)
+            yield self.step(s, want_oracle=snapshot is None or snapshot(s))
 

@@ -56,7 +56,12 @@ class Writer:
         self.village = _cat(h["vil"], geo.village_names)
         self._ready = True
 
-    def quarter(self, q: QuarterOut) -> None:
+    def quarter(self, q: QuarterOut, ledger: bool = True) -> None:
+        """Write quarter ``q``: its ledger snapshot and oracle rows (unless ``ledger`` is False, as
+        for the quarters an annual ledger skips) and its department events (always: they are dated)."""
+        if not ledger:
+            self._events(q)
+            return
         if not self._ready:
             self._prepare()
         sim = self.sim
@@ -201,19 +206,58 @@ def _school_text(stage, by, bm, s, hh) -> pa.Array:
 
 def generate(out: Path, households: int, quarters: int, seed: int, start_quarter: str,
              lines: Callable[[int], float], counties: int, townships: int, villages: int, horizon: int,
-             oracle_draws: int, on_quarter: Callable[[str], None] | None = None) -> list[dict]:
-    """Run the simulation and write every file. Returns the per-quarter statistics."""
-    sim = Simulation(seed=seed, households=households, start_idx=Q.to_index(start_quarter),
+             oracle_draws: int, on_quarter: Callable[[str], None] | None = None, *,
+             snapshots: str = "quarterly", shift=None) -> list[dict]:
+    """Run the simulation and write every file. Returns the per-quarter statistics (of the
+    quarters written as snapshots).
+
+    ``snapshots="annual"``: the simulation still runs quarter by quarter, but only each year's Q4
+    snapshot (and its oracle) is written; department events keep their dates. ``shift``
+    (:class:`fangpin.config.SynthShift`): a job-loss wave in one county at ``shift.quarter`` and/or a
+    monitoring line raised by ``shift.line_rise`` from that quarter's year on (the lines used are
+    then written as 监测线.csv). Quarters before the shift are generated exactly as without it."""
+    import dataclasses
+
+    from fangpin.synth.model import Rates
+
+    rates = Rates()
+    base_lines = lines
+    rise_from = None
+    if shift is not None and shift.quarter:
+        s_idx = Q.to_index(shift.quarter)
+        if shift.job_loss > 0:
+            if not 0 <= shift.county < counties:
+                raise ValueError(f"synth.shift.county {shift.county} is not a county index (0 … {counties - 1})")
+            rates = dataclasses.replace(rates, shift_quarter=s_idx, shift_county=shift.county,
+                                        shift_job_loss=float(shift.job_loss))
+        if shift.line_rise > 0:
+            rise_from = s_idx // 4
+
+            def lines(y: int, _f=1.0 + float(shift.line_rise)) -> float:
+                return round(base_lines(y) * (_f if y >= rise_from else 1.0), 0)
+    start_idx = Q.to_index(start_quarter)
+    sim = Simulation(seed=seed, households=households, start_idx=start_idx,
                      lines=lambda s: lines(s // 4), counties=counties, townships=townships,
-                     villages=villages, horizon=horizon, oracle_draws=oracle_draws)
+                     villages=villages, horizon=horizon, oracle_draws=oracle_draws, rates=rates)
     writer = Writer(sim, out)
+
+    def written(s: int) -> bool:
+        return snapshots != "annual" or s % 4 == 3
+
     stats = []
-    for q in sim.run(quarters):
-        writer.quarter(q)
-        stats.append({"quarter": Q.from_index(q.s), **q.stats})
+    for q in sim.run(quarters, snapshot=written):
+        writer.quarter(q, ledger=written(q.s))
+        if written(q.s):
+            stats.append({"quarter": Q.from_index(q.s), **q.stats})
         if on_quarter:
             on_quarter(Q.from_index(q.s))
+    if rise_from is not None:  # the county's own lines, as a county ships them beside its exports
+        years = range(start_idx // 4 - 2, (start_idx + quarters + horizon) // 4 + 1)
+        headers = list(C.LINES_COLUMNS)[:2]
+        _write(writer.out / C.LINES_FILE, headers,
+               pa.table({"y": pa.array(list(years)), "l": pa.array([float(lines(y)) for y in years])}))
     meta = dict(seed=seed, households=households, quarters=quarters, start_quarter=start_quarter,
-                horizon=horizon, oracle_draws=oracle_draws)
+                horizon=horizon, oracle_draws=oracle_draws, snapshots=snapshots,
+                shift=None if shift is None else shift.model_dump())
     writer.finish(stats, meta)
     return stats

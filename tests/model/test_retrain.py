@@ -1,11 +1,12 @@
-"""End to end: a small generated history run through `fangpin run`, then `fangpin retrain` on one
-more generated quarter (synth is prefix-stable: Q+1 quarters reproduce the first Q), and the
-quarterly review notebook executed on the result."""
+"""End to end: a small generated history run through `fangpin run`, the quarterly review notebook
+executed on it (before any retrain), then `fangpin retrain` on one more generated quarter (synth is
+prefix-stable: Q+1 quarters reproduce the first Q) into which the generator injected a known shift —
+a job-loss wave in one county — and the notebook executed again on the result."""
 
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,16 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("retrain")]
 
 HOUSEHOLDS, QUARTERS, SEED = 1500, 10, 7
+SHIFT = {"quarter": "2024Q3", "county": 0, "job_loss": 0.6, "line_rise": 0.0}  # the retrain's new quarter
+# features the job-loss wave moves (work, income, unemployment signals); every other alarm is suspect
+SHIFT_FEATURES = {"n_migrant_workers", "work_months_total", "n_idle_labor", "d_n_migrant_workers",
+                  "d_work_months_total", "wage_share", "transfer_share", "business_share", "income_per_capita",
+                  "income_ratio", "income_margin", "household_net_income", "income_change", "rigid_share",
+                  "income_after_rigid_ratio", "quarters_since_income_change", "ev_unemployment_n_1q",
+                  "ev_unemployment_n_2q", "ev_unemployment_n_4q", "labor_share"}
+# seasonal township/village context and the township's identification rate differ between the
+# training window (2022Q1-Q2) and 2024Q3 without any shift (few township values, disaster season)
+CONTEXT = {"township_disaster_share", "village_disaster_share", "township_ident_rate_4q"}
 
 
 def _env(ws: Path) -> dict[str, str]:
@@ -32,6 +43,24 @@ def _invoke(args: list[str]):
     return res
 
 
+def _execute_notebook(repo_root: Path, ws: Path, figs: Path):
+    """Run the review notebook as an analyst opens it in Jupyter: no MPLBACKEND from the test
+    environment, so the kernel's inline backend is active. Returns (notebook, image/png outputs)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb_path = repo_root / "notebooks" / "quarterly_review.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**_env(ws), "FANGPIN_WORKDIR": str(ws / "w"), "FANGPIN_FIGURES": str(figs)}.items():
+            mp.setenv(k, v)
+        mp.delenv("MPLBACKEND", raising=False)  # conftest sets Agg for the test process, not for Jupyter
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(nb_path.parent)}}).execute()  # a failing cell raises
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    return nb, len(images)
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, repo_root):
     ws = tmp_path_factory.mktemp("retrain")
@@ -41,14 +70,24 @@ def ws(tmp_path_factory, repo_root):
     p["model"].update(n_estimators=40, early_stopping_rounds=10, min_child_samples=20, explain_sample=300)
     p["fairness"]["bootstrap"] = 50
     (w / "params.yaml").write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
+    p["synth"]["shift"] = SHIFT
+    (ws / "shift.yaml").write_text(yaml.safe_dump(p, allow_unicode=True), encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
         for k, v in _env(ws).items():
             mp.setenv(k, v)
-        for q in (QUARTERS, QUARTERS + 1):
-            _invoke(["synth", "-n", str(HOUSEHOLDS), "-q", str(q), "--seed", str(SEED), "--out", str(ws / f"syn{q}"),
-                     "--params", str(w / "params.yaml")])
+        for q, pf, out in ((QUARTERS, w / "params.yaml", f"syn{QUARTERS}"),
+                           (QUARTERS + 1, ws / "shift.yaml", f"syn{QUARTERS + 1}"),
+                           (QUARTERS + 1, w / "params.yaml", "control")):  # the same quarter without the shift
+            _invoke(["synth", "-n", str(HOUSEHOLDS), "-q", str(q), "--seed", str(SEED), "--out", str(ws / out),
+                     "--params", str(pf)])
         _invoke(["run", "--ledger", str(ws / f"syn{QUARTERS}"), "--events", str(ws / f"syn{QUARTERS}"),
                  "--workdir", str(w), "--params", str(w / "params.yaml")])
+        shutil.copytree(w / "data" / "ingested", ws / "ingested_before")
+    # right after the run, before any retrain: performance, calibration and SHAP, inline
+    _, images_before = _execute_notebook(repo_root, ws, ws / "figs_before")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in _env(ws).items():
+            mp.setenv(k, v)
         new = sorted((ws / f"syn{QUARTERS + 1}").glob("户成员台账_*.csv"))[-1]
         year = new.stem[-6:-2]
         export = [ "--ledger", str(new), "--events", str(ws / f"syn{QUARTERS + 1}" / f"部门预警数据_{year}.csv"),
@@ -59,7 +98,8 @@ def ws(tmp_path_factory, repo_root):
         fp1 = table_fingerprint(w / "data" / "ingested")
         out2 = _invoke(["retrain", *export]).output
         fp2 = table_fingerprint(w / "data" / "ingested")
-    return {"ws": ws, "w": w, "new_quarter": new.stem[-6:], "out1": out1, "out2": out2, "fp": (fp1, fp2)}
+    return {"ws": ws, "w": w, "new_quarter": new.stem[-6:], "out1": out1, "out2": out2, "fp": (fp1, fp2),
+            "images_before": images_before}
 
 
 def test_retrain_prints_a_verdict_with_figures_and_writes_the_reports(ws):
@@ -116,26 +156,68 @@ def test_model_card_is_logged_with_the_version_and_the_champion_is_served(ws, mo
     assert len(client.search_model_versions("name='return-risk'")) == 2  # the repeated export trained nothing
 
 
-def test_quarterly_review_notebook_runs_and_renders_chinese(ws, repo_root, tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
+def test_notebook_shows_performance_calibration_and_shap_right_after_the_run(ws):
+    figs = ws["ws"] / "figs_before"
+    assert ws["images_before"] == 3
+    assert {p.name for p in figs.glob("*.png")} == {"performance.png", "calibration.png", "shap_summary.png"}
 
-    figs = tmp_path / "figs"
-    for k, v in {**_env(ws["ws"]), "FANGPIN_WORKDIR": str(ws["w"]), "FANGPIN_FIGURES": str(figs)}.items():
-        monkeypatch.setenv(k, v)
-    nb_path = repo_root / "notebooks" / "quarterly_review.ipynb"
-    nb = nbformat.read(nb_path, as_version=4)
+
+def test_quarterly_review_notebook_shows_every_figure_after_a_retrain(ws, repo_root):
+    figs = ws["ws"] / "figs_after"
+    nb, images = _execute_notebook(repo_root, ws["ws"], figs)
     # the .ipynb and its jupytext pair say the same thing
     import jupytext
 
     paired = jupytext.read(repo_root / "notebooks" / "quarterly_review.py")
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells]
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(nb_path.parent)}}).execute()  # a failing cell raises
     text = json.dumps([o for c in nb.cells for o in c.get("outputs", [])], ensure_ascii=False)
     assert "missing from font" not in text and "Glyph" not in text
     pngs = {p.name for p in figs.glob("*.png")}
-    assert pngs == {"performance_over_quarters.png", "calibration.png", "shap_summary.png", "drift.png",
-                    "fairness.png"}
+    expected = {"performance.png", "performance_over_quarters.png", "calibration.png", "shap_summary.png",
+                "drift.png", "fairness.png"}
+    assert pngs == expected
+    assert images == len(expected)  # every figure shown inline, not only saved
     assert all((figs / p).stat().st_size > 5000 for p in pngs)
-    assert os.environ["FANGPIN_WORKDIR"] == str(ws["w"])
+
+
+def test_retrain_flags_the_injected_shift_and_not_the_warm_up(ws, monkeypatch):
+    """The new quarter carries a job-loss wave in one county (synth.shift): the drift report flags
+    work features; the same quarter generated without the wave does not. Look-back features, empty or
+    truncated in the first training quarters, raise no alarm although a naive PSI would."""
+    for k, v in _env(ws["ws"]).items():
+        monkeypatch.setenv(k, v)
+    from fangpin.config import load_params
+    from fangpin.ingest import ingest
+    from models.features import Frames
+    from models.pyfunc import load_version
+    from pipelines.common import rooted
+    from pipelines.drift import STATUS_ALARM, drift_report
+    from pipelines.retrain import _in_scope_rows, compute_drift
+
+    drift = json.loads((ws["w"] / "reports" / "retrain" / ws["new_quarter"] / "drift.json").read_text(encoding="utf-8"))
+    status = {c["column"]: c for c in drift["columns"] if c["kind"] == "feature"}
+    alarms = {c for c, r in status.items() if r["status"] == STATUS_ALARM}
+    assert alarms & {"d_n_migrant_workers", "d_work_months_total"}, alarms
+    assert alarms <= SHIFT_FEATURES | CONTEXT, alarms - SHIFT_FEATURES - CONTEXT
+    # warm-up: the first training quarter has no previous quarter and no year of events
+    assert status["d_n_members"]["warm_up_ref"] > 0 and status["ev_hospital_n_4q"]["n_ref"] == 0
+
+    params = rooted(load_params(ws["w"] / "params.yaml"), ws["w"])
+    v1 = load_version(params, "1")
+    frames = Frames.from_dir(ws["w"] / "data" / "ingested", lines=params.lines)
+    ref, cur = _in_scope_rows(v1, frames, list(v1.meta["split"]["train"]))[1], \
+        _in_scope_rows(v1, frames, [ws["new_quarter"]])[1]
+    naive = drift_report(ref, cur, list(v1.spec.names), params=params)  # every reference row, warm-up included
+    naive_alarms = set(naive.alarms["column"])
+    warm_up_only = {"d_n_members", "d_n_serious_illness", "d_medical_oop", "d_n_labor_full", "ev_hospital_n_4q"}
+    assert naive_alarms & warm_up_only  # the check can fail: without the exclusion these would alarm
+    assert not alarms & warm_up_only
+
+    # the same quarter without the wave: no work-feature alarm
+    ctrl = ws["ws"] / "ingested_ctrl"
+    shutil.copytree(ws["ws"] / "ingested_before", ctrl)
+    new = sorted((ws["ws"] / "control").glob("户成员台账_*.csv"))[-1]
+    ingest([new], [ws["ws"] / "control" / f"部门预警数据_{new.stem[-6:-2]}.csv"], ctrl, params, append=True,
+           show_progress=False)
+    control = compute_drift(Frames.from_dir(ctrl, lines=params.lines), ws["new_quarter"], v1, None, params)
+    assert not set(control.alarms["column"]) & {"d_n_migrant_workers", "d_work_months_total", "n_idle_labor"}

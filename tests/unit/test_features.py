@@ -154,3 +154,48 @@ def test_small_factorize_matches_pandas(values):
     pc, pu = pd.factorize(arr, use_na_sentinel=True)
     assert codes.tolist() == pc.tolist()
     assert list(uniq) == list(pu)
+
+
+def test_annual_ledger_look_backs_count_calendar_quarters():
+    """Keep only each year's Q4 snapshot (an annual ledger; department events stay dated): the
+    changes since the previous quarter are missing (that quarter has no snapshot), event windows and
+    the township's identification rate over the last 4 quarters equal the quarterly ledger's."""
+    from models.features import build_features
+
+    full = make_frames(600, 12, seed=4)
+    q4 = lambda df: df[df["quarter_idx"] % 4 == 3].reset_index(drop=True)  # noqa: E731
+    annual = Frames(q4(full.households), q4(full.persons), full.events, full.lines)
+    fa = build_features(annual)
+    fq_ = build_features(full)
+    fq_ = fq_[fq_["quarter_idx"] % 4 == 3].reset_index(drop=True)
+    assert (fa["household_id"].to_numpy() == fq_["household_id"].to_numpy()).all()
+    for base in ("n_members", "medical_oop", "n_migrant_workers"):
+        assert fa[f"d_{base}"].isna().all()  # never a year's change read as a quarter's
+        assert fq_.loc[fq_["quarter_idx"] > fq_["quarter_idx"].min(), f"d_{base}"].notna().any()
+    for col in ("ev_all_amount_4q", "ev_medical_amount_2q"):
+        np.testing.assert_allclose(fa[col].to_numpy(float), fq_[col].to_numpy(float), err_msg=col)
+    # the identification rate reads the missing quarters from 识别监测时间 in t's snapshot (households
+    # that left or were identified twice in the year differ slightly): close to the quarterly value,
+    # far from counting only t's own identifications (the three missing snapshots as zeros)
+    a, b = fa["township_ident_rate_4q"].to_numpy(float), fq_["township_ident_rate_4q"].to_numpy(float)
+    assert b.mean() > 0.02 and np.abs(a - b).mean() < 0.1 * b.mean()
+    hh = annual.households
+    own = (hh["monitor_category"].notna() & ~hh["risk_eliminated"].astype("boolean").fillna(False)
+           & ((hh["monitor_since"] // 100) * 4 + (hh["monitor_since"] % 100 - 1) // 3 == hh["quarter_idx"]))
+    assert own.mean() < 0.5 * b.mean()
+    # income changes between verifications: counted in quarters between the snapshots
+    since = fa["quarters_since_income_change"].dropna()
+    assert len(since) and (since % 4 == 0).all()
+
+
+def test_warm_up_rows_are_those_whose_look_back_starts_before_the_data():
+    from models.features import defined_after_warm_up, lookback_quarters
+
+    assert lookback_quarters("d_n_members") == 1 and lookback_quarters("ev_hospital_n_4q") == 3
+    assert lookback_quarters("income_per_capita") == 0 and lookback_quarters("income_change") == 4
+    q = np.arange(100, 106)
+    d = defined_after_warm_up(["d_n_members", "ev_hospital_n_4q", "income_per_capita"], q, ledger_start=100,
+                              events_start=99)
+    assert d["d_n_members"].tolist() == [False, True, True, True, True, True]
+    assert d["ev_hospital_n_4q"].tolist() == [False, False, True, True, True, True]  # events from 99
+    assert d["income_per_capita"].all()

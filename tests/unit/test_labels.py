@@ -94,3 +94,34 @@ def test_identification_quarter_lists_each_new_identification_once():
     ident = identification_quarter(_hh(rows))
     assert len(ident) == 1 and ident.iloc[0].quarter_idx == fq.to_index(Q[1])
     assert np.isclose(ident.iloc[0].ident_q, fq.to_index("2023Q2"))
+
+
+def test_annual_ledger_counts_calendar_quarters_not_snapshots():
+    """One snapshot a year (each year's Q4): the window of 2022Q4 with H = 4 is 2023Q1 … 2023Q4 and
+    is read from the 2023Q4 snapshot; with H = 2 no window ends on a snapshot, so nothing is
+    labelled (rather than every label silently 0)."""
+    from pipelines.labels import snapshot_cadence
+
+    years = ["2022Q4", "2023Q4", "2024Q4"]
+    rows = [("a", years[0], None, None, None),
+            ("a", years[1], "突发严重困难户", False, 202305),  # identified in 2023Q2, seen in 2023Q4
+            ("a", years[2], "突发严重困难户", False, 202305),
+            ("b", years[0], None, None, None), ("b", years[1], None, None, None), ("b", years[2], None, None, None)]
+    lab = make_labels(_hh(rows), horizon=4)
+    got = {(r.household_id, r.quarter): (r.labelled, r.label) for r in lab.itertuples()}
+    assert got[("a", "2022Q4")] == (True, 1)
+    assert got[("b", "2022Q4")][0] and got[("b", "2022Q4")][1] == 0 and got[("b", "2023Q4")][1] == 0
+    assert not got[("a", "2024Q4")][0]  # the last snapshot has no window yet
+    short = make_labels(_hh(rows), horizon=2)
+    assert not short["labelled"].any() and short["label"].isna().all()
+    cad = snapshot_cadence(_hh(rows)["quarter_idx"])
+    assert cad["spacing_quarters"] == 4 and len(cad["missing_quarters"]) == 6
+    assert cad["missing_quarters"][0] == "2023Q1"
+
+
+def test_a_missing_quarter_in_a_quarterly_ledger_leaves_only_its_window_end_unlabelled():
+    qs = [q for q in fq.span("2023Q1", 6) if q != "2023Q4"]  # 2023Q4's export is missing
+    lab = make_labels(_hh([("a", q, None, None, None) for q in qs]), horizon=2)
+    labelled = dict(zip(lab["quarter"], lab["labelled"], strict=True))
+    # 2023Q2's window ends at the missing 2023Q4: not labelled; 2023Q3's ends at 2024Q1: labelled
+    assert labelled == {"2023Q1": True, "2023Q2": False, "2023Q3": True, "2024Q1": False, "2024Q2": False}

@@ -48,5 +48,5 @@ def test_rollback_without_history_is_a_clear_error(tmp_path, monkeypatch):
     from fangpin.cli import app
 
     res = CliRunner().invoke(app, ["rollback", "--workdir", str(tmp_path)])
-    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
-    assert "nothing to roll back to" in res.output
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)  # a user error (tests/unit/test_cli_errors.py)
+    assert "Nothing to roll back to" in res.output and "没有可以回退到的版本" in res.output
