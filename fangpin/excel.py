@@ -387,7 +387,7 @@ def write_township_workbook(
             ws.write_number(r, 0, r, fmt[(lvl, "plain")])
             for j, vals, kind in text_cols:
                 ws.write_string(r, j, vals[n], fmt[(lvl, kind)])
-            ws.write_number(r, j_prob, c["probability"][n], fmt[(lvl, "pct")])
+            ws.write_number(r, j_prob, round(c["probability"][n], 6), fmt[(lvl, "pct")])  # no false precision
             ws.write_datetime(r, j_due, c["deadline"][n], fmt[(lvl, "overdue" if overdue[n] else "date")])
         _task_sheet(wb, task_cells, border, head)
         _summary_sheet(wb, summary_rows, border, head)
