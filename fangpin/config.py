@@ -69,6 +69,13 @@ class IdsParams(_Model):
 class IngestParams(_Model):
     income_mismatch_tolerance: float = Field(0.10, ge=0)  # share; >10% is a finding
     chunk_rows: int = Field(200_000, gt=0)
+    # Input limits: a file beyond one is refused with its name (nothing half-written).
+    max_columns: int = Field(512, gt=0)  # header cells of one file (the contract has ~60)
+    max_cell_chars: int = Field(1000, gt=0)  # a longer cell quarantines its row
+    quarantine_value_chars: int = Field(100, gt=0)  # quarantine.csv keeps this prefix of a value
+    max_xlsx_sheet_bytes: int = Field(2_000_000_000, gt=0)  # uncompressed XML of the sheet read
+    max_xlsx_ratio: float = Field(200.0, gt=1)  # uncompressed / compressed size of any xlsx member
+    max_xlsx_rows: int = Field(5_000_000, gt=0)  # rows read from one sheet
 
 
 class LabelParams(_Model):
@@ -210,6 +217,8 @@ class WarningParams(_Model):
     max_measures: int = Field(4, ge=1)
     key_secret_env: str = "FANGPIN_KEY_SECRET"  # HMAC secret for API keys and audit hashing
     key_secret_file: str = "key_secret"  # fallback: <state_dir>/key_secret, created on first use
+    store_wait_s: float = Field(5.0, gt=0)  # a store call waits at most this long for a lock or a connection
+    store_connections: int = Field(8, ge=2)  # pooled connections per process (writers: 1 on SQLite, half on PostgreSQL)
 
 
 class ServingParams(_Model):
@@ -221,6 +230,17 @@ class ServingParams(_Model):
     score_timeout_s: float = Field(30.0, gt=0)  # a request waits at most this long for its scores
     key_cache_seconds: float = Field(5.0, ge=0)  # a verified API key is trusted this long (0 = always look up)
     thresholds_refresh_s: float = Field(60.0, ge=0)  # the API re-reads the batch's level thresholds after this long
+    max_body_bytes: int | None = Field(None, gt=0)  # request body limit; None: max_batch × 8 KiB
+    max_form_bytes: int = Field(65_536, gt=0)  # body limit of the cadre page's forms
+    auth_failures: int = Field(20, gt=0)  # failed API-key attempts per client address or key id per window, then 429
+    auth_window_s: float = Field(60.0, gt=0)
+    https: bool = False  # clients reach the service over HTTPS (here or at a TLS-terminating proxy): Secure cookie, HSTS
+
+    @property
+    def body_limit(self) -> int:
+        """The request body limit in bytes (``max_body_bytes``, default 8 KiB per household of a
+        full batch: a typical household is 1.5–3 KB of JSON)."""
+        return self.max_body_bytes or self.max_batch * 8192
 
 
 class DriftParams(_Model):

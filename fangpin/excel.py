@@ -15,6 +15,10 @@ Arrow table of :func:`fangpin.warnings.record_schema` (what batch scoring writes
 with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk). A workbook is
 built in memory (XlsxWriter's default mode: shared strings, faster here than constant_memory), so
 memory follows the largest township, not the county.
+
+Every cell that comes from a ledger, the store or a user is text, never a formula, a link or a
+number guessed from text: workbooks are opened with XlsxWriter's string conversions switched off
+(:data:`WORKBOOK_OPTIONS`), so a village called ``=HYPERLINK(…)`` stays those characters.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ BORDER_COLOR = "BFBFBF"
 OVERDUE_COLOR = "C00000"
 LINE_HEIGHT = 16.0  # points per text line (11 pt CJK text)
 _BAD_FILENAME = re.compile(r'[\\/:*?"<>|\s]+')
-_FULL_ID = re.compile(r"\d{17}[\dXx]")
+# No formula, URL or number is ever made from a string (a ledger value "=…" or "@…" stays text).
+WORKBOOK_OPTIONS = {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False}
 _RECORD_DEFAULTS = {"head_name": None, "id_masked": None, "rule_hits": [], "reasons": [], "measures": [],
                     "status": STATUS_OPEN, "status_reason": None, "base_rate": None, "other_pp": None,
                     "reference_period": None, "deferred": False}
@@ -266,7 +271,9 @@ def _columns(table, w=None) -> dict[str, list]:
 
 def _check_no_full_id(strings: Iterable[str], path) -> None:
     """Last line of defence: never a full ID number in the file (one regex pass over every text)."""
-    if _FULL_ID.search("\x00".join(strings)):
+    from fangpin.ids import contains_id_number
+
+    if contains_id_number("\x00".join(strings)):
         raise ValueError(f"refusing to write a full ID number into {path}")
 
 
@@ -352,7 +359,7 @@ def write_township_workbook(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
     try:
         border = {"border": 1, "border_color": "#" + BORDER_COLOR, "valign": "top"}
         head = wb.add_format({**border, "bold": True, "bg_color": "#" + HEADER_FILL, "align": "center",

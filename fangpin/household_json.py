@@ -33,7 +33,7 @@ from fangpin.ids import checksum_ok
 
 MAX_MEMBERS = 30
 MAX_EVENTS = 200
-MAX_TEXT = 200
+MAX_TEXT = contract.MAX_TEXT_CHARS
 
 # Fields handled explicitly (identity and place of the snapshot).
 _PLACE = ("quarter", "county", "township", "village", "household_id")
@@ -167,7 +167,7 @@ _household_fields = _fields(contract.LEDGER_COLUMNS, "household")
 _Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 SUPPLIED_FIELDS: dict[str, tuple[Any, Any]] = {
     "prev_income_per_capita": (
-        Annotated[float, Field(allow_inf_nan=False)] | None,
+        Annotated[float, Field(ge=contract.PER_CAPITA_MIN, le=contract.PER_CAPITA_MAX, allow_inf_nan=False)] | None,
         Field(None, title="上次核实的人均纯收入（元）", description="上一次核实时的人均纯收入，用于计算收入变化"),
     ),
     "quarters_since_income_change": (

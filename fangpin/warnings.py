@@ -43,7 +43,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 REASON_REQUIRED = frozenset({STATUS_EXCLUDED})
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # deadlines are local calendar dates
-_FULL_ID = re.compile(r"\d{17}[\dXx]")
 _MASKED = re.compile(r"^[0-9A-Za-z]{0,4}\*+[0-9A-Za-z]{0,4}$")
 
 
@@ -58,8 +57,11 @@ def max_level(levels) -> str | None:
 
 
 def contains_full_id(text: str | None) -> bool:
-    """Whether a string contains something shaped like an 18-character resident ID."""
-    return bool(text) and _FULL_ID.search(str(text)) is not None
+    """Whether a string contains something shaped like an 18-character resident ID, also written
+    with spaces or dashes (:data:`fangpin.ids.ID_IN_TEXT`)."""
+    from fangpin.ids import contains_id_number
+
+    return contains_id_number(text)
 
 
 class _Rec(BaseModel):
@@ -288,7 +290,6 @@ _REQUIRED = ("id", "quarter", "county", "township", "village", "household_id", "
 _NESTED_REQUIRED = {"rule_hits": ("rule_id", "level", "text", "threshold"),
                     "reasons": ("factor", "text", "direction", "logodds", "prob_pp"),
                     "measures": ("type", "text")}
-_FULL_ID_RE2 = r"\d{17}[\dXx]"
 
 
 def validate_table(table) -> None:
@@ -304,6 +305,7 @@ def validate_table(table) -> None:
     import pyarrow.compute as pc
 
     from fangpin import quarters
+    from fangpin.ids import ID_IN_TEXT
 
     n = table.num_rows
     if n == 0:
@@ -361,15 +363,15 @@ def validate_table(table) -> None:
         zero_copy_only=False)), "reason direction not up/down")
     m = table.column("id_masked")
     ok = pc.fill_null(pc.match_substring_regex(m, _MASKED.pattern), True)
-    full = pc.fill_null(pc.match_substring_regex(m, _FULL_ID_RE2), False)
+    full = pc.fill_null(pc.match_substring_regex(m, ID_IN_TEXT), False)
     fail(~ok.to_numpy(zero_copy_only=False) | full.to_numpy(zero_copy_only=False),
          "id_masked must be a masked ID number (first 4 + last 4), never a full one")
     for c in ("head_name", "household_id", "status_reason"):
-        fail(pc.fill_null(pc.match_substring_regex(table.column(c), _FULL_ID_RE2), False).to_numpy(
+        fail(pc.fill_null(pc.match_substring_regex(table.column(c), ID_IN_TEXT), False).to_numpy(
             zero_copy_only=False), "a warning must never contain a full ID number")
     for c in ("rule_hits", "reasons", "measures"):
         texts = pc.struct_field(pc.list_flatten(table.column(c).combine_chunks()), "text")
-        fail(row_any(c, pc.fill_null(pc.match_substring_regex(texts, _FULL_ID_RE2), False).to_numpy(
+        fail(row_any(c, pc.fill_null(pc.match_substring_regex(texts, ID_IN_TEXT), False).to_numpy(
             zero_copy_only=False)), "a warning must never contain a full ID number")
     for v in pc.unique(table.column("created_at")).to_pylist():
         try:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import Params
+from fangpin.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,27 @@ def _partition_part(task: tuple, router: _Router, scratch: Path, n: int) -> dict
     return {table: rows_k}
 
 
+class StaleTables(UserError, ValueError):
+    """An ingested table without the canonical column types: ingest it again."""
+
+
+def _check_types(path: Path, schema) -> None:
+    """The columns the partition pass computes with must have their canonical types (an events
+    table written by an older ingest for an export without department signals had only text
+    columns): a clear error naming the file, never a compute kernel's message."""
+    import pyarrow as pa
+
+    want = {"quarter_idx": pa.types.is_integer, "household_id": lambda t: pa.types.is_string(t)
+            or pa.types.is_large_string(t)}
+    for name, ok in want.items():
+        i = schema.get_field_index(name)
+        got = "missing" if i < 0 else f"of type {schema.field(i).type}"
+        if i < 0 or not ok(schema.field(i).type):
+            raise StaleTables(f"{path.name} 的列 {name} 缺失或类型不对，请重新运行 fangpin ingest 生成标准表。",
+                              f"{path.name}: column {name} is {got}, not the canonical type; re-run "
+                              "`fangpin ingest` to rewrite the tables.")
+
+
 class _Partitioner:
     """Route rows of the canonical tables into per-chunk Arrow IPC files (see module doc).
 
@@ -280,6 +302,7 @@ class _Partitioner:
             if not path.exists():
                 continue
             md = pq.ParquetFile(path).metadata
+            _check_types(path, md.schema.to_arrow_schema())
             col = md.schema.to_arrow_schema().get_field_index("quarter_idx")
             lo, hi = wanted[table]
             groups = []

@@ -49,7 +49,9 @@ WarningId = Annotated[str, Path(min_length=1, max_length=64, description="预警
 
 def audit(request: Request, who: ApiKeyInfo | None, endpoint: str, *, household_ids=(), levels=(),
           outcome: str, model_version: str | None = None) -> None:
-    request.app.state.store.audit_append(
+    """Queue the request's audit row (written by the store's batched writer within milliseconds, so a
+    read never waits for the write lock; a status change writes its row in its own transaction)."""
+    request.app.state.store.audit_enqueue(
         key_id=who.id if who else None, endpoint=endpoint, household_ids=list(household_ids),
         levels=[lvl for lvl in levels if lvl], outcome=outcome, model_version=model_version,
     )
@@ -63,7 +65,8 @@ def _out(w: WarningRecord) -> WarningOut:
 
 
 @router.get("/health", response_model=HealthOut, tags=["运维"], summary="存活检查")
-def health() -> HealthOut:
+async def health() -> HealthOut:
+    # on the event loop: answers at once even when every worker thread waits for a busy store
     return HealthOut(status="ok")
 
 
@@ -222,7 +225,8 @@ def feedback(
     try:
         new = request.app.state.store.record_feedback(
             warning_id, body.status, actor=body.actor, reason=body.reason, visited_at=body.visited_at,
-            key_id=who.id,
+            key_id=who.id, audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
+                                  "levels": [w.level], "model_version": w.model_version},
         )
     except VerificationError as exc:
         audit(request, who, endpoint, household_ids=[w.household_id], levels=[w.level],
@@ -231,8 +235,6 @@ def feedback(
     except WarningNotFound:
         audit(request, who, endpoint, outcome="forbidden")
         raise auth.Forbidden() from None
-    audit(request, who, endpoint, household_ids=[w.household_id], levels=[new.level],
-          outcome=f"status:{new.status}", model_version=new.model_version)
     return _out(new)
 
 

@@ -38,6 +38,7 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
 
     from fangpin.config import load_params
     from serving import api, errors, pages
+    from serving.middleware import FailureLimiter, Guard, RequestContext
 
     params = params if params is not None else load_params()
 
@@ -70,7 +71,9 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         yield
         batcher.stop()
         if store is None:
-            st.dispose()
+            st.dispose()  # writes the audit rows still queued
+        else:
+            st.flush_audit(timeout=30)
 
     app = FastAPI(
         title="防贫 fangpin 风险评分与预警 API",
@@ -86,10 +89,20 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         ],
     )
     errors.install(app)
-    # Signed (not encrypted) session cookie of the cadre page: holds only the key id and a CSRF
-    # token. SameSite=strict keeps it off cross-site form posts; forms also carry the CSRF token.
+    sv = params.serving
+    # Signed (not encrypted) session cookie of the cadre page: holds only a session id (checked
+    # against the store on every request, so logging out ends it everywhere) and a CSRF token.
+    # SameSite=strict keeps it off cross-site form posts; forms also carry the CSRF token. Secure
+    # (HTTPS only) when the service is reached over HTTPS.
     app.add_middleware(SessionMiddleware, secret_key=pages.session_secret(params),
-                       session_cookie="fangpin_session", max_age=8 * 3600, same_site="strict")
+                       session_cookie="fangpin_session", max_age=pages.SESSION_SECONDS, same_site="strict",
+                       https_only=sv.https)
+    # added last = outermost: request id, headers and errors around everything; then the key
+    # check and the body limit, before FastAPI reads a body
+    app.state.auth_limiter = FailureLimiter(sv.auth_failures, sv.auth_window_s)
+    app.add_middleware(Guard, body_limit=sv.body_limit, form_limit=sv.max_form_bytes,
+                       limiter=app.state.auth_limiter)
+    app.add_middleware(RequestContext, https=sv.https)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -1,11 +1,13 @@
 """The cadre page: server-rendered Chinese HTML for township staff on their phones.
 
-Sign in with a township key (kept only as a key id in a signed session cookie), see the township's
-open warnings by deadline, then risk, each with the list it is on (入户核实 / 月度走访 / 半年复核;
+Sign in with a township key (the signed session cookie holds only a random session token whose
+hash the store keeps: logging out ends the session on the server), see the township's open
+warnings by deadline, then risk, each with the list it is on (入户核实 / 月度走访 / 半年复核;
 overdue ones marked), and apart from them the township's open 保障缺口 tasks with their
 department; open a warning to see the household, the reasons (inline-SVG bars drawn from the
 figures that add up to the probability minus the county base rate, with the 其他因素 line), rule
-hits, the household's tasks, suggested support, and record the visit outcome. Forms carry a per-session CSRF token; the cookie is SameSite=strict. No external assets.
+hits, the household's tasks, suggested support, and record the visit outcome. Forms carry a
+per-session CSRF token; the cookie is SameSite=strict. No external assets.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from fangpin.warnings import (
 HERE = Path(__file__).resolve().parent
 router = APIRouter(include_in_schema=False)
 OPEN_LIMIT = 500
+SESSION_SECONDS = 8 * 3600
 
 
 def session_secret(params) -> str:
@@ -74,14 +77,15 @@ def _csrf_ok(request: Request, token: str | None) -> bool:
 
 
 def _signed_in(request: Request):
-    """The session's key (re-read from the store on every request, so a revoked key is out)."""
-    key_id = request.session.get("key_id")
-    if not key_id:
+    """The session's key, checked against the store on every request: an ended session (logout),
+    an expired one or a revoked key is out."""
+    sid = request.session.get("sid")
+    if not sid:
         return None
-    for k in request.app.state.store.list_keys(include_revoked=False):
-        if k.id == key_id and k.role == "township_cadre":
-            return k
-    request.session.pop("key_id", None)
+    k = request.app.state.store.session_key(sid)
+    if k is not None and k.role == "township_cadre":
+        return k
+    request.session.pop("sid", None)
     return None
 
 
@@ -95,7 +99,7 @@ def _to_login() -> RedirectResponse:
 
 
 def _audit(request: Request, who, endpoint: str, warnings=(), outcome: str = "read") -> None:
-    request.app.state.store.audit_append(
+    request.app.state.store.audit_enqueue(
         key_id=who.id if who else None, endpoint=endpoint,
         household_ids=[w.household_id for w in warnings], levels=[w.level for w in warnings],
         outcome=outcome, model_version=warnings[0].model_version if len(warnings) == 1 else None,
@@ -142,13 +146,27 @@ def login_form(request: Request) -> HTMLResponse:
 @router.post("/cadre/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form(max_length=200)] = "",
           csrf: Annotated[str, Form(max_length=100)] = ""):
+    from serving.middleware import _audit_failure, client_of, key_id_of
+
     if not _csrf_ok(request, csrf):
         return _render(request, "login.html", 400, error="页面已过期，请重新登录。")
-    info = request.app.state.store.verify_key(key.strip())
+    store, limiter = request.app.state.store, request.app.state.auth_limiter
+    key = key.strip()
+    kid = key_id_of(key)
+    who = [("addr", client_of(request.scope))] + ([("key", kid)] if kid else [])
+    wait = limiter.blocked(*who)
+    if wait > 0:
+        return _render(request, "login.html", 429, error=f"密钥验证失败次数过多，请 {int(wait) + 1} 秒后再试。")
+    info = store.verify_key(key)
     if info is None or info.role != "township_cadre":
+        limiter.fail(*who)
+        _audit_failure(store, request.scope, kid, "auth_failed")
         return _render(request, "login.html", 401, error="密钥无效，或不是乡镇干部的密钥。")
+    old = request.session.get("sid")
+    if old:
+        store.end_session(old)
     request.session.clear()
-    request.session["key_id"] = info.id
+    request.session["sid"] = store.open_session(info.id, SESSION_SECONDS)
     request.session["csrf"] = secrets.token_urlsafe(24)  # new token after sign-in
     return RedirectResponse("/cadre/", status_code=303)
 
@@ -156,6 +174,7 @@ def login(request: Request, key: Annotated[str, Form(max_length=200)] = "",
 @router.post("/cadre/logout")
 def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = ""):
     if _csrf_ok(request, csrf):
+        request.app.state.store.end_session(request.session.get("sid"))
         request.session.clear()
     return _to_login()
 
@@ -237,10 +256,11 @@ def record_outcome(
     if status is None:
         return _page(request, who, w, 422, "请选择核实结论。", form)
     try:
-        new = request.app.state.store.record_feedback(
-            w.id, status, actor=actor, reason=reason.strip() or None, key_id=who.id)
+        request.app.state.store.record_feedback(
+            w.id, status, actor=actor, reason=reason.strip() or None, key_id=who.id,
+            audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
+                   "levels": [w.level], "model_version": w.model_version})
     except VerificationError as exc:
         _audit(request, who, endpoint, [w], outcome="rejected")
         return _page(request, who, w, 409, str(exc), form)
-    _audit(request, who, endpoint, [new], outcome=f"status:{new.status}")
     return RedirectResponse(f"/cadre/w/{w.id}?saved=1", status_code=303)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fangpin import ids
-from fangpin.config import Params, load_params
+from fangpin.config import IngestParams, Params, load_params
 from fangpin.ingest import stream as st
 from fangpin.ingest import tables as tb
 from fangpin.ingest.errors import FileError
@@ -107,9 +108,11 @@ def _as_paths(paths: Iterable | str | Path | None) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: bytes, progress=None) -> _Inputs:
+def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: bytes, progress=None,
+                limits: IngestParams | None = None) -> _Inputs:
     """Read every input file chunk by chunk: prepare (normalise + validate) each chunk, spill the
-    ledger rows to disk, keep events / 监测线 / oracle rows and the quarantine lines in memory."""
+    ledger rows to disk, keep events / 监测线 / oracle rows and the quarantine lines in memory.
+    ``limits`` bound each file (fangpin.ingest.read)."""
     files, skipped, missing = discover(paths, exclude=exclude)
     r = _Inputs(skipped=skipped)
     r.entries = [{"file": m.path.name, "path": str(m.path), "kind": None, "status": "error",
@@ -122,7 +125,7 @@ def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: b
         label = f.name if names.count(f.name) == 1 else str(f)
         entry = {"file": label, "path": str(f), "kind": None, "status": "ok"}
         try:
-            t = open_table(f)
+            t = open_table(f, limits=limits)
             entry.update(kind=t.kind, encoding=t.encoding, header_row=t.header_row)
             try:
                 part = _read_file(t, label, f, r, spill, key, slow=False)
@@ -163,6 +166,7 @@ class _Inputs:
     ledger_files: int = 0
     ledger_rows: int = 0  # accepted ledger rows so far (the next row's _seq)
     extras: set[str] = field(default_factory=set)
+    empty_files: list[str] = field(default_factory=list)  # header only, no data row
 
 
 @dataclass
@@ -209,7 +213,7 @@ def _read_file(t, label: str, path: Path, r: _Inputs, spill: st.Spill, key: byte
             if part.error is not None:
                 continue  # only counting the rows of a file that cannot be ingested
             try:
-                _take_chunk(part, c.frame, c.rows, c.extra_fields, t, path, r, spill, key)
+                _take_chunk(part, c.frame, c.rows, c.extra_fields, t, path, r, spill, key, c.cell_errors)
                 prepared_any = True
             except FileError as exc:
                 part.error = exc
@@ -229,8 +233,9 @@ def _read_file(t, label: str, path: Path, r: _Inputs, spill: st.Spill, key: byte
 
 
 def _take_chunk(part: _FilePart, frame, rows, extra_fields, t, path: Path, r: _Inputs, spill: st.Spill,
-                key: bytes) -> None:
-    p = tb.prepare(frame, t.headers, t.kind, part.label, rows=rows, extra_fields=extra_fields, path=path)
+                key: bytes, cell_errors=None) -> None:
+    p = tb.prepare(frame, t.headers, t.kind, part.label, rows=rows, extra_fields=extra_fields, path=path,
+                   cell_errors=cell_errors, limits=t.limits)
     part.quarter_from_name, part.extras = p.quarter_from_name, p.extras
     part.quarantine.append(p.quarantine)
     if t.kind == "ledger":
@@ -273,11 +278,18 @@ def ingest(
 
     Memory stays bounded by a chunk of rows and a part of whole households (see
     fangpin.ingest.stream), plus the department events and the keys of one quarter.
+
+    Every output is written into a staging folder inside ``out_dir`` first and moved into place
+    (one rename per file) only when the whole run succeeded: a failed or interrupted ingest
+    leaves the previous outputs as they were and no temporary files (the staging folder of a
+    killed run is removed by the next one).
     """
     params = params or load_params()
     key = key or ids.params_key(params)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
     paths = _as_paths(ledger_paths) + _as_paths(event_paths)
 
     prog = None
@@ -286,10 +298,14 @@ def ingest(
 
         prog = progress()
         prog.start()
-    tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    stage = tmp / "out"
+    stage.mkdir()
+    done = False
     try:
         spill = st.Spill(tmp)
-        r = read_inputs(paths, exclude=out, spill=spill, key=key, progress=prog)
+        r = read_inputs(paths, exclude=out, spill=spill, key=key, progress=prog, limits=params.ingest)
+        _report_header_only(r, append and (out / OUTPUT_FILES["persons"]).exists())
         task = prog.add_task("生成标准表", total=5) if prog else None
 
         def step():
@@ -307,8 +323,8 @@ def ingest(
                 k = pa.array(old_events["person_key"].dropna().unique(), type=pa.large_string())
                 ev_keys = k if ev_keys is None else pa.concat_arrays([ev_keys, k]).unique()
         new_q = set(spill.pieces)
-        persons_w = st.RowGroupWriter(tmp / OUTPUT_FILES["persons"], ROW_GROUP_ROWS)
-        households_w = st.RowGroupWriter(tmp / OUTPUT_FILES["households"], ROW_GROUP_ROWS)
+        persons_w = st.RowGroupWriter(stage / OUTPUT_FILES["persons"], ROW_GROUP_ROWS)
+        households_w = st.RowGroupWriter(stage / OUTPUT_FILES["households"], ROW_GROUP_ROWS)
         lookup: list[pd.DataFrame] = []
         quarters: set[str] = set()
         n_old_p = n_old_h = 0
@@ -324,8 +340,8 @@ def ingest(
         households_w.close()
         if agg.persons == 0 and n_old_p == 0:
             # nothing accepted: the empty tables of tables.build_ledger
-            pd.DataFrame(columns=list(tb.PERSON_OUT)).to_parquet(tmp / OUTPUT_FILES["persons"], index=False)
-            pd.DataFrame(columns=list(tb.HOUSEHOLD_OUT)).to_parquet(tmp / OUTPUT_FILES["households"], index=False)
+            pd.DataFrame(columns=list(tb.PERSON_OUT)).to_parquet(stage / OUTPUT_FILES["persons"], index=False)
+            pd.DataFrame(columns=list(tb.HOUSEHOLD_OUT)).to_parquet(stage / OUTPUT_FILES["households"], index=False)
         step()
         all_events = new_events
         if old is not None and len(old):
@@ -354,12 +370,17 @@ def ingest(
         report = _report(r, quarantine, agg, new_events, events, ev_findings, n_old_p + agg.persons,
                          n_old_h + agg.households, quarters, lines, out, append)
         step()
-        for name in ("persons", "households"):
-            (tmp / OUTPUT_FILES[name]).replace(out / OUTPUT_FILES[name])
-        _write(out, events, lines, oracle, quarantine, report, append)
+        _write(stage, events, lines, oracle, quarantine, report, append, prev=out)
+        # publish: every file is complete; one rename each (same file system), nothing can fail
+        # half way for lack of space or a bad row any more
+        for f in sorted(stage.iterdir()):
+            f.replace(out / f.name)
+        done = True
         step()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done and created:
+            shutil.rmtree(out, ignore_errors=True)
         if prog:
             prog.stop()
     log.info("ingest: %d rows read, %d accepted, %d quarantined, %d file errors",
@@ -410,6 +431,9 @@ def _report(r: _Inputs, quarantine, agg: tb.LedgerAgg, new_events, events, ev_fi
         for c in ("rows_read", "rows_accepted", "rows_quarantined"):
             k[c] += e[c]
     findings = [f.to_dict() for f in agg.findings()] + [f.to_dict() for f in ev_findings]
+    if r.empty_files:
+        findings.append(tb.Finding("header_only_files", "只有表头、没有数据行的文件：" + "、".join(r.empty_files),
+                                   len(r.empty_files), [{"file": f} for f in r.empty_files]).to_dict())
     years_needed = sorted({int(q[:4]) for q in quarters})
     missing = [y for y in years_needed if y not in lines]
     if missing:
@@ -452,7 +476,44 @@ def _report(r: _Inputs, quarantine, agg: tb.LedgerAgg, new_events, events, ev_fi
 ROW_GROUP_ROWS = 131_072
 
 
-def _write(out: Path, events, lines, oracle, quarantine, report, append) -> None:
+STAGING_PREFIX = ".ingest-"
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of ingests that were killed (their process is gone)."""
+    for d in out.glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(d.name[len(STAGING_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            pass
+        if not alive or pid == os.getpid():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _report_header_only(r: _Inputs, have_old_rows: bool) -> None:
+    """A ledger or events file with a header and no data row is reported as such; when no ledger
+    file has any row (and ``--append`` keeps none), the ingest fails (exit non-zero)."""
+    empty = [e for e in r.entries if e["status"] == "ok" and e["kind"] in ("ledger", "events")
+             and not e.get("rows_read")]
+    for e in empty:
+        e["header_only"] = True
+    r.empty_files = [e["file"] for e in empty]
+    ledgers = [e for e in r.entries if e["status"] == "ok" and e["kind"] == "ledger"]
+    if ledgers and not any(e.get("rows_read") for e in ledgers) and not have_old_rows:
+        names = "、".join(e["file"] for e in ledgers)
+        r.errors.append({"file": names, "path": None, "code": "header_only", "column": None,
+                         "message": f"台账文件 {names} 只有表头，没有数据行：没有可导入的户。请检查导出是否完整。"})
+
+
+def _write(out: Path, events, lines, oracle, quarantine, report, append, prev: Path | None = None) -> None:
+    """Write the outputs into ``out``; in append mode the earlier quarantine lines come from ``prev``."""
     events.to_parquet(out / OUTPUT_FILES["events"], index=False, row_group_size=ROW_GROUP_ROWS)
     if oracle is not None:
         oracle.to_parquet(out / OUTPUT_FILES["oracle"], index=False, row_group_size=ROW_GROUP_ROWS)
@@ -461,14 +522,27 @@ def _write(out: Path, events, lines, oracle, quarantine, report, append) -> None
         {str(y): v["line"] for y, v in lines.items()}, ensure_ascii=False, indent=2), encoding="utf-8")
     qpath = out / OUTPUT_FILES["quarantine"]
     q = quarantine[tb.QUARANTINE_COLUMNS]
-    if append and qpath.exists():
-        prev = pd.read_csv(qpath, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        q = pd.concat([prev, q.astype(str)], ignore_index=True).drop_duplicates()
+    old_q = (prev or out) / OUTPUT_FILES["quarantine"]
+    if append and old_q.exists():
+        before = pd.read_csv(old_q, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        q = pd.concat([before, q.astype(str)], ignore_index=True).drop_duplicates()
     # UTF-8 with BOM and CRLF: opens correctly in Excel on Chinese Windows; cells holding \r or \n
-    # (they occur in broken exports) are quoted because both are in the line terminator
+    # (they occur in broken exports) are quoted because both are in the line terminator. A cell
+    # that Excel would run as a formula (=, +, -, @ …, not a plain number) gets a leading
+    # apostrophe: Excel shows it as text.
+    q = q.astype(str).apply(_excel_text)
     q.to_csv(qpath, index=False, encoding="utf-8-sig", lineterminator="\r\n")
     (out / OUTPUT_FILES["report"]).write_text(
         json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=_json_default), encoding="utf-8")
+
+
+_FORMULA_START = r"^[=+\-@\t\r]"
+_PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+
+
+def _excel_text(col: pd.Series) -> pd.Series:
+    risky = col.str.contains(_FORMULA_START, regex=True, na=False) & ~col.str.match(_PLAIN_NUMBER, na=False)
+    return col.where(~risky, "'" + col)
 
 
 def _json_default(o):

@@ -44,7 +44,7 @@ def canonical_frames(
     lb = tb.build_ledger([p], key, tolerance)
     qs = [p.quarantine, lb.quarantine]
     findings = [f.to_dict() for f in lb.findings]
-    ev_out = pd.DataFrame({c: pd.Series(dtype="str") for c in tb.EVENT_OUT})
+    ev_out = tb.empty_events()
     if events is not None and len(events):
         erows = pd.RangeIndex(1, len(events) + 1).to_numpy()
         pe = tb.prepare(_text(events), [str(c) for c in events.columns], "events", f"{source}:events", rows=erows)

@@ -191,3 +191,17 @@ class TaskRow(Base):
     deadline: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(16), index=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class WebSessionRow(Base):
+    """A signed-in session of the cadre page. The cookie holds a random token; only its keyed hash
+    is stored. Logging out (or revoking the key) ends the session on the server, so a copy of the
+    cookie taken before stops working."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC-SHA256(server secret, token), hex
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

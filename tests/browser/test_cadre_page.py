@@ -127,5 +127,9 @@ def test_sign_in_open_warning_record_outcome(browser, tmp_path):
     assert seeded.store.get_warning(target.id).status == "已核实·排除"
     assert [f.actor for f in seeded.store.feedback_history(target.id)] == ["张伟"]
     assert requested and all(u.startswith(url) for u in requested), "the page must load nothing external"
-    outcomes = [r["outcome"] for r in seeded.store.audit_rows() if r["endpoint"].startswith("POST /cadre/")]
+    rows = seeded.store.audit_rows()
+    outcomes = [r["outcome"] for r in rows if r["endpoint"].startswith("POST /cadre/w/")]
     assert outcomes == ["rejected", "status:已核实·排除"]
+    # the wrong key left an audit row with its key id only
+    failed = [r for r in rows if r["outcome"] == "auth_failed"]
+    assert [(r["endpoint"], r["key_id"]) for r in failed] == [("POST /cadre/login", seeded.key_ids["cadre_b1"])]

@@ -202,3 +202,39 @@ def test_tasks_have_their_own_sheet_with_text_cells_and_a_township_with_only_tas
     assert wb["预警清单"].max_row == 1 and wb["保障缺口任务"].max_row == 2
     notes = dict(r for r in wb["说明"].iter_rows(values_only=True))
     assert notes["县(市、区)"] == "甲县" and notes["保障缺口任务数"] == 1
+
+
+FORMULA_LIKE = ("=1+1", "+1+1", "-1+1", "@SUM(A1)", '=HYPERLINK("http://example.invalid","点我")',
+                'HYPERLINK("http://example.invalid")', "=cmd|' /C calc'!A0")
+
+
+def test_values_from_data_are_never_formulas(tmp_path):
+    """Formula-like ledger / store / user values in every field that reaches a sheet (村, 户编号,
+    户主姓名, county and township on 说明, rule hits, reasons, measures, 核实说明, versions) are
+    written as text: the saved XML holds no <f> (formula) and no hyperlink from data."""
+    import zipfile
+
+    ws_in = []
+    for i, v in enumerate(FORMULA_LIKE):
+        w = make(1, township=v, county=v)[0]
+        d = w.model_dump(mode="json")
+        d.update(village=v, household_id=f"{v}{i}", head_name=v, status=STATUS_EXCLUDED, status_reason=v,
+                 model_version=v, ruleset_version=v)
+        d["rule_hits"] = [{"rule_id": "R", "level": "红", "text": v, "threshold": v}]
+        d["reasons"] = [{**d["reasons"][0], "text": v}]
+        d["measures"] = [{"type": v, "text": v}]
+        ws_in.append(d)
+    paths = [write_township_workbook([d], tmp_path / f"{i}.xlsx", today=date(2025, 10, 20))
+             for i, d in enumerate(ws_in)]
+    for v, path in zip(FORMULA_LIKE, paths, strict=True):
+        with zipfile.ZipFile(path) as z:
+            sheets = [n for n in z.namelist() if n.startswith("xl/worksheets/")]
+            assert len(sheets) >= 3
+            for n in sheets:
+                xml = z.read(n).decode("utf-8")
+                assert "<f>" not in xml and "<f " not in xml, f"formula in {n} for {v!r}"
+                assert "<hyperlink" not in xml
+            assert not any(n.startswith("xl/worksheets/_rels/") for n in z.namelist())
+        texts = [c for c in all_cells(load_workbook(path)) if isinstance(c, str)]
+        # the values are there, as typed (sheets 预警清单, 按村汇总 and 说明)
+        assert texts.count(v) >= 4, (v, texts.count(v))

@@ -332,3 +332,37 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
     assert rows() == before and len(store.runs(res.quarter)) == runs_before
     assert out.is_relative_to(tmp_path) and not list(out.glob("*.parquet")) and not list(tmp_path.rglob("*.xlsx"))
     assert not list(out.glob(".score_*"))  # scratch removed
+
+
+def test_an_export_without_department_signals_scores(run, tmp_path):
+    """A valid export with no 部门预警数据 file: ingest writes an empty events table in its canonical
+    column types and scoring runs (it used to stop in the partition step on text-typed columns);
+    an events table with the wrong types is refused naming the file."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fangpin.ingest import ingest
+    from fangpin.ingest.tables import EVENT_DTYPES
+    from pipelines.score import score_export, score_quarter
+
+    ledger = tmp_path / "ledger_only"
+    ledger.mkdir()
+    for f in (run["county"] / "export").glob("户成员台账_*.csv"):
+        shutil.copy(f, ledger / f.name)
+    p = rooted(run["params"], tmp_path)
+    res = score_export(p, [ledger], None, quarter="2023Q1", model=run["model"], store=run["store"],
+                       root=tmp_path, show_progress=False, write_excel=False)
+    assert res.households > 0 and res.warnings > 0
+
+    ing = tmp_path / "ing"
+    assert ingest([ledger], [], ing, p).ok
+    ev = pq.read_table(ing / "events.parquet")
+    assert ev.num_rows == 0 and ev.schema.field("quarter_idx").type == pa.int32()
+    assert ev.schema.field("amount").type == pa.float64() and set(ev.column_names) == set(EVENT_DTYPES)
+    # a table written with text columns (as the old ingest did) is refused with the file named
+    pq.write_table(pa.table({c: pa.array([], pa.large_string()) for c in EVENT_DTYPES}), ing / "events.parquet")
+    with pytest.raises(ValueError, match=r"events.parquet: column quarter_idx"):
+        score_quarter(p, quarter="2023Q1", ingested_dir=ing, model=run["model"], store=run["store"],
+                      root=tmp_path, show_progress=False, write_excel=False)

@@ -116,6 +116,14 @@ def snapshot(s: Store) -> list[tuple]:
 # ------------------------------------------------------------------------------------ migrations
 
 
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from fangpin.store.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def test_migrations_match_models_and_are_repeatable(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -127,13 +135,13 @@ def test_migrations_match_models_and_are_repeatable(db_url):
     upgrade(db_url)  # second start-up: nothing to do, no error
     eng = sa.create_engine(db_url)
     try:
-        assert current(eng) == "0004"
+        assert current(eng) == _head_revision()
         with eng.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                     Base.metadata)
         assert diff == []
-        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "level_thresholds",
-                "tasks"} <= set(
+        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "web_sessions",
+                "level_thresholds", "tasks"} <= set(
             sa.inspect(eng).get_table_names())
     finally:
         eng.dispose()
@@ -327,6 +335,84 @@ def test_feedback_transitions_are_validated(store):
     assert (hist[0].from_status, hist[0].to_status, hist[0].actor, hist[0].visited_at, hist[0].key_id) == (
         STATUS_OPEN, STATUS_EXCLUDED, "张三", visited, "k1")
     assert store.feedback_history(b) == []
+
+
+def test_racing_closings_one_wins_the_others_get_verification_errors(store):
+    """Threads racing to close one warning: the write lock is taken before the status is read
+    (BEGIN IMMEDIATE / SELECT … FOR UPDATE), so exactly one succeeds and every other one gets a
+    VerificationError (HTTP 409), never a database error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = make_warnings(4)
+    store.write_quarter(ws, "2025Q3", "7")
+    outcomes = []
+
+    def close(wid):
+        try:
+            store.record_feedback(wid, STATUS_INCLUDED, actor="张三",
+                                  audit={"key_id": "k1", "endpoint": "POST x", "household_ids": ["h"]})
+            return "ok"
+        except VerificationError:
+            return "409"
+
+    with ThreadPoolExecutor(8) as pool:
+        for w in ws:
+            outcomes.append(sorted(pool.map(close, [w.id] * 6)))
+    assert outcomes == [["409"] * 5 + ["ok"]] * 4
+    assert [len(store.feedback_history(w.id)) for w in ws] == [1] * 4
+    # the audit row of each change was written in its transaction, and only for the winners
+    assert [r["outcome"] for r in store.audit_rows()] == [f"status:{STATUS_INCLUDED}"] * 4
+
+
+def test_a_held_write_lock_makes_writes_fail_fast_with_store_busy(db_url, tmp_path):
+    """Another connection holds the write lock: a write waits ``wait_s``, then StoreBusy (→ 503),
+    leaving nothing half-applied; reads go on; queued audit rows are written after the lock."""
+    from fangpin.store.tx import StoreBusy
+
+    s = Store(db_url, SECRET, migrate=True, wait_s=0.5)
+    ws = make_warnings(2)
+    s.write_quarter(ws, "2025Q3", "7")
+    other = sa.create_engine(db_url)
+    conn = other.connect()
+    if db_url.startswith("sqlite"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.begin()
+        conn.exec_driver_sql("LOCK TABLE warnings IN EXCLUSIVE MODE")
+    try:
+        t = time.monotonic()
+        with pytest.raises(StoreBusy) as exc:
+            s.record_feedback(ws[0].id, STATUS_INCLUDED, actor="张三")
+        assert time.monotonic() - t < 5 and exc.value.retry_after >= 1
+        assert "张三" not in str(exc.value)
+        assert s.get_warning(ws[0].id).status == STATUS_OPEN  # reads go on
+        s.audit_enqueue(key_id="k1", endpoint="GET x", outcome="read")
+        assert s.flush_audit(timeout=1.0) is (not db_url.startswith("sqlite"))  # SQLite: the audit table waits too
+    finally:
+        conn.rollback()
+        conn.close()
+        other.dispose()
+    assert s.flush_audit(timeout=10)
+    assert [r["outcome"] for r in s.audit_rows()] == ["read"]
+    assert s.record_feedback(ws[0].id, STATUS_INCLUDED, actor="张三").status == STATUS_INCLUDED
+    s.dispose()
+
+
+def test_web_sessions_end_on_logout_expiry_and_revocation(store):
+    info, _ = store.add_key("township_cadre", "甲县/东镇")
+    token = store.open_session(info.id, 3600)
+    assert store.session_key(token).id == info.id
+    assert store.session_key(token + "x") is None and store.session_key(None) is None
+    store.end_session(token)
+    assert store.session_key(token) is None
+    short = store.open_session(info.id, -1)  # already expired
+    assert store.session_key(short) is None
+    live = store.open_session(info.id, 3600)
+    store.revoke_key(info.id)
+    assert store.session_key(live) is None
+    with store.engine.connect() as c:  # only the keyed hash of a token is stored
+        stored = [r[0] for r in c.exec_driver_sql("SELECT id FROM web_sessions")]
+    assert token not in stored and len(stored) == 3
 
 
 # -------------------------------------------------------------------------------------- keys
