@@ -65,13 +65,14 @@ def _warning(params, i: int, county: str, township: str, level: str, created: da
 
 
 def _tasks(params, warnings: list[WarningRecord], created: datetime):
-    """Per township: an unsafe-housing task on its third warned household (one with a rule hit), and a school task on a
-    household without a warning."""
+    """Per township: an unsafe-housing task on a warned household with a rule hit (the third when
+    there is one), and a school task on a household without a warning."""
     from fangpin.tasks import task_table
 
     rows = []
     for county, township in PLACES:
-        w = [x for x in warnings if x.county == county and x.township == township][2]
+        mine = [x for x in warnings if x.county == county and x.township == township]
+        w = next((x for x in mine[2:] if x.rule_hits), next((x for x in mine if x.rule_hits), mine[0]))
         rows.append({"quarter": QUARTER, "county": county, "township": township, "village": w.village,
                      "household_id": w.household_id, "head_name": w.head_name, "id_masked": w.id_masked,
                      "ruleset_version": "rules-2026.1",
