@@ -24,6 +24,10 @@ Level = Literal["红", "黄", "蓝"]
 LEVELS: tuple[str, ...] = ("红", "黄", "蓝")  # most urgent first
 LEVEL_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}  # 0 = most urgent (sort ascending)
 LEVEL_LABEL = {"红": "红（一级）", "黄": "黄（二级）", "蓝": "蓝（三级）"}
+# which list a warning is on (its deadline follows): 红 home verification within
+# warnings.verification_days, 黄 the next monthly visit, 蓝 the half-yearly review
+VISIT_LIST = {"红": "入户核实", "黄": "月度走访", "蓝": "半年复核"}
+DEFERRED_NOTE = "（核实名额已满，顺延）"
 
 STATUS_OPEN = "待核实"
 STATUS_INCLUDED = "已核实·纳入监测"
@@ -76,7 +80,9 @@ class Reason(_Rec):
     text: str  # Chinese sentence naming the household's own values
     direction: Literal["up", "down"]
     logodds: float  # summed TreeSHAP contribution of the factor (log-odds)
-    prob_pp: float  # probability-scale effect, percentage points
+    # share of (probability − county base rate), percentage points; the shown figures plus the
+    # record's other_pp add up to 100 × (probability − base_rate) (models/explain.py)
+    prob_pp: float
 
 
 class Measure(_Rec):
@@ -132,6 +138,26 @@ def deadline(start: date, days: int, working_days: bool = False, country: str = 
     return _calendar(country).get_nth_working_day(start, days)
 
 
+def level_days(level: str, w) -> int:
+    """Days a warning of ``level`` has (``w``: params.warnings): 红 verification_days, 黄
+    monthly_visit_days, 蓝 review_days (an unknown level: the verification days, and the record
+    refuses the level)."""
+    return {"红": w.verification_days, "黄": w.monthly_visit_days, "蓝": w.review_days}.get(level, w.verification_days)
+
+
+def level_deadline(level: str, start: date, w) -> date:
+    """The deadline of a warning of ``level`` created on ``start`` (module doc of deadline)."""
+    return deadline(start, level_days(level, w), w.working_days, w.holiday_country)
+
+
+def visit_list(level: str, w, deferred: bool = False) -> str:
+    """The list a warning is on, as cadres read it: ``入户核实（15日内）``, ``月度走访``,
+    ``半年复核``; a deferred 红 candidate ``月度走访（核实名额已满，顺延）``."""
+    if level == "红":
+        return f"{VISIT_LIST['红']}（{w.verification_days}日内）"
+    return VISIT_LIST[level] + (DEFERRED_NOTE if deferred else "")
+
+
 def local_date(ts: datetime) -> date:
     """The local (China) calendar date of a timestamp; naive timestamps are taken as UTC."""
     if ts.tzinfo is None:
@@ -159,6 +185,12 @@ class WarningRecord(_Rec):
     deadline: date
     status: Status = STATUS_OPEN
     status_reason: str | None = None
+    # the figures' starting point: the county base rate (probability), the 其他因素 line in
+    # percentage points and the period the reference was measured on (models/explain.py)
+    base_rate: float | None = Field(None, ge=0, le=1)
+    other_pp: float | None = None
+    reference_period: str | None = None
+    deferred: bool = False  # a 红 candidate moved to 黄: the township's verification capacity was full
 
     @field_validator("quarter")
     @classmethod
@@ -197,8 +229,8 @@ class WarningRecord(_Rec):
         created_at: datetime | None = None,
         **fields,
     ) -> WarningRecord:
-        """A new open warning: id from (quarter, household, model version), deadline from
-        ``params.warnings`` (verification_days, working_days, holiday_country)."""
+        """A new open warning: id from (quarter, household, model version), deadline by level
+        from ``params.warnings`` (:func:`level_deadline`)."""
         if params is None:
             from fangpin.config import load_params
 
@@ -208,7 +240,7 @@ class WarningRecord(_Rec):
         fields.setdefault("id", warning_id(fields["quarter"], fields["household_id"], fields["model_version"]))
         return cls(
             created_at=created,
-            deadline=deadline(local_date(created), w.verification_days, w.working_days, w.holiday_country),
+            deadline=level_deadline(fields["level"], local_date(created), w),
             **fields,
         )
 
@@ -222,8 +254,8 @@ class WarningRecord(_Rec):
 
 
 def sort_key(w: WarningRecord) -> tuple:
-    """Cadre order: most urgent level first, then highest probability, then household id."""
-    return (LEVEL_RANK[w.level], -w.probability, w.household_id)
+    """Cadre order: earliest deadline first, then highest probability, then household id."""
+    return (w.deadline, -w.probability, w.household_id)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,6 +280,8 @@ def record_schema():
         ("rule_hits", pa.list_(hit)), ("reasons", pa.list_(reason)), ("measures", pa.list_(measure)),
         ("model_version", pa.string()), ("ruleset_version", pa.string()), ("created_at", pa.string()),
         ("deadline", pa.string()), ("status", pa.string()), ("status_reason", pa.string()),
+        ("base_rate", pa.float64()), ("other_pp", pa.float64()), ("reference_period", pa.string()),
+        ("deferred", pa.bool_()),
     ])
 
 

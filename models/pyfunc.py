@@ -39,22 +39,26 @@ ARTIFACTS = {
     "levels": "levels.json",
     "lines": "lines.json",
     "meta": "meta.json",
+    "reference": "reference.json",
 }
+OPTIONAL_ARTIFACTS = ("reference",)  # models registered before it existed load without it
 SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see RiskModel._threads)
 SCORE_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
                  "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
-                 "warning", "explanation")
+                 "deferred", "warning", "explanation")
 
 
 @dataclass(frozen=True)
 class Scored:
     """What :meth:`RiskModel.score_arrays` returns: ``columns`` (name → numpy array, one row per
     household-quarter: :data:`SCORE_COLUMNS` + model and ruleset versions), the model matrix ``X``
-    (spec order) and the feature :class:`models.features.Table` of the same rows."""
+    (spec order), the feature :class:`models.features.Table` of the same rows and, when the rows
+    were whole townships, each township-quarter's level cut-offs and counts (models.levels)."""
 
     columns: dict[str, np.ndarray]
     X: np.ndarray
     features: Table
+    level_groups: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.X)
@@ -73,6 +77,9 @@ class RiskModel:
     lines: dict[int, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     model_version: str | None = None  # registry version, set by the loaders
+    # training-time reference figures (models.explain.reference_figures): the counties' base rates
+    # and typical values by household type, and fallback level cut-offs (models.levels)
+    reference: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ persistence
 
@@ -87,6 +94,8 @@ class RiskModel:
         (d / ARTIFACTS["lines"]).write_text(json.dumps({str(k): v for k, v in self.lines.items()}),
                                             encoding="utf-8")
         (d / ARTIFACTS["meta"]).write_text(json.dumps(self.meta, ensure_ascii=False, indent=1), encoding="utf-8")
+        (d / ARTIFACTS["reference"]).write_text(json.dumps(self.reference, ensure_ascii=False, indent=1),
+                                                encoding="utf-8")
         return {k: str(d / v) for k, v in ARTIFACTS.items()}
 
     @classmethod
@@ -99,14 +108,19 @@ class RiskModel:
         def text(k: str) -> str:
             return Path(paths[k]).read_text(encoding="utf-8")
 
+        ref = paths.get("reference")
+        reference = json.loads(text("reference")) if ref and Path(ref).exists() else {}
+        levels = {k: v for k, v in json.loads(text("levels")).items() if k in LevelParams.model_fields}
+
         return cls(
             spec=FeatureSpec.from_json(text("features")),
             booster=lgb.Booster(model_file=str(paths["booster"])),
             calibrator=Calibrator.from_json(text("calibrator")),
             ruleset=Ruleset.from_json(text("rules")),
-            levels=LevelParams.model_validate_json(text("levels")),
+            levels=LevelParams.model_validate(levels),  # keys of older level schemes are dropped
             lines={int(k): float(v) for k, v in json.loads(text("lines")).items()},
             meta=json.loads(text("meta")),
+            reference=reference,
         )
 
     @classmethod
@@ -138,7 +152,7 @@ class RiskModel:
         return self.booster.predict(X, pred_contrib=True, num_threads=self._threads(X))
 
     def score(self, frames: Frames, *, quarters=None, population: bool = True, explain: str = "warnings",
-              return_features: bool = False):
+              return_features: bool = False, thresholds=None):
         """Score every household-quarter of ``frames`` (or of ``quarters``, quarter indices).
 
         explain: ``"warnings"`` puts an explanation dict on every row with a warning (else None);
@@ -146,13 +160,19 @@ class RiskModel:
         Returns a DataFrame with :data:`SCORE_COLUMNS` (and the feature frame too when
         ``return_features``). :meth:`score_arrays` is the same without pandas.
         """
-        s = self.score_arrays(frames, quarters=quarters, population=population, explain=explain)
+        s = self.score_arrays(frames, quarters=quarters, population=population, explain=explain,
+                              thresholds=thresholds)
         out = s.frame()
         return (out, features_frame(s.features)) if return_features else out
 
     def score_arrays(self, frames: Frames, *, quarters=None, population: bool = True,
-                     explain: str = "warnings") -> Scored:
-        """:meth:`score` as numpy columns plus the feature table and model matrix it used."""
+                     explain: str = "warnings", thresholds=None) -> Scored:
+        """:meth:`score` as numpy columns plus the feature table and model matrix it used.
+
+        Levels (models.levels): with ``population`` (whole townships: batch, evaluation) the
+        cut-offs of each township-quarter are computed from the rows; otherwise (households one by
+        one: API, pyfunc) they come from ``thresholds(county, township, quarter)`` (the batch's,
+        from the store) and else from the training-time cut-offs the model carries."""
         lines = {**self.lines, **{int(k): float(v) for k, v in frames.lines.items()}}
         fr = Frames(frames.households, frames.persons, frames.events, lines)
         feats = feature_table(fr, quarters=quarters, population=population)
@@ -161,8 +181,10 @@ class RiskModel:
         prob = self.calibrator(raw)
         rules = self.ruleset.evaluate_columns(feats, fr.events)
         r_rank = rules["rule_rank"]
-        m_rank = lv.model_rank(prob, self.levels, feats["township"], feats["quarter_idx"])
-        c_rank = lv.combine(r_rank, m_rank)
+        lookup = None if population and thresholds is None else self.level_lookup(thresholds)
+        levels = lv.assign(raw, rules["rule_hits"], feats["in_scope"], feats["county"], feats["township"],
+                           feats["quarter"], self.levels, lookup)
+        m_rank, c_rank = levels.band, levels.combined
         warning = c_rank > 0
         expl = np.full(len(feats), None, dtype=object)
         if explain == "warnings" and warning.any():
@@ -173,10 +195,16 @@ class RiskModel:
         cols = {c: feats[c] for c in SCORE_COLUMNS[:7]}
         cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
                     rule_level=lv.from_rank(r_rank), rule_hits=rules["rule_hits"],
-                    combined_level=lv.from_rank(c_rank), warning=warning, explanation=expl,
+                    combined_level=lv.from_rank(c_rank), deferred=levels.deferred, warning=warning,
+                    explanation=expl,
                     model_version=np.full(len(feats), self.model_version, dtype=object),
                     ruleset_version=np.full(len(feats), self.ruleset.version, dtype=object))
-        return Scored(cols, X, feats)
+        return Scored(cols, X, feats, levels.groups)
+
+    def level_lookup(self, thresholds=None):
+        """Level cut-offs for households scored one by one: ``thresholds`` (a lookup, e.g. the
+        store's for this model version) first, then the training-time ones the model carries."""
+        return lv.chained(thresholds, lv.carried_lookup(self.reference.get("levels")))
 
     def explanation(self, x: np.ndarray, contrib: np.ndarray) -> dict:
         names = self.spec.names
@@ -189,11 +217,12 @@ class RiskModel:
         }
 
     def score_records(self, records: Sequence[Mapping], *, lines: Mapping[int, float] | None = None,
-                      explain: str = "warnings", as_frame: bool = True) -> pd.DataFrame | Scored:
+                      explain: str = "warnings", as_frame: bool = True, thresholds=None) -> pd.DataFrame | Scored:
         """Score households posted in the canonical JSON form (see models.features.frames_from_records);
-        ``as_frame=False`` returns the :class:`Scored` arrays (the API: no pandas per request)."""
+        ``as_frame=False`` returns the :class:`Scored` arrays (the API: no pandas per request).
+        ``thresholds``: a level cut-off lookup (the batch's, from the store; see :meth:`score_arrays`)."""
         fr = frames_from_records(records, {**self.lines, **(lines or {})})
-        s = self.score_arrays(fr, population=False, explain=explain)
+        s = self.score_arrays(fr, population=False, explain=explain, thresholds=thresholds)
         return s.frame() if as_frame else s
 
 

@@ -73,6 +73,11 @@ class ScoreResult:
     seconds: dict = field(default_factory=dict)
     chunk_peak_rss_mib: float = 0.0  # largest peak RSS of a process that ran tasks (ru_maxrss)
     workers: int = 1  # worker processes that ran the tasks (1: this process)
+    tasks: int = 0  # 保障缺口 tasks routed to departments
+    tasks_by_department: dict = field(default_factory=dict)
+    townships: list = field(default_factory=list)  # per township: cut-offs' counts, shortfall (models.levels)
+    report: dict = field(default_factory=dict)  # the score report (levels, workload, tasks): score_report_<Q>.json
+    report_path: str = ""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,27 +128,42 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, pe
     fangpin.warnings.record_schema, checked with validate_table. Returns (table, explained)."""
     import pyarrow as pa
 
-    from fangpin.warnings import STATUS_OPEN, deadline, local_date, record_schema, validate_table, warning_id
+    from fangpin.warnings import (
+        STATUS_OPEN,
+        level_deadline,
+        local_date,
+        record_schema,
+        validate_table,
+        warning_id,
+    )
     from models.explain import explain_warned
     from models.measures import table_for
 
     schema = record_schema()
     table = table or table_for(params)
+    from models.levels import floored_hits
+
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
         return schema.empty_table(), 0
     hits_col = scored["rule_hits"].to_numpy()[warn]
-    # rule hits as stored: the four fields of a hit
-    hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hs or [])] for hs in hits_col]
-    reasons, measures = explain_warned(model, params, X[warn], scored["raw_score"].to_numpy()[warn], hits, table)
+    # rule hits as a warning shows them: the rules with a level floor, labelled with it (the others
+    # are tasks), the four fields of a hit
+    hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in floored_hits(hs, model.levels)]
+            for hs in hits_col]
+    county = scored["county"].to_numpy()[warn]
+    reasons, measures, figs = explain_warned(model, params, X[warn], scored["raw_score"].to_numpy()[warn], hits,
+                                             table, county=county)
     heads = _heads(persons, qidx)
     hid = scored["household_id"].to_numpy()[warn].astype(str)
     names = heads["name"].reindex(hid)
     masked = heads["id_masked"].reindex(hid)
     version = str(model.model_version)
     w = params.warnings
-    # what WarningRecord.create sets: the id per household, one deadline for the run
-    due = deadline(local_date(created_at), w.verification_days, w.working_days, w.holiday_country)
+    # what WarningRecord.create sets: the id per household, the deadline of each level
+    start = local_date(created_at)
+    level = scored["combined_level"].to_numpy()[warn]
+    due = {lvl: level_deadline(lvl, start, w).isoformat() for lvl in set(level)}
     quarter = scored["quarter"].to_numpy()[warn].astype(str)
     n = len(warn)
     ts = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
@@ -169,12 +189,62 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, pe
         "model_version": pa.array([version] * n, pa.string()),
         "ruleset_version": pa.array([str(model.ruleset_version)] * n, pa.string()),
         "created_at": pa.array([ts.isoformat().replace("+00:00", "Z")] * n, pa.string()),
-        "deadline": pa.array([due.isoformat()] * n, pa.string()),
+        "deadline": pa.array([due[lvl] for lvl in level], pa.string()),
         "status": pa.array([STATUS_OPEN] * n, pa.string()),
         "status_reason": pa.nulls(n, pa.string()),
+        "base_rate": pa.array([f["base_rate"] for f in figs], pa.float64()),
+        "other_pp": pa.array([f["other_pp"] for f in figs], pa.float64()),
+        "reference_period": pa.array([f["reference_period"] for f in figs], pa.string()),
+        "deferred": pa.array(scored["deferred"].to_numpy(dtype=bool)[warn], pa.bool_()),
     }, schema=schema)
     validate_table(out)  # the WarningRecord rules on every row (a warning always has a level, etc.)
     return out, n
+
+
+def chunk_tasks(model, params: Params, scored: pd.DataFrame, persons: pd.DataFrame, qidx: int,
+                created_at: datetime):
+    """The 保障缺口 tasks (fangpin.tasks) of the in-scope rows of one scored chunk whose rule hits
+    have a route (``params.tasks.routes``), as an Arrow table of fangpin.tasks.task_schema."""
+    from fangpin.tasks import task_table
+
+    routes = params.tasks.routes
+    hits_col = scored["rule_hits"].to_numpy()
+    ins = scored["in_scope"].to_numpy(dtype=bool)
+    idx = [i for i in np.flatnonzero(ins).tolist() if any(h["rule_id"] in routes for h in (hits_col[i] or ()))]
+    heads = _heads(persons, qidx)
+    rows = []
+    cols = {c: scored[c].to_numpy() for c in ("quarter", "county", "township", "village", "household_id")}
+    for i in idx:
+        hid = str(cols["household_id"][i])
+        head = heads.loc[hid] if hid in heads.index else None
+        rows.append({"quarter": str(cols["quarter"][i]), "county": cols["county"][i], "township": cols["township"][i],
+                     "village": cols["village"][i], "household_id": hid,
+                     "head_name": None if head is None or pd.isna(head["name"]) else head["name"],
+                     "id_masked": None if head is None or pd.isna(head["id_masked"]) else head["id_masked"],
+                     "ruleset_version": str(model.ruleset_version), "hits": hits_col[i]})
+    return task_table(rows, params, created_at)
+
+
+def score_report(res: ScoreResult, params: Params, groups: list[dict]) -> dict:
+    """The score report of the scored quarter: levels (households, share of the in-scope
+    households), workload (warned share, the largest township visit list, capacity, shortfall)
+    and tasks by department; the same keys as the evaluation's metrics.json minus precision."""
+    n = max(res.households, 1)
+    levels = {lvl: {"households": int(res.by_level.get(lvl, 0)), "share": res.by_level.get(lvl, 0) / n}
+              for lvl in ("红", "黄", "蓝")}
+    short = [g for g in groups if g["shortfall"] > 0]
+    return {
+        "quarter": res.quarter, "model_version": res.model_version, "households": res.households,
+        "levels": levels,
+        "workload": {"warned_share": res.warnings / n,
+                     "visits_per_township_max": max((int(g["n_red"]) for g in groups), default=0),
+                     "capacity_per_township": params.levels.capacity_per_township,
+                     "shortfall": int(sum(g["shortfall"] for g in groups)),
+                     "townships_over_capacity": len(short), "townships": len(groups)},
+        "tasks": {"total": res.tasks, "by_department": res.tasks_by_department},
+        "townships": [{k: g[k] for k in ("county", "township", "n_in_scope", "n_red_wanted", "n_red", "n_yellow",
+                                          "n_blue", "shortfall", "capacity")} for g in groups],
+    }
 
 
 def _scores_table(scored: pd.DataFrame):
@@ -218,24 +288,25 @@ def _scores_schema():
     return pa.schema([("household_id", pa.string()), ("quarter", pa.string()), ("county", pa.string()),
                       ("township", pa.string()), ("village", pa.string()), ("probability", pa.float64()),
                       ("model_level", pa.string()), ("rule_level", pa.string()), ("combined_level", pa.string()),
-                      ("warning", pa.bool_()), ("rule_ids", pa.list_(pa.string()))])
+                      ("deferred", pa.bool_()), ("warning", pa.bool_()), ("rule_ids", pa.list_(pa.string()))])
 
 
 def _run_chunk(k: int, job: dict) -> dict:
-    """Score and explain chunk ``k`` and write warnings_k.parquet and scores_k.parquet into the
-    scratch directory. ``job``: what every chunk of the run shares (model, params, quarter …).
-    Returns counts, the chunk's townships with warnings, and seconds."""
+    """Score and explain chunk ``k`` and write warnings_k, tasks_k and scores_k Parquet files into
+    the scratch directory. ``job``: what every chunk of the run shares (model, params, quarter …).
+    Returns counts, the chunk's townships with warnings or tasks and their level groups, seconds."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from fangpin.cluster import peak_rss_mib
+    from fangpin.tasks import by_department
     from pipelines.partition import chunk_frames
 
     scratch, model, params, qidx = Path(job["scratch"]), job["model"], job["params"], job["qidx"]
     if job["threads"]:
         model.meta["num_threads"] = job["threads"]  # the cluster is the parallelism: a thread per task
     out = {"k": k, "households": 0, "warnings": 0, "explained": 0, "by_level": {}, "rule_warnings": 0,
-           "places": [], "rows": 0, "seconds": {}}
+           "places": [], "rows": 0, "seconds": {}, "tasks": 0, "tasks_by_department": {}, "levels": []}
     t0 = time.perf_counter()
     fr = chunk_frames(scratch, k, job["lines"])
     if fr is None:
@@ -246,7 +317,11 @@ def _run_chunk(k: int, job: dict) -> dict:
     scored, X = s.frame(), s.X
     t2 = time.perf_counter()
     table, n_exp = explain_chunk(model, params, scored, X, fr.persons, qidx, job["created"], job["table"])
+    tasks = chunk_tasks(model, params, scored, fr.persons, qidx, job["created"])
     t3 = time.perf_counter()
+    out["levels"] = [] if s.level_groups is None else s.level_groups.to_dict(orient="records")
+    out["tasks"] = tasks.num_rows
+    out["tasks_by_department"] = by_department(tasks.to_pylist()) if tasks.num_rows else {}
     out["rows"] = len(scored)
     out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
     out["explained"], out["warnings"] = n_exp, table.num_rows
@@ -255,19 +330,21 @@ def _run_chunk(k: int, job: dict) -> dict:
     out["rule_warnings"] = int(np.count_nonzero(pc.list_value_length(table.column("rule_hits")).to_numpy(
         zero_copy_only=False) > 0)) if table.num_rows else 0
     pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
+    pq.write_table(tasks, scratch / f"tasks_{k:04d}.parquet")
     pq.write_table(_scores_table(scored), scratch / f"scores_{k:04d}.parquet")
-    if table.num_rows:
-        out["places"] = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
-                                       strict=True)))
+    out["places"] = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
+                                   strict=True)) | set(zip(tasks.column("county").to_pylist(),
+                                                           tasks.column("township").to_pylist(), strict=True)))
     t4 = time.perf_counter()
     out["peak_rss_mib"] = peak_rss_mib()
     out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3}
     return out
 
 
-def _write_workbook(place: tuple[int, str, str], job: dict) -> dict:
-    """The workbook of one township (``place``: chunk, county, township) from its chunk's
-    warnings, into ``<scratch>/excel``. Returns its path relative to that folder and seconds."""
+def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
+    """The workbook of one township (``place``: chunk, county, township, its level group) from its
+    chunk's warnings and tasks, into ``<scratch>/excel``. Returns its path relative to that folder
+    and seconds."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pds
 
@@ -275,12 +352,14 @@ def _write_workbook(place: tuple[int, str, str], job: dict) -> dict:
     from fangpin.excel import township_path, write_township_workbook
 
     t0 = time.perf_counter()
-    k, county, township = place
+    k, county, township, workload = place
     scratch = Path(job["scratch"])
-    table = pds.dataset(str(scratch / f"warnings_{k:04d}.parquet")).to_table(
-        filter=(pc.field("county") == county) & (pc.field("township") == township))
+    flt = (pc.field("county") == county) & (pc.field("township") == township)
+    table = pds.dataset(str(scratch / f"warnings_{k:04d}.parquet")).to_table(filter=flt)
+    tasks = pds.dataset(str(scratch / f"tasks_{k:04d}.parquet")).to_table(filter=flt)
     path = township_path(scratch / "excel", county, township, job["quarter"])
-    write_township_workbook(table, path, today=job["today"])
+    write_township_workbook(table, path, today=job["today"], tasks=tasks, township=township, quarter=job["quarter"],
+                            county=county, workload=workload, params=job["params"])
     return {"path": str(path.relative_to(scratch / "excel")), "seconds": time.perf_counter() - t0,
             "peak_rss_mib": peak_rss_mib()}
 
@@ -358,8 +437,12 @@ def score_quarter(
 def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store, root, show_progress: bool,
            write_excel: bool, chunk_households: int | None, n_q: int) -> ScoreResult:
     from fangpin import quarters as fq
+    from fangpin.tasks import task_schema
     from fangpin.warnings import local_date, record_schema
+    from models.levels import check_coverage
     from models.measures import table_for
+    from models.rules import rule_ids
+    from pipelines.common import write_json
     from pipelines.partition import Partitioner
 
     t_all = time.perf_counter()
@@ -371,6 +454,7 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         model = load_champion(params, root)
     if model.model_version is None:
         raise ValueError("the model has no registry version (load it with models.pyfunc.load_champion)")
+    check_coverage(model.levels, params.tasks.routes, rule_ids())  # every rule hit a warning or a task
     qidx = fq.to_index(quarter)
     lines = {**model.lines, **{int(k): float(v) for k, v in params.lines.items()}}
     lj = src / "lines.json"
@@ -434,10 +518,16 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                 res.chunk_peak_rss_mib = max(res.chunk_peak_rss_mib, r.get("peak_rss_mib", 0.0))
                 for lv, c in r["by_level"].items():
                     res.by_level[lv] = res.by_level.get(lv, 0) + c
+                res.tasks += r["tasks"]
+                for d, c in r["tasks_by_department"].items():
+                    res.tasks_by_department[d] = res.tasks_by_department.get(d, 0) + c
+                res.townships += r["levels"]
                 for k, v in r["seconds"].items():
                     task_secs[k] = task_secs.get(k, 0.0) + v
                 if write_excel:
-                    books.extend(ex.submit(_write_workbook, (r["k"], c, t), job) for c, t in r["places"])
+                    load = {(g["county"], g["township"]): g for g in r["levels"]}
+                    books.extend(ex.submit(_write_workbook, (r["k"], c, t, load.get((c, t))), job)
+                                 for c, t in r["places"])
                 if prog:
                     prog.advance(task, r["rows"])
                 last_chunk[0] = time.perf_counter()
@@ -445,8 +535,17 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                 if p.exists():
                     yield pq.read_table(p)
 
+        def task_tables():
+            import pyarrow.parquet as pq
+
+            for k in range(n_chunks):
+                p = scratch / f"tasks_{k:04d}.parquet"
+                if p.exists():
+                    yield pq.read_table(p)
+
         wr = store.write_quarter_tables(finished_tables(), quarter, res.model_version,
-                                        counties=sorted(part.counties))
+                                        counties=sorted(part.counties), tasks=task_tables,
+                                        thresholds=lambda: res.townships)
         t_commit = time.perf_counter()
         res.store = {"run_id": wr.run_id, "n_warnings": wr.n_warnings, "inserted": wr.inserted,
                      "updated": wr.updated, "removed": wr.removed}
@@ -463,11 +562,21 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
 
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
-        tmp_w, tmp_s = scratch / "warnings.parquet", scratch / "scores.parquet"
+        final_t = out_dir / f"tasks_{quarter}.parquet"
+        tmp_w, tmp_s, tmp_t = scratch / "warnings.parquet", scratch / "scores.parquet", scratch / "tasks.parquet"
         _concat([scratch / f"warnings_{k:04d}.parquet" for k in range(n_chunks)], tmp_w, record_schema())
         _concat([scratch / f"scores_{k:04d}.parquet" for k in range(n_chunks)], tmp_s, _scores_schema())
+        _concat([scratch / f"tasks_{k:04d}.parquet" for k in range(n_chunks)], tmp_t, task_schema())
+        res.townships.sort(key=lambda g: (g["county"], g["township"]))
+        res.report = score_report(res, params, res.townships)
+        final_r = out_dir / f"score_report_{quarter}.json"
+        tmp_r = scratch / "score_report.json"
+        write_json(tmp_r, res.report)
         os.replace(tmp_w, final_w)
         os.replace(tmp_s, final_s)
+        os.replace(tmp_t, final_t)
+        os.replace(tmp_r, final_r)
+        res.report_path = str(final_r)
         published = []
         for rel in sorted(w["path"] for w in written):
             dest = excel_dir / rel

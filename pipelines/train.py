@@ -184,6 +184,9 @@ class FeatureTable:
     partitions: int
     peak_rss_mib: float
     example_frames: object  # the canonical frames of one chunk (the model's input example)
+    scratch: Path | None = None  # the chunks' canonical frames (pipelines.partition)
+    places: list | None = None  # (county, township) pairs of each chunk
+    lines: dict | None = None
 
     def frame(self):
         import dask.dataframe as dd
@@ -221,7 +224,8 @@ def feature_table(params: Params, src: Path, work: Path, executor) -> FeatureTab
                            str(feats_dir.resolve()), lines, params.labels.horizon_quarters, last_q)
     example = chunk_frames(scratch, 0, lines)
     return FeatureTable(path=feats_dir, rows=sum(r["rows"] for r in results), partitions=n,
-                        peak_rss_mib=max(r["peak_rss_mib"] for r in results), example_frames=example)
+                        peak_rss_mib=max(r["peak_rss_mib"] for r in results), example_frames=example,
+                        scratch=scratch.resolve(), places=part.townships, lines=lines)
 
 
 def fit_partitioned(ft: FeatureTable, params: Params, executor):
@@ -303,11 +307,86 @@ def _fit_collected(ft: FeatureTable, params: Params, executor):
     return model, split, info
 
 
+def attach_reference(model, ds: Dataset, frames, split) -> dict:
+    """The reference figures the model carries (``model.reference``), from the training data:
+    the counties' base rates and typical values by household type (models.explain, for reason
+    figures and comparisons), measured on the in-scope rows of the quarters the model was fitted
+    on (training, early stopping, calibration; never a test row); and fallback level cut-offs per
+    township (models.levels, for households scored one by one before a batch run has stored its
+    own), from the latest of those quarters."""
+    from fangpin.quarters import from_index
+    from models.explain import reference_figures
+    from models.levels import fallback_thresholds
+
+    q = ds.feats["quarter_idx"].to_numpy()
+    fit_q = sorted({*split.train, *split.valid, *split.calib})
+    rows = ds.labels["in_scope"].to_numpy(dtype=bool) & np.isin(q, fit_q) & ~split.test_rows(ds.feats)
+    period = f"{from_index(int(q[rows].min()))}–{from_index(int(q[rows].max()))}" if rows.any() else ""
+    ref = reference_figures(ds.feats, ds.labels["label"].to_numpy(dtype=np.float64, na_value=np.nan),
+                            ds.labels["labelled"].to_numpy(dtype=bool), rows, model.spec, period)
+    last = max(fit_q)
+    scored = model.score_arrays(frames, quarters=[last], explain="none")
+    ref["levels"] = fallback_thresholds(scored.level_groups, from_index(last))
+    model.reference = ref
+    return ref
+
+
+def _level_groups_part(item: tuple[int, list], scratch: str, lines: dict, model, qidx: int):
+    """The per-township level groups (models.levels) of chunk ``k``'s own townships in ``qidx``."""
+    from pipelines.partition import chunk_frames
+
+    k, places = item
+    fr = chunk_frames(Path(scratch), k, lines)
+    if fr is None:
+        return None
+    g = model.score_arrays(fr, quarters=[qidx], explain="none").level_groups
+    if g is None or g.empty:
+        return None
+    own = {f"{c}/{t}" for c, t in places}
+    return g[(g["county"].astype(str) + "/" + g["township"].astype(str)).isin(own).to_numpy()]
+
+
+def attach_reference_partitioned(model, ft: FeatureTable, split, executor) -> dict:
+    """:func:`attach_reference` from a partitioned feature table: the reference figures from the
+    in-scope rows of the fitted quarters (only the columns models.explain.reference_figures reads,
+    collected in the in-process row order), the fallback level cut-offs from each chunk's own
+    townships in the latest fitted quarter."""
+    from fangpin.quarters import from_index
+    from models.explain import REFERENCE_STATS, reference_figures
+    from models.levels import fallback_thresholds
+
+    ddf = ft.frame()
+    fit_q = sorted({*split.train, *split.valid, *split.calib})
+    want = ({f for f, _ in REFERENCE_STATS.values()} | {c for c in model.spec.names if c.startswith("ev_")}
+            | {"is_tuopin", "quarter_of_year", "county", "township", "village", "quarter_idx", "in_scope", "usable",
+               "label", "_row"})
+    cols = [c for c in ddf.columns if c in want]
+    sel = ddf[ddf["in_scope"] & ddf["quarter_idx"].isin(fit_q)][cols]
+    df = executor.compute(sel).sort_values("_row", kind="stable").reset_index(drop=True)
+    df = df[~split.test_rows(df)].reset_index(drop=True)  # villages held out for the test (short ledgers)
+    q = df["quarter_idx"].to_numpy()
+    period = f"{from_index(int(q.min()))}–{from_index(int(q.max()))}" if len(q) else ""
+    ref = reference_figures(df, df["label"].to_numpy(dtype=np.float64, na_value=np.nan),
+                            df["usable"].to_numpy(dtype=bool), np.ones(len(df), dtype=bool), model.spec, period)
+    last = max(fit_q)
+    parts = executor.map(_level_groups_part, list(enumerate(ft.places)), str(ft.scratch), ft.lines,
+                         executor.share(model), last)
+    parts = [g for g in parts if g is not None]
+    groups = (pd.concat(parts, ignore_index=True).sort_values(["county", "township"], kind="stable")
+              .reset_index(drop=True) if parts else None)
+    ref["levels"] = fallback_thresholds(groups, from_index(last))
+    model.reference = ref
+    return ref
+
+
 def flat_params(params: Params) -> dict:
     out = {}
     for section in ("labels", "rules", "model", "levels"):
         for k, v in getattr(params, section).model_dump(mode="json").items():
-            out[f"{section}.{k}"] = v if not isinstance(v, list | tuple) else ",".join(map(str, v))
+            if isinstance(v, dict):
+                out.update({f"{section}.{k}.{kk}": vv for kk, vv in v.items()})
+            else:
+                out[f"{section}.{k}"] = v if not isinstance(v, list | tuple) else ",".join(map(str, v))
     return out
 
 
@@ -338,6 +417,8 @@ def train(params: Params) -> dict:
                      ft.rows, ft.partitions, t_feat, ft.peak_rss_mib)
             model, split, info = fit_partitioned(ft, params, ex)
             frames = ft.example_frames
+            model.lines = dict(frames.lines)
+            attach_reference_partitioned(model, ft, split, ex)
             info["feature_peak_rss_mib"] = round(ft.peak_rss_mib, 1)
         else:
             frames = load_frames(params)
@@ -346,8 +427,9 @@ def train(params: Params) -> dict:
             log.info("features: %d household-quarters × %d features in %.1fs", len(ds.feats),
                      len(ds.feats.columns), t_feat)
             model, split, info = fit(ds, params)
+            model.lines = dict(frames.lines)
+            attach_reference(model, ds, frames, split)
             del ds
-    model.lines = dict(frames.lines)
     log.info("trained: best iteration %d, validation AUC %.4f (%s)", info["best_iteration"], info["valid_auc"],
              split.describe()[1])
     exp_id = setup_mlflow(params)

@@ -24,6 +24,9 @@ from serving.schemas import (
     ReloadOut,
     ScoreRequest,
     ScoreResponse,
+    TaskOut,
+    TaskPageOut,
+    TaskStatusIn,
     WarningOut,
     WarningPageOut,
     feedback_examples,
@@ -233,3 +236,64 @@ def feedback(
         audit(request, who, endpoint, outcome="forbidden")
         raise auth.Forbidden() from None
     return _out(new)
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+def _task_out(t) -> TaskOut:
+    return TaskOut(**t.model_dump(), overdue=t.is_overdue())
+
+
+@router.get("/v1/tasks", response_model=TaskPageOut, tags=["任务"],
+            summary="保障缺口任务（按办理期限排序；分页；仅本密钥范围内）", responses={**E401, **E403, **E422})
+def list_tasks(
+    request: Request,
+    county: PlaceQ = None,
+    township: PlaceQ = None,
+    village: PlaceQ = None,
+    quarter: QuarterQ = None,
+    department: PlaceQ = None,
+    status: Literal["待办理", "办理中", "已办结"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ)),
+) -> TaskPageOut:
+    sc = who.scope
+    if (county is not None and sc.county is not None and county != sc.county) or (
+        township is not None and sc.township is not None and township != sc.township
+    ):
+        audit(request, who, "GET /v1/tasks", outcome="forbidden")
+        raise auth.Forbidden()
+    page = request.app.state.store.query_tasks(
+        county=county, township=township, village=village, quarter=quarter, department=department, status=status,
+        scope=sc, limit=limit, offset=offset)
+    audit(request, who, "GET /v1/tasks", household_ids=[t.household_id for t in page.items], outcome="read")
+    return TaskPageOut(items=[_task_out(t) for t in page.items], total=page.total, limit=page.limit,
+                       offset=page.offset)
+
+
+@router.post("/v1/tasks/{task_id}/status", response_model=TaskOut, tags=["任务"],
+             summary="更新任务办理状态（待办理 → 办理中 → 已办结）",
+             responses={**E401, **E403, 409: {**_ERR, "description": "状态变更不允许（如已办结）"}, **E422})
+def task_status(
+    request: Request,
+    task_id: WarningId,
+    body: TaskStatusIn,
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_FEEDBACK)),
+) -> TaskOut:
+    from fangpin.tasks import TaskError
+
+    endpoint = "POST /v1/tasks/{id}/status"
+    store = request.app.state.store
+    t = store.get_task(task_id)
+    if t is None or not who.scope.covers(t.county, t.township):
+        audit(request, who, endpoint, outcome="forbidden")
+        raise auth.Forbidden()
+    try:
+        new = store.set_task_status(task_id, body.status)
+    except TaskError as exc:
+        audit(request, who, endpoint, household_ids=[t.household_id], outcome="rejected")
+        raise ApiError(409, "status change not allowed", str(exc)) from None
+    audit(request, who, endpoint, household_ids=[t.household_id], outcome=f"task:{new.status}")
+    return _task_out(new)

@@ -21,6 +21,7 @@ DESCRIPTION = """\
 
 - 县级系统：`POST /v1/score` 对一户或一批户评分（概率、等级、规则触发、原因、建议帮扶措施）；
 - 预警：`GET /v1/warnings`、`GET /v1/warnings/{id}`、`POST /v1/warnings/{id}/feedback`（入户核实结果）；
+- 保障缺口任务：`GET /v1/tasks`（住房、饮水、医保、义务教育、兜底缺口，转责任部门办理）、`POST /v1/tasks/{id}/status`；
 - 认证：请求头 `X-API-Key`；每个密钥有角色（county_system / township_cadre / analyst / admin）和范围（县或乡镇），
   只能看到、评分本范围内的户；
 - 输入为台账约定的规范 JSON（字段名为规范英文名，取值为约定中的中文值）；字段有误返回 422，指出字段路径与问题（`message_zh`）。
@@ -57,7 +58,14 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         pages.setup(app, p, st)
         if load_model:
             holder.try_load()
-        batcher = Batcher(holder, score_households, p, max_households=p.serving.batch_households)
+        from functools import partial
+
+        from serving.scoring import StoredThresholds
+
+        thresholds = StoredThresholds(st, p.serving.thresholds_refresh_s)
+        app.state.thresholds = thresholds
+        batcher = Batcher(holder, partial(score_households, thresholds=thresholds), p,
+                          max_households=p.serving.batch_households)
         app.state.batcher = batcher
         batcher.start()
         yield
@@ -75,6 +83,7 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         openapi_tags=[
             {"name": "评分", "description": "对台账中的户评分"},
             {"name": "预警", "description": "预警查询与入户核实反馈"},
+            {"name": "任务", "description": "保障缺口任务：转责任部门办理"},
             {"name": "模型", "description": "模型版本、模型卡与热切换"},
             {"name": "运维", "description": "存活与就绪检查"},
         ],

@@ -1,10 +1,13 @@
 """The cadre page: server-rendered Chinese HTML for township staff on their phones.
 
 Sign in with a township key (the signed session cookie holds only a random session token whose
-hash the store keeps: logging out ends the session on the server), see the township's
-open warnings by level and deadline (overdue ones marked), open one to see the household, the
-reasons (inline-SVG bars with the sentences), rule hits, suggested support, and record the visit
-outcome. Forms carry a per-session CSRF token; the cookie is SameSite=strict. No external assets.
+hash the store keeps: logging out ends the session on the server), see the township's open
+warnings by deadline, then risk, each with the list it is on (入户核实 / 月度走访 / 半年复核;
+overdue ones marked), and apart from them the township's open 保障缺口 tasks with their
+department; open a warning to see the household, the reasons (inline-SVG bars drawn from the
+figures that add up to the probability minus the county base rate, with the 其他因素 line), rule
+hits, the household's tasks, suggested support, and record the visit outcome. Forms carry a
+per-session CSRF token; the cookie is SameSite=strict. No external assets.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from fangpin.tasks import TASK_DOING, TASK_OPEN
 from fangpin.warnings import (
     LEVEL_LABEL,
     STATUS_EXCLUDED,
@@ -27,6 +31,7 @@ from fangpin.warnings import (
     VerificationError,
     WarningRecord,
     local_date,
+    visit_list,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +55,8 @@ def setup(app, params, store) -> None:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(LEVEL_LABEL=LEVEL_LABEL)
     templates.env.filters["pct"] = lambda p: f"{100 * float(p):.1f}%"
+    templates.env.filters["pct2"] = lambda p: f"{100 * float(p):.2f}%"
+    templates.env.filters["pp"] = lambda v: f"{'+' if v >= 0 else '−'}{abs(float(v)):.2f} 个百分点"
     app.state.templates = templates
 
 
@@ -99,20 +106,28 @@ def _audit(request: Request, who, endpoint: str, warnings=(), outcome: str = "re
     )
 
 
+def _pp(v: float) -> str:
+    return f"{'+' if v >= 0 else '−'}{abs(v):.2f} 个百分点"
+
+
 def reason_bars(w: WarningRecord, width: int = 300, bar_h: int = 18, gap: int = 10) -> dict:
-    """Geometry of the inline-SVG bar chart: one bar per reason, length ∝ |log-odds|."""
-    reasons = list(w.reasons)
-    top = max((abs(r.logodds) for r in reasons), default=0.0) or 1.0
-    label_room = 110  # the "+8.5 个百分点" label to the right of the longest bar
+    """Geometry of the inline-SVG bar chart, drawn from the figures: one bar per reason and one for
+    其他因素, length ∝ |percentage points| (the numbers beside them, which add up to the
+    probability minus the county base rate)."""
+    rows = [{"pp": r.prob_pp, "up": r.direction == "up", "text": r.text, "kind": "reason"} for r in w.reasons]
+    if w.other_pp is not None and rows:
+        rows.append({"pp": w.other_pp, "up": w.other_pp >= 0, "text": "其他因素", "kind": "other"})
+    top = max((abs(r["pp"]) for r in rows), default=0.0) or 1.0
+    label_room = 120  # the "+8.53 个百分点" label to the right of the longest bar
     bars = []
-    for i, r in enumerate(reasons):
-        length = max(2.0, (width - label_room) * abs(r.logodds) / top)
-        bars.append({
-            "y": i * (bar_h + gap), "w": round(length, 1), "h": bar_h, "up": r.direction == "up",
-            "label": f"{'+' if r.prob_pp >= 0 else '−'}{abs(r.prob_pp):.1f} 个百分点",
-            "text": r.text, "logodds": r.logodds,
-        })
-    return {"bars": bars, "width": width, "height": max(0, len(bars) * (bar_h + gap) - gap)}
+    for i, r in enumerate(rows):
+        length = max(2.0, (width - label_room) * abs(r["pp"]) / top)
+        bars.append({"y": i * (bar_h + gap), "w": round(length, 1), "h": bar_h, "up": r["up"], "kind": r["kind"],
+                     "label": _pp(r["pp"]), "text": r["text"], "pp": r["pp"]})
+    total = None
+    if w.base_rate is not None and w.other_pp is not None:
+        total = round(sum(r["pp"] for r in rows), 2)
+    return {"bars": bars, "width": width, "height": max(0, len(bars) * (bar_h + gap) - gap), "total": total}
 
 
 # -------------------------------------------------------------------------------------- pages
@@ -169,12 +184,18 @@ def warning_list(request: Request):
     who = _signed_in(request)
     if who is None:
         return _to_login()
-    page = request.app.state.store.query_warnings(scope=who.scope, status=STATUS_OPEN, limit=OPEN_LIMIT)
+    store = request.app.state.store
+    page = store.query_warnings(scope=who.scope, status=STATUS_OPEN, limit=OPEN_LIMIT)
     today = local_date(datetime.now(UTC))
-    items = [{"w": w, "overdue": w.is_overdue(today), "days_left": (w.deadline - today).days}
-             for w in page.items]
+    w_params = request.app.state.params.warnings
+    items = [{"w": w, "overdue": w.is_overdue(today), "days_left": (w.deadline - today).days,
+              "list": visit_list(w.level, w_params, w.deferred)} for w in page.items]
+    tasks = store.query_tasks(scope=who.scope, status=[TASK_OPEN, TASK_DOING], limit=OPEN_LIMIT)
+    task_items = [{"t": t, "overdue": t.is_overdue(today), "days_left": (t.deadline - today).days}
+                  for t in tasks.items]
     _audit(request, who, "GET /cadre/", page.items)
-    return _render(request, "list.html", who=who, items=items, total=page.total, shown=len(items))
+    return _render(request, "list.html", who=who, items=items, total=page.total, shown=len(items),
+                   tasks=task_items, tasks_total=tasks.total)
 
 
 @router.get("/cadre/w/{warning_id}", response_class=HTMLResponse)
@@ -200,10 +221,13 @@ def _in_scope(request: Request, who, warning_id: str, endpoint: str) -> WarningR
 def _page(request: Request, who, w: WarningRecord, status_code: int = 200, error: str | None = None,
           form: dict | None = None) -> HTMLResponse:
     today = local_date(datetime.now(UTC))
-    history = request.app.state.store.feedback_history(w.id)
+    store = request.app.state.store
+    history = store.feedback_history(w.id)
+    tasks = store.query_tasks(household_id=w.household_id, quarter=w.quarter, limit=20).items
     return _render(
         request, "warning.html", status_code, who=who, w=w, overdue=w.is_overdue(today),
-        chart=reason_bars(w), history=history, error=error, form=form or {},
+        chart=reason_bars(w), history=history, error=error, form=form or {}, tasks=tasks,
+        visit=visit_list(w.level, request.app.state.params.warnings, w.deferred),
         saved=request.query_params.get("saved") == "1",
         outcomes=[("included", STATUS_INCLUDED), ("excluded", STATUS_EXCLUDED)],
     )

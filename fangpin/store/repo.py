@@ -40,7 +40,8 @@ KEY_PREFIX = "fpk"
 # Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
 _REFRESHED = (
     "county", "township", "village", "head_name", "id_masked", "level", "level_rank", "probability",
-    "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id",
+    "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id", "base_rate", "other_pp",
+    "reference_period", "deferred",
 )
 
 _AUDIT_INSERT = AuditRow.__table__.insert()
@@ -234,6 +235,7 @@ def _row_to_record(r: WarningRow) -> WarningRecord:
         probability=r.probability, rule_hits=r.rule_hits, reasons=r.reasons, measures=r.measures,
         model_version=r.model_version, ruleset_version=r.ruleset_version,
         created_at=_utc(r.created_at), deadline=r.deadline, status=r.status, status_reason=r.status_reason,
+        base_rate=r.base_rate, other_pp=r.other_pp, reference_period=r.reference_period, deferred=bool(r.deferred),
     )
 
 
@@ -254,6 +256,8 @@ def _json_to_row(d: dict, run_id: str, now: datetime, stamps: dict, days: dict) 
         "measures": d["measures"], "model_version": d["model_version"],
         "ruleset_version": d["ruleset_version"], "created_at": created, "updated_at": now,
         "deadline": due, "status": d["status"], "status_reason": d["status_reason"], "run_id": run_id,
+        "base_rate": d.get("base_rate"), "other_pp": d.get("other_pp"), "reference_period": d.get("reference_period"),
+        "deferred": bool(d.get("deferred")),
     }
 
 
@@ -337,6 +341,8 @@ class Store:
         *,
         counties: Iterable[str] | None = None,
         batch_size: int = 2000,
+        tasks=None,
+        thresholds=None,
     ) -> WriteResult:
         """Write one quarter's warnings of one model version, atomically and idempotently.
 
@@ -348,6 +354,7 @@ class Store:
         longer produces are removed; verified ones are always kept. ``counties`` sets that scope
         explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
         iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
+        ``tasks`` / ``thresholds``: as for :meth:`write_quarter_tables`.
         """
 
         def tables():
@@ -365,7 +372,8 @@ class Store:
             if batch:
                 yield pa.Table.from_pylist(batch, schema=schema)
 
-        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size)
+        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size,
+                                         tasks=tasks, thresholds=thresholds)
 
     def write_quarter_tables(
         self,
@@ -375,11 +383,17 @@ class Store:
         *,
         counties: Iterable[str] | None = None,
         batch_size: int = 5000,
+        tasks=None,
+        thresholds=None,
     ) -> WriteResult:
         """:meth:`write_quarter` for warnings as Arrow tables of :func:`fangpin.warnings.record_schema`
         (what batch scoring writes): each table is checked with
         :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted with
-        executemany batches of ``batch_size`` rows. Same transaction, idempotency and scope rules."""
+        executemany batches of ``batch_size`` rows. Same transaction, idempotency and scope rules.
+
+        ``tasks`` / ``thresholds``: callables returning the run's 保障缺口 task tables
+        (fangpin.tasks.task_schema) and level cut-off rows (models.levels), called after the
+        warnings are written and stored in the same transaction (fangpin/store/levels_tasks.py)."""
         from fangpin.warnings import validate_table
 
         run_id = uuid.uuid4().hex
@@ -430,6 +444,14 @@ class Store:
                         WarningRow.status == STATUS_OPEN,
                     )
                 ).rowcount
+            if tasks is not None:
+                from fangpin.store.levels_tasks import write_tasks
+
+                write_tasks(conn, tasks(), quarter, scope, run_id)
+            if thresholds is not None:
+                from fangpin.store.levels_tasks import write_thresholds
+
+                write_thresholds(conn, thresholds(), quarter, model_version, scope, run_id)
             conn.execute(
                 ModelRun.__table__.insert().values(
                     run_id=run_id, quarter=quarter, model_version=model_version, counties=scope,
@@ -463,8 +485,9 @@ class Store:
         limit: int = 50,
         offset: int = 0,
     ) -> Page:
-        """Warnings matching every given filter, most urgent first: level (红 > 黄 > 蓝), then
-        the earliest deadline, then the highest probability. ``scope`` restricts to a key's scope."""
+        """Warnings matching every given filter, earliest deadline first (deadlines follow the
+        level: 红 within the verification days, 黄 the next monthly visit, 蓝 the half-yearly
+        review), then the highest probability. ``scope`` restricts to a key's scope."""
         if limit < 1 or offset < 0:
             raise ValueError("limit must be >= 1 and offset >= 0")
         conds = []
@@ -490,8 +513,7 @@ class Store:
             total = conn.scalar(select(func.count()).select_from(WarningRow).where(*conds))
         stmt = (
             select(WarningRow).where(*conds)
-            .order_by(WarningRow.level_rank, WarningRow.deadline, WarningRow.probability.desc(),
-                      WarningRow.id)
+            .order_by(WarningRow.deadline, WarningRow.probability.desc(), WarningRow.level_rank, WarningRow.id)
             .limit(limit).offset(offset)
         )
         from sqlalchemy.orm import Session
@@ -590,6 +612,36 @@ class Store:
             stmt = stmt.where(ModelRun.quarter == quarter)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    # ------------------------------------------------------- level cut-offs and tasks (levels_tasks)
+
+    def level_thresholds(self, model_version: str) -> dict:
+        """{(quarter, county, township): [t_red, t_yellow, t_blue, t_capacity]} of a model version."""
+        from fangpin.store.levels_tasks import read_thresholds
+
+        return read_thresholds(self.engine, model_version)
+
+    def workload(self, quarter: str, model_version: str | None = None, scope: Scope | None = None) -> list[dict]:
+        """Per township of a quarter: households in scope, 红 wanted / kept, 黄, 蓝, shortfall, capacity."""
+        from fangpin.store.levels_tasks import read_workload
+
+        return read_workload(self.engine, quarter, model_version, scope)
+
+    def query_tasks(self, **filters):
+        """Tasks matching the filters (fangpin/store/levels_tasks.py:query_tasks)."""
+        from fangpin.store.levels_tasks import query_tasks
+
+        return query_tasks(self.engine, **filters)
+
+    def get_task(self, task_id: str):
+        from fangpin.store.levels_tasks import get_task
+
+        return get_task(self.engine, task_id)
+
+    def set_task_status(self, task_id: str, status: str):
+        from fangpin.store.levels_tasks import set_task_status
+
+        return set_task_status(self.engine, task_id, status)
 
     # ------------------------------------------------------------------------------- API keys
 

@@ -140,7 +140,8 @@ def test_migrations_match_models_and_are_repeatable(db_url):
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                     Base.metadata)
         assert diff == []
-        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "web_sessions"} <= set(
+        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "web_sessions",
+                "level_thresholds", "tasks"} <= set(
             sa.inspect(eng).get_table_names())
     finally:
         eng.dispose()
@@ -281,7 +282,7 @@ def test_query_filters_order_and_paging(store):
     store.write_quarter(make_warnings(5, quarter="2025Q2"), "2025Q2", "7")
     page = store.query_warnings(quarter="2025Q3", limit=100)
     assert page.total == 30
-    keys = [(w.level_rank, w.deadline, -w.probability) for w in page.items]
+    keys = [(w.deadline, -w.probability) for w in page.items]  # deadline first (it follows the level), then risk
     assert keys == sorted(keys)
     assert [w.level for w in page.items][:10] == ["红"] * 10
 
@@ -506,3 +507,72 @@ def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
         assert date(2025, 10, 25) == s.get_warning(make_warnings(1)[0].id).deadline
     finally:
         s.dispose()
+
+
+# ------------------------------------------------------------------ level cut-offs and tasks
+
+
+def _tasks(quarter: str, n: int, county: str = "甲县"):
+    from fangpin.tasks import task_table
+
+    rows = [{"quarter": quarter, "county": county, "township": f"{'东西'[i % 2]}镇", "village": f"{i % 4}村",
+             "household_id": f"{county}-H{i:05d}", "head_name": f"户主{i}", "id_masked": _masked(i),
+             "ruleset_version": "rules-2026.1",
+             "hits": [{"rule_id": "R04_UNSAFE_HOUSING", "text": "住房为危房（是否危房户：是）"},
+                      {"rule_id": "R01_INCOME_BELOW_LINE", "text": "人均纯收入5,000元"}]}  # R01: no route
+            for i in range(n)]
+    return task_table(rows, PARAMS, datetime(2025, 10, 10, 2, 0, tzinfo=UTC))
+
+
+def _cuts(quarter: str, townships=("东镇", "西镇")):
+    import math
+
+    return [{"county": "甲县", "township": t, "quarter": quarter, "t_red": -1.5 - i, "t_yellow": -2.0,
+             "t_blue": math.inf if i else -3.0, "t_capacity": -math.inf if i else -1.2, "n_in_scope": 2000,
+             "n_red_wanted": 27 - 5 * i, "n_red": 25 - 3 * i, "n_yellow": 40, "n_blue": 60,
+             "shortfall": 2 - 2 * i, "capacity": 25} for i, t in enumerate(townships)]
+
+
+def test_tasks_and_cut_offs_commit_with_the_warnings_and_reruns_keep_task_status(store):
+    import math
+
+    from fangpin.tasks import TaskError
+
+    ws = make_warnings(6)
+    store.write_quarter(ws, "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 5)], thresholds=lambda: _cuts("2025Q3"))
+    page = store.query_tasks(quarter="2025Q3", limit=50)
+    assert page.total == 5 and {t.department for t in page.items} == {"住建"}  # R01 has no route: no task
+    t0 = page.items[0]
+    assert t0.deadline == date(2026, 1, 8) and t0.status == "待办理"  # 90 days from 2025-10-10 (Beijing)
+    store.set_task_status(t0.id, "办理中")
+    with pytest.raises(TaskError):
+        store.set_task_status(t0.id, "待办理")
+    # re-run: one household's gap is gone → its open task removed; the one being handled is kept
+    store.write_quarter(ws, "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 3)], thresholds=lambda: _cuts("2025Q3", ("东镇",)))
+    after = {t.id: t for t in store.query_tasks(quarter="2025Q3", limit=50).items}
+    assert t0.id in after and after[t0.id].status == "办理中" and after[t0.id].deadline == t0.deadline
+    assert len(after) == 3 + (t0.household_id not in {f"甲县-H{i:05d}" for i in range(3)})
+    assert store.query_tasks(scope=Scope.parse("甲县/东镇"), limit=50).total == sum(
+        x.township == "东镇" for x in after.values())
+    # cut-offs: replaced by the re-run for its quarter / version / counties, ±inf kept
+    cuts = store.level_thresholds("7")
+    assert set(cuts) == {("2025Q3", "甲县", "东镇")}
+    assert cuts[("2025Q3", "甲县", "东镇")] == [-1.5, -2.0, -3.0, -1.2]
+    store.write_quarter(ws, "2025Q3", "7", thresholds=lambda: _cuts("2025Q3"))
+    assert store.level_thresholds("7")[("2025Q3", "甲县", "西镇")] == [-2.5, -2.0, math.inf, -math.inf]
+    assert store.level_thresholds("8") == {}
+    load = {g["township"]: g for g in store.workload("2025Q3", "7")}
+    assert load["东镇"]["shortfall"] == 2 and load["东镇"]["n_red"] == 25 and load["西镇"]["capacity"] == 25
+
+
+def test_a_failing_task_write_rolls_back_the_warnings(store):
+    ws = make_warnings(4)
+
+    def broken():
+        t = _tasks("2025Q4", 2)  # another quarter than the run's
+        return [t]
+
+    with pytest.raises(ValueError, match="2025Q4"):
+        store.write_quarter(ws, "2025Q3", "7", tasks=broken)
+    assert store.query_warnings(quarter="2025Q3", limit=1).total == 0
+    assert store.query_tasks(limit=1).total == 0

@@ -42,17 +42,26 @@ def records(trained):
     return records_from_frames(frames, t, 150, seed=3)
 
 
-def test_every_rule_hit_is_a_warning_on_every_scored_row(trained):
+def test_every_rule_hit_is_a_warning_or_a_task_on_every_scored_row(trained):
+    from fangpin.config import load_params
+
     frames, _, _, model = trained
+    routes = load_params().tasks.routes
     out = model.score(frames, explain="none")
     assert len(out) == len(frames.households)
-    rule = lv.rank(out["rule_level"])
     comb = lv.rank(out["combined_level"])
+    floor = lv.floor_ranks(out["rule_hits"].to_numpy(), model.levels)
     has_hit = out["rule_hits"].map(len).to_numpy() > 0
     assert has_hit.sum() > 0
-    assert (has_hit == (rule > 0)).all()
-    assert (comb >= rule).all() and (comb >= lv.rank(out["model_level"])).all()
-    assert out["warning"].to_numpy()[has_hit].all()
+    assert (has_hit == (lv.rank(out["rule_level"]) > 0)).all()
+    deferred = out["deferred"].to_numpy(dtype=bool)
+    # a hit of a rule with a floor is a warning of at least that floor (a 红 candidate beyond the
+    # township's capacity: 黄); a hit of a rule without one is a task
+    assert ((comb >= floor) | (deferred & (floor == 3) & (comb == 2))).all()
+    assert (comb[floor > 0] > 0).all()
+    for hits in out["rule_hits"]:
+        assert all(model.levels.rule_floors.get(h["rule_id"]) is not None or h["rule_id"] in routes for h in hits)
+    assert ((comb >= lv.rank(out["model_level"])) | deferred).all()
     assert (out["warning"].to_numpy() == (comb > 0)).all()
 
 

@@ -40,10 +40,14 @@ def test_train_evaluate_promote_rollback(workdir):
     rdir = p.paths.reports_dir
     on_disk = json.loads((rdir / "metrics.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(metrics))
-    assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices"}
+    assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices", "levels",
+                            "workload"}
+    assert on_disk["workload"]["visits_per_township_max"] <= on_disk["workload"]["capacity_per_township"]
     assert (rdir / "report.md").exists() and (rdir / "model_card.md").exists()
+    assert "## Levels and workload" in (rdir / "report.md").read_text(encoding="utf-8")
     card = (rdir / "model_card.md").read_text(encoding="utf-8")
-    for section in ("## 用途", "## 模型", "类别不平衡", "## Intended use", "## Model", "Class imbalance", "purged"):
+    for section in ("## 用途", "## 模型", "类别不平衡", "## Intended use", "## Model", "Class imbalance", "purged",
+                    "## 预警等级与工作量", "## Levels and workload"):
         assert section in card, section
     mv = mlflow.MlflowClient().get_model_version(info1["registered_name"], info1["version"])
     assert mv.description == card  # the evaluation stage's card is the registered version's description
