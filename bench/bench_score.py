@@ -20,10 +20,10 @@ process, from ``resource.getrusage`` — is its own):
 2. ``score``: ``pipelines.score.score_quarter`` on the latest quarter of ``--score`` — partition,
    features, booster, calibration, rules, levels, TreeSHAP + Chinese reasons + measures for every
    warning, store (SQLite), Parquet, township workbooks — with its stage seconds (wall: partition,
-   chunks, store after the last chunk, publish; per-chunk seconds summed over the worker
-   processes: score, explain, excel, chunk_read, chunk_write) and the peak RSS of this process
-   and of the largest chunk process (each reports its own ``ru_maxrss``: the workers are children
-   of the fork server, not of this process).
+   chunks, store after the last chunk, publish; task seconds summed over the Dask workers
+   (fangpin.cluster; ``--workers`` sizes the LocalCluster): score, explain, excel, chunk_read,
+   chunk_write) and the peak RSS of this process and of the largest worker (each task reports its
+   worker's ``ru_maxrss``).
 3. ``baseline``: the same quarter's feature matrix (built chunk by chunk, not timed), then
    ``booster.predict`` on every row, ``pred_contrib`` and ``shap.TreeExplainer`` on a sample
    (stated) extrapolated to every row.
@@ -120,6 +120,8 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leav
     model = RiskModel.load(out / f"model_{leaves}")
     model.model_version = "bench"
     p = rooted(load_params(), out / "work")
+    if workers:  # the LocalCluster's size (fangpin.cluster); default one worker per core
+        p = p.model_copy(update={"cluster": p.cluster.model_copy(update={"workers": workers})})
     db = out / "work" / "warnings.db"
     db.parent.mkdir(parents=True, exist_ok=True)
     if db.exists():
@@ -128,16 +130,16 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leav
     load_before = _load()
     t0 = time.perf_counter()
     r = score_quarter(p, ingested_dir=score_dir, model=model, store=store, root=out / "work", show_progress=False,
-                      write_excel=excel, chunk_households=chunk, workers=workers)
+                      write_excel=excel, chunk_households=chunk)
     wall = time.perf_counter() - t0
     load_after = _load()
     s = r.seconds
     return {"num_leaves": leaves, "trees": model.booster.num_trees(), "quarter": r.quarter, "households": r.households,
             "warnings": r.warnings, "by_level": r.by_level, "explained": r.explained, "chunks": r.chunks,
-            "workers": workers or p.warnings.score_workers, "workbooks": len(r.workbooks),
+            "workers": r.workers, "workbooks": len(r.workbooks),
             "workbook_rows": r.warnings if excel else 0, "seconds": s, "wall_seconds": round(wall, 1),
             "households_per_s_end_to_end": round(r.households / wall),
-            "peak_rss_mib_main": round(_maxrss_mib()), "peak_rss_mib_chunk_process": round(r.chunk_peak_rss_mib),
+            "peak_rss_mib_main": round(_maxrss_mib()), "peak_rss_mib_per_worker": round(r.chunk_peak_rss_mib),
             "store": r.store, "load_before": load_before, "load_after": load_after}
 
 
@@ -148,7 +150,8 @@ def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int, le
 
     from fangpin.config import load_params
     from models.pyfunc import RiskModel
-    from pipelines.score import _Partitioner, latest_quarter
+    from pipelines.partition import Partitioner, chunk_frames
+    from pipelines.score import latest_quarter
 
     model = RiskModel.load(out / f"model_{leaves}")
     p = load_params()
@@ -160,10 +163,11 @@ def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int, le
     n_chunks = max(1, -(-n_q // p.warnings.chunk_households))
     mats = []
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        part = _Partitioner(score_dir, Path(tmp), q, n_chunks, event_window=4)
+        part = Partitioner(score_dir, Path(tmp), n_chunks)
+        part.index_quarter(q, event_window=4)
         part.run()
         for k in range(n_chunks):
-            fr = part.frames(k, {**model.lines, **p.lines})
+            fr = chunk_frames(Path(tmp), k, {**model.lines, **p.lines})
             if fr is None:
                 continue
             s = model.predict(fr, quarters=[q], explain="none")
@@ -205,7 +209,7 @@ def main() -> None:
     ap.add_argument("--shap-sample", type=int, default=10_000, help="rows timed for shap.TreeExplainer")
     ap.add_argument("--chunk", type=int, default=None, help="households per chunk (default params)")
     ap.add_argument("--no-excel", action="store_true")
-    ap.add_argument("--workers", type=int, default=None, help="chunk processes (default params)")
+    ap.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
     ap.add_argument("--model-leaves", type=int, default=None,
                     help="which sweep model scores (default: params.yaml model.num_leaves)")
     ap.add_argument("--phase", choices=["all", "train", "score", "baseline"], default="all")

@@ -62,9 +62,19 @@ COMMAND_MODULES = (
 def _main(ctx: typer.Context,
           verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
           debug: bool = typer.Option(False, "--debug", help="show the traceback of an error instead of "
-                                     "its two sentences (显示错误的详细信息)")) -> None:
+                                     "its two sentences (显示错误的详细信息)"),
+          scheduler: str = typer.Option(None, "--scheduler", metavar="tcp://HOST:PORT",
+                                        help="run the tasks on this Dask cluster (sets DASK_SCHEDULER_ADDRESS; "
+                                             "default: that variable, else params cluster.scheduler, else this "
+                                             "machine)")) -> None:
     ctx.meta[_DEBUG] = debug
     setup_logging(verbose)
+    if scheduler:
+        import os
+
+        from fangpin.cluster import ENV
+
+        os.environ[ENV] = scheduler
 
 
 for _name in COMMAND_MODULES:

@@ -51,6 +51,9 @@ class SynthParams(_Model):
     townships_per_county: int = Field(8, gt=0)
     villages_per_township: int = Field(12, gt=0)
     oracle_draws: int = Field(16, ge=2)  # Monte-Carlo draws of the oracle look-ahead (risky households)
+    # a province: each county simulated on its own, as a task (fangpin.cluster), into <out>/<county code>/;
+    # false: one simulation of all counties (the demo's ledger, byte-stable)
+    by_county: bool = False
     # "annual": the simulation runs quarterly but only each year's Q4 snapshot is written (a province
     # that verifies once a year); department signals stay dated. Run such a ledger with
     # labels.horizon_quarters: 4.
@@ -69,6 +72,13 @@ class IdsParams(_Model):
 class IngestParams(_Model):
     income_mismatch_tolerance: float = Field(0.10, ge=0)  # share; >10% is a finding
     chunk_rows: int = Field(200_000, gt=0)
+    # Input limits: a file beyond one is refused with its name (nothing half-written).
+    max_columns: int = Field(512, gt=0)  # header cells of one file (the contract has ~60)
+    max_cell_chars: int = Field(1000, gt=0)  # a longer cell quarantines its row
+    quarantine_value_chars: int = Field(100, gt=0)  # quarantine.csv keeps this prefix of a value
+    max_xlsx_sheet_bytes: int = Field(2_000_000_000, gt=0)  # uncompressed XML of the sheet read
+    max_xlsx_ratio: float = Field(200.0, gt=1)  # uncompressed / compressed size of any xlsx member
+    max_xlsx_rows: int = Field(5_000_000, gt=0)  # rows read from one sheet
 
 
 class LabelParams(_Model):
@@ -97,7 +107,10 @@ class ModelParams(_Model):
     bagging_freq: int = Field(1, ge=0)
     lambda_l2: float = Field(1.0, ge=0)
     scale_pos_weight: float | Literal["balanced"] = 1.0
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    # centred_isotonic: isotonic regression through the centres of its flat steps, with logistic
+    # tails (strictly increasing: reason figures of different factors never coincide); isotonic:
+    # the step function itself; sigmoid: Platt scaling
+    calibration: Literal["centred_isotonic", "isotonic", "sigmoid"] = "centred_isotonic"
     # How early stopping and calibration are held out (models/train.py, docs/decisions.md "Splits"):
     # "quarters": the validation_quarters and calibration_quarters after the training quarters;
     # "grouped": villages held out inside the training quarters (GroupShuffleSplit by village);
@@ -121,6 +134,11 @@ class ModelParams(_Model):
     # <state_dir>/mlartifacts. MLFLOW_TRACKING_URI in the environment overrides both.
     tracking_uri: str | None = None
     explain_sample: int = Field(5000, gt=0)  # test rows for global SHAP importance
+    # Training on a cluster (pipelines.train, fangpin.cluster): household-quarter rows per feature
+    # partition (whole townships), and the share of negative training / validation rows kept
+    # (weighted by its inverse; every positive is kept). 1.0: every row (the in-process model).
+    partition_rows: int = Field(500_000, gt=0)
+    negative_sample: float = Field(1.0, gt=0, le=1)
 
     @model_validator(mode="after")
     def _quarters_split_needs_quarters(self) -> ModelParams:
@@ -131,19 +149,59 @@ class ModelParams(_Model):
 
 
 class LevelParams(_Model):
-    """Model levels: either probability cut-offs or a per-township visit capacity."""
+    """Warning levels by measured risk (models/levels.py, docs/warnings.md "Levels").
 
-    mode: Literal["cutoffs", "capacity"] = "cutoffs"
-    red: float = Field(0.30, gt=0, lt=1)
-    yellow: float = Field(0.10, gt=0, lt=1)
-    blue: float = Field(0.04, gt=0, lt=1)
-    capacity_per_township: int = Field(40, gt=0)  # visits per township per quarter (capacity mode)
+    Each township and quarter, the in-scope households are ranked by the model's risk: the top
+    ``red_share`` are 红 by risk, the next ``yellow_share`` 黄, the next ``blue_share`` 蓝 (shares of
+    the township's in-scope households, so a county with another base rate warns the same share).
+    A rule hit lifts a household to at least its rule's floor (``rule_floors``; a rule without a
+    floor is routed as a task, ``tasks.routes``). Then at most ``capacity_per_township`` households
+    per township and quarter stay 红 (due within ``warnings.verification_days``), highest risk first;
+    the rest of the 红 candidates move to 黄 (the next monthly visit) and are counted as the
+    township's shortfall.
+    """
+
+    red_share: float = Field(0.01, gt=0, lt=1)
+    yellow_share: float = Field(0.02, ge=0, lt=1)
+    blue_share: float = Field(0.03, ge=0, lt=1)
+    # home verifications a township completes within the verification deadline, per quarter:
+    # ~800-860 clues a year per county (domain.md: Ningshan 859, Wen 800+) / 4 quarters / 8
+    # townships (docs/warnings.md "Capacity") ≈ 25
+    capacity_per_township: int = Field(25, gt=0)
+    # the lowest level a rule hit gets (None: no warning, the hit becomes a task: tasks.routes)
+    rule_floors: dict[str, Literal["红", "黄", "蓝"] | None] = Field(default_factory=lambda: {
+        "R01_INCOME_BELOW_LINE": "红", "R02_INCOME_NEAR_LINE": "黄", "R03_RIGID_SPENDING": "红",
+        "R04_UNSAFE_HOUSING": None, "R05_NO_SAFE_WATER": None, "R06_NO_MEDICAL_INSURANCE": None,
+        "R07_OUT_OF_SCHOOL": None, "R08_NO_LABOUR_NO_SUPPORT": None, "R09_SEVERE_EVENT": "蓝"})
 
     @model_validator(mode="after")
-    def _ordered(self) -> LevelParams:
-        if not (self.red > self.yellow > self.blue):
-            raise ValueError("levels must satisfy red > yellow > blue")
+    def _shares(self) -> LevelParams:
+        if self.red_share + self.yellow_share + self.blue_share >= 1:
+            raise ValueError("levels: red_share + yellow_share + blue_share must be below 1")
         return self
+
+
+class TaskRoute(_Model):
+    """Where a 保障缺口 rule hit goes: the department that closes the gap, its measure, the days
+    it has (from the scoring date)."""
+
+    gap: str  # 缺口, e.g. 住房安全
+    department: str  # 责任部门, e.g. 住建
+    measure: str  # 措施, e.g. 危房改造
+    days: int = Field(gt=0)
+
+
+class TaskParams(_Model):
+    """保障缺口 tasks (fangpin/tasks.py): rule id → route. Every rule has a level floor
+    (levels.rule_floors), a route here, or both; a hit is never dropped."""
+
+    routes: dict[str, TaskRoute] = Field(default_factory=lambda: {
+        "R04_UNSAFE_HOUSING": TaskRoute(gap="住房安全", department="住建", measure="危房改造", days=90),
+        "R05_NO_SAFE_WATER": TaskRoute(gap="饮水安全", department="水利", measure="饮水安全工程", days=60),
+        "R06_NO_MEDICAL_INSURANCE": TaskRoute(gap="基本医疗", department="医保", measure="参保及资助参保", days=30),
+        "R07_OUT_OF_SCHOOL": TaskRoute(gap="义务教育", department="教育", measure="控辍保学（劝返复学）", days=30),
+        "R08_NO_LABOUR_NO_SUPPORT": TaskRoute(gap="兜底保障", department="民政", measure="低保、特困供养兜底审核",
+                                              days=30)})
 
 
 class PromotionParams(_Model):
@@ -153,18 +211,21 @@ class PromotionParams(_Model):
 
 
 class WarningParams(_Model):
-    verification_days: int = Field(15, gt=0)
+    verification_days: int = Field(15, gt=0)  # 红: home verification within this many days
+    monthly_visit_days: int = Field(31, gt=0)  # 黄: at the next monthly visit (domain.md: monthly visits)
+    review_days: int = Field(183, gt=0)  # 蓝: at the half-yearly review (domain.md: levels reviewed every half year)
     working_days: bool = False  # national guidance: 15 calendar days
     max_reasons: int = Field(4, ge=1, le=4)
     store_url: str | None = None  # default: SQLite under the state dir
     excel_dir: Path = Path("data/warnings/excel")
     chunk_households: int = Field(50_000, gt=0)
-    score_workers: int = Field(2, ge=1)  # processes scoring chunks (and writing their workbooks) in parallel
     holiday_country: str = "CN"  # working-day calendar (python-holidays), incl. 调休 make-up days
     measures_table: Path | None = None  # default: models/measures.yaml shipped with the package
     max_measures: int = Field(4, ge=1)
     key_secret_env: str = "FANGPIN_KEY_SECRET"  # HMAC secret for API keys and audit hashing
     key_secret_file: str = "key_secret"  # fallback: <state_dir>/key_secret, created on first use
+    store_wait_s: float = Field(5.0, gt=0)  # a store call waits at most this long for a lock or a connection
+    store_connections: int = Field(8, ge=2)  # pooled connections per process (writers: 1 on SQLite, half on PostgreSQL)
 
 
 class ServingParams(_Model):
@@ -175,6 +236,18 @@ class ServingParams(_Model):
     batch_households: int = Field(256, gt=0)  # concurrent requests scored together, at most this many
     score_timeout_s: float = Field(30.0, gt=0)  # a request waits at most this long for its scores
     key_cache_seconds: float = Field(5.0, ge=0)  # a verified API key is trusted this long (0 = always look up)
+    thresholds_refresh_s: float = Field(60.0, ge=0)  # the API re-reads the batch's level thresholds after this long
+    max_body_bytes: int | None = Field(None, gt=0)  # request body limit; None: max_batch × 8 KiB
+    max_form_bytes: int = Field(65_536, gt=0)  # body limit of the cadre page's forms
+    auth_failures: int = Field(20, gt=0)  # failed API-key attempts per client address or key id per window, then 429
+    auth_window_s: float = Field(60.0, gt=0)
+    https: bool = False  # clients reach the service over HTTPS (here or at a TLS-terminating proxy): Secure cookie, HSTS
+
+    @property
+    def body_limit(self) -> int:
+        """The request body limit in bytes (``max_body_bytes``, default 8 KiB per household of a
+        full batch: a typical household is 1.5–3 KB of JSON)."""
+        return self.max_body_bytes or self.max_batch * 8192
 
 
 class DriftParams(_Model):
@@ -197,6 +270,28 @@ class FairnessParams(_Model):
     seed: int = 11
 
 
+class InProcessBelow(_Model):
+    """Inputs smaller than these run in the calling process, without starting a cluster
+    (fangpin.cluster; the cut-offs are measured in docs/benchmarks.md, "Execution layer")."""
+
+    synth: int = Field(40_000, ge=0)  # households
+    ingest: int = Field(50_000_000, ge=0)  # bytes of input files
+    train: int = Field(550_000, ge=0)  # household-quarters
+    score: int = Field(135_000, ge=0)  # households of the scored quarter
+
+
+class ClusterParams(_Model):
+    """Where tasks run (fangpin.cluster): a Dask scheduler, else this process for small inputs,
+    else a LocalCluster of this machine. DASK_SCHEDULER_ADDRESS / --scheduler override ``scheduler``."""
+
+    scheduler: str | None = None  # tcp://host:8786 of a running `dask scheduler`
+    workers: int = Field(0, ge=0)  # LocalCluster worker processes; 0 = one per available core
+    threads_per_worker: int = Field(1, ge=1)
+    memory_limit: str = "auto"  # per LocalCluster worker ("auto": the machine's memory / workers)
+    dashboard: str | None = None  # e.g. ":8787" (needs bokeh); None: any free port (the scheduler's HTTP server)
+    in_process_below: InProcessBelow = InProcessBelow()
+
+
 class Params(_Model):
     paths: PathsParams = PathsParams()
     synth: SynthParams = SynthParams()
@@ -207,11 +302,13 @@ class Params(_Model):
     rules: RuleParams = RuleParams()
     model: ModelParams = ModelParams()
     levels: LevelParams = LevelParams()
+    tasks: TaskParams = TaskParams()
     promotion: PromotionParams = PromotionParams()
     warnings: WarningParams = WarningParams()
     serving: ServingParams = ServingParams()
     drift: DriftParams = DriftParams()
     fairness: FairnessParams = FairnessParams()
+    cluster: ClusterParams = ClusterParams()
 
     @field_validator("lines")
     @classmethod

@@ -24,8 +24,15 @@ class Column:
     values: tuple[str, ...] = ()  # allowed values for kind == "category" (after normalisation)
     level: Literal["person", "household"] = "person"
     personal: bool = False  # personal data: never logged, masked or hashed before display
-    lo: float | None = None  # inclusive numeric range, when the contract implies one
+    lo: float | None = None  # inclusive numeric range (every number column has one: finite, plausible)
     hi: float | None = None
+
+
+# Plausibility bounds, declared once and enforced at ingest (row quarantined, reason named) and at
+# the API (422 naming the field): a value outside is a typing or export error, never data.
+YUAN_MAX = 100_000_000.0  # yuan per year, one household
+PER_CAPITA_MIN, PER_CAPITA_MAX = -1_000_000.0, 10_000_000.0  # net income per person (losses possible)
+MAX_TEXT_CHARS = 200  # any text cell (names, places, support measures)
 
 
 RELATIONS = (
@@ -116,19 +123,20 @@ LEDGER_COLUMNS: tuple[Column, ...] = (
     _c("风险是否已消除", "risk_eliminated", "yesno", level="household"),
     _c("消除监测时间", "eliminated_at", "yyyymm", level="household"),
     _c("风险消除方式", "elimination_mode", "category", values=ELIMINATION_MODE, level="household"),
-    _c("人均纯收入（元）", "income_per_capita", "float", required=True, level="household"),
-    _c("工资性收入（元）", "wage_income", "float", level="household", lo=0),
-    _c("生产经营性收入（元）", "business_income", "float", level="household"),
-    _c("财产性收入（元）", "property_income", "float", level="household", lo=0),
-    _c("转移性收入（元）", "transfer_income", "float", level="household", lo=0),
-    _c("生产经营性支出（元）", "business_expense", "float", level="household", lo=0),
-    _c("合规自付支出（元）", "medical_out_of_pocket", "float", level="household", lo=0),
+    _c("人均纯收入（元）", "income_per_capita", "float", required=True, level="household",
+       lo=PER_CAPITA_MIN, hi=PER_CAPITA_MAX),
+    _c("工资性收入（元）", "wage_income", "float", level="household", lo=0, hi=YUAN_MAX),
+    _c("生产经营性收入（元）", "business_income", "float", level="household", lo=-YUAN_MAX, hi=YUAN_MAX),
+    _c("财产性收入（元）", "property_income", "float", level="household", lo=0, hi=YUAN_MAX),
+    _c("转移性收入（元）", "transfer_income", "float", level="household", lo=0, hi=YUAN_MAX),
+    _c("生产经营性支出（元）", "business_expense", "float", level="household", lo=0, hi=YUAN_MAX),
+    _c("合规自付支出（元）", "medical_out_of_pocket", "float", level="household", lo=0, hi=YUAN_MAX),
     _c("享受低保政策情况", "dibao", "category", values=DIBAO, level="household"),
     _c("享受特困供养政策情况", "tekun", "category", values=TEKUN, level="household"),
     _c("是否危房户", "unsafe_housing", "yesno", level="household"),
     _c("是否解决安全饮用水", "safe_water", "yesno", level="household"),
-    _c("耕地面积（亩）", "farmland_mu", "float", level="household", lo=0),
-    _c("与村主干路距离（公里）", "road_distance_km", "float", level="household", lo=0),
+    _c("耕地面积（亩）", "farmland_mu", "float", level="household", lo=0, hi=100_000),
+    _c("与村主干路距离（公里）", "road_distance_km", "float", level="household", lo=0, hi=1_000),
     *(_c(h, n, "text", level="household") for h, n in SUPPORT_HEADERS.items()),
 )
 
@@ -137,7 +145,7 @@ EVENT_COLUMNS: tuple[Column, ...] = (
     _c("事件日期", "event_date", "date", required=True),
     _c("来源部门", "department", "category", required=True, values=DEPARTMENTS),
     _c("事件类型", "event_type", "category", required=True, values=EVENT_TYPES),
-    _c("金额（元）", "amount", "float", lo=0),
+    _c("金额（元）", "amount", "float", lo=0, hi=YUAN_MAX),
 )
 
 LINES_FILE = "监测线.csv"

@@ -1,9 +1,13 @@
 """Township warning lists as Excel workbooks (`预警清单_<乡镇>_<季度>.xlsx`), written with XlsxWriter.
 
-One workbook per township: sheet 预警清单 (one row per warning, most urgent first: level, then
-probability; red / yellow fills for 红 / 黄 rows; frozen, filterable header; column widths that fit
-Chinese text; rule hits, reasons and measures as numbered lines), sheet 按村汇总 (counts by level
-and status per village), sheet 说明 (what the columns mean, versions, units). Only masked ID
+One workbook per township: sheet 预警清单 (one row per warning, earliest deadline first, then
+probability — deadlines follow the level: 红 入户核实 within the verification days, 黄 the next
+monthly visit, 蓝 the half-yearly review — with the list each household is on; red / yellow fills
+for 红 / 黄 rows; frozen, filterable header; column widths that fit Chinese text; rule hits,
+reasons with their figures and the 其他因素 line, and measures as numbered lines), sheet 保障缺口任务
+(the township's tasks routed to departments, earliest deadline first; every data cell a string),
+sheet 按村汇总 (counts by level and status per village), sheet 说明 (what the columns mean,
+versions, units, the township's verification capacity and shortfall). Only masked ID
 numbers are written; a full ID number anywhere in a cell is refused before the file is created.
 
 Warnings come as WarningRecord objects, dicts or a DataFrame in the record's JSON form, or an
@@ -11,6 +15,10 @@ Arrow table of :func:`fangpin.warnings.record_schema` (what batch scoring writes
 with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk). A workbook is
 built in memory (XlsxWriter's default mode: shared strings, faster here than constant_memory), so
 memory follows the largest township, not the county.
+
+Every cell that comes from a ledger, the store or a user is text, never a formula, a link or a
+number guessed from text: workbooks are opened with XlsxWriter's string conversions switched off
+(:data:`WORKBOOK_OPTIONS`), so a village called ``=HYPERLINK(…)`` stays those characters.
 """
 
 from __future__ import annotations
@@ -35,12 +43,17 @@ from fangpin.warnings import (
     STATUSES,
     WarningRecord,
     local_date,
+    visit_list,
 )
 
 HEADERS = (
-    "序号", "村", "户编号", "户主姓名", "证件号码(脱敏)", "预警等级", "风险概率", "规则触发", "主要原因",
+    "序号", "村", "户编号", "户主姓名", "证件号码(脱敏)", "预警等级", "清单", "风险概率", "规则触发", "主要原因",
     "建议帮扶措施", "核实期限", "状态", "核实说明",
 )
+TASK_SHEET = "保障缺口任务"
+TASK_HEADERS = ("序号", "村", "户编号", "户主姓名", "证件号码(脱敏)", "缺口", "责任部门", "措施", "情况", "办理期限",
+                "状态")
+TASK_WRAPPED = {"情况": 40, "措施": 24}
 WRAPPED = {"规则触发": 46, "主要原因": 60, "建议帮扶措施": 52, "核实说明": 30}  # max widths
 SUMMARY_HEADERS = ("村", *LEVELS, "合计", *STATUSES, "逾期未核实")
 FILLS = {"红": "FFC7CE", "黄": "FFEB9C"}
@@ -49,9 +62,11 @@ BORDER_COLOR = "BFBFBF"
 OVERDUE_COLOR = "C00000"
 LINE_HEIGHT = 16.0  # points per text line (11 pt CJK text)
 _BAD_FILENAME = re.compile(r'[\\/:*?"<>|\s]+')
-_FULL_ID = re.compile(r"\d{17}[\dXx]")
+# No formula, URL or number is ever made from a string (a ledger value "=…" or "@…" stays text).
+WORKBOOK_OPTIONS = {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False}
 _RECORD_DEFAULTS = {"head_name": None, "id_masked": None, "rule_hits": [], "reasons": [], "measures": [],
-                    "status": STATUS_OPEN, "status_reason": None}
+                    "status": STATUS_OPEN, "status_reason": None, "base_rate": None, "other_pp": None,
+                    "reference_period": None, "deferred": False}
 
 
 # ------------------------------------------------------------------------------------------ widths
@@ -113,9 +128,24 @@ def format_rule_hits(w) -> str:
 
 
 def format_reasons(w) -> str:
-    """Each reason with its direction and probability-scale weight (percentage points)."""
-    return _numbered([_reason_text(_get(r, "text"), _get(r, "direction"), _get(r, "prob_pp"))
+    """Each reason with its direction and figure (percentage points), then the 其他因素 line."""
+    text = _numbered([_reason_text(_get(r, "text"), _get(r, "direction"), _get(r, "prob_pp"))
                       for r in _get(w, "reasons")])
+    return text + _other_line(_get(w, "other_pp"), _get(w, "base_rate"), _get(w, "probability"),
+                              _get(w, "reference_period"))
+
+
+def pp(v: float) -> str:
+    """A figure in percentage points as shown beside a reason: ``+8.53个百分点``."""
+    return f"{'+' if v >= 0 else '−'}{abs(v):.2f}个百分点"
+
+
+def _other_line(other, base, prob, period) -> str:
+    """'其他因素 +0.12个百分点（全县基准概率0.71%，2022Q1–2023Q4 → 本户23.40%）' after the reasons."""
+    if other is None or base is None:
+        return ""
+    when = f"，{period}" if period else ""
+    return f"\n其他因素{pp(other)}（全县基准概率{base:.2%}{when} → 本户{prob:.2%}）"
 
 
 def format_measures(w) -> str:
@@ -187,8 +217,8 @@ def _hit_text(level, text, threshold) -> str:
 
 def _reason_text(text, direction, prob_pp) -> str:
     arrow = "↑升高风险" if direction == "up" else "↓降低风险"
-    # the explainer labels risk-lowering sentences itself; here the label goes with the weight
-    return f"{text.removesuffix('（降低风险）')}（{arrow}，约{abs(prob_pp):.1f}个百分点）"
+    # the explainer labels risk-lowering sentences itself; here the label goes with the figure
+    return f"{text.removesuffix('（降低风险）')}（{arrow}，{pp(prob_pp)}）"
 
 
 def _measure_text(type_, text) -> str:
@@ -207,22 +237,31 @@ def _nested(col, fields: tuple[str, ...], item) -> list[str]:
     return [_numbered(items[e - n:e]) for n, e in zip(lengths.tolist(), ends.tolist(), strict=True)]
 
 
-def _columns(table) -> dict[str, list]:
-    """The table's columns as lists, rows in cadre order: level (红 first), then probability
-    (highest first), then household id."""
+def _columns(table, w=None) -> dict[str, list]:
+    """The table's columns as lists, rows in cadre order: earliest deadline first, then
+    probability (highest first), then level, then household id. ``w``: params.warnings (the
+    list labels)."""
     import pyarrow as pa
 
+    from fangpin.config import WarningParams
+
+    w = w or WarningParams()
     rank = np.array([LEVEL_RANK[v] for v in table.column("level").to_pylist()], dtype=np.int64)
     prob = table.column("probability").to_numpy(zero_copy_only=False)
     hid = np.array(table.column("household_id").to_pylist(), dtype=object)
-    order = np.lexsort((hid, -prob, rank)) if len(rank) else np.zeros(0, dtype=np.int64)
+    due = np.array([date.fromisoformat(d).toordinal() for d in table.column("deadline").to_pylist()], dtype=np.int64)
+    order = np.lexsort((hid, rank, -prob, due)) if len(rank) else np.zeros(0, dtype=np.int64)
     t = table.take(pa.array(order, type=pa.int64()))
     cols = {c: t.column(c).to_pylist() for c in ("quarter", "county", "township", "village", "household_id",
                                                    "head_name", "id_masked", "level", "probability", "status",
-                                                   "status_reason", "model_version", "ruleset_version")}
+                                                   "status_reason", "model_version", "ruleset_version",
+                                                   "base_rate", "other_pp", "reference_period", "deferred")}
     cols["deadline"] = [date.fromisoformat(d) for d in t.column("deadline").to_pylist()]
+    cols["清单"] = [visit_list(lvl, w, bool(d)) for lvl, d in zip(cols["level"], cols["deferred"], strict=True)]
     cols["规则触发"] = _nested(t.column("rule_hits"), ("level", "text", "threshold"), _hit_text)
-    cols["主要原因"] = _nested(t.column("reasons"), ("text", "direction", "prob_pp"), _reason_text)
+    reasons = _nested(t.column("reasons"), ("text", "direction", "prob_pp"), _reason_text)
+    cols["主要原因"] = [r + _other_line(o, b, p, per) for r, o, b, p, per in zip(
+        reasons, cols["other_pp"], cols["base_rate"], cols["probability"], cols["reference_period"], strict=True)]
     cols["建议帮扶措施"] = _nested(t.column("measures"), ("type", "text"), _measure_text)
     return cols
 
@@ -232,7 +271,9 @@ def _columns(table) -> dict[str, list]:
 
 def _check_no_full_id(strings: Iterable[str], path) -> None:
     """Last line of defence: never a full ID number in the file (one regex pass over every text)."""
-    if _FULL_ID.search("\x00".join(strings)):
+    from fangpin.ids import contains_id_number
+
+    if contains_id_number("\x00".join(strings)):
         raise ValueError(f"refusing to write a full ID number into {path}")
 
 
@@ -255,36 +296,50 @@ def write_township_workbook(
     township: str | None = None,
     quarter: str | None = None,
     today: date | None = None,
+    tasks=None,
+    county: str | None = None,
+    workload: dict | None = None,
+    params=None,
 ) -> Path:
-    """Write one township's warning list to ``path``; returns the path."""
+    """Write one township's warning list to ``path``; returns the path.
+
+    ``tasks``: the township's 保障缺口 tasks (fangpin.tasks records, dicts or an Arrow table of
+    task_schema) for their own sheet; ``workload``: the township's counts from models.levels
+    (红 wanted / kept, shortfall, capacity) for 说明; ``params``: for the list labels
+    (``warnings.verification_days``)."""
     import xlsxwriter
 
-    c = _columns(warning_table(warnings))
+    c = _columns(warning_table(warnings), params.warnings if params is not None else None)
+    task_rows = _task_rows(tasks)
     n_rows = len(c["level"])
     if not n_rows and (township is None or quarter is None):
         raise ValueError("an empty list needs township and quarter")
-    townships = set(zip(c["county"], c["township"], strict=True))
+    townships = set(zip(c["county"], c["township"], strict=True)) | {(t["county"], t["township"]) for t in task_rows}
     if len(townships) > 1:
         raise ValueError(f"one workbook per township, got {sorted(townships)}")
-    quarters = set(c["quarter"])
+    quarters = set(c["quarter"]) | {t["quarter"] for t in task_rows}
     if len(quarters) > 1:
         raise ValueError(f"one workbook per quarter, got {sorted(quarters)}")
     township = township or c["township"][0]
     quarter = quarter or c["quarter"][0]
-    county = c["county"][0] if n_rows else ""
+    county = county or (c["county"][0] if n_rows else (task_rows[0]["county"] if task_rows else ""))
     today = today or local_date(datetime.now(UTC))
 
     columns = {
         "村": c["village"], "户编号": c["household_id"], "户主姓名": [v or "" for v in c["head_name"]],
         "证件号码(脱敏)": [v or "" for v in c["id_masked"]], "预警等级": [LEVEL_LABEL[v] for v in c["level"]],
-        "规则触发": c["规则触发"], "主要原因": c["主要原因"], "建议帮扶措施": c["建议帮扶措施"],
+        "清单": c["清单"], "规则触发": c["规则触发"], "主要原因": c["主要原因"], "建议帮扶措施": c["建议帮扶措施"],
         "状态": c["status"], "核实说明": [v or "" for v in c["status_reason"]],
     }
     overdue = [st == STATUS_OPEN and today > d for st, d in zip(c["status"], c["deadline"], strict=True)]
     summary_rows = _summary_rows(c["village"], c["level"], c["status"], overdue)
-    notes = _notes_rows(c, n_rows, county, township, quarter, today)
+    notes = _notes_rows(c, n_rows, county, township, quarter, today, len(task_rows), workload)
+    task_cells = [[str(i), t["village"], t["household_id"], t["head_name"] or "", t["id_masked"] or "", t["gap"],
+                   t["department"], t["measure"], t["detail"], t["deadline"], t["status"]]
+                  for i, t in enumerate(task_rows, 1)]
     _check_no_full_id([s for vals in columns.values() for s in vals]
-                      + [str(v) for r in summary_rows for v in r] + [str(v) for r in notes for v in r], path)
+                      + [str(v) for r in summary_rows for v in r] + [str(v) for r in notes for v in r]
+                      + [v for r in task_cells for v in r], path)
 
     # column widths that fit (CJK counts double; wrapped columns capped), then row heights
     widths = {h: cjk_width(h) for h in HEADERS}
@@ -304,7 +359,7 @@ def write_township_workbook(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wb = xlsxwriter.Workbook(str(path))
+    wb = xlsxwriter.Workbook(str(path), WORKBOOK_OPTIONS)
     try:
         border = {"border": 1, "border_color": "#" + BORDER_COLOR, "valign": "top"}
         head = wb.add_format({**border, "bold": True, "bg_color": "#" + HEADER_FILL, "align": "center",
@@ -339,13 +394,48 @@ def write_township_workbook(
             ws.write_number(r, 0, r, fmt[(lvl, "plain")])
             for j, vals, kind in text_cols:
                 ws.write_string(r, j, vals[n], fmt[(lvl, kind)])
-            ws.write_number(r, j_prob, c["probability"][n], fmt[(lvl, "pct")])
+            ws.write_number(r, j_prob, round(c["probability"][n], 6), fmt[(lvl, "pct")])  # no false precision
             ws.write_datetime(r, j_due, c["deadline"][n], fmt[(lvl, "overdue" if overdue[n] else "date")])
+        _task_sheet(wb, task_cells, border, head)
         _summary_sheet(wb, summary_rows, border, head)
         _notes_sheet(wb, notes)
     finally:
         wb.close()
     return path
+
+
+def _task_rows(tasks) -> list[dict]:
+    """Tasks as plain dicts in cadre order (earliest deadline, then department, household)."""
+    if tasks is None:
+        return []
+    if hasattr(tasks, "to_pylist"):
+        rows = tasks.to_pylist()
+    else:
+        rows = [t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t) for t in tasks]
+    for r in rows:
+        r["deadline"] = r["deadline"].isoformat() if isinstance(r["deadline"], date) else str(r["deadline"])
+    return sorted(rows, key=lambda r: (r["deadline"], r["department"], r["household_id"], r["rule_id"]))
+
+
+def _task_sheet(wb, cells: list[list[str]], border: dict, head) -> None:
+    """保障缺口任务: one row per task; every data cell is written as a string."""
+    ws = wb.add_worksheet(TASK_SHEET)
+    plain = wb.add_format(border)
+    wrap = wb.add_format({**border, "text_wrap": True})
+    widths = []
+    for j, h in enumerate(TASK_HEADERS):
+        w = max([cjk_width(h)] + [text_width(r[j]) for r in cells])
+        widths.append(max(6, min(w, TASK_WRAPPED[h]) if h in TASK_WRAPPED else w) + 2)
+        ws.set_column(j, j, widths[j])
+    ws.freeze_panes(1, 0)
+    ws.autofilter(0, 0, max(len(cells), 1), len(TASK_HEADERS) - 1)
+    ws.write_row(0, 0, TASK_HEADERS, head)
+    for i, r in enumerate(cells, start=1):
+        lines = max(max(1, math.ceil(cjk_width(r[j]) / max(1, widths[j] - 2))) for j, h in enumerate(TASK_HEADERS)
+                    if h in TASK_WRAPPED)
+        ws.set_row(i, LINE_HEIGHT * lines + 4)
+        for j, (h, v) in enumerate(zip(TASK_HEADERS, r, strict=True)):
+            ws.write_string(i, j, v, wrap if h in TASK_WRAPPED else plain)
 
 
 def _summary_rows(villages: list, levels: list, statuses: list, overdue: list) -> list[list]:
@@ -381,22 +471,39 @@ def _summary_sheet(wb, rows: list[list], border: dict, head) -> None:
         ws.write_row(i, 0, r, bold if i == len(rows) else cell)
 
 
-def _notes_rows(c: dict, n_rows: int, county: str, township: str, quarter: str, today: date) -> list[tuple]:
+def _notes_rows(c: dict, n_rows: int, county: str, township: str, quarter: str, today: date, n_tasks: int = 0,
+                workload: dict | None = None) -> list[tuple]:
     models = sorted(set(c["model_version"]))
     rulesets = sorted(set(c["ruleset_version"]))
-    return [
+    periods = sorted({p for p in c["reference_period"] if p})
+    rows = [
         ("县(市、区)", county), ("乡(镇)", township), ("统计季度", quarter), ("预警户数", n_rows),
+        ("保障缺口任务数", n_tasks),
         ("生成日期", today.isoformat()), ("模型版本", "、".join(models) or "—"),
         ("规则版本", "、".join(rulesets) or "—"),
-        ("排序", "按预警等级（红→黄→蓝），同等级按风险概率从高到低；请优先核实排在前面的农户"),
-        ("预警等级", "红（一级）：极易返贫致贫；黄（二级）：较易返贫致贫；蓝（三级）：需关注"),
+    ]
+    if workload:
+        rows.append(("核实名额", f"本季度本乡镇红色预警（{workload.get('capacity')}户以内须在核实期限内入户）："
+                                  f"候选{workload['n_red_wanted']}户，列入{workload['n_red']}户，"
+                                  f"顺延至月度走访{workload['shortfall']}户"))
+    rows += [
+        ("排序", "按期限从近到远，同一期限按风险概率从高到低；请优先核实排在前面的农户"),
+        ("预警等级", "按风险排序分级：本乡镇风险最高的一批为红（一级），其次为黄（二级）、蓝（三级）；"
+                     "政策规则触发的农户至少为该规则的等级"),
+        ("清单", "红：入户核实清单，须在核实期限内入户；黄：下次月度走访时核实；蓝：半年复核时核实；"
+                 "“核实名额已满，顺延”表示按风险应为红色，但本乡镇本季度入户核实名额已满，改在月度走访时核实"),
         ("风险概率", "模型估计的未来两个季度内被识别为监测对象的概率（已校准）"),
-        ("规则触发", "按政策规则直接触发的预警及其触发条件；规则触发的农户一律列入预警"),
-        ("主要原因", "模型认为影响最大的因素（最多4条），括号内为该因素使风险概率大约升高或降低的百分点"),
+        ("规则触发", "按政策规则直接触发的预警及其触发条件；规则触发的农户一律列入预警或保障缺口任务"),
+        ("主要原因", "模型认为影响最大的因素（最多4条），括号内为该因素对风险概率的贡献（百分点）；各因素与"
+                     "“其他因素”相加，等于本户风险概率减去全县基准概率（全县在预测范围内农户的平均识别率"
+                     + (f"，{'、'.join(periods)}" if periods else "") + "）；升高风险的原因后附全县同类农户的对比数"),
         ("建议帮扶措施", "按“缺什么补什么”和家庭劳动力状况给出的建议，须经入户核实后确定"),
-        ("核实期限", "入户核实的截止日期；红色字体表示已逾期未核实"),
+        ("核实期限", "红色预警为入户核实截止日期，黄色为下次月度走访，蓝色为半年复核；红色字体表示已逾期未核实"),
+        (TASK_SHEET, "住房、饮水、医保、义务教育和兜底保障的缺口，转责任部门在办理期限内解决；"
+                     "同一户可同时有预警和任务"),
         ("隐私", "证件号码已脱敏（仅显示前4位和后4位）；本表不得张贴公示，不得外传"),
     ]
+    return rows
 
 
 def _notes_sheet(wb, rows: list[tuple]) -> None:

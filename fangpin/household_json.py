@@ -38,7 +38,7 @@ from fangpin.ids import checksum_ok
 
 MAX_MEMBERS = 30
 MAX_EVENTS = 200
-MAX_TEXT = 200
+MAX_TEXT = contract.MAX_TEXT_CHARS
 
 # Fields handled explicitly (identity and place of the snapshot).
 _PLACE = ("quarter", "county", "township", "village", "household_id")

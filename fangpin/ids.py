@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,6 +20,35 @@ import pandas as pd
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
+
+# The one definition of "a resident ID number written in free text": 18 characters (17 digits and
+# a digit or X), possibly grouped by spaces or dashes ("610923 19680315 2150", "6109-2319-…").
+# RE2-compatible (no look-arounds), so Arrow compute can use it too; it matches inside longer digit
+# runs on purpose (stricter).
+_SEP = "[ \\-\u3000]"  # a space, a dash or an ideographic space (a literal character: RE2 has no \\u)
+ID_IN_TEXT = r"\d(?:" + _SEP + r"?\d){16}" + _SEP + r"?[\dXx]"
+# A mainland mobile number (11 digits from 13–19, optionally +86 and grouped by spaces or dashes).
+# Python re only: the look-arounds keep it from firing inside longer digit runs (household ids).
+PHONE_IN_TEXT = r"(?<![0-9])(?:\+?86" + _SEP + r"?)?1[3-9]\d(?:" + _SEP + r"?\d){8}(?![0-9])"
+_ID_RE = re.compile(ID_IN_TEXT)
+_PERSONAL_NUMBER_RE = re.compile(f"{ID_IN_TEXT}|{PHONE_IN_TEXT}")
+
+
+def contains_id_number(text: object) -> bool:
+    """Whether ``text`` holds something shaped like a full resident ID (also with spaces/dashes)."""
+    return bool(text) and _ID_RE.search(str(text)) is not None
+
+
+def contains_personal_number(text: object) -> bool:
+    """Whether ``text`` holds a full resident ID or a mobile phone number (free text from users)."""
+    return bool(text) and _PERSONAL_NUMBER_RE.search(str(text)) is not None
+
+
+def redact_numbers(text: str) -> str:
+    """``text`` with every ID number and phone number replaced by its masked form (first 4 and
+    last 4 characters, separators dropped)."""
+    return _PERSONAL_NUMBER_RE.sub(lambda m: mask(re.sub(r"[^0-9Xx]", "", m.group(0))), text)
+
 
 
 def checksum_ok(id_number: str) -> bool:

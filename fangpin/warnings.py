@@ -32,7 +32,18 @@ def severity(level: str | None) -> int:
     """0 for no warning (None or anything not a level), else 1 (蓝) … 3 (红): higher is more urgent."""
     i = LEVEL_RANK.get(level) if isinstance(level, str) else None
     return 0 if i is None else len(LEVELS) - i
+
+
+def max_level(levels) -> str | None:
+    """The most urgent of some levels (None if there are none)."""
+    return max((lvl for lvl in levels if severity(lvl)), key=severity, default=None)
+
+
 LEVEL_LABEL = {"红": "红（一级）", "黄": "黄（二级）", "蓝": "蓝（三级）"}
+# which list a warning is on (its deadline follows): 红 home verification within
+# warnings.verification_days, 黄 the next monthly visit, 蓝 the half-yearly review
+VISIT_LIST = {"红": "入户核实", "黄": "月度走访", "蓝": "半年复核"}
+DEFERRED_NOTE = "（核实名额已满，顺延）"
 
 STATUS_OPEN = "待核实"
 STATUS_INCLUDED = "已核实·纳入监测"
@@ -48,13 +59,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 REASON_REQUIRED = frozenset({STATUS_EXCLUDED})
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # deadlines are local calendar dates
-_FULL_ID = re.compile(r"\d{17}[\dXx]")
 _MASKED = re.compile(r"^[0-9A-Za-z]{0,4}\*+[0-9A-Za-z]{0,4}$")
 
 
 def contains_full_id(text: str | None) -> bool:
-    """Whether a string contains something shaped like an 18-character resident ID."""
-    return bool(text) and _FULL_ID.search(str(text)) is not None
+    """Whether a string contains something shaped like an 18-character resident ID, also written
+    with spaces or dashes (:data:`fangpin.ids.ID_IN_TEXT`)."""
+    from fangpin.ids import contains_id_number
+
+    return contains_id_number(text)
 
 
 class _Rec(BaseModel):
@@ -73,7 +86,9 @@ class Reason(_Rec):
     text: str  # Chinese sentence naming the household's own values
     direction: Literal["up", "down"]
     logodds: float  # summed TreeSHAP contribution of the factor (log-odds)
-    prob_pp: float  # probability-scale effect, percentage points
+    # share of (probability − county base rate), percentage points; the shown figures plus the
+    # record's other_pp add up to 100 × (probability − base_rate) (models/explain.py)
+    prob_pp: float
 
 
 class Measure(_Rec):
@@ -129,6 +144,26 @@ def deadline(start: date, days: int, working_days: bool = False, country: str = 
     return _calendar(country).get_nth_working_day(start, days)
 
 
+def level_days(level: str, w) -> int:
+    """Days a warning of ``level`` has (``w``: params.warnings): 红 verification_days, 黄
+    monthly_visit_days, 蓝 review_days (an unknown level: the verification days, and the record
+    refuses the level)."""
+    return {"红": w.verification_days, "黄": w.monthly_visit_days, "蓝": w.review_days}.get(level, w.verification_days)
+
+
+def level_deadline(level: str, start: date, w) -> date:
+    """The deadline of a warning of ``level`` created on ``start`` (module doc of deadline)."""
+    return deadline(start, level_days(level, w), w.working_days, w.holiday_country)
+
+
+def visit_list(level: str, w, deferred: bool = False) -> str:
+    """The list a warning is on, as cadres read it: ``入户核实（15日内）``, ``月度走访``,
+    ``半年复核``; a deferred 红 candidate ``月度走访（核实名额已满，顺延）``."""
+    if level == "红":
+        return f"{VISIT_LIST['红']}（{w.verification_days}日内）"
+    return VISIT_LIST[level] + (DEFERRED_NOTE if deferred else "")
+
+
 def local_date(ts: datetime) -> date:
     """The local (China) calendar date of a timestamp; naive timestamps are taken as UTC."""
     if ts.tzinfo is None:
@@ -156,6 +191,12 @@ class WarningRecord(_Rec):
     deadline: date
     status: Status = STATUS_OPEN
     status_reason: str | None = None
+    # the figures' starting point: the county base rate (probability), the 其他因素 line in
+    # percentage points and the period the reference was measured on (models/explain.py)
+    base_rate: float | None = Field(None, ge=0, le=1)
+    other_pp: float | None = None
+    reference_period: str | None = None
+    deferred: bool = False  # a 红 candidate moved to 黄: the township's verification capacity was full
 
     @field_validator("quarter")
     @classmethod
@@ -194,14 +235,14 @@ class WarningRecord(_Rec):
         created_at: datetime | None = None,
         **fields,
     ) -> WarningRecord:
-        """A new open warning: id from (quarter, household, model version), deadline from
-        ``params.warnings`` (verification_days, working_days, holiday_country)."""
+        """A new open warning: id from (quarter, household, model version), deadline by level
+        from ``params.warnings`` (:func:`level_deadline`)."""
         w = params.warnings
         created = created_at or datetime.now(UTC)
         fields.setdefault("id", warning_id(fields["quarter"], fields["household_id"], fields["model_version"]))
         return cls(
             created_at=created,
-            deadline=deadline(local_date(created), w.verification_days, w.working_days, w.holiday_country),
+            deadline=level_deadline(fields["level"], local_date(created), w),
             **fields,
         )
 
@@ -232,6 +273,8 @@ def record_schema():
         ("rule_hits", pa.list_(hit)), ("reasons", pa.list_(reason)), ("measures", pa.list_(measure)),
         ("model_version", pa.string()), ("ruleset_version", pa.string()), ("created_at", pa.string()),
         ("deadline", pa.string()), ("status", pa.string()), ("status_reason", pa.string()),
+        ("base_rate", pa.float64()), ("other_pp", pa.float64()), ("reference_period", pa.string()),
+        ("deferred", pa.bool_()),
     ])
 
 
@@ -240,7 +283,6 @@ _REQUIRED = ("id", "quarter", "county", "township", "village", "household_id", "
 _NESTED_REQUIRED = {"rule_hits": ("rule_id", "level", "text", "threshold"),
                     "reasons": ("factor", "text", "direction", "logodds", "prob_pp"),
                     "measures": ("type", "text")}
-_FULL_ID_RE2 = r"\d{17}[\dXx]"
 
 
 def validate_table(table) -> None:
@@ -256,6 +298,7 @@ def validate_table(table) -> None:
     import pyarrow.compute as pc
 
     from fangpin import quarters
+    from fangpin.ids import ID_IN_TEXT
 
     n = table.num_rows
     if n == 0:
@@ -313,15 +356,15 @@ def validate_table(table) -> None:
         zero_copy_only=False)), "reason direction not up/down")
     m = table.column("id_masked")
     ok = pc.fill_null(pc.match_substring_regex(m, _MASKED.pattern), True)
-    full = pc.fill_null(pc.match_substring_regex(m, _FULL_ID_RE2), False)
+    full = pc.fill_null(pc.match_substring_regex(m, ID_IN_TEXT), False)
     fail(~ok.to_numpy(zero_copy_only=False) | full.to_numpy(zero_copy_only=False),
          "id_masked must be a masked ID number (first 4 + last 4), never a full one")
     for c in ("head_name", "household_id", "status_reason"):
-        fail(pc.fill_null(pc.match_substring_regex(table.column(c), _FULL_ID_RE2), False).to_numpy(
+        fail(pc.fill_null(pc.match_substring_regex(table.column(c), ID_IN_TEXT), False).to_numpy(
             zero_copy_only=False), "a warning must never contain a full ID number")
     for c in ("rule_hits", "reasons", "measures"):
         texts = pc.struct_field(pc.list_flatten(table.column(c).combine_chunks()), "text")
-        fail(row_any(c, pc.fill_null(pc.match_substring_regex(texts, _FULL_ID_RE2), False).to_numpy(
+        fail(row_any(c, pc.fill_null(pc.match_substring_regex(texts, ID_IN_TEXT), False).to_numpy(
             zero_copy_only=False)), "a warning must never contain a full ID number")
     for v in pc.unique(table.column("created_at")).to_pylist():
         try:

@@ -571,9 +571,11 @@ def feature_table(
 
     ``population=True`` when the frames hold every household of their villages (a county's ledger):
     local context (the share of the village/township hit by a disaster this quarter, the township's
-    recent identification rate) is computed from them. For households posted one by one (API)
-    context comes only from the optional supplied fields :data:`SUPPLIED_CONTEXT`, else stays
-    missing, and changes since the previous snapshot are missing unless supplied (:data:`SUPPLIED`).
+    recent identification rate) is computed from them. For households scored one by one (API,
+    pyfunc) context comes only from their place's stored values (:data:`CONTEXT` columns, see
+    :func:`frames_from_records`), and their income history and the previous quarter's figures from
+    the ledger's history of them (:data:`INCOME_STATE`, :data:`LAG_COLUMNS`); without them those
+    features are missing.
 
     Returns a :class:`Table` of KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs
     (``year``, ``line``, ``labor_class``, ``in_scope``), one row per household-quarter, in the order
@@ -801,7 +803,9 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     for level, col in (("village", "village_disaster_share"), ("township", "township_disaster_share")):
         supplied = _num(hh, col)
         if population and n and level in hh.columns:
-            computed = _group_mean([_codes(hh, "county"), _codes(hh, level), q], disaster_now)
+            # a village is named within its township (two townships may each have a 青山村)
+            place = [_codes(hh, "county"), _codes(hh, "township")] + ([_codes(hh, level)] if level == "village" else [])
+            computed = _group_mean([*place, q], disaster_now)
         else:
             computed = np.full(n, np.nan)
         out[col] = np.where(np.isnan(supplied), computed, supplied)

@@ -10,16 +10,20 @@ its one result format, :class:`Scored`. Its steps, each a method of its own:
    explicitly (``histories``, ``contexts``; models.features.frames_from_records);
 2. LightGBM raw score (:meth:`RiskModel.raw_score`) and 3. calibration (``calibrator``);
 4. rules (models.rules.Ruleset): hits with their thresholds and the rule level;
-5. levels (:meth:`RiskModel.levels_of`): the model level (models.levels) and the combined level
-   ``max(rule, model)`` — a rule hit is always a warning;
+5. levels (:meth:`RiskModel.levels_of`, models.levels): risk bands, rule floors and capacity per
+   township and quarter — cut-offs computed from the rows when they are whole townships (the
+   batch), else the township's cut-offs the batch stored (``thresholds``) or the training-time
+   ones the model carries (households scored alone);
 6. reasons (:meth:`RiskModel.reasons_of`): exact TreeSHAP (``pred_contrib``, additivity checked on
-   every explained row) → at most ``max_reasons`` Chinese sentences (models.explain);
+   every explained row) → at most ``max_reasons`` Chinese sentences with figures that add up from
+   the county's base rate (models.explain, the model's ``reference``);
 7. measures (:meth:`RiskModel.measures_of`): the model's own measures table (models.measures),
-   looked up by the warning's drivers and the household's labour class.
+   looked up by the warning's drivers (the rule hits a warning shows, then its reasons) and the
+   household's labour class.
 
 Everything a registered version needs is in its artifacts (:data:`ARTIFACTS`: booster, calibrator,
-feature spec, ruleset, level parameters, monitoring lines, the measures table and the explanation
-settings), and its code travels with it (models.registry), so the registered version is the whole
+feature spec, ruleset, level parameters, monitoring lines, the measures table, the explanation
+settings and the training-time reference figures), and its code travels with it (models.registry), so the registered version is the whole
 product.
 """
 
@@ -35,7 +39,7 @@ import pandas as pd
 
 from fangpin.config import LevelParams
 from models import levels as lv
-from models.explain import check_additivity, explain_rows, labour_classes
+from models.explain import check_additivity, explain_full, labour_classes
 from models.features import (
     FeatureSpec,
     Frames,
@@ -60,12 +64,15 @@ ARTIFACTS = {
     "measures": "measures.json",
     "explain": "explain.json",
     "meta": "meta.json",
+    "reference": "reference.json",
 }
+OPTIONAL_ARTIFACTS = ("reference",)  # models registered before it existed load without it
 SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see RiskModel._threads)
 # The one result format: a column per name, one row per household-quarter scored.
 RESULT_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
                   "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
-                  "warning", "reasons", "measures", "history", "model_version", "ruleset_version")
+                  "deferred", "warning", "reasons", "summary", "measures", "history", "model_version",
+                  "ruleset_version")
 EXPLAIN = ("warnings", "in_scope", "none")  # which rows get reasons and measures
 
 
@@ -80,12 +87,17 @@ class ExplainSettings:
 @dataclass(frozen=True)
 class Scored:
     """What :meth:`RiskModel.predict` returns: ``columns`` (:data:`RESULT_COLUMNS`, numpy arrays,
-    one row per household-quarter; ``reasons`` and ``measures`` are lists of dicts on explained
-    rows, else None), the model matrix ``X`` (spec order) and the feature table of the same rows."""
+    one row per household-quarter; ``rule_hits`` every hit of the ruleset, ``rule_level`` the level
+    the rules give (their floors, models.levels: a rule without a floor is a task, not a level);
+    ``reasons`` and ``measures`` are lists of dicts and ``summary``
+    the figures' summary — base rate, 其他因素, reference period — on explained rows, else None), the
+    model matrix ``X`` (spec order), the feature table of the same rows and, when the rows were
+    whole townships, each township-quarter's level cut-offs and counts (models.levels)."""
 
     columns: dict[str, np.ndarray]
     X: np.ndarray
     features: Table
+    level_groups: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.X)
@@ -106,6 +118,9 @@ class RiskModel:
     lines: dict[int, float] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     model_version: str | None = None  # registry version, set by the loaders
+    # training-time reference figures (models.explain.reference_figures): the counties' base rates
+    # and typical values by household type, and fallback level cut-offs (models.levels)
+    reference: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ persistence
 
@@ -122,6 +137,7 @@ class RiskModel:
             "measures": self.measures.model_dump_json(indent=1),
             "explain": json.dumps(asdict(self.explain)),
             "meta": json.dumps(self.meta, ensure_ascii=False, indent=1),
+            "reference": json.dumps(self.reference, ensure_ascii=False, indent=1),
         }
         for k, t in texts.items():
             (d / ARTIFACTS[k]).write_text(t, encoding="utf-8")
@@ -135,16 +151,19 @@ class RiskModel:
         def text(k: str) -> str:
             return Path(paths[k]).read_text(encoding="utf-8")
 
+        ref = paths.get("reference")
+        levels = {k: v for k, v in json.loads(text("levels")).items() if k in LevelParams.model_fields}
         return cls(
             spec=FeatureSpec.from_json(text("features")),
             booster=lgb.Booster(model_file=str(paths["booster"])),
             calibrator=Calibrator.from_json(text("calibrator")),
             ruleset=Ruleset.from_json(text("rules")),
-            levels=LevelParams.model_validate_json(text("levels")),
+            levels=LevelParams.model_validate(levels),  # keys of older level schemes are dropped
             measures=MeasureTable.model_validate_json(text("measures")),
             explain=ExplainSettings(**json.loads(text("explain"))),
             lines={int(k): float(v) for k, v in json.loads(text("lines")).items()},
             meta=json.loads(text("meta")),
+            reference=json.loads(text("reference")) if ref and Path(ref).exists() else {},
         )
 
     @classmethod
@@ -162,15 +181,18 @@ class RiskModel:
         return self.ruleset.version
 
     def predict(self, data, *, quarters=None, histories: Sequence[Mapping | None] | None = None,
-                contexts: Sequence[Mapping | None] | None = None, lines: Mapping[int, float] | None = None,
-                explain: str = "warnings") -> Scored:
+                contexts: Sequence[Mapping | None] | None = None, thresholds=None,
+                lines: Mapping[int, float] | None = None, explain: str = "warnings") -> Scored:
         """Score households: features → LightGBM → calibration → rules → levels → reasons → measures.
 
         ``data``: a county's canonical tables (an object with ``households``, ``persons``,
         ``events`` and ``lines``, e.g. models.features.Frames: every household of its villages, so
         local context is computed from them; ``quarters`` limits the rows scored), or a sequence of
         households in the canonical JSON form, each scored alone with its ``histories[i]`` and
-        ``contexts[i]`` (models.features.frames_from_records). ``lines`` adds monitoring lines to
+        ``contexts[i]`` (models.features.frames_from_records). ``thresholds``: a lookup
+        ``(county, township, quarter) → cut-offs`` (the batch's, from the store) for the levels of
+        households that are not whole townships (models.levels); without it, a context's
+        ``level_cuts`` (the pyfunc's input), else the cut-offs the model carries. ``lines`` adds monitoring lines to
         those the model was trained with. ``explain``: ``"warnings"`` gives reasons and measures
         to every row with a warning, ``"in_scope"`` only to warned rows in scope (batch scoring),
         ``"none"`` to no row.
@@ -178,38 +200,46 @@ class RiskModel:
         if explain not in EXPLAIN:
             raise ValueError(f"explain must be one of {EXPLAIN}, not {explain!r}")
         lines = {**self.lines, **{int(k): float(v) for k, v in (lines or {}).items()}}
-        if hasattr(data, "households"):
+        whole = hasattr(data, "households")
+        if whole:
             lines.update({int(k): float(v) for k, v in (getattr(data, "lines", None) or {}).items()})
             frames = Frames(data.households, data.persons, data.events, lines)
             feats = feature_table(frames, quarters=quarters, population=True)
             sources = np.array([f"ledger:{q}" for q in feats["quarter"]], dtype=object)
         else:
-            frames, src = frames_from_records(list(data), lines, histories, contexts)
+            data = list(data)
+            frames, src = frames_from_records(data, lines, histories, contexts)
             feats = feature_table(frames, quarters=quarters, population=False)
             sources = np.array(src, dtype=object)
+            if thresholds is None and contexts:  # a township's cut-offs may come with its context
+                cuts = {(r.get("county"), r.get("township")): c["level_cuts"] for r, c in zip(data, contexts, strict=True)
+                        if c and c.get("level_cuts")}
+                if cuts:
+                    thresholds = lambda county, township, quarter: cuts.get((county, township))  # noqa: E731
         X = self.spec.matrix(feats)
         raw = self.raw_score(X) if len(X) else np.zeros(0)
         prob = self.calibrator(raw)
         rules = self.ruleset.evaluate_columns(feats, frames.events)
-        m_rank, c_rank = self.levels_of(prob, feats, rules["rule_rank"])
-        warning = c_rank > 0
+        levels = self.levels_of(raw, feats, rules["rule_hits"], None if whole and thresholds is None
+                                else self.level_lookup(thresholds))
+        warning = levels.combined > 0
         n = len(feats)
-        reasons = np.full(n, None, dtype=object)
-        measures = np.full(n, None, dtype=object)
+        reasons, summary, measures = (np.full(n, None, dtype=object) for _ in range(3))
         rows = np.flatnonzero(warning & (np.asarray(feats["in_scope"], dtype=bool) if explain == "in_scope"
                                          else explain == "warnings"))
         if len(rows):
-            rs = self.reasons_of(X[rows], raw[rows])
+            rs, ss = self.reasons_of(X[rows], raw[rows], np.asarray(feats["county"], dtype=object)[rows])
             ms = self.measures_of(rules["rule_hits"][rows], rs, X[rows])
             for j, i in enumerate(rows.tolist()):
-                reasons[i], measures[i] = rs[j], ms[j]
+                reasons[i], summary[i], measures[i] = rs[j], ss[j], ms[j]
         cols = {c: feats[c] for c in RESULT_COLUMNS[:7]}
-        cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(m_rank),
-                    rule_level=lv.from_rank(rules["rule_rank"]), rule_hits=rules["rule_hits"],
-                    combined_level=lv.from_rank(c_rank), warning=warning, reasons=reasons, measures=measures,
-                    history=sources, model_version=np.full(n, self.model_version, dtype=object),
+        cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(levels.band),
+                    rule_level=lv.from_rank(levels.floor), rule_hits=rules["rule_hits"],
+                    combined_level=lv.from_rank(levels.combined), deferred=levels.deferred, warning=warning,
+                    reasons=reasons, summary=summary, measures=measures, history=sources,
+                    model_version=np.full(n, self.model_version, dtype=object),
                     ruleset_version=np.full(n, self.ruleset.version, dtype=object))
-        return Scored(cols, X, feats)
+        return Scored(cols, X, feats, levels.groups)
 
     # ------------------------------------------------------------------ the online history
 
@@ -243,28 +273,36 @@ class RiskModel:
         """Exact TreeSHAP (log-odds); shape (n, features + 1), base value in the last column."""
         return self.booster.predict(X, pred_contrib=True, num_threads=self._threads(X))
 
-    def levels_of(self, prob: np.ndarray, feats: Table, rule_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(model level rank, combined level rank) per row: the model level from the calibrated
-        probability (models.levels, by township and quarter in capacity mode), combined with the
-        rule level as ``max(rule, model)``."""
-        m_rank = lv.model_rank(prob, self.levels, feats["township"], feats["quarter_idx"])
-        return m_rank, lv.combine(rule_rank, m_rank)
+    def levels_of(self, raw: np.ndarray, feats: Table, rule_hits, lookup=None) -> lv.Assigned:
+        """Levels per row (models.levels.assign): band (model level), combined level with the rule
+        floors, deferred (capacity), and per township-quarter cut-offs when computed from the rows
+        (``lookup`` None: the rows are whole townships) or taken from ``lookup``."""
+        return lv.assign(raw, rule_hits, feats["in_scope"], feats["county"], feats["township"], feats["quarter"],
+                         self.levels, lookup)
 
-    def reasons_of(self, X: np.ndarray, raw: np.ndarray) -> list[list[dict]]:
-        """Reasons of rows of the model matrix: exact TreeSHAP, checked to add up to the raw score
-        on every row, grouped into factors and written as sentences (models.explain)."""
+    def level_lookup(self, thresholds=None):
+        """Level cut-offs for households scored one by one: ``thresholds`` (a lookup, e.g. the
+        store's for this model version) first, then the training-time ones the model carries."""
+        return lv.chained(thresholds, lv.carried_lookup(self.reference.get("levels")))
+
+    def reasons_of(self, X: np.ndarray, raw: np.ndarray, county=None) -> tuple[list[list[dict]], list[dict]]:
+        """Reasons of rows of the model matrix and their figures' summaries: exact TreeSHAP, checked
+        to add up to the raw score on every row, grouped into factors, written as sentences with
+        figures from the row's county base rate (models.explain, the model's ``reference``)."""
         contrib = self.contributions(X)
         check_additivity(raw, contrib)
-        return explain_rows(self.spec, self.calibrator, X, contrib, self.explain.max_reasons)
+        return explain_full(self.spec, self.calibrator, X, contrib, self.explain.max_reasons, county=county,
+                            reference=self.reference)
 
     def measures_of(self, rule_hits: Sequence, reasons: Sequence, X: np.ndarray) -> list[list[dict]]:
-        """Suggested measures per row from its drivers (rule hits, then reasons that raise the
-        risk) and its labour class (from the model matrix); rows with equal drivers and labour
-        class share one lookup."""
+        """Suggested measures per row from its drivers (the rule hits a warning shows — rules with
+        a level floor, models.levels.floored_hits — then reasons that raise the risk) and its
+        labour class (from the model matrix); rows with equal drivers and labour class share one
+        lookup."""
         memo: dict = {}
         out = []
         for hits, rs, lc in zip(rule_hits, reasons, labour_classes(X, self.spec), strict=True):
-            key = (tuple(drivers_of(hits or [], rs)), lc)
+            key = (tuple(drivers_of(lv.floored_hits(hits or [], self.levels), rs)), lc)
             m = memo.get(key)
             if m is None:
                 m = memo[key] = [x.model_dump() for x in suggest(key[0], lc, table=self.measures,

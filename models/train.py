@@ -365,10 +365,11 @@ def lgb_params(mp: ModelParams, spec: FeatureSpec, pos_weight: float) -> dict:
     }
 
 
-def positive_weight(mp: ModelParams, y: np.ndarray) -> float:
+def positive_weight(mp: ModelParams, y: np.ndarray, w: np.ndarray | None = None) -> float:
     if mp.scale_pos_weight == "balanced":
-        pos = float(np.sum(y))
-        return float((len(y) - pos) / max(pos, 1.0))
+        w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+        pos = float(np.sum(w * y))
+        return float((np.sum(w) - pos) / max(pos, 1.0))
     return float(mp.scale_pos_weight)
 
 
@@ -378,18 +379,21 @@ def quiet_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def fit_booster(X_tr, y_tr, X_va, y_va, spec: FeatureSpec, mp: ModelParams, *, num_leaves: int | None = None):
-    """Train with early stopping on the validation quarters; returns (booster, info)."""
+def fit_booster(X_tr, y_tr, X_va, y_va, spec: FeatureSpec, mp: ModelParams, *, num_leaves: int | None = None,
+                w_tr: np.ndarray | None = None, w_va: np.ndarray | None = None):
+    """Train with early stopping on the validation quarters; returns (booster, info). ``w_tr`` /
+    ``w_va``: row weights (a sample of the negatives weighted by the inverse of its rate,
+    pipelines.train.sample_rows); None = every row counts once."""
     quiet_openmp()
     import lightgbm as lgb
 
     if num_leaves is not None:
         mp = mp.model_copy(update={"num_leaves": num_leaves})
-    w = positive_weight(mp, y_tr)
+    w = positive_weight(mp, y_tr, w_tr)
     params = lgb_params(mp, spec, w)
     names = list(spec.names)
-    dtr = lgb.Dataset(X_tr, label=y_tr, feature_name=names, free_raw_data=True)
-    dva = lgb.Dataset(X_va, label=y_va, reference=dtr, feature_name=names)
+    dtr = lgb.Dataset(X_tr, label=y_tr, weight=w_tr, feature_name=names, free_raw_data=True)
+    dva = lgb.Dataset(X_va, label=y_va, weight=w_va, reference=dtr, feature_name=names)
     evals: dict = {}
     booster = lgb.train(params, dtr, num_boost_round=mp.n_estimators, valid_sets=[dva], valid_names=["valid"],
                         callbacks=[lgb.early_stopping(mp.early_stopping_rounds, first_metric_only=True, verbose=False),
@@ -404,18 +408,38 @@ def fit_booster(X_tr, y_tr, X_va, y_va, spec: FeatureSpec, mp: ModelParams, *, n
 
 @dataclass
 class Calibrator:
-    """Maps the booster's raw score (log-odds) to a calibrated probability."""
+    """Maps the booster's raw score (log-odds) to a calibrated probability.
+
+    - ``isotonic``: the isotonic step function (``x``, ``y`` = its thresholds), flat on each step;
+    - ``centred_isotonic``: centred isotonic regression — linear between the centres of the
+      isotonic steps (``x``, ``y``: one point per step, strictly increasing), continued below the
+      first and above the last centre by a logistic tail of slope ``tail_slope`` in log-odds
+      (raw is the booster's log-odds, so slope 1 keeps its own spacing). Strictly increasing
+      everywhere: a higher raw score always gives a higher probability, which is what makes the
+      reason figures of different factors differ (models/explain.py);
+    - ``sigmoid``: ``p = 1 / (1 + exp(-(a*raw + b)))`` (Platt scaling).
+    """
 
     method: str
     x: list[float] = field(default_factory=list)  # isotonic: thresholds on the raw score
     y: list[float] = field(default_factory=list)
     a: float = 1.0  # sigmoid: p = 1 / (1 + exp(-(a*raw + b)))
     b: float = 0.0
+    tail_slope: float = 1.0  # centred_isotonic: log-odds per unit of raw score beyond the end centres
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
         if self.method == "isotonic":
             return np.interp(raw, np.asarray(self.x), np.asarray(self.y))
+        if self.method == "centred_isotonic":
+            x, y = np.asarray(self.x), np.asarray(self.y)
+            out = np.interp(raw, x, y)
+            lo, hi = raw < x[0], raw > x[-1]
+            if lo.any():
+                out[lo] = _expit(_logit(y[0]) + self.tail_slope * (raw[lo] - x[0]))
+            if hi.any():
+                out[hi] = _expit(_logit(y[-1]) + self.tail_slope * (raw[hi] - x[-1]))
+            return out
         return 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
 
     def to_json(self) -> str:
@@ -426,14 +450,39 @@ class Calibrator:
         return cls(**json.loads(text))
 
 
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def _expit(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def centre_steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centre of each flat step of an isotonic fit (thresholds ``x``, values ``y``), without
+    the steps at 0 or 1 (a logistic tail cannot start there): strictly increasing points."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, np.diff(y) != 0])
+    ends = np.r_[starts[1:] - 1, len(y) - 1]
+    cx, cy = (x[starts] + x[ends]) / 2.0, y[starts]
+    keep = (cy > 0) & (cy < 1)
+    return cx[keep], cy[keep]
+
+
 def fit_calibrator(raw: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
     raw = np.asarray(raw, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if method == "isotonic":
+    if method in ("isotonic", "centred_isotonic"):
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
-        return Calibrator("isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+        if method == "isotonic":
+            return Calibrator("isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+        cx, cy = centre_steps(iso.X_thresholds_, iso.y_thresholds_)
+        if len(cx) == 0:  # every calibration row has the same label: nothing to centre on
+            rate = min(max(float(y.mean()), 1e-6), 1 - 1e-6)
+            cx, cy = np.array([float(np.median(raw))]), np.array([rate])
+        return Calibrator("centred_isotonic", x=cx.tolist(), y=cy.tolist())
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6).fit(raw.reshape(-1, 1), y)

@@ -15,9 +15,15 @@ AUC and PR-AUC are computed from each ranking; Brier score and calibration error
 probabilities (the combined system sends the model's probabilities, so it shares the model's).
 Calibration error = expected calibration error over 10 equal-count bins of predicted probability.
 
-Writes <reports_dir>/metrics.json (exactly the keys of issue 3), metrics_detail.json (everything
-else: precision at 2k and 5%, calibration error, lead time, warnings by level, SHAP importance),
-report.md with figures/, model_card.md; logs them to the training run in MLflow.
+Levels (issue 12): ``levels`` gives, for the combined decision (models.levels: risk bands of each
+township-quarter, rule floors, capacity), the household-quarters at 红 / 黄 / 蓝, their share of
+the test rows and the share later identified (precision); ``workload`` the share of test rows
+warned, the largest 红 list of a township in a test quarter and the capacity it must not exceed.
+
+Writes <reports_dir>/metrics.json (the keys of issue 3 plus ``levels`` and ``workload``),
+metrics_detail.json (everything else: precision at 2k and 5%, calibration error, lead time,
+warnings by level, rule floors and tasks, shortfall, SHAP importance), report.md with figures/,
+model_card.md; logs them to the training run in MLflow.
 """
 
 from __future__ import annotations
@@ -204,15 +210,20 @@ def compute_metrics(scored: pd.DataFrame, test_q: list[int], params: Params, spl
         "rules_workload": k,
         "systems": systems,
         "slices": slice_metrics(test, orders, y, k, params),
+        "levels": level_metrics(test),
+        "workload": workload_metrics(scored, test, test_q, params),
     }
-    detail = {"systems": details, "base_rate": float(y.mean()), "rules": _per_rule(test),
-              "warnings_by_level": _levels_table(test),
+    detail = {"systems": details, "base_rate": float(y.mean()), "rules": _per_rule(test, params),
+              "warnings_by_level": _levels_table(test), "levels_by_county": levels_by_county(test),
+              "capacity": capacity_detail(scored, test_q),
               "workloads": {"rules_workload": k, "2x": min(2 * k, len(y)), "5pct": max(1, math.ceil(0.05 * len(y)))}}
     plots = {"curves": curves, "y": y, "test": test, "orders": orders}
     return metrics, detail, plots
 
 
-def _per_rule(test: pd.DataFrame) -> dict:
+def _per_rule(test: pd.DataFrame, params: Params | None = None) -> dict:
+    """Per rule on the test rows: hits, share, share later identified, and what a hit becomes
+    (``floor``: its level floor, ``task``: the department it is routed to)."""
     from models.rules import RULE_LEVELS
 
     if "rule_hits" not in test.columns:
@@ -223,7 +234,62 @@ def _per_rule(test: pd.DataFrame) -> dict:
         m = test["rule_hits"].map(lambda hs, r=rid: any(h["rule_id"] == r for h in hs)).to_numpy(dtype=bool)
         out[rid] = {"level": level, "hits": int(m.sum()), "share": float(m.mean()),
                     "positive_rate": float(y[m].mean()) if m.any() else 0.0}
+        if params is not None:
+            route = params.tasks.routes.get(rid)
+            out[rid]["floor"] = params.levels.rule_floors.get(rid)
+            out[rid]["task"] = f"{route.department} {route.measure}" if route else None
     return out
+
+
+LEVEL_NAMES = ("红", "黄", "蓝")
+
+
+def level_metrics(test: pd.DataFrame) -> dict:
+    """``{"红"|"黄"|"蓝": {"households", "share", "precision"}}`` of the combined decision on the
+    test rows (household-quarters; precision = share later identified, None when empty)."""
+    y = test["label"].to_numpy(dtype=float)
+    lvl = test["combined_level"].to_numpy(dtype=object)
+    n = max(len(test), 1)
+    out = {}
+    for name in LEVEL_NAMES:
+        m = lvl == name
+        out[name] = {"households": int(m.sum()), "share": float(m.sum() / n),
+                     "precision": float(y[m].mean()) if m.any() else None}
+    return out
+
+
+def levels_by_county(test: pd.DataFrame) -> dict:
+    """:func:`level_metrics` per county, with each county's base rate (levels must hold in each)."""
+    out = {}
+    for c, g in test.groupby(test["county"].fillna("（空）").astype(str)):
+        out[c] = {"base_rate": float(g["label"].mean()), "n": int(len(g)), "levels": level_metrics(g)}
+    return out
+
+
+def _red_lists(scored: pd.DataFrame, test_q: list[int]) -> pd.DataFrame:
+    """Per township and test quarter: in-scope households, 红 (the visit list due within the
+    verification deadline), 红 candidates deferred to 黄 by the capacity."""
+    s = scored[scored["quarter_idx"].isin(test_q) & scored["in_scope"].astype(bool)]
+    g = s.assign(red=(s["combined_level"] == "红"), deferred=s["deferred"].astype(bool)).groupby(
+        [s["county"].fillna(""), s["township"].fillna(""), "quarter_idx"])
+    return g.agg(n=("red", "size"), red=("red", "sum"), deferred=("deferred", "sum")).reset_index()
+
+
+def workload_metrics(scored: pd.DataFrame, test: pd.DataFrame, test_q: list[int], params: Params) -> dict:
+    """``{"warned_share", "visits_per_township_max", "capacity_per_township"}`` for the test
+    quarters: the share of test rows with a warning, the largest 红 list of a township in one
+    quarter (all its in-scope households, labelled or not) and the capacity it must not exceed."""
+    lists = _red_lists(scored, test_q)
+    return {"warned_share": float(test["combined_level"].notna().mean()) if len(test) else 0.0,
+            "visits_per_township_max": int(lists["red"].max()) if len(lists) else 0,
+            "capacity_per_township": int(params.levels.capacity_per_township)}
+
+
+def capacity_detail(scored: pd.DataFrame, test_q: list[int]) -> dict:
+    lists = _red_lists(scored, test_q)
+    return {"township_quarters": int(len(lists)), "shortfall": int(lists["deferred"].sum()),
+            "township_quarters_over_capacity": int((lists["deferred"] > 0).sum()),
+            "red_per_township_mean": float(lists["red"].mean()) if len(lists) else 0.0}
 
 
 def _levels_table(test: pd.DataFrame) -> dict:
@@ -373,6 +439,16 @@ def flat_metrics(metrics: dict, detail: dict) -> dict:
     out["test.n"] = metrics["n_test"]
     out["test.positives"] = metrics["positives"]
     out["test.rules_workload"] = metrics["rules_workload"]
+    for name, en in (("红", "red"), ("黄", "yellow"), ("蓝", "blue")):
+        v = metrics.get("levels", {}).get(name)
+        if v:
+            out[f"test.levels.{en}.households"] = v["households"]
+            if v["precision"] is not None:
+                out[f"test.levels.{en}.precision"] = v["precision"]
+    wl = metrics.get("workload")
+    if wl:
+        out["test.workload.warned_share"] = wl["warned_share"]
+        out["test.workload.visits_per_township_max"] = wl["visits_per_township_max"]
     lt = detail.get("lead_time", {}).get("combined_minus_rules")
     if lt:
         out["test.lead_time.combined_minus_rules"] = lt["mean_quarters"]

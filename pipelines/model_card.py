@@ -176,6 +176,7 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         "",
         "| 指标 | 本版 | 上一版冠军 |", "|---|---|---|", *_gate_rows(promotion),
         "",
+        *_levels_zh(metrics, detail, params),
         "## 校准",
         f"方法：{detail.get('calibration', params.model.calibration)}（在独立的校准样本上拟合，见数据窗口）；"
         f"校准误差（10 等分箱 ECE）{_num(cal)}；Brier {_num(brier)}。",
@@ -238,6 +239,7 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         "",
         "| metric | this version | previous champion |", "|---|---|---|", *_gate_rows(promotion),
         "",
+        *_levels_en(metrics, detail, params),
         "## Calibration",
         f"Method: {detail.get('calibration', params.model.calibration)} (fitted on held-out calibration rows, see "
         f"the data window); "
@@ -255,6 +257,50 @@ def build_cards(*, info: dict, metrics: dict, detail: dict, spec, params, promot
         "",
     ]
     return {"zh": "\n".join(zh), "en": "\n".join(en)}
+
+
+def _level_rows(metrics: dict) -> list[str]:
+    lv = metrics.get("levels") or {}
+    return [f"| {k} | {lv[k]['households']:,} | {_pct(lv[k]['share'])} | {_pct(lv[k]['precision'])} |"
+            for k in ("红", "黄", "蓝") if k in lv]
+
+
+def _levels_zh(metrics: dict, detail: dict, params) -> list[str]:
+    lv, wl = metrics.get("levels"), metrics.get("workload")
+    if not lv or not wl:
+        return []
+    p = params.levels
+    return [
+        "## 预警等级与工作量（测试季度，规则+模型综合）",
+        f"每个乡镇每季度按模型风险排序：前 {_pct(p.red_share)} 为红，其次 {_pct(p.yellow_share)} 为黄，再次 "
+        f"{_pct(p.blue_share)} 为蓝；规则触发至少为该规则的下限等级；每乡镇每季度红色（须在核实期限内入户）至多 "
+        f"{p.capacity_per_township} 户，超出的按风险顺延为黄色（月度走访）。住房、饮水、医保、义务教育、兜底缺口转责任部门任务。",
+        "", "| 等级 | 户季 | 占测试样本 | 后续被识别 |", "|---|---|---|---|", *_level_rows(metrics), "",
+        f"基准率 {_pct(detail.get('base_rate'))}。预警户占 {_pct(wl['warned_share'])}；单个乡镇单季度红色最多 "
+        f"{wl['visits_per_township_max']} 户（核实名额 {wl['capacity_per_township']} 户）。",
+        "",
+    ]
+
+
+def _levels_en(metrics: dict, detail: dict, params) -> list[str]:
+    lv, wl = metrics.get("levels"), metrics.get("workload")
+    if not lv or not wl:
+        return []
+    p = params.levels
+    return [
+        "## Levels and workload (test quarters, combined decision)",
+        f"Each township and quarter is ranked by the model's risk: the top {_pct(p.red_share)} are 红, the next "
+        f"{_pct(p.yellow_share)} 黄, the next {_pct(p.blue_share)} 蓝; a rule hit gets at least its rule's floor; "
+        f"at most {p.capacity_per_township} households per township and quarter are 红 (home verification within "
+        "the deadline), the other 红 candidates move to 黄 (the monthly visit). Housing, water, insurance, schooling "
+        "and 兜底 gaps are tasks for the responsible department.",
+        "", "| level | household-quarters | share of test rows | later identified |", "|---|---|---|---|",
+        *_level_rows(metrics), "",
+        f"Base rate {_pct(detail.get('base_rate'))}. Warned share {_pct(wl['warned_share'])}; the largest 红 list of "
+        f"a township in one quarter {wl['visits_per_township_max']} households (capacity "
+        f"{wl['capacity_per_township']}).",
+        "",
+    ]
 
 
 def bilingual(cards: dict[str, str]) -> str:

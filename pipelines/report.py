@@ -173,22 +173,26 @@ def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dic
         f"| combined recall at 2k ≥ rules at 2k + 5 points | {d_2k:+.1f} points | {'yes' if d_2k >= 5 else 'no'} |",
         f"| calibration error < 0.02 | {ce:.4f} | {'yes' if ce < 0.02 else 'no'} |",
     ]
+    lines += level_section(metrics, detail, params)
     per_rule = detail.get("rules")
     if per_rule:
         lines += ["", "### Rule hits on the test quarters", "",
-                  "How often each rule fires among the in-scope household-quarters and how many of those were "
+                  "How often each rule fires among the in-scope household-quarters, how many of those were "
                   f"newly identified within {params.labels.horizon_quarters} quarters (base rate "
-                  f"{detail['base_rate']:.2%}).", "", "| rule | level | hits | share of households | later identified |",
-                  "|---|---|---|---|---|"]
+                  f"{detail['base_rate']:.2%}) and what a hit becomes: a warning of at least its floor "
+                  "(`levels.rule_floors`) and/or a 保障缺口 task for a department (`tasks.routes`).", "",
+                  "| rule | policy level | hits | share of households | later identified | level floor | task |",
+                  "|---|---|---|---|---|---|---|"]
         for rid, v in per_rule.items():
-            lines.append(f"| {rid} | {v['level']} | {v['hits']:,} | {v['share']:.1%} | {v['positive_rate']:.2%} |")
+            lines.append(f"| {rid} | {v['level']} | {v['hits']:,} | {v['share']:.1%} | {v['positive_rate']:.2%} | "
+                         f"{v.get('floor') or '—'} | {v.get('task') or '—'} |")
     lines += ["", f"![recall at workload]({figs['recall']})", "",
               "## Calibration", "",
               f"Calibration: {detail['calibration']} on the calibration quarter(s). Calibration error (expected "
               f"calibration error, 10 equal-count bins) of the model on the test quarters: "
               f"{D['model']['calibration_error']:.4f}; Brier score {mo['brier']:.4f}.", "",
               f"![calibration]({figs['calibration']})", "",
-              "## Warnings at the configured levels", "",
+              "## Warnings by level, each decision", "",
               "| decision | level | household-quarters | later identified |", "|---|---|---|---|"]
     for col, lvls in detail["warnings_by_level"].items():
         for lvl, v in lvls.items():
@@ -231,3 +235,41 @@ def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dic
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
 
+
+
+def level_section(metrics: dict, detail: dict, params: Params) -> list[str]:
+    """Levels of the combined decision on the test quarters (precision must fall from 红 to 蓝 and
+    stay above the base rate) and the township workload against the capacity."""
+    lv, wl = metrics.get("levels"), metrics.get("workload")
+    if not lv or not wl:
+        return []
+    base = detail["base_rate"]
+    prec = [lv[k]["precision"] for k in ("红", "黄", "蓝")]
+    ordered = all(p is not None for p in prec) and prec[0] > prec[1] > prec[2] > base
+    p = params.levels
+    cap = detail.get("capacity", {})
+    out = ["", "## Levels and workload (combined decision, test quarters)", "",
+           f"Each township and quarter, the in-scope households are ranked by the model's risk: the top "
+           f"{p.red_share:.0%} are 红, the next {p.yellow_share:.0%} 黄, the next {p.blue_share:.0%} 蓝; a rule hit "
+           f"lifts a household to at least its rule's floor; at most {p.capacity_per_township} households per "
+           "township and quarter stay 红 (home verification within the deadline), the other 红 candidates move to 黄 "
+           "(the next monthly visit). Rules without a floor become 保障缺口 tasks (below).", "",
+           "| level | household-quarters | share of test rows | later identified |", "|---|---|---|---|"]
+    for k in ("红", "黄", "蓝"):
+        v = lv[k]
+        out.append(f"| {k} | {v['households']:,} | {v['share']:.2%} | {_fmt(v['precision'], True)} |")
+    out += ["", f"Base rate {base:.2%}. Precision ordered 红 > 黄 > 蓝 > base rate: **{'yes' if ordered else 'no'}**.",
+            "", f"Workload: {wl['warned_share']:.2%} of the test household-quarters are warned; the largest 红 list "
+            f"of a township in one quarter holds {wl['visits_per_township_max']} households (capacity "
+            f"{wl['capacity_per_township']}); {cap.get('shortfall', 0):,} 红 candidates in "
+            f"{cap.get('township_quarters_over_capacity', 0)} of {cap.get('township_quarters', 0)} township-quarters "
+            "were moved to the monthly visit (the shortfall the county sees)."]
+    by_c = detail.get("levels_by_county")
+    if by_c:
+        out += ["", "| county | base rate | 红 later identified | 黄 | 蓝 | warned share |", "|---|---|---|---|---|---|"]
+        for c, v in by_c.items():
+            L = v["levels"]
+            warned = sum(L[k]["share"] for k in ("红", "黄", "蓝"))
+            out.append(f"| {c} | {v['base_rate']:.2%} | {_fmt(L['红']['precision'], True)} | "
+                       f"{_fmt(L['黄']['precision'], True)} | {_fmt(L['蓝']['precision'], True)} | {warned:.2%} |")
+    return out

@@ -1,39 +1,39 @@
 """`fangpin score`: the quarterly batch — every in-scope household of a quarter scored with
 ``@champion``, warnings explained, written to the store, a Parquet file and township workbooks.
 
-Flow (memory bounded by the chunk size, not by the county):
+A description of the work; fangpin.cluster runs its tasks (worker processes of a Dask cluster,
+or this process for a small county). Memory per task is bounded by the chunk size:
 
-1. **Partition.** One streaming pass over the canonical tables (pyarrow dataset scans with the
-   quarter filter pushed down, a few row groups in flight) routes every row a quarter's features
-   need into per-chunk Arrow IPC (Feather) files under a scratch directory: household snapshots up
-   to the quarter (income history), person rows of the quarter and the one before (changes since
-   the last snapshot), department events of the last ``max(4, severe_event_quarters) + 1``
-   quarters. A chunk is a set of WHOLE townships (packed by size; ``warnings.chunk_households`` per
-   chunk), so a household's history is in its chunk and everything models.features computes over
-   a population (village / township disaster shares, the township's identification rate) and
-   per-township visit capacities (``levels.mode: capacity``) come out exactly as when the whole
-   county is scored at once (tests/data/test_score.py checks it). Memory: one batch of rows plus a
-   household-id → chunk map of the quarter (one id and one integer per household).
-2. **Chunks**, in ``warnings.score_workers`` processes (each holds one chunk at a time): read the
-   chunk, ``RiskModel.predict`` (the model's one scoring method: features, booster, calibration,
-   rules, levels, and reasons and measures ONLY for the in-scope households with a warning,
-   additivity of their TreeSHAP checked on every explained row); the warnings as an Arrow table
-   (head-of-household name and masked ID from persons) checked in bulk with the WarningRecord rules
-   (fangpin.warnings.validate_table); the chunk's warnings and every scored household's levels go
-   to Parquet files, the workbooks of the chunk's townships (fangpin.excel) to a scratch folder,
-   and the online history of its households (for ``/v1/score`` and ``/v1/events``) to Parquet.
-3. **Store**, in the main process while the chunks are scored: ``Store.write_quarter_tables``
-   inserts each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or
-   killed run leaves the store as it was), committed after the last chunk; then the online
-   history of the scored quarter replaces that of its counties (fangpin.store.history), in a
-   transaction of its own.
-4. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
+1. **Partition** (pipelines.partition): tasks of a few row groups route every row a quarter's
+   features need into per-chunk Arrow IPC files under a scratch directory: household snapshots up
+   to the quarter (income history), person rows of the quarter and the one before, department
+   events of the last ``max(4, severe_event_quarters) + 1`` quarters. A chunk is a set of WHOLE
+   townships (``warnings.chunk_households`` per chunk), so the population context of
+   models.features and per-township capacities come out exactly as for the whole county
+   (tests/data/test_score.py checks it).
+2. **Chunks**, one task each (:func:`_run_chunk`): ``RiskModel.predict`` (the model's one scoring
+   method: features, booster, calibration, rules, levels, and reasons and measures ONLY for the
+   in-scope households with a warning, additivity of their TreeSHAP checked on every explained
+   row); the warnings as an Arrow table (head-of-household name and masked ID from persons)
+   checked in bulk with the WarningRecord rules (fangpin.warnings.validate_table); the chunk's
+   warnings, tasks and every scored household's levels go to Parquet files in the scratch
+   directory, and so does the online history of its households (for ``/v1/score`` and
+   ``/v1/events``).
+3. **Workbooks**, one task per township (:func:`_write_workbook`, fangpin.excel), started as soon
+   as its chunk is done, into the scratch directory.
+4. **Store**, in the calling process while the chunks run: ``Store.write_quarter_tables`` inserts
+   each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or killed
+   run leaves the store as it was — the quarter appears whole or not at all), committed after the
+   last chunk; then the online history of the scored quarter replaces that of its counties
+   (fangpin.store.history), in a transaction of its own.
+5. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
    Parquet outputs and the workbooks moved into place (atomic per file).
 
 Outputs: ``<paths.warnings_dir>/warnings_<Q>.parquet`` (one row per warning, nested rule_hits /
 reasons / measures), ``<paths.warnings_dir>/scores_<Q>.parquet`` (every in-scope household:
 probability, levels, rule ids — for analysts and audits), ``<warnings.excel_dir>/<县>/
-预警清单_<乡镇>_<Q>.xlsx``, and the store.
+预警清单_<乡镇>_<Q>.xlsx``, and the store. The scratch directory is under ``paths.warnings_dir``:
+on a cluster of several machines it must be on storage every worker sees.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +52,9 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import Params
+from pipelines.partition import dataset, partition_part
 
 log = logging.getLogger(__name__)
-
-TABLES = ("households", "persons", "events")
 
 
 @dataclass
@@ -74,19 +72,18 @@ class ScoreResult:
     scores_parquet: str = ""
     workbooks: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
-    chunk_peak_rss_mib: float = 0.0  # largest peak RSS of a process that scored chunks (ru_maxrss)
+    chunk_peak_rss_mib: float = 0.0  # largest peak RSS of a process that ran tasks (ru_maxrss)
+    workers: int = 1  # worker processes that ran the tasks (1: this process)
+    tasks: int = 0  # 保障缺口 tasks routed to departments
+    tasks_by_department: dict = field(default_factory=dict)
+    townships: list = field(default_factory=list)  # per township: cut-offs' counts, shortfall (models.levels)
+    report: dict = field(default_factory=dict)  # the score report (levels, workload, tasks): score_report_<Q>.json
+    report_path: str = ""
     history: dict = field(default_factory=dict)  # online history written (fangpin.store.history)
 
 
 # ----------------------------------------------------------------------------------------------
 # reading the canonical tables in pieces
-
-
-def _dataset(d: Path, table: str):
-    import pyarrow.dataset as pds
-
-    p = Path(d) / f"{table}.parquet"
-    return pds.dataset(str(p), format="parquet") if p.exists() else None
 
 
 def latest_quarter(ingested_dir: Path) -> str:
@@ -95,7 +92,7 @@ def latest_quarter(ingested_dir: Path) -> str:
 
     from fangpin.quarters import from_index
 
-    ds = _dataset(ingested_dir, "households")
+    ds = dataset(ingested_dir, "households")
     if ds is None:
         from fangpin.errors import no_ingest_output
 
@@ -106,225 +103,6 @@ def latest_quarter(ingested_dir: Path) -> str:
 
         raise no_ingest_output(ingested_dir)
     return from_index(int(pc.max(col).as_py()))
-
-
-
-class _Router:
-    """Where a row goes: household id → chunk (the household's township in the scored quarter)
-    and township → chunk. Picklable for worker processes (ids travel as an Arrow array; the hash
-    index is built where it is used)."""
-
-    def __init__(self, ids, bucket: np.ndarray, keys, key_bin: np.ndarray):
-        self.ids, self.bucket, self.keys, self.key_bin = ids, bucket, keys, key_bin
-        self._index: pd.Index | None = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_index": None}
-
-    @staticmethod
-    def key(county, township):
-        """"county/township" text per row (null → empty)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        def text(a):
-            return pc.fill_null(pc.cast(a, pa.string()), "")
-
-        return pc.binary_join_element_wise(text(county), text(township), "/")
-
-    def by_key(self, key) -> np.ndarray:
-        import pyarrow.compute as pc
-
-        if not len(self.key_bin):
-            return np.full(len(key), -1, dtype=np.int64)
-        pos = pc.fill_null(pc.index_in(key, value_set=self.keys), -1).to_numpy(zero_copy_only=False)
-        pos = pos.astype(np.int64)
-        return np.where(pos >= 0, self.key_bin[np.maximum(pos, 0)], -1)
-
-    def by_id(self, hid) -> np.ndarray:
-        if self._index is None:  # object-dtype index: hashing Python strings beats Arrow-backed strings here
-            self._index = pd.Index(self.ids.to_numpy(zero_copy_only=False), dtype=object)
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        # look up each distinct id once (a household's person rows are many)
-        de = pc.dictionary_encode(hid.combine_chunks() if isinstance(hid, pa.ChunkedArray) else hid)
-        dpos = self._index.get_indexer(pd.Index(de.dictionary.to_numpy(zero_copy_only=False), dtype=object))
-        dbin = np.where(dpos >= 0, self.bucket[np.maximum(dpos, 0)], -1)
-        idx = pc.fill_null(de.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return np.where(idx >= 0, dbin[np.maximum(idx, 0)], -1)
-
-
-def _partition_part(task: tuple, router: _Router, scratch: Path, n: int) -> dict[str, np.ndarray]:
-    """Route the rows of some row groups of one table (``task``: table, part number, Parquet path,
-    row-group numbers, quarter range) into ``<table>_<chunk>_<part>.arrow`` files, one row group at
-    a time. Returns the rows written per chunk."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table, part, path, groups, qlo, qhi = task
-    pf = pq.ParquetFile(path)
-    rows_k = np.zeros(n, dtype=np.int64)
-    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    schema = pf.schema_arrow
-    try:
-        for g in groups:
-            b = pf.read_row_group(g)
-            q = b.column("quarter_idx")
-            keep = pc.and_(pc.greater_equal(q, qlo), pc.less_equal(q, qhi))
-            if not pc.all(keep).as_py():
-                b = b.filter(keep)
-            if b.num_rows == 0:
-                continue
-            by_id = router.by_id(b.column("household_id"))
-            if table == "households":
-                own = router.by_key(router.key(b.column("county"), b.column("township")))
-                mine = np.flatnonzero(own >= 0)
-                extra = np.flatnonzero((by_id >= 0) & (by_id != own))
-                rows = np.concatenate([mine, extra])
-                bucket = np.concatenate([own[mine], by_id[extra]])
-            else:
-                rows = np.flatnonzero(by_id >= 0)
-                bucket = by_id[rows]
-            order = np.argsort(bucket, kind="stable")
-            sorted_rows = rows[order]
-            starts = np.searchsorted(bucket[order], np.arange(n + 1))
-            for k in np.flatnonzero(np.diff(starts)).tolist():
-                lo, hi = int(starts[k]), int(starts[k + 1])
-                w = writers.get(k)
-                if w is None:
-                    w = writers[k] = pa.ipc.new_file(str(Path(scratch) / f"{table}_{k:04d}_{part:04d}.arrow"), schema)
-                # one take per chunk: its row numbers ascend, which gathers ~3x faster than one take
-                # of the whole batch in chunk order
-                for rb in b.take(pa.array(sorted_rows[lo:hi], type=pa.int64())).to_batches():
-                    w.write_batch(rb)
-                rows_k[k] += hi - lo
-    finally:
-        for w in writers.values():
-            w.close()
-    return {table: rows_k}
-
-
-class _Partitioner:
-    """Route rows of the canonical tables into per-chunk Arrow IPC files (see module doc).
-
-    A chunk is a set of whole townships (packed by size into ``n`` chunks): the feature module's
-    population context (village / township disaster shares, the township's identification rate)
-    is then computed by models.features itself, exactly as for the whole county. Household rows go
-    to the chunk of their own township and, when it differs (a household that moved), also to the
-    chunk of its township in the scored quarter, so its history is complete; person and event rows
-    follow their household's township in the scored quarter (a household id → chunk map of the
-    quarter: one id and one integer per household).
-
-    The pass is split into tasks of a few consecutive row groups (row groups whose quarter_idx
-    statistics are outside the wanted quarters are skipped); each task writes its own part file
-    per chunk, and a chunk's parts are read back in task order, so the rows keep the order of the
-    source tables however the tasks are run (in worker processes or here, :meth:`run`).
-    """
-
-    PERSON_QUARTERS = 2  # the scored quarter and the one before (changes since the last snapshot)
-
-    def __init__(self, src: Path, scratch: Path, qidx: int, n: int, event_window: int, groups_per_task: int = 2):
-        self.src, self.scratch, self.q, self.n = Path(src), Path(scratch), qidx, n
-        self.event_window = event_window
-        self.groups_per_task = groups_per_task
-        self.counties: set[str] = set()
-        self.rows = {t: np.zeros(n, dtype=np.int64) for t in TABLES}
-        self.townships: list[list[tuple[str, str]]] = [[] for _ in range(n)]  # (county, township) per chunk
-        self.router: _Router | None = None
-
-    def index_quarter(self) -> int:
-        """Build the household → chunk map of the scored quarter (townships packed into ``n``
-        chunks of similar size, largest first); returns its household count."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.dataset as pds
-
-        hh = _dataset(self.src, "households")
-        ids, keys = [], []
-        for b in hh.to_batches(columns=["household_id", "county", "township"], filter=pds.field("quarter_idx") == self.q,
-                               batch_readahead=1, fragment_readahead=1):
-            if b.num_rows:
-                ids.append(b.column(0).cast(pa.string()))
-                keys.append(_Router.key(b.column(1), b.column(2)))
-                self.counties.update(x for x in pc.unique(b.column(1)).to_pylist() if x is not None)
-        key = pa.chunked_array(keys, type=pa.string()).combine_chunks() if keys else pa.array([], pa.string())
-        vc = pc.value_counts(key)
-        names, sizes = vc.field("values").to_pylist(), vc.field("counts").to_numpy()
-        load = np.zeros(self.n, dtype=np.int64)
-        bins: dict[str, int] = {}
-        for tw, size in sorted(zip(names, sizes.tolist(), strict=True), key=lambda kv: (-kv[1], kv[0])):
-            k = int(np.argmin(load))
-            bins[tw] = k
-            load[k] += size
-            county, _, township = tw.partition("/")
-            self.townships[k].append((county, township))
-        ids_arr = pa.chunked_array(ids, type=pa.string()).combine_chunks() if ids else pa.array([], pa.string())
-        self.router = _Router(ids_arr, np.zeros(0, dtype=np.int64), pa.array(list(bins), type=pa.string()),
-                              np.fromiter(bins.values(), dtype=np.int64, count=len(bins)))
-        self.router.bucket = self.router.by_key(key)
-        return len(ids_arr)
-
-    def tasks(self) -> list[tuple]:
-        """(table, part, path, row groups, first quarter, last quarter) per task, in table order."""
-        import pyarrow.parquet as pq
-
-        wanted = {"households": (-(2**31), self.q), "persons": (self.q - self.PERSON_QUARTERS + 1, self.q),
-                  "events": (self.q - self.event_window, self.q)}
-        out = []
-        for table in TABLES:
-            path = self.src / f"{table}.parquet"
-            if not path.exists():
-                continue
-            md = pq.ParquetFile(path).metadata
-            col = md.schema.to_arrow_schema().get_field_index("quarter_idx")
-            lo, hi = wanted[table]
-            groups = []
-            for g in range(md.num_row_groups):
-                st = md.row_group(g).column(col).statistics
-                if st is not None and st.has_min_max and (st.max < lo or st.min > hi):
-                    continue  # no row of the wanted quarters
-                groups.append(g)
-            for i in range(0, len(groups), self.groups_per_task):
-                out.append((table, len(out), str(path), groups[i:i + self.groups_per_task], lo, hi))
-        return out
-
-    def add(self, rows: dict[str, np.ndarray]) -> None:
-        for t, r in rows.items():
-            self.rows[t] += r
-
-    def run(self) -> None:
-        """The whole pass in this process."""
-        if self.router is None:
-            self.index_quarter()
-        for task in self.tasks():
-            self.add(_partition_part(task, self.router, self.scratch, self.n))
-
-    def frames(self, k: int, lines: dict[int, float]):
-        return chunk_frames(self.scratch, k, lines)
-
-
-def chunk_frames(scratch: Path, k: int, lines: dict[int, float]):
-    """The canonical frames of chunk ``k`` (pandas dtypes as pd.read_parquet gives them; parts
-    concatenated in task order)."""
-    from models.features import Frames
-
-    def read(table: str) -> pd.DataFrame | None:
-        parts = sorted(Path(scratch).glob(f"{table}_{k:04d}_*.arrow"))
-        if not parts:
-            return None
-        frames = [pd.read_feather(p) for p in parts]
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-    hh = read("households")
-    if hh is None:
-        return None
-    persons = read("persons")
-    if persons is None:
-        persons = pd.DataFrame(columns=["household_id", "quarter", "quarter_idx", "relation", "health",
-                                        "labor_skill", "age"])
-    return Frames(households=hh, persons=persons, events=read("events"), lines=lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,29 +124,43 @@ def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
 
 def warnings_table(model, params: Params, scored: pd.DataFrame, heads: pd.DataFrame, created_at: datetime):
     """Warnings of the in-scope warned rows of one scored chunk (RiskModel.predict with
-    ``explain="in_scope"``: reasons and measures on those rows) as an Arrow table of
-    fangpin.warnings.record_schema, checked with validate_table. ``heads``: :func:`_heads`.
-    Returns (table, explained)."""
+    ``explain="in_scope"``: reasons, figure summaries and measures on those rows) as an Arrow
+    table of fangpin.warnings.record_schema, checked with validate_table. ``heads``:
+    :func:`_heads`. Returns (table, explained)."""
     import pyarrow as pa
 
-    from fangpin.warnings import STATUS_OPEN, deadline, local_date, record_schema, validate_table, warning_id
+    from fangpin.warnings import (
+        STATUS_OPEN,
+        level_deadline,
+        local_date,
+        record_schema,
+        validate_table,
+        warning_id,
+    )
+    from models.levels import floored_hits
 
     schema = record_schema()
+
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
         return schema.empty_table(), 0
     hits_col = scored["rule_hits"].to_numpy()[warn]
-    # rule hits as stored: the four fields of a hit
-    hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in (hs or [])] for hs in hits_col]
+    # rule hits as a warning shows them: the rules with a level floor, labelled with it (the others
+    # are tasks), the four fields of a hit
+    hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in floored_hits(hs, model.levels)]
+            for hs in hits_col]
     reasons = scored["reasons"].to_numpy()[warn].tolist()
     measures = scored["measures"].to_numpy()[warn].tolist()
+    figs = scored["summary"].to_numpy()[warn].tolist()
     hid = scored["household_id"].to_numpy()[warn].astype(str)
     names = heads["name"].reindex(hid)
     masked = heads["id_masked"].reindex(hid)
     version = str(model.model_version)
     w = params.warnings
-    # what WarningRecord.create sets: the id per household, one deadline for the run
-    due = deadline(local_date(created_at), w.verification_days, w.working_days, w.holiday_country)
+    # what WarningRecord.create sets: the id per household, the deadline of each level
+    start = local_date(created_at)
+    level = scored["combined_level"].to_numpy()[warn]
+    due = {lvl: level_deadline(lvl, start, w).isoformat() for lvl in set(level)}
     quarter = scored["quarter"].to_numpy()[warn].astype(str)
     n = len(warn)
     ts = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
@@ -394,12 +186,62 @@ def warnings_table(model, params: Params, scored: pd.DataFrame, heads: pd.DataFr
         "model_version": pa.array([version] * n, pa.string()),
         "ruleset_version": pa.array([str(model.ruleset_version)] * n, pa.string()),
         "created_at": pa.array([ts.isoformat().replace("+00:00", "Z")] * n, pa.string()),
-        "deadline": pa.array([due.isoformat()] * n, pa.string()),
+        "deadline": pa.array([due[lvl] for lvl in level], pa.string()),
         "status": pa.array([STATUS_OPEN] * n, pa.string()),
         "status_reason": pa.nulls(n, pa.string()),
+        "base_rate": pa.array([f["base_rate"] for f in figs], pa.float64()),
+        "other_pp": pa.array([f["other_pp"] for f in figs], pa.float64()),
+        "reference_period": pa.array([f["reference_period"] for f in figs], pa.string()),
+        "deferred": pa.array(scored["deferred"].to_numpy(dtype=bool)[warn], pa.bool_()),
     }, schema=schema)
     validate_table(out)  # the WarningRecord rules on every row (a warning always has a level, etc.)
     return out, n
+
+
+def chunk_tasks(model, params: Params, scored: pd.DataFrame, persons: pd.DataFrame, qidx: int,
+                created_at: datetime):
+    """The 保障缺口 tasks (fangpin.tasks) of the in-scope rows of one scored chunk whose rule hits
+    have a route (``params.tasks.routes``), as an Arrow table of fangpin.tasks.task_schema."""
+    from fangpin.tasks import task_table
+
+    routes = params.tasks.routes
+    hits_col = scored["rule_hits"].to_numpy()
+    ins = scored["in_scope"].to_numpy(dtype=bool)
+    idx = [i for i in np.flatnonzero(ins).tolist() if any(h["rule_id"] in routes for h in (hits_col[i] or ()))]
+    heads = _heads(persons, qidx)
+    rows = []
+    cols = {c: scored[c].to_numpy() for c in ("quarter", "county", "township", "village", "household_id")}
+    for i in idx:
+        hid = str(cols["household_id"][i])
+        head = heads.loc[hid] if hid in heads.index else None
+        rows.append({"quarter": str(cols["quarter"][i]), "county": cols["county"][i], "township": cols["township"][i],
+                     "village": cols["village"][i], "household_id": hid,
+                     "head_name": None if head is None or pd.isna(head["name"]) else head["name"],
+                     "id_masked": None if head is None or pd.isna(head["id_masked"]) else head["id_masked"],
+                     "ruleset_version": str(model.ruleset_version), "hits": hits_col[i]})
+    return task_table(rows, params, created_at)
+
+
+def score_report(res: ScoreResult, params: Params, groups: list[dict]) -> dict:
+    """The score report of the scored quarter: levels (households, share of the in-scope
+    households), workload (warned share, the largest township visit list, capacity, shortfall)
+    and tasks by department; the same keys as the evaluation's metrics.json minus precision."""
+    n = max(res.households, 1)
+    levels = {lvl: {"households": int(res.by_level.get(lvl, 0)), "share": res.by_level.get(lvl, 0) / n}
+              for lvl in ("红", "黄", "蓝")}
+    short = [g for g in groups if g["shortfall"] > 0]
+    return {
+        "quarter": res.quarter, "model_version": res.model_version, "households": res.households,
+        "levels": levels,
+        "workload": {"warned_share": res.warnings / n,
+                     "visits_per_township_max": max((int(g["n_red"]) for g in groups), default=0),
+                     "capacity_per_township": params.levels.capacity_per_township,
+                     "shortfall": int(sum(g["shortfall"] for g in groups)),
+                     "townships_over_capacity": len(short), "townships": len(groups)},
+        "tasks": {"total": res.tasks, "by_department": res.tasks_by_department},
+        "townships": [{k: g[k] for k in ("county", "township", "n_in_scope", "n_red_wanted", "n_red", "n_yellow",
+                                          "n_blue", "shortfall", "capacity")} for g in groups],
+    }
 
 
 def _scores_table(scored: pd.DataFrame):
@@ -418,42 +260,7 @@ def _scores_table(scored: pd.DataFrame):
 
 
 # ----------------------------------------------------------------------------------------------
-# one chunk, in a worker process (or in-process)
-
-_JOB: dict = {}  # what every chunk of a run needs; set once per worker process
-
-
-def _init_job(job: dict, threads: int | None) -> None:
-    job = dict(job)
-    if isinstance(job["model"], bytes):  # a registered version: its own code (models.registry) first
-        import pickle
-        import sys
-
-        if job.get("model_path") and job["model_path"] not in sys.path:
-            sys.path.insert(0, job["model_path"])
-        job["model"] = pickle.loads(job["model"])
-    if threads:
-        job["model"].meta["num_threads"] = threads  # the pool is the parallelism: one thread per worker
-    _JOB.clear()
-    _JOB.update(job)
-
-
-WORKER_MODULES = ["pipelines.score", "models.pyfunc", "models.explain", "models.measures", "fangpin.excel",
-                  "fangpin.ids", "orjson", "xlsxwriter", "pyarrow.parquet"]
-
-
-def _worker_context():
-    """The multiprocessing context of the chunk workers: a fork server that imports the scoring
-    modules once (started now, so the imports run while the partition pass does) and forks each
-    worker from there. Workers never fork a process that has run OpenMP (LightGBM), and do not pay
-    the imports (MLflow, pandas, LightGBM: seconds) each."""
-    import multiprocessing as mp
-    from multiprocessing import forkserver
-
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_MODULES)
-    forkserver.ensure_running()
-    return ctx
+# the tasks: one chunk, one workbook
 
 
 def _scores_schema():
@@ -463,97 +270,44 @@ def _scores_schema():
     return pa.schema([("household_id", pa.string()), ("quarter", pa.string()), ("county", pa.string()),
                       ("township", pa.string()), ("village", pa.string()), ("probability", pa.float64()),
                       ("model_level", pa.string()), ("rule_level", pa.string()), ("combined_level", pa.string()),
-                      ("warning", pa.bool_()), ("rule_ids", pa.list_(pa.string()))])
+                      ("deferred", pa.bool_()), ("warning", pa.bool_()), ("rule_ids", pa.list_(pa.string()))])
 
 
-def _steal_partition(pool, tasks: list, n_workers: int, run_here) -> Iterator[dict]:
-    """Run partition tasks in ``pool`` and in this process at once: a feeder thread keeps the
-    workers busy with tasks from the end of the list while this process, otherwise idle, takes
-    them from the front (starting the workers blocks until the fork server has imported the scoring
-    modules: this process partitions meanwhile). Yields each task's rows per chunk."""
-    import threading
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    lock = threading.Lock()
-    span = [0, len(tasks)]  # unclaimed tasks: tasks[span[0]:span[1]]
-    results: list[dict] = []
-    errors: list[BaseException] = []
-
-    def claim(front: bool):
-        with lock:
-            if span[0] >= span[1]:
-                return None
-            if front:
-                span[0] += 1
-                return tasks[span[0] - 1]
-            span[1] -= 1
-            return tasks[span[1]]
-
-    def feed() -> None:
-        try:
-            running: set = set()
-            while True:
-                while len(running) < n_workers and (t := claim(False)) is not None:
-                    running.add(pool.submit(_partition_job, t))
-                if not running:
-                    return
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                results.extend(f.result() for f in done)
-        except BaseException as exc:  # re-raised in the calling thread
-            errors.append(exc)
-            with lock:
-                span[0] = span[1]
-
-    feeder = threading.Thread(target=feed, name="partition-feeder", daemon=True)
-    feeder.start()
-    try:
-        while (t := claim(True)) is not None:
-            yield run_here(t)
-    finally:
-        with lock:  # on an error here the feeder submits nothing more
-            span[0] = span[1]
-        feeder.join()
-    if errors:
-        raise errors[0]
-    yield from results
-
-
-def _maxrss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _partition_job(task: tuple) -> dict:
-    return _partition_part(task, _JOB["router"], _JOB["scratch"], _JOB["n"])
-
-
-def _run_chunk(k: int) -> dict:
-    """Score and explain chunk ``k`` and write warnings_k.parquet, scores_k.parquet and the
-    workbooks of its townships (under scratch/excel). Returns counts and seconds."""
+def _run_chunk(k: int, job: dict) -> dict:
+    """Score and explain chunk ``k`` and write warnings_k, tasks_k and scores_k Parquet files into
+    the scratch directory. ``job``: what every chunk of the run shares (model, params, quarter …).
+    Returns counts, the chunk's townships with warnings or tasks and their level groups, seconds."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from fangpin.excel import township_path, write_township_workbook
+    from fangpin.cluster import peak_rss_mib
+    from fangpin.tasks import by_department
+    from pipelines.partition import chunk_frames
 
-    j = _JOB
-    scratch, model, params, qidx = j["scratch"], j["model"], j["params"], j["qidx"]
+    scratch, model, params, qidx = Path(job["scratch"]), _job_model(job), job["params"], job["qidx"]
+    if job["threads"]:
+        model.meta["num_threads"] = job["threads"]  # the cluster is the parallelism: a thread per task
     out = {"k": k, "households": 0, "warnings": 0, "explained": 0, "by_level": {}, "rule_warnings": 0,
-           "workbooks": [], "rows": 0, "seconds": {}}
+           "places": [], "rows": 0, "seconds": {}, "tasks": 0, "tasks_by_department": {}, "levels": []}
     t0 = time.perf_counter()
-    fr = chunk_frames(scratch, k, j["lines"])
+    fr = chunk_frames(scratch, k, job["lines"])
     if fr is None:
+        out["peak_rss_mib"] = peak_rss_mib()
         return out
     t1 = time.perf_counter()
     s = model.predict(fr, quarters=[qidx], explain="in_scope")
     scored = s.frame()
     t2 = time.perf_counter()
     heads = _heads(fr.persons, qidx)
-    table, n_exp = warnings_table(model, params, scored, heads, j["created"])
+    table, n_exp = warnings_table(model, params, scored, heads, job["created"])
+    tasks = chunk_tasks(model, params, scored, fr.persons, qidx, job["created"])
     t3 = time.perf_counter()
-    if j["history"]:
-        _write_history_chunk(model, fr, s, scored, heads, qidx, j, scratch / f"history_{k:04d}")
+    if job["history"]:
+        _write_history_chunk(model, fr, s, scored, heads, qidx, job, scratch / f"history_{k:04d}")
     t_hist = time.perf_counter() - t3
+    out["levels"] = [] if s.level_groups is None else s.level_groups.to_dict(orient="records")
+    out["tasks"] = tasks.num_rows
+    out["tasks_by_department"] = by_department(tasks.to_pylist()) if tasks.num_rows else {}
     out["rows"] = len(scored)
     out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
     out["explained"], out["warnings"] = n_exp, table.num_rows
@@ -562,28 +316,44 @@ def _run_chunk(k: int) -> dict:
     out["rule_warnings"] = int(np.count_nonzero(pc.list_value_length(table.column("rule_hits")).to_numpy(
         zero_copy_only=False) > 0)) if table.num_rows else 0
     pq.write_table(table, scratch / f"warnings_{k:04d}.parquet")
+    pq.write_table(tasks, scratch / f"tasks_{k:04d}.parquet")
     pq.write_table(_scores_table(scored), scratch / f"scores_{k:04d}.parquet")
-    del fr, s, scored
+    out["places"] = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
+                                   strict=True)) | set(zip(tasks.column("county").to_pylist(),
+                                                           tasks.column("township").to_pylist(), strict=True)))
     t4 = time.perf_counter()
-    if j["excel"] and table.num_rows:
-        places = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
-                                strict=True)))
-        for county, township in places:
-            m = pc.and_(pc.equal(table.column("county"), county), pc.equal(table.column("township"), township))
-            path = township_path(scratch / "excel", county, township, j["quarter"])
-            write_township_workbook(table.filter(m), path, today=j["today"])
-            out["workbooks"].append(str(path.relative_to(scratch / "excel")))
-    t5 = time.perf_counter()
-    out["peak_rss_mib"] = _maxrss_mib()
+    out["peak_rss_mib"] = peak_rss_mib()
     out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "warnings": t3 - t2, "history": t_hist,
-                      "write": t4 - t3 - t_hist, "excel": t5 - t4}
+                      "write": t4 - t3 - t_hist}
     return out
 
 
-def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, j: dict,
+_MODELS: dict = {}  # per worker process: the run's model, unpickled once (by its pickle's hash)
+
+
+def _job_model(job: dict):
+    """The run's model. On a cluster it travels pickled, with the directory of its own code
+    (models.registry.code_path) put on the worker's ``sys.path`` before it is unpickled."""
+    if job.get("model") is not None:
+        return job["model"]
+    import hashlib
+    import pickle
+    import sys
+
+    key = hashlib.sha256(job["model_pickle"]).hexdigest()
+    if key not in _MODELS:
+        if job.get("model_path") and job["model_path"] not in sys.path:
+            sys.path.insert(0, job["model_path"])
+        _MODELS.clear()
+        _MODELS[key] = pickle.loads(job["model_pickle"])
+    return _MODELS[key]
+
+
+def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, job: dict,
                          base: Path) -> None:
     """The online history of a chunk's households (fangpin.store.history): households, person →
-    household map and place context, as three Parquet files ``<base>_{households,persons,places}``."""
+    household map and place context, as three Parquet files ``<base>_{households,persons,places}``
+    (``data`` as JSON text)."""
     import orjson
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -591,9 +361,9 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     from fangpin.ids import keyed_hashes
 
     hids = scored["household_id"].astype(str).tolist()
-    hkeys = keyed_hashes(hids, j["id_key"])
+    hkeys = keyed_hashes(hids, job["id_key"])
     hist = model.histories(s, np.arange(len(hids)))
-    snaps = model.snapshots(fr, qidx, hids, j["event_quarters"])
+    snaps = model.snapshots(fr, qidx, hids, job["event_quarters"])
     hd = heads.reindex(hids)
 
     def text(values) -> list:
@@ -641,6 +411,29 @@ def _history_rows(scratch: Path, n_chunks: int, part: str):
                 yield r
 
 
+def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
+    """The workbook of one township (``place``: chunk, county, township, its level group) from its
+    chunk's warnings and tasks, into ``<scratch>/excel``. Returns its path relative to that folder
+    and seconds."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    from fangpin.cluster import peak_rss_mib
+    from fangpin.excel import township_path, write_township_workbook
+
+    t0 = time.perf_counter()
+    k, county, township, workload = place
+    scratch = Path(job["scratch"])
+    flt = (pc.field("county") == county) & (pc.field("township") == township)
+    table = pds.dataset(str(scratch / f"warnings_{k:04d}.parquet")).to_table(filter=flt)
+    tasks = pds.dataset(str(scratch / f"tasks_{k:04d}.parquet")).to_table(filter=flt)
+    path = township_path(scratch / "excel", county, township, job["quarter"])
+    write_township_workbook(table, path, today=job["today"], tasks=tasks, township=township, quarter=job["quarter"],
+                            county=county, workload=workload, params=job["params"])
+    return {"path": str(path.relative_to(scratch / "excel")), "seconds": time.perf_counter() - t0,
+            "peak_rss_mib": peak_rss_mib()}
+
+
 def _concat(parts: list[Path], dest: Path, schema) -> None:
     """Chunk Parquet files → one file (a row group per chunk), streamed one chunk at a time."""
     import pyarrow.parquet as pq
@@ -666,41 +459,78 @@ def score_quarter(
     show_progress: bool = True,
     write_excel: bool = True,
     chunk_households: int | None = None,
-    workers: int | None = None,
+    executor=None,
     history: bool = True,
 ) -> ScoreResult:
     """Score one quarter (default: the latest in the data) and publish its warnings (module doc).
 
     ``params`` should be rooted (pipelines.common.rooted); ``root`` resolves a relative
     ``warnings.excel_dir``. ``model`` defaults to ``@champion``; ``store`` to Store.from_params;
-    ``workers`` to ``warnings.score_workers`` (1: every chunk in this process).
+    ``executor`` (fangpin.cluster.Executor) to the one fangpin.cluster.execution picks for the
+    quarter's household count.
 
-    ``seconds``: ``partition``, ``chunks`` (wall: chunks scored in the workers while the main
-    process inserts finished ones into the store), ``store`` (wall from the last chunk to the
-    commit), ``publish`` (Parquet outputs and workbooks into place), ``total``; and per-chunk
-    times summed over chunks (worker time, not wall): ``score`` (features, booster, calibration,
-    rules, levels, TreeSHAP, reasons, measures), ``warnings`` (the checked warnings table),
-    ``excel`` (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output),
-    ``history`` (the online history of the chunks) and ``history_store`` (writing it, after the
-    warnings' commit).
+    ``seconds``: ``partition``, ``chunks`` (wall: chunks scored in the tasks while this process
+    inserts finished ones into the store), ``store`` (wall from the last chunk to the commit),
+    ``excel_wait`` (wall from the commit until the last workbook), ``publish`` (Parquet outputs and
+    workbooks into place), ``total``; and task times summed over tasks (worker time, not wall):
+    ``score`` (the model's one method: features, booster, calibration, rules, levels, TreeSHAP,
+    reasons, measures), ``warnings`` (the checked warnings table and tasks), ``excel``
+    (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output), ``history``
+    (the online history of the chunks) and ``history_store`` (writing it, after the warnings'
+    commit).
 
     ``history``: also leave the online history of the scored quarter in the store
     (fangpin.store.history) for ``/v1/score`` and ``/v1/events``.
     """
     from fangpin import quarters as fq
+
+    src = Path(ingested_dir or params.paths.ingested_dir)
+    quarter = fq.fmt(*fq.parse(quarter)) if quarter else latest_quarter(src)
+    hh_ds = dataset(src, "households")
+    if hh_ds is None:
+        from fangpin.errors import no_ingest_output
+
+        raise no_ingest_output(src)  # a FileNotFoundError
+    import pyarrow.dataset as pds
+
+    n_q = hh_ds.count_rows(filter=pds.field("quarter_idx") == fq.to_index(quarter))
+    if n_q == 0:
+        from fangpin.errors import NotEnoughData
+
+        raise NotEnoughData(f"台账中没有 {quarter} 季度的户，请用 --quarter 选择台账中已有的季度，或先导入该季度的台账。",
+                            f"The ledger has no households in {quarter}: choose a quarter it holds with --quarter, or "
+                            f"ingest that quarter's export first.")  # a ValueError
+    kw = dict(quarter=quarter, ingested_dir=src, model=model, store=store, root=root, show_progress=show_progress,
+              write_excel=write_excel, chunk_households=chunk_households, n_q=n_q, history=history)
+    if executor is not None:
+        return _score(params, executor, **kw)
+    from fangpin.cluster import execution
+
+    with execution(params, "score", n_q) as ex:
+        return _score(params, ex, **kw)
+
+
+def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store, root, show_progress: bool,
+           write_excel: bool, chunk_households: int | None, n_q: int, history: bool) -> ScoreResult:
+    from fangpin import quarters as fq
     from fangpin.ids import params_key
+    from fangpin.tasks import task_schema
     from fangpin.warnings import local_date, record_schema
+    from models.levels import check_coverage
+    from models.rules import rule_ids
+    from pipelines.common import write_json
+    from pipelines.partition import Partitioner
 
     t_all = time.perf_counter()
     secs: dict[str, float] = {}
-    src = Path(ingested_dir or params.paths.ingested_dir)
+    src = ingested_dir
     if model is None:
         from models.registry import load_champion
 
         model = load_champion(params, root)
     if model.model_version is None:
         raise ValueError("the model has no registry version (load it with models.registry.load_champion)")
-    quarter = fq.fmt(*fq.parse(quarter)) if quarter else latest_quarter(src)
+    check_coverage(model.levels, params.tasks.routes, rule_ids())  # every rule hit a warning or a task
     qidx = fq.to_index(quarter)
     lines = {**model.lines, **{int(k): float(v) for k, v in params.lines.items()}}
     lj = src / "lines.json"
@@ -708,23 +538,8 @@ def score_quarter(
         import json
 
         lines.update({int(k): float(v) for k, v in json.loads(lj.read_text(encoding="utf-8")).items()})
-    hh_ds = _dataset(src, "households")
-    if hh_ds is None:
-        from fangpin.errors import no_ingest_output
-
-        raise no_ingest_output(src)  # a FileNotFoundError
-    import pyarrow.dataset as pds
-
-    n_q = hh_ds.count_rows(filter=pds.field("quarter_idx") == qidx)
-    if n_q == 0:
-        from fangpin.errors import NotEnoughData
-
-        raise NotEnoughData(f"台账中没有 {quarter} 季度的户，请用 --quarter 选择台账中已有的季度，或先导入该季度的台账。",
-                            f"The ledger has no households in {quarter}: choose a quarter it holds with --quarter, or "
-                            f"ingest that quarter's export first.")  # a ValueError
     chunk = chunk_households or params.warnings.chunk_households
     n_chunks = max(1, math.ceil(n_q / chunk))
-    n_workers = max(1, min(workers or params.warnings.score_workers, n_chunks))
     out_dir = Path(params.paths.warnings_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     excel_dir = Path(params.warnings.excel_dir)
@@ -739,69 +554,65 @@ def score_quarter(
 
         prog = progress()
         prog.start()
-    scratch = Path(tempfile.mkdtemp(prefix=f".score_{quarter}_", dir=out_dir))
-    pool = None
-    ctx = _worker_context() if n_workers > 1 else None
+    scratch = Path(tempfile.mkdtemp(prefix=f".score_{quarter}_", dir=out_dir)).resolve()
+    books: list = []
     try:
         t0 = time.perf_counter()
-        part = _Partitioner(src, scratch, qidx, n_chunks, event_window=max(4, model.ruleset.severe_event_quarters))
-        part.index_quarter()
+        part = Partitioner(src, scratch, n_chunks)
+        part.index_quarter(qidx, event_window=max(4, model.ruleset.severe_event_quarters))
         tasks = part.tasks()
         task = prog.add_task(f"分区 {quarter} (partition)", total=len(tasks)) if prog else None
+        router = ex.share(part.router)
+        for rows in ex.map_unordered(partition_part, tasks, router, str(scratch), n_chunks):
+            part.add(rows)
+            if prog:
+                prog.advance(task)
+        secs["partition"] = time.perf_counter() - t0
         if store is None:
             from fangpin.store import Store
 
             store = Store.from_params(params)
-        job = dict(scratch=scratch, model=model, params=params, qidx=qidx, quarter=quarter, lines=lines,
-                   created=created, today=local_date(created), excel=write_excel, router=part.router, n=n_chunks,
-                   history=history, id_key=params_key(params) if history else None,
-                   event_quarters=max(4, model.ruleset.severe_event_quarters))
-        if n_workers > 1:
-            import pickle
+        portable = {}
+        if ex.distributed:  # a registered version's own code is not importable on a worker until
+            import pickle  # its directory is on the worker's sys.path: see _job_model
 
             from models.registry import code_path
 
-            job.update(model=pickle.dumps(model), model_path=code_path(model))
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_job, initargs=(job, 1))
-            for rows in _steal_partition(pool, tasks, n_workers, lambda t: _partition_part(t, part.router, scratch,
-                                                                                        n_chunks)):
-                part.add(rows)
-                if prog:
-                    prog.advance(task)
-        else:
-            _init_job(job, None)
-            for t in tasks:
-                part.add(_partition_job(t))
-                if prog:
-                    prog.advance(task)
-        secs["partition"] = time.perf_counter() - t0
+            portable = dict(model=None, model_pickle=pickle.dumps(model), model_path=code_path(model))
+        job = ex.share(dict(dict(model=model), scratch=str(scratch), params=params, qidx=qidx, quarter=quarter,
+                            lines=lines, created=created, today=local_date(created),
+                            threads=params.cluster.threads_per_worker if ex.distributed else None,
+                            history=history, id_key=params_key(params) if history else None,
+                            event_quarters=max(4, model.ruleset.severe_event_quarters), **portable))
 
         t0 = time.perf_counter()
-        if pool is not None:
-            done = (f.result() for f in as_completed([pool.submit(_run_chunk, k) for k in range(n_chunks)]))
-        else:
-            done = (_run_chunk(k) for k in range(n_chunks))
         task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
-        chunk_secs: dict[str, float] = {}
+        task_secs: dict[str, float] = {}
         last_chunk = [t0]
 
         def finished_tables():
-            """Each chunk's warnings as it finishes (the store inserts them meanwhile)."""
+            """Each chunk's warnings as it finishes (the store inserts them meanwhile); its
+            townships' workbooks start as tasks."""
             import pyarrow.parquet as pq
 
-            for r in done:
+            for r in ex.map_unordered(_run_chunk, range(n_chunks), job):
                 res.households += r["households"]
                 res.warnings += r["warnings"]
                 res.explained += r["explained"]
                 res.rule_warnings += r["rule_warnings"]
-                res.workbooks += r["workbooks"]
                 res.chunk_peak_rss_mib = max(res.chunk_peak_rss_mib, r.get("peak_rss_mib", 0.0))
                 for lv, c in r["by_level"].items():
                     res.by_level[lv] = res.by_level.get(lv, 0) + c
+                res.tasks += r["tasks"]
+                for d, c in r["tasks_by_department"].items():
+                    res.tasks_by_department[d] = res.tasks_by_department.get(d, 0) + c
+                res.townships += r["levels"]
                 for k, v in r["seconds"].items():
-                    chunk_secs[k] = chunk_secs.get(k, 0.0) + v
+                    task_secs[k] = task_secs.get(k, 0.0) + v
+                if write_excel:
+                    load = {(g["county"], g["township"]): g for g in r["levels"]}
+                    books.extend(ex.submit(_write_workbook, (r["k"], c, t, load.get((c, t))), job)
+                                 for c, t in r["places"])
                 if prog:
                     prog.advance(task, r["rows"])
                 last_chunk[0] = time.perf_counter()
@@ -809,16 +620,30 @@ def score_quarter(
                 if p.exists():
                     yield pq.read_table(p)
 
+        def task_tables():
+            import pyarrow.parquet as pq
+
+            for k in range(n_chunks):
+                p = scratch / f"tasks_{k:04d}.parquet"
+                if p.exists():
+                    yield pq.read_table(p)
+
         wr = store.write_quarter_tables(finished_tables(), quarter, res.model_version,
-                                        counties=sorted(part.counties))
+                                        counties=sorted(part.counties), tasks=task_tables,
+                                        thresholds=lambda: res.townships)
         t_commit = time.perf_counter()
         res.store = {"run_id": wr.run_id, "n_warnings": wr.n_warnings, "inserted": wr.inserted,
                      "updated": wr.updated, "removed": wr.removed}
         secs["chunks"] = last_chunk[0] - t0
         secs["store"] = t_commit - last_chunk[0]
+        written = [b.result() for b in books]
+        secs["excel_wait"] = time.perf_counter() - t_commit
+        for w in written:
+            task_secs["excel"] = task_secs.get("excel", 0.0) + w["seconds"]
+            res.chunk_peak_rss_mib = max(res.chunk_peak_rss_mib, w["peak_rss_mib"])
         for k in ("score", "warnings", "history", "excel"):
-            secs[k] = chunk_secs.get(k, 0.0)
-        secs["chunk_read"], secs["chunk_write"] = chunk_secs.get("read", 0.0), chunk_secs.get("write", 0.0)
+            secs[k] = task_secs.get(k, 0.0)
+        secs["chunk_read"], secs["chunk_write"] = task_secs.get("read", 0.0), task_secs.get("write", 0.0)
 
         if history:
             from fangpin.store import history as hs
@@ -830,30 +655,44 @@ def score_quarter(
             secs["history_store"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
-        tmp_w, tmp_s = scratch / "warnings.parquet", scratch / "scores.parquet"
+        final_t = out_dir / f"tasks_{quarter}.parquet"
+        tmp_w, tmp_s, tmp_t = scratch / "warnings.parquet", scratch / "scores.parquet", scratch / "tasks.parquet"
         _concat([scratch / f"warnings_{k:04d}.parquet" for k in range(n_chunks)], tmp_w, record_schema())
         _concat([scratch / f"scores_{k:04d}.parquet" for k in range(n_chunks)], tmp_s, _scores_schema())
+        _concat([scratch / f"tasks_{k:04d}.parquet" for k in range(n_chunks)], tmp_t, task_schema())
+        res.townships.sort(key=lambda g: (g["county"], g["township"]))
+        res.report = score_report(res, params, res.townships)
+        final_r = out_dir / f"score_report_{quarter}.json"
+        tmp_r = scratch / "score_report.json"
+        write_json(tmp_r, res.report)
         os.replace(tmp_w, final_w)
         os.replace(tmp_s, final_s)
-        books = []
-        for rel in sorted(res.workbooks):
+        os.replace(tmp_t, final_t)
+        os.replace(tmp_r, final_r)
+        res.report_path = str(final_r)
+        published = []
+        for rel in sorted(w["path"] for w in written):
             dest = excel_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(scratch / "excel" / rel, dest)
-            books.append(str(dest))
-        res.workbooks = books
+            published.append(str(dest))
+        res.workbooks = published
         res.warnings_parquet, res.scores_parquet = str(final_w), str(final_s)
         secs["publish"] = time.perf_counter() - t0
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for b in books:  # a failed run: let running workbook tasks end before the scratch goes
+            try:
+                b.result()
+            except Exception:  # noqa: BLE001 - the run's own error is the one raised
+                pass
         if prog:
             prog.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     secs["total"] = time.perf_counter() - t_all
     res.seconds = {k: round(v, 2) for k, v in secs.items()}
-    log.info("score %s: %d households, %d warnings (%s) in %.1fs", quarter, res.households, res.warnings,
-             res.by_level, secs["total"])
+    res.workers = ex.workers
+    log.info("score %s: %d households, %d warnings (%s) in %.1fs on %d workers", quarter, res.households,
+             res.warnings, res.by_level, secs["total"], res.workers)
     return res
 
 

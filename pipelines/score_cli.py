@@ -44,6 +44,15 @@ def score_command(
                f"{res.warnings:,} warnings {res.by_level} ({res.rule_warnings:,} with rule hits), "
                f"{res.chunks} chunks, {s.get('total', 0):.1f}s "
                f"({res.households / max(s.get('total', 1e-9), 1e-9):,.0f} households/s)")
+    wl = res.report.get("workload", {})
+    if wl:
+        typer.echo("levels: " + ", ".join(f"{k} {v['households']:,} ({v['share']:.2%})" for k, v in res.report["levels"].items())
+                   + f"; warned {wl['warned_share']:.2%}; largest 红 list {wl['visits_per_township_max']} "
+                   f"(capacity {wl['capacity_per_township']}); shortfall {wl['shortfall']} in "
+                   f"{wl['townships_over_capacity']} of {wl['townships']} townships")
+    typer.echo(f"tasks (保障缺口): {res.tasks:,} " + str(res.tasks_by_department))
     typer.echo(f"store: {res.store['inserted']} new, {res.store['updated']} updated, {res.store['removed']} removed")
+    if res.report_path:
+        typer.echo(f"report: {res.report_path}")
     typer.echo(f"parquet: {res.warnings_parquet}")
     typer.echo(f"excel: {len(res.workbooks)} workbooks")

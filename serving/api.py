@@ -27,6 +27,9 @@ from serving.schemas import (
     ReloadOut,
     ScoreRequest,
     ScoreResponse,
+    TaskOut,
+    TaskPageOut,
+    TaskStatusIn,
     WarningOut,
     WarningPageOut,
     events_examples,
@@ -50,7 +53,9 @@ WarningId = Annotated[str, Path(min_length=1, max_length=64, description="预警
 
 def audit(request: Request, who: ApiKeyInfo | None, endpoint: str, *, household_ids=(), levels=(),
           outcome: str, model_version: str | None = None) -> None:
-    request.app.state.store.audit_append(
+    """Queue the request's audit row (written by the store's batched writer within milliseconds, so a
+    read never waits for the write lock; a status change writes its row in its own transaction)."""
+    request.app.state.store.audit_enqueue(
         key_id=who.id if who else None, endpoint=endpoint, household_ids=list(household_ids),
         levels=[lvl for lvl in levels if lvl], outcome=outcome, model_version=model_version,
     )
@@ -64,7 +69,8 @@ def _out(w: WarningRecord) -> WarningOut:
 
 
 @router.get("/health", response_model=HealthOut, tags=["运维"], summary="存活检查")
-def health() -> HealthOut:
+async def health() -> HealthOut:
+    # on the event loop: answers at once even when every worker thread waits for a busy store
     return HealthOut(status="ok")
 
 
@@ -181,6 +187,7 @@ def events(
     from fangpin.ids import event_key, keyed_hashes
     from fangpin.store import history as hs
     from fangpin.warnings import WarningRecord, severity
+    from models.levels import floored_hits
     from serving.scoring import rescore
 
     state = request.app.state
@@ -229,8 +236,9 @@ def events(
                     village=row["village"], household_id=row["household_id"], head_name=row["head_name"],
                     id_masked=row["id_masked"], level=level, probability=min(1.0, max(0.0, item["probability"])),
                     rule_hits=[{f: h[f] for f in ("rule_id", "level", "text", "threshold")}
-                               for h in col["rule_hits"][i]],
+                               for h in floored_hits(col["rule_hits"][i], m.scorer.levels)],
                     reasons=col["reasons"][i] or [], measures=col["measures"][i] or [],
+                    deferred=bool(col["deferred"][i]), **(col["summary"][i] or {}),
                     model_version=m.version, ruleset_version=m.ruleset_version)
                 item["warning"] = hs.raise_warning(ctx.store, k, rec.model_dump(mode="json"), row["level"])
                 item["warning_id"] = rec.id if item["warning"] in ("created", "raised", "kept_closed") else None
@@ -309,7 +317,8 @@ def feedback(
     try:
         new = request.app.state.store.record_feedback(
             warning_id, body.status, actor=body.actor, reason=body.reason, visited_at=body.visited_at,
-            key_id=who.id,
+            key_id=who.id, audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
+                                  "levels": [w.level], "model_version": w.model_version},
         )
     except VerificationError as exc:
         audit(request, who, endpoint, household_ids=[w.household_id], levels=[w.level],
@@ -318,6 +327,65 @@ def feedback(
     except WarningNotFound:
         audit(request, who, endpoint, outcome="forbidden")
         raise auth.Forbidden() from None
-    audit(request, who, endpoint, household_ids=[w.household_id], levels=[new.level],
-          outcome=f"status:{new.status}", model_version=new.model_version)
     return _out(new)
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+def _task_out(t) -> TaskOut:
+    return TaskOut(**t.model_dump(), overdue=t.is_overdue())
+
+
+@router.get("/v1/tasks", response_model=TaskPageOut, tags=["任务"],
+            summary="保障缺口任务（按办理期限排序；分页；仅本密钥范围内）", responses={**E401, **E403, **E422})
+def list_tasks(
+    request: Request,
+    county: PlaceQ = None,
+    township: PlaceQ = None,
+    village: PlaceQ = None,
+    quarter: QuarterQ = None,
+    department: PlaceQ = None,
+    status: Literal["待办理", "办理中", "已办结"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ)),
+) -> TaskPageOut:
+    sc = who.scope
+    if (county is not None and sc.county is not None and county != sc.county) or (
+        township is not None and sc.township is not None and township != sc.township
+    ):
+        audit(request, who, "GET /v1/tasks", outcome="forbidden")
+        raise auth.Forbidden()
+    page = request.app.state.store.query_tasks(
+        county=county, township=township, village=village, quarter=quarter, department=department, status=status,
+        scope=sc, limit=limit, offset=offset)
+    audit(request, who, "GET /v1/tasks", household_ids=[t.household_id for t in page.items], outcome="read")
+    return TaskPageOut(items=[_task_out(t) for t in page.items], total=page.total, limit=page.limit,
+                       offset=page.offset)
+
+
+@router.post("/v1/tasks/{task_id}/status", response_model=TaskOut, tags=["任务"],
+             summary="更新任务办理状态（待办理 → 办理中 → 已办结）",
+             responses={**E401, **E403, 409: {**_ERR, "description": "状态变更不允许（如已办结）"}, **E422})
+def task_status(
+    request: Request,
+    task_id: WarningId,
+    body: TaskStatusIn,
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_FEEDBACK)),
+) -> TaskOut:
+    from fangpin.tasks import TaskError
+
+    endpoint = "POST /v1/tasks/{id}/status"
+    store = request.app.state.store
+    t = store.get_task(task_id)
+    if t is None or not who.scope.covers(t.county, t.township):
+        audit(request, who, endpoint, outcome="forbidden")
+        raise auth.Forbidden()
+    try:
+        new = store.set_task_status(task_id, body.status)
+    except TaskError as exc:
+        audit(request, who, endpoint, household_ids=[t.household_id], outcome="rejected")
+        raise ApiError(409, "status change not allowed", str(exc)) from None
+    audit(request, who, endpoint, household_ids=[t.household_id], outcome=f"task:{new.status}")
+    return _task_out(new)

@@ -25,6 +25,7 @@ DESCRIPTION = """\
 - 部门：`POST /v1/events` 推送部门预警事件（证件号码、日期、类型、部门、金额），立即按该户台账快照与历史重新评分，等级提高时
   生成或提高预警（乡镇干部页面可见）；未匹配的事件保存并计数，同一事件只保存一次；
 - 预警：`GET /v1/warnings`、`GET /v1/warnings/{id}`、`POST /v1/warnings/{id}/feedback`（入户核实结果）；
+- 保障缺口任务：`GET /v1/tasks`（住房、饮水、医保、义务教育、兜底缺口，转责任部门办理）、`POST /v1/tasks/{id}/status`；
 - 认证：请求头 `X-API-Key`；每个密钥有角色（county_system / department / township_cadre / analyst / admin）和范围（县或乡镇），
   只能看到、评分本范围内的户；
 - 输入为台账约定的 JSON（字段名为规范英文名；取值可按台账原样填写，与导入台账时同样规范化）；字段有误返回 422，指出字段路径与问题（`message_zh`）。
@@ -41,6 +42,7 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
 
     from fangpin.config import load_params
     from serving import api, errors, pages
+    from serving.middleware import FailureLimiter, Guard, RequestContext
 
     params = params if params is not None else load_params()
 
@@ -52,7 +54,7 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         from fangpin.store import Store
         from serving.batcher import Batcher
         from serving.model import ModelHolder, default_loader
-        from serving.scoring import Context, score_households
+        from serving.scoring import Context, StoredThresholds, score_households
 
         p = params
         st = store if store is not None else Store.from_params(p)
@@ -63,7 +65,9 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         pages.setup(app, p, st)
         if load_model:
             holder.try_load()
-        app.state.scoring = Context(store=st, id_key=params_key(p))
+        thresholds = StoredThresholds(st, p.serving.thresholds_refresh_s)
+        app.state.thresholds = thresholds
+        app.state.scoring = Context(store=st, id_key=params_key(p), params=p, thresholds=thresholds)
         batcher = Batcher(holder, partial(score_households, ctx=app.state.scoring),
                           max_households=p.serving.batch_households)
         app.state.batcher = batcher
@@ -71,7 +75,9 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
         yield
         batcher.stop()
         if store is None:
-            st.dispose()
+            st.dispose()  # writes the audit rows still queued
+        else:
+            st.flush_audit(timeout=30)
 
     app = FastAPI(
         title="防贫 fangpin 风险评分与预警 API",
@@ -82,15 +88,26 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
             {"name": "评分", "description": "对台账中的户评分"},
             {"name": "部门事件", "description": "部门预警事件实时推送与重新评分"},
             {"name": "预警", "description": "预警查询与入户核实反馈"},
+            {"name": "任务", "description": "保障缺口任务：转责任部门办理"},
             {"name": "模型", "description": "模型版本、模型卡与热切换"},
             {"name": "运维", "description": "存活与就绪检查"},
         ],
     )
     errors.install(app)
-    # Signed (not encrypted) session cookie of the cadre page: holds only the key id and a CSRF
-    # token. SameSite=strict keeps it off cross-site form posts; forms also carry the CSRF token.
+    sv = params.serving
+    # Signed (not encrypted) session cookie of the cadre page: holds only a session id (checked
+    # against the store on every request, so logging out ends it everywhere) and a CSRF token.
+    # SameSite=strict keeps it off cross-site form posts; forms also carry the CSRF token. Secure
+    # (HTTPS only) when the service is reached over HTTPS.
     app.add_middleware(SessionMiddleware, secret_key=pages.session_secret(params),
-                       session_cookie="fangpin_session", max_age=8 * 3600, same_site="strict")
+                       session_cookie="fangpin_session", max_age=pages.SESSION_SECONDS, same_site="strict",
+                       https_only=sv.https)
+    # added last = outermost: request id, headers and errors around everything; then the key
+    # check and the body limit, before FastAPI reads a body
+    app.state.auth_limiter = FailureLimiter(sv.auth_failures, sv.auth_window_s)
+    app.add_middleware(Guard, body_limit=sv.body_limit, form_limit=sv.max_form_bytes,
+                       limiter=app.state.auth_limiter)
+    app.add_middleware(RequestContext, https=sv.https)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -1,9 +1,11 @@
 """API keys in the ``X-API-Key`` header: verified by the store (hashed at rest, constant-time
 comparison), each with a role and a scope (``*``, a county, or ``county/township``).
 
-The dependencies are ``async``: a key verified in the last few seconds is answered from the
-store's short cache (fangpin.store.Store, ``key_cache_s``) without leaving the event loop; any
-other key is looked up in the thread pool."""
+Every ``/v1/*`` request has its key verified by :class:`serving.middleware.Guard` before its body
+is read (failed attempts rate-limited and audited); the dependency here takes that result. The
+dependencies are ``async``: a key verified in the last few seconds is answered from the store's
+short cache (fangpin.store.Store, ``key_cache_s``) without leaving the event loop; any other key is
+looked up in the thread pool."""
 
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ async def principal(request: Request, key: str | None = Depends(api_key_header))
     from starlette.concurrency import run_in_threadpool
 
     store = request.app.state.store
-    info = None
-    if key:
+    info = getattr(request.state, "api_key", None)  # verified by serving.middleware.Guard
+    if info is None and key:
         info = store.cached_key(key) or await run_in_threadpool(store.verify_key, key)
     if info is None:
         raise HTTPException(status_code=401, detail="invalid or missing API key",

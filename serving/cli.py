@@ -50,7 +50,10 @@ def register(app: typer.Typer) -> None:
             _print_demo_keys(p)
         typer.echo(f"API:      http://{h}:{po}/docs")
         typer.echo(f"干部页面: http://{h}:{po}/cadre/")
-        uvicorn.run(create_app(p), host=h, port=po, log_level="info")
+        from fangpin.logs import server_log_config
+
+        # log lines carry the request id; ID/phone numbers masked, no tracebacks (fangpin.logs)
+        uvicorn.run(create_app(p), host=h, port=po, log_level="info", log_config=server_log_config("info"))
 
     @keys.command("add")
     def keys_add(

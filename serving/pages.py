@@ -1,9 +1,13 @@
 """The cadre page: server-rendered Chinese HTML for township staff on their phones.
 
-Sign in with a township key (kept only as a key id in a signed session cookie), see the township's
-open warnings by level and deadline (overdue ones marked), open one to see the household, the
-reasons (inline-SVG bars with the sentences), rule hits, suggested support, and record the visit
-outcome. Forms carry a per-session CSRF token; the cookie is SameSite=strict. No external assets.
+Sign in with a township key (the signed session cookie holds only a random session token whose
+hash the store keeps: logging out ends the session on the server), see the township's open
+warnings by deadline, then risk, each with the list it is on (入户核实 / 月度走访 / 半年复核;
+overdue ones marked), and apart from them the township's open 保障缺口 tasks with their
+department; open a warning to see the household, the reasons (inline-SVG bars drawn from the
+figures that add up to the probability minus the county base rate, with the 其他因素 line), rule
+hits, the household's tasks, suggested support, and record the visit outcome. Forms carry a
+per-session CSRF token; the cookie is SameSite=strict. No external assets.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from fangpin.tasks import TASK_DOING, TASK_OPEN
 from fangpin.warnings import (
     LEVEL_LABEL,
     STATUS_EXCLUDED,
@@ -26,11 +31,13 @@ from fangpin.warnings import (
     VerificationError,
     WarningRecord,
     local_date,
+    visit_list,
 )
 
 HERE = Path(__file__).resolve().parent
 router = APIRouter(include_in_schema=False)
 OPEN_LIMIT = 500
+SESSION_SECONDS = 8 * 3600
 
 
 def session_secret(params) -> str:
@@ -48,6 +55,8 @@ def setup(app, params, store) -> None:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(LEVEL_LABEL=LEVEL_LABEL)
     templates.env.filters["pct"] = lambda p: f"{100 * float(p):.1f}%"
+    templates.env.filters["pct2"] = lambda p: f"{100 * float(p):.2f}%"
+    templates.env.filters["pp"] = lambda v: f"{'+' if v >= 0 else '−'}{abs(float(v)):.2f} 个百分点"
     app.state.templates = templates
 
 
@@ -68,14 +77,15 @@ def _csrf_ok(request: Request, token: str | None) -> bool:
 
 
 def _signed_in(request: Request):
-    """The session's key (re-read from the store on every request, so a revoked key is out)."""
-    key_id = request.session.get("key_id")
-    if not key_id:
+    """The session's key, checked against the store on every request: an ended session (logout),
+    an expired one or a revoked key is out."""
+    sid = request.session.get("sid")
+    if not sid:
         return None
-    for k in request.app.state.store.list_keys(include_revoked=False):
-        if k.id == key_id and k.role == "township_cadre":
-            return k
-    request.session.pop("key_id", None)
+    k = request.app.state.store.session_key(sid)
+    if k is not None and k.role == "township_cadre":
+        return k
+    request.session.pop("sid", None)
     return None
 
 
@@ -89,27 +99,35 @@ def _to_login() -> RedirectResponse:
 
 
 def _audit(request: Request, who, endpoint: str, warnings=(), outcome: str = "read") -> None:
-    request.app.state.store.audit_append(
+    request.app.state.store.audit_enqueue(
         key_id=who.id if who else None, endpoint=endpoint,
         household_ids=[w.household_id for w in warnings], levels=[w.level for w in warnings],
         outcome=outcome, model_version=warnings[0].model_version if len(warnings) == 1 else None,
     )
 
 
+def _pp(v: float) -> str:
+    return f"{'+' if v >= 0 else '−'}{abs(v):.2f} 个百分点"
+
+
 def reason_bars(w: WarningRecord, width: int = 300, bar_h: int = 18, gap: int = 10) -> dict:
-    """Geometry of the inline-SVG bar chart: one bar per reason, length ∝ |log-odds|."""
-    reasons = list(w.reasons)
-    top = max((abs(r.logodds) for r in reasons), default=0.0) or 1.0
-    label_room = 110  # the "+8.5 个百分点" label to the right of the longest bar
+    """Geometry of the inline-SVG bar chart, drawn from the figures: one bar per reason and one for
+    其他因素, length ∝ |percentage points| (the numbers beside them, which add up to the
+    probability minus the county base rate)."""
+    rows = [{"pp": r.prob_pp, "up": r.direction == "up", "text": r.text, "kind": "reason"} for r in w.reasons]
+    if w.other_pp is not None and rows:
+        rows.append({"pp": w.other_pp, "up": w.other_pp >= 0, "text": "其他因素", "kind": "other"})
+    top = max((abs(r["pp"]) for r in rows), default=0.0) or 1.0
+    label_room = 120  # the "+8.53 个百分点" label to the right of the longest bar
     bars = []
-    for i, r in enumerate(reasons):
-        length = max(2.0, (width - label_room) * abs(r.logodds) / top)
-        bars.append({
-            "y": i * (bar_h + gap), "w": round(length, 1), "h": bar_h, "up": r.direction == "up",
-            "label": f"{'+' if r.prob_pp >= 0 else '−'}{abs(r.prob_pp):.1f} 个百分点",
-            "text": r.text, "logodds": r.logodds,
-        })
-    return {"bars": bars, "width": width, "height": max(0, len(bars) * (bar_h + gap) - gap)}
+    for i, r in enumerate(rows):
+        length = max(2.0, (width - label_room) * abs(r["pp"]) / top)
+        bars.append({"y": i * (bar_h + gap), "w": round(length, 1), "h": bar_h, "up": r["up"], "kind": r["kind"],
+                     "label": _pp(r["pp"]), "text": r["text"], "pp": r["pp"]})
+    total = None
+    if w.base_rate is not None and w.other_pp is not None:
+        total = round(sum(r["pp"] for r in rows), 2)
+    return {"bars": bars, "width": width, "height": max(0, len(bars) * (bar_h + gap) - gap), "total": total}
 
 
 # -------------------------------------------------------------------------------------- pages
@@ -128,13 +146,27 @@ def login_form(request: Request) -> HTMLResponse:
 @router.post("/cadre/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form(max_length=200)] = "",
           csrf: Annotated[str, Form(max_length=100)] = ""):
+    from serving.middleware import _audit_failure, client_of, key_id_of
+
     if not _csrf_ok(request, csrf):
         return _render(request, "login.html", 400, error="页面已过期，请重新登录。")
-    info = request.app.state.store.verify_key(key.strip())
+    store, limiter = request.app.state.store, request.app.state.auth_limiter
+    key = key.strip()
+    kid = key_id_of(key)
+    who = [("addr", client_of(request.scope))] + ([("key", kid)] if kid else [])
+    wait = limiter.blocked(*who)
+    if wait > 0:
+        return _render(request, "login.html", 429, error=f"密钥验证失败次数过多，请 {int(wait) + 1} 秒后再试。")
+    info = store.verify_key(key)
     if info is None or info.role != "township_cadre":
+        limiter.fail(*who)
+        _audit_failure(store, request.scope, kid, "auth_failed")
         return _render(request, "login.html", 401, error="密钥无效，或不是乡镇干部的密钥。")
+    old = request.session.get("sid")
+    if old:
+        store.end_session(old)
     request.session.clear()
-    request.session["key_id"] = info.id
+    request.session["sid"] = store.open_session(info.id, SESSION_SECONDS)
     request.session["csrf"] = secrets.token_urlsafe(24)  # new token after sign-in
     return RedirectResponse("/cadre/", status_code=303)
 
@@ -142,6 +174,7 @@ def login(request: Request, key: Annotated[str, Form(max_length=200)] = "",
 @router.post("/cadre/logout")
 def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = ""):
     if _csrf_ok(request, csrf):
+        request.app.state.store.end_session(request.session.get("sid"))
         request.session.clear()
     return _to_login()
 
@@ -151,12 +184,18 @@ def warning_list(request: Request):
     who = _signed_in(request)
     if who is None:
         return _to_login()
-    page = request.app.state.store.query_warnings(scope=who.scope, status=STATUS_OPEN, limit=OPEN_LIMIT)
+    store = request.app.state.store
+    page = store.query_warnings(scope=who.scope, status=STATUS_OPEN, limit=OPEN_LIMIT)
     today = local_date(datetime.now(UTC))
-    items = [{"w": w, "overdue": w.is_overdue(today), "days_left": (w.deadline - today).days}
-             for w in page.items]
+    w_params = request.app.state.params.warnings
+    items = [{"w": w, "overdue": w.is_overdue(today), "days_left": (w.deadline - today).days,
+              "list": visit_list(w.level, w_params, w.deferred)} for w in page.items]
+    tasks = store.query_tasks(scope=who.scope, status=[TASK_OPEN, TASK_DOING], limit=OPEN_LIMIT)
+    task_items = [{"t": t, "overdue": t.is_overdue(today), "days_left": (t.deadline - today).days}
+                  for t in tasks.items]
     _audit(request, who, "GET /cadre/", page.items)
-    return _render(request, "list.html", who=who, items=items, total=page.total, shown=len(items))
+    return _render(request, "list.html", who=who, items=items, total=page.total, shown=len(items),
+                   tasks=task_items, tasks_total=tasks.total)
 
 
 @router.get("/cadre/w/{warning_id}", response_class=HTMLResponse)
@@ -182,10 +221,13 @@ def _in_scope(request: Request, who, warning_id: str, endpoint: str) -> WarningR
 def _page(request: Request, who, w: WarningRecord, status_code: int = 200, error: str | None = None,
           form: dict | None = None) -> HTMLResponse:
     today = local_date(datetime.now(UTC))
-    history = request.app.state.store.feedback_history(w.id)
+    store = request.app.state.store
+    history = store.feedback_history(w.id)
+    tasks = store.query_tasks(household_id=w.household_id, quarter=w.quarter, limit=20).items
     return _render(
         request, "warning.html", status_code, who=who, w=w, overdue=w.is_overdue(today),
-        chart=reason_bars(w), history=history, error=error, form=form or {},
+        chart=reason_bars(w), history=history, error=error, form=form or {}, tasks=tasks,
+        visit=visit_list(w.level, request.app.state.params.warnings, w.deferred),
         saved=request.query_params.get("saved") == "1",
         outcomes=[("included", STATUS_INCLUDED), ("excluded", STATUS_EXCLUDED)],
     )
@@ -214,10 +256,11 @@ def record_outcome(
     if status is None:
         return _page(request, who, w, 422, "请选择核实结论。", form)
     try:
-        new = request.app.state.store.record_feedback(
-            w.id, status, actor=actor, reason=reason.strip() or None, key_id=who.id)
+        request.app.state.store.record_feedback(
+            w.id, status, actor=actor, reason=reason.strip() or None, key_id=who.id,
+            audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
+                   "levels": [w.level], "model_version": w.model_version})
     except VerificationError as exc:
         _audit(request, who, endpoint, [w], outcome="rejected")
         return _page(request, who, w, 409, str(exc), form)
-    _audit(request, who, endpoint, [new], outcome=f"status:{new.status}")
     return RedirectResponse(f"/cadre/w/{w.id}?saved=1", status_code=303)

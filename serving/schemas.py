@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -60,6 +60,17 @@ class ScoreRequest(BaseModel):
         return self
 
 
+class TaskGap(_Out):
+    """A 保障缺口 of a scored household and the department it goes to (fangpin/tasks.py)."""
+
+    rule_id: str
+    gap: str = Field(description="缺口，如 住房安全")
+    department: str = Field(description="责任部门，如 住建")
+    measure: str = Field(description="措施，如 危房改造")
+    detail: str = Field(description="规则触发的情况（本户数字）")
+    days: int = Field(description="办理期限（自评分之日起的天数）")
+
+
 class HouseholdScore(_Out):
     household_id: str
     quarter: str
@@ -68,12 +79,20 @@ class HouseholdScore(_Out):
     village: str
     in_scope: bool = Field(description="是否在预测范围内（不是风险未消除的监测对象）；否则已在监测中，仅供参考")
     probability: float = Field(ge=0, le=1, description="校准后的概率：未来若干季度内被新识别为监测对象")
-    model_level: Level | None = Field(None, description="模型等级（按概率分级），无则为 null")
-    rule_level: Level | None = Field(None, description="规则等级（规则触发中最高的），无则为 null")
-    level: Level | None = Field(None, description="综合等级 = max(规则等级, 模型等级)；null 表示不预警")
-    rule_hits: list[RuleHit] = Field(default_factory=list, description="规则触发（含触发阈值）")
+    model_level: Level | None = Field(None, description="风险等级：本乡镇本季度按风险排序的分档（红/黄/蓝），无则为 null")
+    rule_level: Level | None = Field(None, description="规则等级：规则触发中最高的下限等级，无则为 null")
+    level: Level | None = Field(
+        None, description="综合等级 = max(规则下限, 风险等级)，红色受本乡镇核实名额限制；null 表示不预警")
+    deferred: bool = Field(False, description="按风险应为红色，但本乡镇本季度核实名额已满，顺延为黄色（月度走访）")
+    visit_list: str | None = Field(None, description="所在清单：入户核实（核实期限内）、月度走访或半年复核")
+    rule_hits: list[RuleHit] = Field(default_factory=list, description="规则触发（含触发阈值；保障缺口见 tasks）")
+    tasks: list[TaskGap] = Field(default_factory=list, description="保障缺口任务：转责任部门办理（可与预警同时存在）")
     reasons: list[Reason] | None = Field(
-        None, description="主要原因（至多4条，TreeSHAP 对数几率贡献）；本部署未启用解释时为 null")
+        None, description="主要原因（至多4条）；prob_pp 为该因素的贡献（百分点），与 other_pp 相加等于"
+                          "（probability − base_rate）× 100；本部署未启用解释时为 null")
+    base_rate: float | None = Field(None, description="全县基准概率（训练期在预测范围内农户的识别率）")
+    other_pp: float | None = Field(None, description="其他因素（百分点）：未列出的因素与模型基准户和全县基准之差")
+    reference_period: str | None = Field(None, description="基准与对比数据的时期")
     measures: list[Measure] | None = Field(
         None, description="建议帮扶措施（缺什么补什么）；本部署未启用时为 null")
     history: str = Field(description="所用的历史信息：`ledger:2024Q4` 表示台账截至该季度的历史（上次核实收入、"
@@ -127,6 +146,44 @@ class EventsResponse(_Out):
 
 class WarningOut(WarningRecord):
     overdue: bool = Field(False, description="核实期限已过且仍待核实")
+
+
+class TaskOut(_Out):
+    """A 保障缺口 task as stored (fangpin.tasks.TaskRecord)."""
+
+    id: str
+    kind: str
+    quarter: str
+    county: str
+    township: str
+    village: str
+    household_id: str
+    head_name: str | None = None
+    id_masked: str | None = None
+    rule_id: str
+    gap: str
+    department: str
+    measure: str
+    detail: str
+    ruleset_version: str
+    created_at: datetime
+    deadline: date
+    status: Literal["待办理", "办理中", "已办结"]
+    overdue: bool = Field(False, description="办理期限已过且未办结")
+
+
+class TaskPageOut(_Out):
+    items: list[TaskOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskStatusIn(BaseModel):
+    """任务办理状态。"""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["办理中", "已办结"] = Field(..., description="新状态")
 
 
 class WarningPageOut(_Out):
@@ -212,6 +269,7 @@ def feedback_examples() -> dict:
 
 __all__ = [
     "ErrorOut", "EventsRequest", "EventsResponse", "FeedbackIn", "HealthOut", "HouseholdScore", "ModelInfo",
-    "ReadyOut", "ReloadOut", "Rescored", "ScoreRequest", "ScoreResponse", "Status", "WarningOut", "WarningPageOut",
-    "events_examples", "feedback_examples", "score_examples",
+    "ReadyOut", "ReloadOut", "Rescored", "ScoreRequest", "ScoreResponse", "Status", "TaskGap", "TaskOut",
+    "TaskPageOut", "TaskStatusIn", "WarningOut", "WarningPageOut", "events_examples", "feedback_examples",
+    "score_examples",
 ]

@@ -1,7 +1,9 @@
 """Checks that a reason sentence names the household's own values (shared by the explain and the
 batch-scoring tests).
 
-Every number in a sentence must be one of the household's feature values as the explainer formats
+A risk-raising sentence may end with the county's comparison (after ``；全县`` or ``；各县``): every
+number there must be one of the county's reference figures the model carries (or the household's
+own quarter). Every number before it must be one of the household's feature values as the explainer formats
 them (yuan with thousands separators, counts, percentages of shares, one-decimal areas and
 distances); windows such as 近4个季度 and the age bands (16岁以下) are definitions, not household values, and are skipped. Facts without a
 number (危房, 饮水, 户类型) are checked against the household's flags. Key figures are also checked
@@ -34,11 +36,42 @@ def numbers(text: str) -> list[str]:
     return NUMBER.findall(WINDOW.sub("", text))
 
 
+COMPARISON = re.compile(r"；(全县|各县)")
+
+
+def county_candidates(reference: dict | None) -> set[str]:
+    """Every reference figure of a model (base rates, rates by quarter, typical values by type) as
+    the explainer formats them."""
+    vals: list[float] = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, int | float) and not isinstance(o, bool):
+            vals.append(float(o))
+
+    for k in ("base_rate", "rate_by_quarter", "types"):
+        walk((reference or {}).get(k))
+    out: set[str] = set()
+    for v in vals:
+        out |= {f"{v:.1f}", f"{v * 100:.0f}", f"{abs(v) * 100:.0f}", f"{v * 100:.1f}", f"{v * 100:.2f}"}
+    return out
+
+
 def check_reason(reason: dict, x: np.ndarray, names, hh_row: pd.Series | None = None,
-                 persons: pd.DataFrame | None = None) -> None:
-    """Raise AssertionError unless the reason names real values of this household."""
+                 persons: pd.DataFrame | None = None, reference: dict | None = None) -> None:
+    """Raise AssertionError unless the reason names real values of this household (and, in its
+    comparison, real figures of the county: ``reference`` = the model's reference)."""
     text = reason["text"]
     f = dict(zip(names, x, strict=True))
+    m = COMPARISON.search(text)
+    if m:
+        assert reason["direction"] == "up", f"only a risk-raising reason carries a comparison: {text!r}"
+        own, comp = text[:m.start()], text[m.start():]
+        bad = [n for n in numbers(comp) if n not in county_candidates(reference) | {f"{f.get('quarter_of_year', 0):.0f}"}]
+        assert not bad, f"{reason['factor']}: {bad} in {comp!r} are not figures of the county"
+        text = own
     nums = numbers(text)
     ok = candidates(x)
     bad = [n for n in nums if n not in ok]

@@ -9,13 +9,13 @@ from canonical_frames import make_frames
 
 from models.features import FeatureSpec, Frames, build_features
 from models.pyfunc import RiskModel
-from models.train import fit_booster, fit_calibrator
+from models.train import Split, fit_booster, fit_calibrator
 from pipelines.labels import make_labels
-from pipelines.train import make_model
+from pipelines.train import Dataset, attach_reference, make_model
 
 
 def tiny_model(params, *, n: int = 600, quarters: int = 8, seed: int = 0, trees: int = 30,
-               calibration: str = "isotonic", model_version: str | None = None,
+               calibration: str = "centred_isotonic", model_version: str | None = None,
                meta: dict | None = None) -> tuple[RiskModel, Frames]:
     fr = make_frames(n, quarters, seed=seed)
     feats = build_features(fr)
@@ -32,4 +32,9 @@ def tiny_model(params, *, n: int = 600, quarters: int = 8, seed: int = 0, trees:
     booster, _ = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp)
     cal = fit_calibrator(booster.predict(X[va], raw_score=True), y[va], calibration)
     model = make_model(spec, booster, cal, params, lines=fr.lines, meta=meta, model_version=model_version)
+    # the reference figures training attaches (county base rates, typical values, fallback level
+    # cut-offs), measured on the training quarters; the validation quarter plays test and calibration
+    split = Split(train=tuple(int(x) for x in qs[:-1]), valid=(int(qs[-1]),), calib=(), test=(int(qs[-1]),),
+                  horizon=params.labels.horizon_quarters)
+    attach_reference(model, Dataset(feats, labels), fr, split)
     return model, fr

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,11 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fangpin import ids
-from fangpin.config import Params
+from fangpin.config import IngestParams, Params
 from fangpin.ingest import stream as st
 from fangpin.ingest import tables as tb
-from fangpin.ingest.errors import FileError
-from fangpin.ingest.read import SlowPath, discover, open_table
+from fangpin.ingest.read import discover
 
 log = logging.getLogger(__name__)
 
@@ -107,43 +108,100 @@ def _as_paths(paths: Iterable | str | Path | None) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: bytes, progress=None) -> _Inputs:
-    """Read every input file chunk by chunk: prepare (normalise + validate) each chunk, spill the
-    ledger rows to disk, keep events / 监测线 / oracle rows and the quarantine lines in memory."""
+def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: bytes, progress=None,
+                executor=None, limits: IngestParams | None = None) -> _Inputs:
+    """Read every input file chunk by chunk, as tasks of ``executor`` (fangpin.cluster; default:
+    this process): split the files into raw chunks, prepare (normalise + validate) each chunk,
+    spill the ledger rows to disk; keep events / 监测线 / oracle rows and the quarantine lines in
+    memory. Results are taken in file and chunk order (fangpin.ingest.tasks). ``limits`` bound
+    each file (fangpin.ingest.read)."""
+    from fangpin.cluster import Executor
+    from fangpin.ingest import tasks as tk
+
+    ex = executor or Executor()
     files, skipped, missing = discover(paths, exclude=exclude)
     r = _Inputs(skipped=skipped)
     r.entries = [{"file": m.path.name, "path": str(m.path), "kind": None, "status": "error",
                   "error": m.message, "rows_read": 0} for m in missing]
     r.errors = [m.to_dict() for m in missing]
-    task = progress.add_task("读取并校验文件", total=len(files)) if progress else None
     names = [f.name for f in files]
-    for f in files:
-        # the file name identifies rows in quarantine.csv; disambiguate equal names in different folders
-        label = f.name if names.count(f.name) == 1 else str(f)
-        entry = {"file": label, "path": str(f), "kind": None, "status": "ok"}
-        try:
-            t = open_table(f)
-            entry.update(kind=t.kind, encoding=t.encoding, header_row=t.header_row)
-            try:
-                part = _read_file(t, label, f, r, spill, key, slow=False)
-            except SlowPath:
-                part = _read_file(t, label, f, r, spill, key, slow=True)
-            if part.error is not None:
-                entry.update(blank_rows=part.blank_rows, rows_read=part.rows_read)
-                raise part.error
-            entry.update(blank_rows=part.blank_rows, rows_read=part.rows_read)
-            if part.quarter_from_name:
-                entry["quarter_from_file_name"] = part.quarter_from_name
-            if part.extras:
-                entry["columns_carried"] = part.extras
-            part.commit(r)
-        except FileError as exc:
-            entry.update(status="error", error=exc.message, column=exc.column, rows_read=entry.get("rows_read", 0))
-            r.errors.append({**exc.to_dict(), "file": label})
-            log.warning("file not ingested: %s (%s)", label, exc.code)
-        r.entries.append(entry)
+    # the file name identifies rows in quarantine.csv; disambiguate equal names in different folders
+    labels = [f.name if names.count(f.name) == 1 else str(f) for f in files]
+    raw_dir = spill.root / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    # a file larger than its share of the work is cut into chunks that run as tasks of their own
+    sizes = [Path(f).stat().st_size for f in files]
+    share = sum(sizes) / (2 * ex.workers) if ex.distributed else float("inf")
+    task = progress.add_task("读取并校验文件 (files)", total=len(files)) if progress else None
+    t0 = time.perf_counter()
+    opened: dict[int, dict] = {}
+    for res in ex.map_unordered(tk.read_file, [(i, str(Path(f).resolve()), labels[i], sizes[i] > share)
+                                               for i, f in enumerate(files)],
+                                str(raw_dir.resolve()), key, str(spill.root.resolve()), limits):
+        opened[res["i"]] = res
         if progress:
             progress.advance(task)
+    items = [{"i": i, "c": c, "raw": raw, "kind": o["kind"], "headers": o["headers"], "label": labels[i],
+              "path": str(files[i]), "seq0": seq0, "n": n, "blank": blank, "cell_errors": cell_errors,
+              "limits": limits or IngestParams()}
+             for i, o in sorted(opened.items()) for c, (raw, n, blank, seq0, cell_errors) in enumerate(o["chunks"])]
+    t1 = time.perf_counter()
+    if items:
+        task = progress.add_task("校验 (chunks)", total=len(items)) if progress else None
+    by_chunk = {(x["i"], x["c"]): x for x in items}
+    for res in ex.map_unordered(tk.prepare_chunk, items, key, str(spill.root.resolve())):
+        it = by_chunk[(res["i"], res["c"])]
+        opened[res["i"]]["prepared"].append({**res, "n": it["n"], "blank": it["blank"]})
+        if progress:
+            progress.advance(task)
+
+    for i, f in enumerate(files):
+        o, label = opened[i], labels[i]
+        entry = {"file": label, "path": str(f), "kind": None, "status": "ok"}
+        if o["kind"] is not None:
+            entry.update(kind=o["kind"], encoding=o["encoding"], header_row=o["header_row"])
+        if o["error"] is not None:  # the file could not be opened or read
+            exc = tk.file_error(o["error"])
+            entry.update(status="error", error=exc.message, column=exc.column, rows_read=0)
+            r.errors.append({**exc.to_dict(), "file": label})
+            log.warning("file not ingested: %s (%s)", label, exc.code)
+            r.entries.append(entry)
+            continue
+        parts = sorted(o["prepared"], key=lambda x: x["c"])
+        entry.update(blank_rows=sum(x["blank"] for x in parts), rows_read=sum(x["n"] for x in parts))
+        err = next((x["error"] for x in parts if x["error"] is not None), None)
+        if err is not None:
+            spill.discard([Path(p) for x in parts for _, p, _ in x["pieces"]])
+            exc = tk.file_error(err)
+            entry.update(status="error", error=exc.message, column=exc.column)
+            r.errors.append({**exc.to_dict(), "file": label})
+            log.warning("file not ingested: %s (%s)", label, exc.code)
+            r.entries.append(entry)
+            continue
+        last = parts[-1]
+        if last["quarter_from_name"]:
+            entry["quarter_from_file_name"] = last["quarter_from_name"]
+        if last["extras"]:
+            entry["columns_carried"] = last["extras"]
+        kind = o["kind"]
+        r.quarantine[kind] += [x["quarantine"] for x in parts]
+        r.accepted[label] = r.accepted.get(label, 0) + sum(x["accepted"] for x in parts)
+        if kind == "ledger":
+            r.ledger_files += 1
+            r.ledger_rows += sum(x["accepted"] for x in parts)
+            r.extras.update(last["extras"])
+            for x in parts:
+                for q, p, n in x["pieces"]:
+                    spill.pieces.setdefault(q, []).append((Path(p), n))
+        elif kind == "events":
+            r.events += [x["events"] for x in parts if x["events"] is not None]
+        elif kind == "lines":
+            r.lines += [x["prepared"] for x in parts]
+        elif kind == "oracle":
+            r.oracle += [x["prepared"] for x in parts]
+        r.entries.append(entry)
+    log.info("ingest: %d files read in %.1fs, %d chunks of split files validated in %.1fs (%d workers)",
+             len(files), t1 - t0, len(items), time.perf_counter() - t1, ex.workers)
     return r
 
 
@@ -161,98 +219,53 @@ class _Inputs:
     oracle: list[tb.Prepared] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)  # by file, before duplicates
     ledger_files: int = 0
-    ledger_rows: int = 0  # accepted ledger rows so far (the next row's _seq)
+    ledger_rows: int = 0  # accepted ledger rows
     extras: set[str] = field(default_factory=set)
+    empty_files: list[str] = field(default_factory=list)  # header only, no data row
 
 
-@dataclass
-class _FilePart:
-    """One file's rows, held back until the whole file is read (a file that turns out to be
-    unreadable, or needs the slow CSV path, leaves nothing behind)."""
+def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_w: st.RowGroupWriter,
+                        households_w: st.RowGroupWriter, ev_keys, lookup: list[pd.DataFrame], executor=None,
+                        progress=None) -> set[str]:
+    """Per quarter (quarter order) and per part of whole households (household order): persons
+    and households appended to the writers, findings into ``agg``; the quarters and parts run as
+    tasks of ``executor`` (fangpin.ingest.tasks, steps 3-4). Returns the quarters built."""
+    from fangpin.cluster import Executor
+    from fangpin.ingest import tasks as tk
 
-    kind: str
-    label: str
-    blank_rows: int = 0
-    rows_read: int = 0
-    accepted: int = 0
-    quarter_from_name: str | None = None
-    extras: list[str] = field(default_factory=list)
-    quarantine: list[pd.DataFrame] = field(default_factory=list)
-    events: list[pd.DataFrame] = field(default_factory=list)
-    prepared: list[tb.Prepared] = field(default_factory=list)
-    spilled: list[Path] = field(default_factory=list)
-    ledger_rows: int = 0
-    error: FileError | None = None
+    ex = executor or Executor()
+    qs = sorted(spill.pieces, key=lambda q: (int(q[:4]), q[5:]))
+    items = [(q, [(str(p), n) for p, n in spill.pieces[q]], str((work / "parts" / q).resolve())) for q in qs]
+    routes = {res["q"]: res for res in ex.map_unordered(tk.route_quarter, items, st.PART_ROWS)}
+    out_dir = work / "built"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = [(q, v, paths) for q in qs for v, paths in enumerate(routes[q]["parts"])]
+    task = progress.add_task("生成人员和户表 (build)", total=len(parts)) if progress else None
+    t0 = time.perf_counter()
+    built: dict[tuple[str, int], dict] = {}
+    keys = ex.share(ev_keys) if ev_keys is not None else None
+    for res in ex.map_unordered(tk.build_part, parts, agg.tolerance, agg.extras, keys, str(out_dir.resolve())):
+        built[(res["q"], res["v"])] = res
+        if progress:
+            progress.advance(task)
+    import pyarrow.feather as feather
 
-    def commit(self, r: _Inputs) -> None:
-        r.quarantine[self.kind] += self.quarantine
-        r.accepted[self.label] = r.accepted.get(self.label, 0) + self.accepted
-        if self.kind == "ledger":
-            r.ledger_files += 1
-            r.ledger_rows += self.ledger_rows
-            r.extras.update(self.extras)
-        elif self.kind == "events":
-            r.events += self.events
-        elif self.kind == "lines":
-            r.lines += self.prepared
-        elif self.kind == "oracle":
-            r.oracle += self.prepared
-
-
-def _read_file(t, label: str, path: Path, r: _Inputs, spill: st.Spill, key: bytes, slow: bool) -> _FilePart:
-    part = _FilePart(kind=t.kind, label=label)
-    prepared_any = False
-    try:
-        for c in t.chunks(slow=slow):
-            part.blank_rows += c.blank_rows
-            part.rows_read += len(c.frame)
-            if part.error is not None:
-                continue  # only counting the rows of a file that cannot be ingested
-            try:
-                _take_chunk(part, c.frame, c.rows, c.extra_fields, t, path, r, spill, key)
-                prepared_any = True
-            except FileError as exc:
-                part.error = exc
-        if not prepared_any and part.error is None:
-            # no data rows: still check the header (a missing required column is an error)
-            empty = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(t.headers))})
-            try:
-                _take_chunk(part, empty, np.array([], dtype=np.int64), None, t, path, r, spill, key)
-            except FileError as exc:
-                part.error = exc
-    except SlowPath:
-        spill.discard(part.spilled)
-        raise
-    if part.error is not None:
-        spill.discard(part.spilled)
-    return part
-
-
-def _take_chunk(part: _FilePart, frame, rows, extra_fields, t, path: Path, r: _Inputs, spill: st.Spill,
-                key: bytes) -> None:
-    p = tb.prepare(frame, t.headers, t.kind, part.label, rows=rows, extra_fields=extra_fields, path=path)
-    part.quarter_from_name, part.extras = p.quarter_from_name, p.extras
-    part.quarantine.append(p.quarantine)
-    if t.kind == "ledger":
-        rows_ = tb.ledger_rows(p, r.ledger_files, key, seq0=r.ledger_rows + part.ledger_rows)
-        part.ledger_rows += len(rows_)
-        part.accepted += len(rows_)
-        if len(rows_):
-            part.spilled += spill.add(rows_)
-    elif t.kind == "events":
-        ev = tb.build_events([p], key)
-        part.accepted += len(ev)
-        if len(ev):
-            part.events.append(ev)
-    elif t.kind == "lines":
-        part.prepared.append(p)
-        part.accepted += len(p.accepted)
-    elif t.kind == "oracle":
-        acc = p.accepted[["household_id", "quarter", "true_probability"]]
-        part.prepared.append(tb.Prepared(table="oracle", source_file=p.source_file, frame=acc, rows=p.rows,
-                                         errors=tb._err([], "", ""), quarantine=p.quarantine,
-                                         header_of=p.header_of))
-        part.accepted += len(acc)
+    t1 = time.perf_counter()
+    for q in qs:
+        if routes[q]["dq"] is not None:
+            agg.add_duplicates(routes[q]["dq"])
+        for v in range(len(routes[q]["parts"])):
+            res = built[(q, v)]
+            agg.merge(res["agg"])
+            persons_w.append(feather.read_table(res["persons"]))
+            households_w.append(feather.read_table(res["households"]))
+            for p in (res["persons"], res["households"]):
+                Path(p).unlink()
+            if res["lookup"] is not None:
+                lookup.append(res["lookup"])
+    log.info("ingest: %d quarters in %d parts built in %.1fs, written in %.1fs", len(qs), len(parts), t1 - t0,
+             time.perf_counter() - t1)
+    return set(qs)
 
 
 def ingest(
@@ -264,6 +277,7 @@ def ingest(
     append: bool = False,
     key: bytes | None = None,
     show_progress: bool = False,
+    executor=None,
 ) -> IngestReport:
     """Ingest ledger/event/监测线/oracle files (files or folders) into ``out_dir``.
 
@@ -272,11 +286,28 @@ def ingest(
     de-duplicated on (person, date, department, type, amount).
 
     Memory stays bounded by a chunk of rows and a part of whole households (see
-    fangpin.ingest.stream), plus the department events and the keys of one quarter.
+    fangpin.ingest.stream), plus the department events and the keys of one quarter, per task.
+    Files, chunks, quarters and parts run as tasks (fangpin.ingest.tasks) of ``executor``, by
+    default the one fangpin.cluster.execution picks for the input's size.
+
+    Every output is written into a staging folder inside ``out_dir`` first and moved into place
+    (one rename per file) only when the whole run succeeded: a failed or interrupted ingest
+    leaves the previous outputs as they were and no temporary files (the staging folder of a
+    killed run is removed by the next one).
     """
+    if executor is None:
+        from fangpin.cluster import execution
+
+        size = sum(f.stat().st_size for f in discover(_as_paths(ledger_paths) + _as_paths(event_paths),
+                                                       exclude=Path(out_dir))[0])
+        with execution(params, "ingest", size) as ex:
+            return ingest(ledger_paths, event_paths, out_dir, params, append=append, key=key,
+                          show_progress=show_progress, executor=ex)
     key = key or ids.params_key(params)
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
     paths = _as_paths(ledger_paths) + _as_paths(event_paths)
 
     prog = None
@@ -285,10 +316,15 @@ def ingest(
 
         prog = progress()
         prog.start()
-    tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=out))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out))
+    stage = tmp / "out"
+    stage.mkdir()
+    done = False
     try:
         spill = st.Spill(tmp)
-        r = read_inputs(paths, exclude=out, spill=spill, key=key, progress=prog)
+        r = read_inputs(paths, exclude=out, spill=spill, key=key, progress=prog, executor=executor,
+                        limits=params.ingest)
+        _report_header_only(r, append and (out / OUTPUT_FILES["persons"]).exists())
         task = prog.add_task("生成标准表", total=5) if prog else None
 
         def step():
@@ -306,8 +342,8 @@ def ingest(
                 k = pa.array(old_events["person_key"].dropna().unique(), type=pa.large_string())
                 ev_keys = k if ev_keys is None else pa.concat_arrays([ev_keys, k]).unique()
         new_q = set(spill.pieces)
-        persons_w = st.RowGroupWriter(tmp / OUTPUT_FILES["persons"], ROW_GROUP_ROWS)
-        households_w = st.RowGroupWriter(tmp / OUTPUT_FILES["households"], ROW_GROUP_ROWS)
+        persons_w = st.RowGroupWriter(stage / OUTPUT_FILES["persons"], ROW_GROUP_ROWS)
+        households_w = st.RowGroupWriter(stage / OUTPUT_FILES["households"], ROW_GROUP_ROWS)
         lookup: list[pd.DataFrame] = []
         quarters: set[str] = set()
         n_old_p = n_old_h = 0
@@ -316,15 +352,13 @@ def ingest(
             n_old_h, _ = _copy_old(out / OUTPUT_FILES["households"], new_q, households_w, None, None)
             quarters |= qs
         agg = tb.LedgerAgg(params.ingest.income_mismatch_tolerance, sorted(r.extras))
-        for q in sorted(spill.pieces, key=lambda q: (int(q[:4]), q[5:])):
-            st.build_quarter(spill.pieces[q], tmp / "parts" / q, agg, persons_w, households_w, ev_keys, lookup)
-            quarters.add(q)
+        quarters |= build_ledger_tables(spill, tmp, agg, persons_w, households_w, ev_keys, lookup, executor, prog)
         persons_w.close()
         households_w.close()
         if agg.persons == 0 and n_old_p == 0:
             # nothing accepted: the empty tables of tables.build_ledger
-            pd.DataFrame(columns=list(tb.PERSON_OUT)).to_parquet(tmp / OUTPUT_FILES["persons"], index=False)
-            pd.DataFrame(columns=list(tb.HOUSEHOLD_OUT)).to_parquet(tmp / OUTPUT_FILES["households"], index=False)
+            pd.DataFrame(columns=list(tb.PERSON_OUT)).to_parquet(stage / OUTPUT_FILES["persons"], index=False)
+            pd.DataFrame(columns=list(tb.HOUSEHOLD_OUT)).to_parquet(stage / OUTPUT_FILES["households"], index=False)
         step()
         all_events = new_events
         if old is not None and len(old):
@@ -353,12 +387,17 @@ def ingest(
         report = _report(r, quarantine, agg, new_events, events, ev_findings, n_old_p + agg.persons,
                          n_old_h + agg.households, quarters, lines, out, append)
         step()
-        for name in ("persons", "households"):
-            (tmp / OUTPUT_FILES[name]).replace(out / OUTPUT_FILES[name])
-        _write(out, events, lines, oracle, quarantine, report, append)
+        _write(stage, events, lines, oracle, quarantine, report, append, prev=out)
+        # publish: every file is complete; one rename each (same file system), nothing can fail
+        # half way for lack of space or a bad row any more
+        for f in sorted(stage.iterdir()):
+            f.replace(out / f.name)
+        done = True
         step()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done and created:
+            shutil.rmtree(out, ignore_errors=True)
         if prog:
             prog.stop()
     log.info("ingest: %d rows read, %d accepted, %d quarantined, %d file errors",
@@ -409,6 +448,9 @@ def _report(r: _Inputs, quarantine, agg: tb.LedgerAgg, new_events, events, ev_fi
         for c in ("rows_read", "rows_accepted", "rows_quarantined"):
             k[c] += e[c]
     findings = [f.to_dict() for f in agg.findings()] + [f.to_dict() for f in ev_findings]
+    if r.empty_files:
+        findings.append(tb.Finding("header_only_files", "只有表头、没有数据行的文件：" + "、".join(r.empty_files),
+                                   len(r.empty_files), [{"file": f} for f in r.empty_files]).to_dict())
     years_needed = sorted({int(q[:4]) for q in quarters})
     missing = [y for y in years_needed if y not in lines]
     if missing:
@@ -451,7 +493,44 @@ def _report(r: _Inputs, quarantine, agg: tb.LedgerAgg, new_events, events, ev_fi
 ROW_GROUP_ROWS = 131_072
 
 
-def _write(out: Path, events, lines, oracle, quarantine, report, append) -> None:
+STAGING_PREFIX = ".ingest-"
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove the staging folders of ingests that were killed (their process is gone)."""
+    for d in out.glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(d.name[len(STAGING_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            pass
+        if not alive or pid == os.getpid():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _report_header_only(r: _Inputs, have_old_rows: bool) -> None:
+    """A ledger or events file with a header and no data row is reported as such; when no ledger
+    file has any row (and ``--append`` keeps none), the ingest fails (exit non-zero)."""
+    empty = [e for e in r.entries if e["status"] == "ok" and e["kind"] in ("ledger", "events")
+             and not e.get("rows_read")]
+    for e in empty:
+        e["header_only"] = True
+    r.empty_files = [e["file"] for e in empty]
+    ledgers = [e for e in r.entries if e["status"] == "ok" and e["kind"] == "ledger"]
+    if ledgers and not any(e.get("rows_read") for e in ledgers) and not have_old_rows:
+        names = "、".join(e["file"] for e in ledgers)
+        r.errors.append({"file": names, "path": None, "code": "header_only", "column": None,
+                         "message": f"台账文件 {names} 只有表头，没有数据行：没有可导入的户。请检查导出是否完整。"})
+
+
+def _write(out: Path, events, lines, oracle, quarantine, report, append, prev: Path | None = None) -> None:
+    """Write the outputs into ``out``; in append mode the earlier quarantine lines come from ``prev``."""
     events.to_parquet(out / OUTPUT_FILES["events"], index=False, row_group_size=ROW_GROUP_ROWS)
     if oracle is not None:
         oracle.to_parquet(out / OUTPUT_FILES["oracle"], index=False, row_group_size=ROW_GROUP_ROWS)
@@ -460,14 +539,27 @@ def _write(out: Path, events, lines, oracle, quarantine, report, append) -> None
         {str(y): v["line"] for y, v in lines.items()}, ensure_ascii=False, indent=2), encoding="utf-8")
     qpath = out / OUTPUT_FILES["quarantine"]
     q = quarantine[tb.QUARANTINE_COLUMNS]
-    if append and qpath.exists():
-        prev = pd.read_csv(qpath, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        q = pd.concat([prev, q.astype(str)], ignore_index=True).drop_duplicates()
+    old_q = (prev or out) / OUTPUT_FILES["quarantine"]
+    if append and old_q.exists():
+        before = pd.read_csv(old_q, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        q = pd.concat([before, q.astype(str)], ignore_index=True).drop_duplicates()
     # UTF-8 with BOM and CRLF: opens correctly in Excel on Chinese Windows; cells holding \r or \n
-    # (they occur in broken exports) are quoted because both are in the line terminator
+    # (they occur in broken exports) are quoted because both are in the line terminator. A cell
+    # that Excel would run as a formula (=, +, -, @ …, not a plain number) gets a leading
+    # apostrophe: Excel shows it as text.
+    q = q.astype(str).apply(_excel_text)
     q.to_csv(qpath, index=False, encoding="utf-8-sig", lineterminator="\r\n")
     (out / OUTPUT_FILES["report"]).write_text(
         json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=_json_default), encoding="utf-8")
+
+
+_FORMULA_START = r"^[=+\-@\t\r]"
+_PLAIN_NUMBER = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$"
+
+
+def _excel_text(col: pd.Series) -> pd.Series:
+    risky = col.str.contains(_FORMULA_START, regex=True, na=False) & ~col.str.match(_PLAIN_NUMBER, na=False)
+    return col.where(~risky, "'" + col)
 
 
 def _json_default(o):

@@ -39,6 +39,8 @@ def _checks(col: Column) -> list[pa.Check]:
         checks.append(pa.Check.le(col.hi))
     if col.name in _FORMATS:
         checks.append(pa.Check.str_matches(_FORMATS[col.name]))
+    if col.kind == "text":
+        checks.append(pa.Check.str_length(max_value=contract.MAX_TEXT_CHARS))
     return checks
 
 
@@ -69,7 +71,7 @@ def _from(headers: dict[str, str], name: str, kind, **kw) -> Column:
 # 监测线.csv and oracle.csv: headers come from the contract module, types declared here.
 LINES_COLUMNS = (
     _from(contract.LINES_COLUMNS, "year", "int", required=True, lo=1990, hi=2100),
-    _from(contract.LINES_COLUMNS, "line", "float", required=True, lo=0.01),
+    _from(contract.LINES_COLUMNS, "line", "float", required=True, lo=0.01, hi=contract.PER_CAPITA_MAX),
     _from(contract.LINES_COLUMNS, "province", "text"),
 )
 ORACLE_COLUMNS = (

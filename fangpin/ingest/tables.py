@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fangpin import contract, ids
+from fangpin.config import IngestParams
 from fangpin.contract import Column
 from fangpin.ingest import normalise as nz
 from fangpin.ingest import schema as sc
@@ -50,6 +51,11 @@ HOUSEHOLD_OUT = (
 )
 EVENT_OUT = ("person_key", "id_masked", "household_id", "event_date", "quarter", "quarter_idx",
              "department", "event_type", "amount", "id_valid", "source_file", "source_row")
+# Column types of the canonical events table, also when it is empty (an export without department
+# signals is valid; readers compare quarter_idx and amount as numbers).
+EVENT_DTYPES = {"person_key": "str", "id_masked": "str", "household_id": "str", "event_date": "datetime64[s]",
+                "quarter": "str", "quarter_idx": "int32", "department": "str", "event_type": "str",
+                "amount": "float64", "id_valid": "bool", "source_file": "str", "source_row": "int64"}
 INCOME_PARTS = ("wage_income", "business_income", "property_income", "transfer_income")
 
 
@@ -101,7 +107,8 @@ def _reason(code: str, col: Column | None, header: str, **kw) -> str:
         return f"{h}的值不在允许范围内（允许：{allowed}）"
     if code == "out_of_range":
         lo, hi = (col.lo, col.hi) if col else (None, None)
-        rng = f"{lo:g}–{hi:g}" if lo is not None and hi is not None else (f"≥{lo:g}" if lo is not None else f"≤{hi:g}")
+        lo, hi = (_num(lo) if lo is not None else None), (_num(hi) if hi is not None else None)
+        rng = f"{lo} 至 {hi}" if lo is not None and hi is not None else (f"≥{lo}" if lo is not None else f"≤{hi}")
         return f"{h}超出范围（应为 {rng}）"
     if code == "bad_number":
         return f"{h}不是有效数字"
@@ -111,6 +118,13 @@ def _reason(code: str, col: Column | None, header: str, **kw) -> str:
         return f"{h}格式错误（应为18位，前17位为数字，末位为数字或X）"
     if code == "bad_format" and col is not None and col.name == "quarter":
         return f"{h}格式错误（应为 YYYYQn，如 2024Q2）"
+    if code == "too_long":
+        return f"{h}过长（至多 {contract.MAX_TEXT_CHARS} 个字符）"
+    if code == "cell_too_long":
+        return f"{h}的单元格过长（超过 {kw.get('limit', '?')} 个字符，params.yaml 中 ingest.max_cell_chars）"
+    if code == "formula_no_value":
+        return (f"{h}是公式但没有计算结果（文件由不计算公式的软件生成）；"
+                "请在 Excel 中打开、重新计算并保存后再导入")
     if code == "extra_fields":
         return "该行的单元格多于表头的列数（CSV 中可能有未加引号的逗号，如千分位“12,345”）"
     if code == "duplicate":
@@ -118,6 +132,10 @@ def _reason(code: str, col: Column | None, header: str, **kw) -> str:
     if code == "duplicate_line":
         return f"同一年度的监测线重复且数值不同，已保留{kw.get('kept', '第一条')}"
     return f"{h}的值无效"
+
+
+def _num(v: float) -> str:
+    return f"{int(v):,}" if float(v).is_integer() else f"{v:,g}"
 
 
 def _check_code(check: str) -> str:
@@ -129,6 +147,8 @@ def _check_code(check: str) -> str:
         return "out_of_range"
     if check.startswith("str_matches"):
         return "bad_format"
+    if check.startswith("str_length"):
+        return "too_long"
     return "invalid"
 
 
@@ -146,12 +166,19 @@ def prepare(
     rows: np.ndarray | None = None,
     extra_fields: pd.Series | None = None,
     path=None,
+    cell_errors: pd.DataFrame | None = None,
+    limits: IngestParams | None = None,
 ) -> Prepared:
     """Map headers, normalise and validate one text frame (columns by position, see read.py).
+
+    ``cell_errors`` (frame row, column position, code) are cells the reader could not take as
+    values (fangpin.ingest.read.RawChunk): their rows are quarantined with that reason. The
+    quarantine keeps at most ``limits.quarantine_value_chars`` characters of a value.
 
     Raises FileError for problems with the whole frame (missing required column, duplicated
     column, ledger without 统计季度 and without an export date in its file name).
     """
+    limits = limits or IngestParams()
     columns = TABLE_COLUMNS[table]
     lookup = _lookup(columns)
     raw = raw.reset_index(drop=True)
@@ -190,6 +217,18 @@ def prepare(
     errors: list[pd.DataFrame] = []
     out: dict[str, pd.Series] = {}
     cleaned = _clean_columns(raw, [pos_of[c.name] for c in columns if c.name in pos_of] + list(extras.values()))
+    if cell_errors is not None and len(cell_errors):
+        # a flagged cell is reported once, with its own reason, and read as empty afterwards
+        field_at = {j: name for name, j in pos_of.items()} | {j: h for h, j in extras.items()}
+        ce = cell_errors[cell_errors["idx"] < n]
+        errors.append(pd.DataFrame({"idx": ce["idx"].to_numpy(dtype=np.int64),
+                                    "field": [field_at.get(int(j), ROW_FIELD) for j in ce["pos"]],
+                                    "code": ce["code"].to_numpy(dtype=object)}))
+        for j, g in ce.groupby("pos"):
+            if int(j) in cleaned:
+                hit = np.zeros(n, dtype=bool)
+                hit[g["idx"].to_numpy(dtype=np.int64)] = True
+                cleaned[int(j)] = cleaned[int(j)].mask(hit)
     for col in columns:
         if col.name not in pos_of:
             header_of.setdefault(col.name, col.header)
@@ -232,10 +271,12 @@ def prepare(
     for col in columns:
         if col.kind == "yesno":
             frame[col.name] = nz.yes_no(frame[col.name])
-    for h, j in extras.items():
-        frame[h] = cleaned[j]
+    if extras:  # all at once: inserting columns one by one copies the column index each time
+        frame = pd.concat([frame, pd.DataFrame({h: cleaned[j] for h, j in extras.items()}, index=frame.index)],
+                          axis=1)
 
-    quarantine = quarantine_rows(err, raw, pos_of, header_of, columns, source_file, rows)
+    quarantine = quarantine_rows(err, raw, pos_of | extras, header_of, columns, source_file, rows,
+                                 value_chars=limits.quarantine_value_chars, cell_chars=limits.max_cell_chars)
     return Prepared(table=table, source_file=source_file, frame=frame, rows=rows, errors=err,
                     quarantine=quarantine, header_of=header_of, extras=list(extras),
                     quarter_from_name=quarter_from_name)
@@ -258,7 +299,10 @@ def _masked_values(values: pd.Series, personal: bool) -> pd.Series:
 
 
 def quarantine_rows(err: pd.DataFrame, raw: pd.DataFrame, pos_of: dict[str, int], header_of: dict[str, str],
-                    columns: tuple[Column, ...], source_file: str, rows: np.ndarray) -> pd.DataFrame:
+                    columns: tuple[Column, ...], source_file: str, rows: np.ndarray, *,
+                    value_chars: int = 100, cell_chars: int = 1000) -> pd.DataFrame:
+    """One quarantine line per problem; ``value`` keeps at most ``value_chars`` characters of the
+    cell (masked first when the column holds personal data), then "…"."""
     by_name = {c.name: c for c in columns}
     parts = []
     for (fld, code), g in err.groupby(["field", "code"], sort=False):
@@ -266,12 +310,14 @@ def quarantine_rows(err: pd.DataFrame, raw: pd.DataFrame, pos_of: dict[str, int]
         col = by_name.get(fld)
         header = header_of.get(fld, ROW_FIELD if fld == ROW_FIELD else fld)
         if fld in pos_of:
-            value = _masked_values(raw.iloc[idx, pos_of[fld]].reset_index(drop=True), bool(col and col.personal))
+            cells = raw.iloc[idx, pos_of[fld]].reset_index(drop=True).astype("str")
+            value = _masked_values(cells.str.slice(0, value_chars + 8), bool(col and col.personal))
+            value = value.where(value.str.len().fillna(0) <= value_chars, value.str.slice(0, value_chars) + "…")
         else:
             value = pd.Series(pd.NA, index=range(len(idx)), dtype="str")
         parts.append(pd.DataFrame({
             "file": source_file, "row": rows[idx], "column": header, "field": fld, "code": code,
-            "reason": _reason(code, col, header), "value": value.to_numpy(),
+            "reason": _reason(code, col, header, limit=cell_chars), "value": value.to_numpy(),
         }))
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else "str") for c in QUARANTINE_COLUMNS})
@@ -481,14 +527,33 @@ class LedgerAgg:
                 self.mismatch_ex.append(
                     ex[["source_file", "quarter", "household_id", "income_per_capita", "computed"]].head(20))
 
-        for e in self.extras:
-            if e not in df.columns:
-                df[e] = pd.Series(pd.NA, index=df.index, dtype="str")
+        missing = [e for e in self.extras if e not in df.columns]
+        if missing:
+            df = pd.concat([df, pd.DataFrame({e: pd.Series(pd.NA, index=df.index, dtype="str") for e in missing})],
+                           axis=1)
         persons = df[list(PERSON_OUT) + list(self.extras)]
         persons = persons.sort_values(["quarter_idx", "household_id", "source_file", "source_row"], ignore_index=True)
         self.persons += len(persons)
         self.households += len(hh)
         return persons, hh
+
+    def merge(self, part: LedgerAgg) -> None:
+        """Take in the findings of a LedgerAgg that saw only the next part (``add`` on another
+        process); merging parts in order gives what ``add`` on each part in order gives."""
+        self.invalid += part.invalid
+        self.invalid_ex += part.invalid_ex
+        self.no_birth += part.no_birth
+        self.no_birth_ex += part.no_birth_ex
+        for f, c in part.differ_fields.items():
+            self.differ_fields[f] = self.differ_fields.get(f, 0) + c
+        self.n_differ += part.n_differ
+        self.differ_ex += part.differ_ex
+        self.mismatch += part.mismatch
+        for ex in part.mismatch_ex:  # as add: examples only while fewer than 20 are kept
+            if sum(len(e) for e in self.mismatch_ex) < 20:
+                self.mismatch_ex.append(ex)
+        self.persons += part.persons
+        self.households += part.households
 
     def findings(self) -> list[Finding]:
         out: list[Finding] = []
@@ -565,7 +630,7 @@ def build_events(prepared: list[Prepared], key: bytes) -> pd.DataFrame:
         frames.append(a.reset_index(drop=True))
     frames = [f for f in frames if len(f)]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in EVENT_OUT if c != "household_id"})
+        return empty_events(with_household=False)
     ev = pd.concat(frames, ignore_index=True)
     ev = pd.concat([ev, person_ids(ev["id_number"], key)], axis=1).drop(columns="id_number")
     ev["event_date"] = ev["event_date"].astype("datetime64[s]")
@@ -575,12 +640,18 @@ def build_events(prepared: list[Prepared], key: bytes) -> pd.DataFrame:
     return ev
 
 
+def empty_events(with_household: bool = True) -> pd.DataFrame:
+    """The events table with no rows, in its canonical column types (:data:`EVENT_DTYPES`)."""
+    return pd.DataFrame({c: pd.Series(dtype=EVENT_DTYPES[c]) for c in EVENT_OUT
+                         if with_household or c != "household_id"})
+
+
 def join_households(ev: pd.DataFrame, persons: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding], int]:
     """household_id through the keyed ID hash: the person's household in the latest snapshot at or
     before the event's quarter, else the earliest after; null (and reported) when no person matches."""
     ev = ev.drop(columns=[c for c in ("household_id",) if c in ev.columns]).reset_index(drop=True)
     if len(ev) == 0:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in EVENT_OUT}), [], 0
+        return empty_events(), [], 0
     ev["_i"] = np.arange(len(ev))
     hh = pd.Series(pd.NA, index=ev.index, dtype="str")
     if len(persons):

@@ -85,7 +85,8 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
         return {"skipped": f"the store holds {newest}", "households": 0, "persons": 0, "places": 0}
     now = _now()
     out = {"households": 0, "persons": 0, "places": 0}
-    with store.engine.begin() as conn:
+
+    def run(conn):
         for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow):
             conn.execute(delete(table).where(table.county.in_(counties)))
         ins = _insert_json_text(conn, HouseholdHistoryRow)
@@ -101,6 +102,8 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
         for batch in _batches(places):
             conn.execute(ins, [{**r, "updated_at": now} for r in batch])
             out["places"] += len(batch)
+
+    store.write(run, retry=False)  # the rows are generators: consumed once
     return out
 
 
@@ -175,12 +178,14 @@ def add_events(store, rows: Sequence[dict]) -> set[str]:
         return set()
     now = _now()
     unique = [{**r, "received_at": now} for r in {r["event_key"]: r for r in rows}.values()]
-    with store.engine.begin() as conn:
-        # one statement that writes first (no read before it: on SQLite a read transaction that then
-        # writes fails at once when another writer went first) and says which rows it inserted
+
+    def run(conn):
+        # one statement that says which rows it inserted (the same event again: not inserted)
         stmt = (_dialect(conn).insert(DepartmentEventRow).on_conflict_do_nothing(index_elements=["event_key"])
                 .returning(DepartmentEventRow.event_key))
         return set(conn.execute(stmt, unique).scalars())
+
+    return store.write(run)
 
 
 def event_counts(store, county: str | None = None) -> dict:
@@ -201,9 +206,10 @@ def raise_warning(store, household_key: str, record: dict, previous_level: str |
     ``previous_level`` and the household's stored level. Returns what happened: ``created``,
     ``raised``, ``kept_closed`` or ``not_higher``."""
     level = record["level"]
-    with store.engine.begin() as conn:
-        # write first: the household's row is locked (PostgreSQL) / the store's write lock taken
-        # (SQLite) before anything is read, so concurrent events of one household queue here
+
+    def run(conn) -> str:
+        # the household's row is locked first (PostgreSQL; SQLite: the write transaction holds the
+        # store's lock), so concurrent events of one household decide one after the other
         conn.execute(update(HouseholdHistoryRow).where(HouseholdHistoryRow.household_key == household_key)
                      .values(updated_at=HouseholdHistoryRow.updated_at))
         stored = conn.scalar(select(HouseholdHistoryRow.level).where(
@@ -227,5 +233,10 @@ def raise_warning(store, household_key: str, record: dict, previous_level: str |
         conn.execute(update(WarningRow).where(WarningRow.id == existing.id).values(
             level=level, level_rank=LEVEL_RANK[level], probability=record["probability"],
             rule_hits=record["rule_hits"], reasons=record["reasons"], measures=record["measures"],
-            ruleset_version=record["ruleset_version"], updated_at=now))
+            ruleset_version=record["ruleset_version"], base_rate=record.get("base_rate"),
+            other_pp=record.get("other_pp"), reference_period=record.get("reference_period"),
+            deferred=record.get("deferred", False), deadline=date.fromisoformat(record["deadline"]),
+            updated_at=now))
         return "raised"
+
+    return store.write(run)

@@ -20,12 +20,18 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     """Bring the store at ``url_or_engine`` to ``revision`` (default: the newest schema)."""
+    from fangpin.store.tx import WRITE_OPTION
+
     engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
-        with engine.begin() as conn:
-            cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        with engine.connect() as conn:
+            # a writer (SQLite: BEGIN IMMEDIATE on a fangpin engine): two processes starting at
+            # once wait for each other instead of failing on a lock upgrade
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
     finally:
         if isinstance(url_or_engine, str):
             engine.dispose()

@@ -20,7 +20,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from fangpin.store.schema import ApiKeyRow, AuditRow, FeedbackRow, ModelRun, WarningRow
+from fangpin.ids import contains_personal_number
+from fangpin.store.schema import ApiKeyRow, AuditRow, FeedbackRow, ModelRun, WarningRow, WebSessionRow
 from fangpin.warnings import (
     LEVEL_RANK,
     LEVELS,
@@ -39,7 +40,8 @@ KEY_PREFIX = "fpk"
 # Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
 _REFRESHED = (
     "county", "township", "village", "head_name", "id_masked", "level", "level_rank", "probability",
-    "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id",
+    "rule_hits", "reasons", "measures", "ruleset_version", "updated_at", "run_id", "base_rate", "other_pp",
+    "reference_period", "deferred",
 )
 
 _AUDIT_INSERT = AuditRow.__table__.insert()
@@ -75,25 +77,35 @@ def store_url(params) -> str:
     return f"sqlite:///{state.resolve() / 'warnings.db'}"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with JSON kept readable (UTF-8, not \\u escapes; orjson). SQLite gets foreign keys, WAL
-    with synchronous=NORMAL, a busy timeout, and real transactions (SQLAlchemy's documented pysqlite recipe: the driver's
-    own implicit BEGIN handling is switched off and BEGIN is emitted explicitly)."""
+def make_engine(url: str, *, wait_s: float = 5.0, connections: int = 8) -> Engine:
+    """An engine with JSON kept readable (UTF-8, not \\u escapes; orjson) and statement parameters
+    kept out of error messages and logs (``hide_parameters``: they may be feedback text). SQLite
+    gets foreign keys, WAL with synchronous=NORMAL, a busy timeout of ``wait_s``, and real
+    transactions (SQLAlchemy's documented pysqlite recipe: the driver's own implicit BEGIN handling
+    is switched off and BEGIN is emitted explicitly: ``BEGIN IMMEDIATE`` on connections marked as
+    writers, see fangpin.store.tx). A file store and PostgreSQL keep at most ``connections``
+    pooled connections; a call that finds none free within ``wait_s`` fails (→ StoreBusy)."""
     import orjson  # UTF-8 JSON text, ~10x faster than json.dumps (a quarter's write serialises 3 per warning)
+
+    from fangpin.store.tx import WRITE_OPTION
 
     def dumps(o) -> str:
         return orjson.dumps(o).decode("utf-8")
 
+    common = dict(json_serializer=dumps, hide_parameters=True)
+    memory = ":memory:" in url or url in ("sqlite://", "sqlite:///")
+    pool = {} if memory else dict(pool_size=connections, max_overflow=0, pool_timeout=wait_s)
     if url.startswith("sqlite"):
-        engine = create_engine(url, json_serializer=dumps, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": wait_s}, **common, **pool)
+        busy_ms = int(wait_s * 1000)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+            if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
                 # WAL + synchronous=NORMAL (SQLite's recommended pairing): every commit is atomic
                 # and survives a crash of the process; the WAL is synced at checkpoints, not at
@@ -104,10 +116,13 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # pragma: no cover
-            conn.exec_driver_sql("BEGIN")
+            # writers take the write lock up front (then wait in the busy handler, bounded by
+            # busy_timeout); readers stay deferred and never wait in WAL mode
+            write = conn.get_execution_options().get(WRITE_OPTION, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return create_engine(url, json_serializer=dumps, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **common, **pool)
 
 
 # ------------------------------------------------------------------------------------ value types
@@ -217,6 +232,7 @@ def _row_to_record(r: WarningRow) -> WarningRecord:
         probability=r.probability, rule_hits=r.rule_hits, reasons=r.reasons, measures=r.measures,
         model_version=r.model_version, ruleset_version=r.ruleset_version,
         created_at=_utc(r.created_at), deadline=r.deadline, status=r.status, status_reason=r.status_reason,
+        base_rate=r.base_rate, other_pp=r.other_pp, reference_period=r.reference_period, deferred=bool(r.deferred),
     )
 
 
@@ -237,6 +253,8 @@ def _json_to_row(d: dict, run_id: str, now: datetime, stamps: dict, days: dict) 
         "measures": d["measures"], "model_version": d["model_version"],
         "ruleset_version": d["ruleset_version"], "created_at": created, "updated_at": now,
         "deadline": due, "status": d["status"], "status_reason": d["status_reason"], "run_id": run_id,
+        "base_rate": d.get("base_rate"), "other_pp": d.get("other_pp"), "reference_period": d.get("reference_period"),
+        "deferred": bool(d.get("deferred")),
     }
 
 
@@ -252,10 +270,16 @@ class Store:
     process) within ``key_cache_s``. ``key_cache_s=0`` checks the store on every request."""
 
     def __init__(self, url_or_engine: str | Engine, secret: bytes, *, migrate: bool = False,
-                 key_cache_s: float = KEY_CACHE_SECONDS):
+                 key_cache_s: float = KEY_CACHE_SECONDS, wait_s: float = 5.0, connections: int = 8):
+        from fangpin.store.tx import AuditWriter, Writer
+
         if not secret:
             raise ValueError("the store needs a non-empty server secret")
-        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self.engine = (make_engine(url_or_engine, wait_s=wait_s, connections=connections)
+                       if isinstance(url_or_engine, str) else url_or_engine)
+        self.wait_s = float(wait_s)
+        self._writer = Writer(self.engine, wait_s, connections)
+        self._audit = AuditWriter(self._write_audit_rows)
         self._secret = bytes(secret)
         self._key_cache_s = float(key_cache_s)
         self._key_cache: dict[str, tuple[ApiKeyInfo, float]] = {}
@@ -272,10 +296,17 @@ class Store:
 
         w = params.warnings
         secret = load_key(params.paths.state_dir, w.key_secret_env, w.key_secret_file)
-        return cls(store_url(params), secret, migrate=migrate, key_cache_s=params.serving.key_cache_seconds)
+        return cls(store_url(params), secret, migrate=migrate, key_cache_s=params.serving.key_cache_seconds,
+                   wait_s=w.store_wait_s, connections=w.store_connections)
 
     def dispose(self) -> None:
+        self._audit.close()
         self.engine.dispose()
+
+    def write(self, fn, *, retry: bool = True):
+        """``fn(conn)`` in one write transaction that takes the write lock up front and waits at
+        most ``wait_s`` for it (fangpin.store.tx.Writer); a busy store raises StoreBusy."""
+        return self._writer.run(fn, retry=retry)
 
     def ping(self) -> bool:
         with self.engine.connect() as conn:
@@ -303,6 +334,8 @@ class Store:
         *,
         counties: Iterable[str] | None = None,
         batch_size: int = 5000,
+        tasks=None,
+        thresholds=None,
     ) -> WriteResult:
         """Write one quarter's warnings of one model version, atomically and idempotently: Arrow
         tables of :func:`fangpin.warnings.record_schema` (what batch scoring writes), each checked
@@ -316,7 +349,11 @@ class Store:
         warnings of the same quarter and model version in the run's counties that the new run no
         longer produces are removed; verified ones are always kept. ``counties`` sets that scope
         explicitly (default: the counties present in the tables). ``tables`` may be a lazy
-        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction."""
+        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction.
+
+        ``tasks`` / ``thresholds``: callables returning the run's 保障缺口 task tables
+        (fangpin.tasks.task_schema) and level cut-off rows (models.levels), called after the
+        warnings are written and stored in the same transaction (fangpin/store/levels_tasks.py)."""
         from fangpin.warnings import validate_table
 
         run_id = uuid.uuid4().hex
@@ -324,8 +361,8 @@ class Store:
         counts = _RunCounts()
         stamps: dict[str, datetime] = {}
         days: dict = {}
-        with self.engine.begin() as conn:
 
+        def run(conn):
             def flush(rows: list[dict]) -> None:
                 households = [r["household_id"] for r in rows]
                 existing = conn.scalar(
@@ -367,6 +404,14 @@ class Store:
                         WarningRow.status == STATUS_OPEN,
                     )
                 ).rowcount
+            if tasks is not None:
+                from fangpin.store.levels_tasks import write_tasks
+
+                write_tasks(conn, tasks(), quarter, scope, run_id)
+            if thresholds is not None:
+                from fangpin.store.levels_tasks import write_thresholds
+
+                write_thresholds(conn, thresholds(), quarter, model_version, scope, run_id)
             conn.execute(
                 ModelRun.__table__.insert().values(
                     run_id=run_id, quarter=quarter, model_version=model_version, counties=scope,
@@ -374,6 +419,11 @@ class Store:
                     n_removed=removed, started_at=started, finished_at=_now(),
                 )
             )
+            return removed
+
+        # a batch job: it may wait longer than an API request for a busy store; the lazy input
+        # is consumed once, so a busy store is retried only before the transaction has begun
+        removed = self._writer.run(run, retry=False, wait_s=max(self.wait_s, 60.0))
         result = WriteResult(run_id, quarter, model_version, len(counts.seen), counts.inserted,
                              counts.updated, removed)
         log.info("store: %s %s wrote %d warnings (%d new, %d updated, %d removed)", quarter,
@@ -395,8 +445,9 @@ class Store:
         limit: int = 50,
         offset: int = 0,
     ) -> Page:
-        """Warnings matching every given filter, most urgent first: level (红 > 黄 > 蓝), then
-        the earliest deadline, then the highest probability. ``scope`` restricts to a key's scope."""
+        """Warnings matching every given filter, earliest deadline first (deadlines follow the
+        level: 红 within the verification days, 黄 the next monthly visit, 蓝 the half-yearly
+        review), then the highest probability. ``scope`` restricts to a key's scope."""
         if limit < 1 or offset < 0:
             raise ValueError("limit must be >= 1 and offset >= 0")
         conds = []
@@ -422,8 +473,7 @@ class Store:
             total = conn.scalar(select(func.count()).select_from(WarningRow).where(*conds))
         stmt = (
             select(WarningRow).where(*conds)
-            .order_by(WarningRow.level_rank, WarningRow.deadline, WarningRow.probability.desc(),
-                      WarningRow.id)
+            .order_by(WarningRow.deadline, WarningRow.probability.desc(), WarningRow.level_rank, WarningRow.id)
             .limit(limit).offset(offset)
         )
         from sqlalchemy.orm import Session
@@ -458,20 +508,30 @@ class Store:
         reason: str | None = None,
         visited_at: datetime | None = None,
         key_id: str | None = None,
+        audit: dict | None = None,
     ) -> WarningRecord:
         """Record a verification outcome. The change is validated (:func:`check_transition`: no
-        closing twice, no skipped or backward state, a reason for 排除) and applied with a guarded
-        UPDATE, so two concurrent closings cannot both succeed."""
+        closing twice, no skipped or backward state, a reason for 排除) in a write transaction that
+        holds the lock from the start (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``SELECT … FOR
+        UPDATE``), so of two concurrent closings exactly one succeeds and the other gets a
+        VerificationError (HTTP 409); a store busy beyond ``wait_s`` raises StoreBusy (503).
+        Free text holding an ID number (also with spaces or dashes) or a phone number is refused.
+        ``audit`` (the keywords of :meth:`audit_row`, without the outcome) is written in the same
+        transaction, with outcome ``status:<new status>``."""
         if not actor or not actor.strip():
             raise VerificationError("须填写核实人")
         for text in (reason, actor):
-            if contains_full_id(text):
-                raise VerificationError("核实记录中不得填写完整证件号码")
-        now = _now()
-        with self.engine.begin() as conn:
-            current = conn.scalar(select(WarningRow.status).where(WarningRow.id == warning_id))
-            if current is None:
+            if contains_personal_number(text):
+                raise VerificationError("核实记录中不得填写完整证件号码或电话号码")
+        audit_row = None
+
+        def run(conn) -> WarningRow:
+            nonlocal audit_row
+            now = _now()
+            row = conn.execute(select(WarningRow).where(WarningRow.id == warning_id).with_for_update()).first()
+            if row is None:
                 raise WarningNotFound(warning_id)
+            current = row.status
             check_transition(current, status, reason)
             changed = conn.execute(
                 update(WarningRow)
@@ -487,7 +547,13 @@ class Store:
                     recorded_at=now,
                 )
             )
-        return self.get_warning(warning_id)
+            if audit is not None:
+                audit_row = self.audit_row(**audit, outcome=f"status:{status}", at=now)
+                conn.execute(_AUDIT_INSERT, audit_row)
+            return conn.execute(select(WarningRow).where(WarningRow.id == warning_id)).first()
+
+        row = self.write(run)
+        return _row_to_record(row)
 
     def feedback_history(self, warning_id: str) -> list[Feedback]:
         with self.engine.connect() as conn:
@@ -507,6 +573,36 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
+    # ------------------------------------------------------- level cut-offs and tasks (levels_tasks)
+
+    def level_thresholds(self, model_version: str) -> dict:
+        """{(quarter, county, township): [t_red, t_yellow, t_blue, t_capacity]} of a model version."""
+        from fangpin.store.levels_tasks import read_thresholds
+
+        return read_thresholds(self.engine, model_version)
+
+    def workload(self, quarter: str, model_version: str | None = None, scope: Scope | None = None) -> list[dict]:
+        """Per township of a quarter: households in scope, 红 wanted / kept, 黄, 蓝, shortfall, capacity."""
+        from fangpin.store.levels_tasks import read_workload
+
+        return read_workload(self.engine, quarter, model_version, scope)
+
+    def query_tasks(self, **filters):
+        """Tasks matching the filters (fangpin/store/levels_tasks.py:query_tasks)."""
+        from fangpin.store.levels_tasks import query_tasks
+
+        return query_tasks(self.engine, **filters)
+
+    def get_task(self, task_id: str):
+        from fangpin.store.levels_tasks import get_task
+
+        return get_task(self.engine, task_id)
+
+    def set_task_status(self, task_id: str, status: str):
+        from fangpin.store.levels_tasks import set_task_status
+
+        return set_task_status(self.engine, task_id, status)
+
     # ------------------------------------------------------------------------------- API keys
 
     def _key_hash(self, key: str) -> str:
@@ -522,13 +618,12 @@ class Store:
         key_id = secrets.token_hex(6)
         plaintext = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
         now = _now()
-        with self.engine.begin() as conn:
-            conn.execute(
-                ApiKeyRow.__table__.insert().values(
-                    id=key_id, key_hash=self._key_hash(plaintext), role=role, scope_county=sc.county,
-                    scope_township=sc.township, label=label, created_at=now, revoked=False,
-                )
+        self.write(lambda conn: conn.execute(
+            ApiKeyRow.__table__.insert().values(
+                id=key_id, key_hash=self._key_hash(plaintext), role=role, scope_county=sc.county,
+                scope_township=sc.township, label=label, created_at=now, revoked=False,
             )
+        ))
         return ApiKeyInfo(key_id, role, sc, label, now, False), plaintext
 
     @staticmethod
@@ -546,14 +641,17 @@ class Store:
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         self._key_gen += 1
         self._key_cache.clear()
-        with self.engine.begin() as conn:
-            row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+
+        def run(conn):
+            row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id).with_for_update()).first()
             if row is None:
                 raise KeyError(f"no API key with id {key_id!r}")
             if not row.revoked:
                 conn.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id)
                              .values(revoked=True, revoked_at=_now()))
-            row = conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+            return conn.execute(select(ApiKeyRow).where(ApiKeyRow.id == key_id)).first()
+
+        row = self.write(run)
         self._key_gen += 1
         self._key_cache.clear()
         return self._info(row)
@@ -590,13 +688,49 @@ class Store:
             self._key_cache[computed] = (info, time.monotonic() + self._key_cache_s)
         return info
 
+    # ------------------------------------------------------------------------------- sessions
+
+    def _session_hash(self, token: str) -> str:
+        return hmac.new(self._secret, b"web-session\x00" + token.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def open_session(self, key_id: str, ttl_s: float) -> str:
+        """Start a cadre-page session for a verified key; returns the token for the cookie (only
+        its keyed hash is stored)."""
+        token = secrets.token_urlsafe(32)
+        now = _now()
+        row = {"id": self._session_hash(token), "key_id": key_id, "created_at": now,
+               "expires_at": datetime.fromtimestamp(now.timestamp() + ttl_s, UTC), "ended_at": None}
+        self.write(lambda conn: conn.execute(WebSessionRow.__table__.insert().values(**row)))
+        return token
+
+    def session_key(self, token: str | None) -> ApiKeyInfo | None:
+        """The key of a live session: not ended, not expired, key not revoked; else None."""
+        if not token:
+            return None
+        now = _now()
+        stmt = (select(ApiKeyRow).join(WebSessionRow, WebSessionRow.key_id == ApiKeyRow.id)
+                .where(WebSessionRow.id == self._session_hash(token), WebSessionRow.ended_at.is_(None),
+                       WebSessionRow.expires_at > now, ApiKeyRow.revoked.is_(False)))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return self._info(row) if row is not None else None
+
+    def end_session(self, token: str | None) -> None:
+        """End a session (logout): the cookie stops working everywhere at once."""
+        if not token:
+            return
+        h, now = self._session_hash(token), _now()
+        self.write(lambda conn: conn.execute(
+            update(WebSessionRow).where(WebSessionRow.id == h, WebSessionRow.ended_at.is_(None))
+            .values(ended_at=now)))
+
     # ---------------------------------------------------------------------------------- audit
 
     def hash_household(self, household_id: str) -> str:
         return hmac.new(self._secret, b"audit\x00" + str(household_id).encode("utf-8"),
                         hashlib.sha256).hexdigest()[:32]
 
-    def audit_append(
+    def audit_row(
         self,
         *,
         key_id: str | None,
@@ -606,22 +740,39 @@ class Store:
         levels: Sequence[str] = (),
         outcome: str,
         at: datetime | None = None,
-    ) -> None:
-        """Append one audit row. Household ids are stored as keyed hashes only; free-text fields
+    ) -> dict:
+        """One audit row, checked. Household ids are stored as keyed hashes only; free-text fields
         are refused if they carry an ID number, and levels must be 红/黄/蓝 (nothing else)."""
-        for name, text in (("endpoint", endpoint), ("outcome", outcome), ("model_version", model_version)):
+        for name, text in (("endpoint", endpoint), ("outcome", outcome), ("model_version", model_version),
+                           ("key_id", key_id)):
             if contains_full_id(text):
                 raise ValueError(f"audit {name} must not contain an ID number")
         bad = [lvl for lvl in levels if lvl not in LEVEL_RANK]
         if bad:
             raise ValueError(f"audit levels must be in {LEVELS}, got {bad}")
-        row = {"at": _utc(at) or _now(), "key_id": key_id, "endpoint": endpoint,
-               "household_hashes": [self.hash_household(h) for h in household_ids],
-               "n_households": len(household_ids), "model_version": model_version,
-               "levels": list(levels), "outcome": str(outcome)}
-        with self.engine.begin() as conn:
-            # one constant statement with bound parameters: compiled once, then served from the cache
-            conn.execute(_AUDIT_INSERT, row)
+        return {"at": _utc(at) or _now(), "key_id": key_id, "endpoint": endpoint,
+                "household_hashes": [self.hash_household(h) for h in household_ids],
+                "n_households": len(household_ids), "model_version": model_version,
+                "levels": list(levels), "outcome": str(outcome)}
+
+    def audit_append(self, **row) -> None:
+        """Append one audit row now, in its own write transaction (see :meth:`audit_row`)."""
+        r = self.audit_row(**row)
+        self._write_audit_rows([r])
+
+    def audit_enqueue(self, **row) -> None:
+        """Append one audit row through the batched background writer (fangpin.store.tx.AuditWriter):
+        the caller never waits for the write lock. Checked at once (:meth:`audit_row`); written
+        within milliseconds, in order, and before :meth:`flush_audit` / :meth:`dispose` return."""
+        self._audit.put(self.audit_row(**row))
+
+    def flush_audit(self, timeout: float | None = None) -> bool:
+        """Wait until every enqueued audit row is written (False if ``timeout`` passed first)."""
+        return self._audit.flush(timeout)
+
+    def _write_audit_rows(self, rows: list[dict]) -> None:
+        # one constant statement with bound parameters: compiled once, then served from the cache
+        self.write(lambda conn: conn.execute(_AUDIT_INSERT, rows))
 
     def audit_rows(
         self,
@@ -632,7 +783,8 @@ class Store:
         household_id: str | None = None,
     ) -> list[dict]:
         """Audit rows in time order; ``household_id`` finds the rows that touched a household
-        (through its hash)."""
+        (through its hash). Rows this process enqueued are written first."""
+        self.flush_audit(timeout=max(self.wait_s, 5.0))
         stmt = select(AuditRow).order_by(AuditRow.at, AuditRow.id)
         if since is not None:
             stmt = stmt.where(AuditRow.at >= _utc(since))

@@ -82,6 +82,10 @@ class WarningRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
+    base_rate: Mapped[float | None] = mapped_column(Float)  # the county base rate the figures start from
+    other_pp: Mapped[float | None] = mapped_column(Float)  # 其他因素, percentage points
+    reference_period: Mapped[str | None] = mapped_column(String(32))
+    deferred: Mapped[bool] = mapped_column(Boolean, default=False)  # 红 candidate moved to 黄 by capacity
 
 
 class FeedbackRow(Base):
@@ -129,6 +133,78 @@ class AuditRow(Base):
     model_version: Mapped[str | None] = mapped_column(String(64))
     levels: Mapped[list] = mapped_column(JSON)
     outcome: Mapped[str] = mapped_column(String(64))
+
+
+class LevelThresholdRow(Base):
+    """The level cut-offs of one township and quarter as a batch run computed them for one model
+    version (models/levels.py), and its workload: what the API needs to give a household the
+    level the batch gave it, and what the county sees of each township's capacity."""
+
+    __tablename__ = "level_thresholds"
+
+    quarter: Mapped[str] = mapped_column(String(6), primary_key=True)
+    county: Mapped[str] = mapped_column(String(64), primary_key=True)
+    township: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    t_red: Mapped[float | None] = mapped_column(Float)  # raw-score cut-offs; NULL: +inf (none)
+    t_yellow: Mapped[float | None] = mapped_column(Float)
+    t_blue: Mapped[float | None] = mapped_column(Float)
+    t_capacity: Mapped[float | None] = mapped_column(Float)  # NULL: -inf (every 红 candidate fits)
+    n_in_scope: Mapped[int] = mapped_column(Integer)
+    n_red_wanted: Mapped[int] = mapped_column(Integer)
+    n_red: Mapped[int] = mapped_column(Integer)
+    n_yellow: Mapped[int] = mapped_column(Integer)
+    n_blue: Mapped[int] = mapped_column(Integer)
+    shortfall: Mapped[int] = mapped_column(Integer)
+    capacity: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(String(32))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TaskRow(Base):
+    """保障缺口 tasks (fangpin/tasks.py): one per household, quarter and rule routed to a department."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        UniqueConstraint("quarter", "household_id", "rule_id", name="uq_tasks_key"),
+        Index("ix_tasks_place", "county", "township", "village"),
+        Index("ix_tasks_order", "quarter", "deadline"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    quarter: Mapped[str] = mapped_column(String(6))
+    county: Mapped[str] = mapped_column(String(64))
+    township: Mapped[str] = mapped_column(String(64))
+    village: Mapped[str] = mapped_column(String(64))
+    household_id: Mapped[str] = mapped_column(String(64))
+    head_name: Mapped[str | None] = mapped_column(String(64))
+    id_masked: Mapped[str | None] = mapped_column(String(32))
+    rule_id: Mapped[str] = mapped_column(String(64))
+    gap: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str] = mapped_column(String(32), index=True)
+    measure: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text)
+    ruleset_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class WebSessionRow(Base):
+    """A signed-in session of the cadre page. The cookie holds a random token; only its keyed hash
+    is stored. Logging out (or revoking the key) ends the session on the server, so a copy of the
+    cookie taken before stops working."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # HMAC-SHA256(server secret, token), hex
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class HouseholdHistoryRow(Base):

@@ -8,7 +8,7 @@ stability) and the oracle's look-ahead never disturbs the main simulation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from fangpin.synth.model import (
 from fangpin.synth.population import BURN_IN, REL, make_geo, make_population
 
 STREAM_SETUP, STREAM_MAIN, STREAM_ORACLE = 0, 1, 2
+STREAM_PROVINCE, STREAM_COUNTY_SEED = 3, 4  # a province generated county by county (write.generate_by_county)
 _W = np.array([7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2])
 _CHECK = np.frombuffer(b"10X98765432", dtype=np.uint8)
 
@@ -86,6 +87,18 @@ class QuarterOut:
     stats: dict
 
 
+@dataclass(frozen=True)
+class CountyOf:
+    """One county of a province simulated on its own (``write.generate_by_county``): its name and
+    code come from the province, so they are unique across the province's counties, and so does
+    the one regional downturn (``downturn``: this county has it)."""
+
+    name: str
+    code: int
+    downturn: bool
+    downturn_quarter: int
+
+
 @dataclass
 class Simulation:
     seed: int
@@ -98,11 +111,16 @@ class Simulation:
     horizon: int = 2
     oracle_draws: int = 24
     rates: Rates = field(default_factory=Rates)
+    county: CountyOf | None = None  # one county of a province (then counties == 1)
 
     def setup(self) -> None:
         rng = rng_for(self.seed, STREAM_SETUP, 0)
         self.s0 = self.start_idx - BURN_IN
         geo = make_geo(rng, self.counties, self.townships, self.villages, self.start_idx)
+        if self.county is not None:
+            c = self.county
+            geo = replace(geo, county_names=[c.name], county_codes=np.array([c.code]),
+                          downturn_county=0 if c.downturn else -1, downturn_quarter=c.downturn_quarter)
         h, p = make_population(rng, self.households, geo, self.s0)
         self.w = E.World(p=p, h=h, geo=geo, rates=self.rates, n0=self.households)
         self._identity(rng)

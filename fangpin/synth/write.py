@@ -14,7 +14,16 @@ from fangpin import contract as C
 from fangpin import quarters as Q
 from fangpin.synth.model import EVENT_DEPT, qdate
 from fangpin.synth.names import ETHNIC_GROUPS
-from fangpin.synth.sim import SUPPORT_TEXT, QuarterOut, Simulation, make_ids
+from fangpin.synth.sim import (
+    STREAM_COUNTY_SEED,
+    STREAM_PROVINCE,
+    SUPPORT_TEXT,
+    CountyOf,
+    QuarterOut,
+    Simulation,
+    make_ids,
+    rng_for,
+)
 
 _OPTS = pacsv.WriteOptions(include_header=False, quoting_style="none")
 
@@ -261,3 +270,105 @@ def generate(out: Path, households: int, quarters: int, seed: int, start_quarter
                 shift=None if shift is None else shift.model_dump())
     writer.finish(stats, meta)
     return stats
+
+
+# ----------------------------------------------------------------------------------------------
+# a province, county by county (counties as tasks)
+
+MAX_COUNTY_HOUSEHOLDS = 999_999  # household numbers end in a 6-digit sequence within the county
+
+
+def province_counties(seed: int, households: int, counties: int, start_quarter: str) -> list[dict]:
+    """The counties of a province generated county by county: name and code (unique across the
+    province), household count, the county's own seed, and the province's one regional downturn.
+    Depends only on these arguments (not on how the counties are run)."""
+    from fangpin.synth.names import place_names
+
+    if households < counties:
+        raise ValueError(f"{households} households cannot fill {counties} counties")
+    rng = rng_for(seed, STREAM_PROVINCE, 0)
+    names = place_names(rng, counties, "县")
+    downturn = int(rng.integers(0, counties))
+    downturn_q = int(Q.to_index(start_quarter) + rng.integers(1, 7))
+    base, extra = divmod(households, counties)
+    out = []
+    for k in range(counties):
+        n = base + (k < extra)
+        if n > MAX_COUNTY_HOUSEHOLDS:
+            raise ValueError(f"{n:,} households in one county: at most {MAX_COUNTY_HOUSEHOLDS:,} (6-digit household "
+                             f"sequence); use more counties (--counties)")
+        seq = np.random.SeedSequence(seed, spawn_key=(STREAM_COUNTY_SEED, k))
+        out.append({"index": k, "households": n, "seed": int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)),
+                    "county": CountyOf(name=names[k], code=522621 + k, downturn=k == downturn,
+                                       downturn_quarter=downturn_q)})
+    return out
+
+
+def county_task(spec: dict, out: str, quarters: int, start_quarter: str, lines: dict[int, float], townships: int,
+                villages: int, horizon: int, oracle_draws: int) -> list[dict]:
+    """Simulate and write one county of a province into ``<out>/<county code>/`` (the layout of a
+    single-county ledger). Returns the county's per-quarter statistics."""
+    c: CountyOf = spec["county"]
+    sim = Simulation(seed=spec["seed"], households=spec["households"], start_idx=Q.to_index(start_quarter),
+                     lines=lambda s: lines[s // 4], counties=1, townships=townships, villages=villages,
+                     horizon=horizon, oracle_draws=oracle_draws, county=c)
+    writer = Writer(sim, Path(out) / str(c.code))
+    stats = [{"quarter": Q.from_index(q.s), **q.stats} for q in _written(sim, writer, quarters)]
+    writer.finish(stats, dict(seed=spec["seed"], households=spec["households"], quarters=quarters,
+                              start_quarter=start_quarter, horizon=horizon, oracle_draws=oracle_draws,
+                              county=c.name, county_code=c.code))
+    return stats
+
+
+def _written(sim: Simulation, writer: Writer, quarters: int):
+    for q in sim.run(quarters):
+        writer.quarter(q)
+        yield q
+
+
+def generate_by_county(out: Path, households: int, quarters: int, seed: int, start_quarter: str,
+                       lines: Callable[[int], float], counties: int, townships: int, villages: int, horizon: int,
+                       oracle_draws: int, executor, on_county: Callable[[str], None] | None = None) -> list[dict]:
+    """A province: ``counties`` independent county simulations run as tasks of ``executor``
+    (fangpin.cluster), each writing its own folder ``<out>/<county code>/`` (ledger per quarter,
+    department signals per year, oracle.csv; `fangpin ingest <out>` reads them all). The files
+    depend only on the arguments, not on the executor. Returns the province's per-quarter
+    statistics (sums over counties), also written to ``<out>/synth_summary.json``."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    specs = province_counties(seed, households, counties, start_quarter)
+    s0 = Q.to_index(start_quarter)
+    years = range((s0 - 8) // 4, (s0 + quarters + horizon) // 4 + 1)  # burn-in … look-ahead
+    line_of = {y: float(lines(y)) for y in years}
+    per_county: dict[int, list[dict]] = {}
+    for stats in executor.map_unordered(_county_task_indexed, specs, str(out), quarters, start_quarter, line_of,
+                                        townships, villages, horizon, oracle_draws):
+        k, st = stats
+        per_county[k] = st
+        if on_county:
+            on_county(specs[k]["county"].name)
+    total = [_sum_stats([per_county[k][i] for k in sorted(per_county)]) for i in range(quarters)]
+    meta = dict(seed=seed, households=households, quarters=quarters, start_quarter=start_quarter,
+                horizon=horizon, oracle_draws=oracle_draws, counties=counties, by_county=True,
+                county_codes=[s["county"].code for s in specs])
+    (out / "synth_summary.json").write_text(
+        json.dumps({"meta": meta, "quarters": total}, ensure_ascii=False, indent=1), encoding="utf-8")
+    return total
+
+
+def _county_task_indexed(spec: dict, *args) -> tuple[int, list[dict]]:
+    return spec["index"], county_task(spec, *args)
+
+
+def _sum_stats(parts: list[dict]) -> dict:
+    out: dict = {}
+    for st in parts:
+        for k, v in st.items():
+            if k == "quarter":
+                out[k] = v
+            elif isinstance(v, list):
+                prev = out.get(k, [0] * len(v))
+                out[k] = [a + b for a, b in zip(prev, v, strict=True)]
+            else:
+                out[k] = out.get(k, 0) + v
+    return out

@@ -19,6 +19,28 @@ def train_tiny(params, n: int = 600, quarters: int = 8, seed: int = 0, trees: in
     return model
 
 
+def fixed_loader(model, versions=None):
+    """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
+    from serving.model import LoadedModel
+
+    counter = iter(versions or range(1, 10_000))
+
+    def load(params, uri):
+        return LoadedModel(scorer=model, version=str(next(counter)), ruleset_version=model.ruleset_version,
+                           uri=uri, card={"meta": model.meta})
+
+    return load
+
+
+def make_client(params, seeded, tiny_model, **kw):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    app = create_app(params, store=seeded.store, loader=fixed_loader(tiny_model), **kw)
+    return TestClient(app)
+
+
 def register_tiny(params, workdir, model: RiskModel | None = None, name: str | None = None) -> str:
     """Log + register the tiny model as the real pyfunc and point @champion at it; returns the version."""
     import mlflow

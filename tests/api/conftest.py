@@ -5,7 +5,7 @@ TestClient (lifespan run)."""
 from __future__ import annotations
 
 import pytest
-from api_tiny_model import train_tiny
+from api_tiny_model import make_client, train_tiny
 from seed_warnings import seed_store
 
 from fangpin.config import load_params
@@ -21,33 +21,11 @@ def tiny_model(params):
     return train_tiny(params)
 
 
-def fixed_loader(model, versions=None):
-    """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
-    from serving.model import LoadedModel
-
-    counter = iter(versions or range(1, 10_000))
-
-    def load(params, uri):
-        return LoadedModel(scorer=model, version=str(next(counter)), ruleset_version=model.ruleset_version,
-                           uri=uri, card={"meta": model.meta})
-
-    return load
-
-
 @pytest.fixture
 def seeded(tmp_path, params):
     s = seed_store(f"sqlite:///{tmp_path / 'warnings.db'}", params)
     yield s
     s.store.dispose()
-
-
-def make_client(params, seeded, tiny_model, **kw):
-    from fastapi.testclient import TestClient
-
-    from serving.app import create_app
-
-    app = create_app(params, store=seeded.store, loader=fixed_loader(tiny_model), **kw)
-    return TestClient(app)
 
 
 @pytest.fixture

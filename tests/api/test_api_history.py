@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fixed_loader
+from api_tiny_model import fixed_loader
 from tiny_model import tiny_model
 
 from fangpin.config import load_params
@@ -46,11 +46,14 @@ def county(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(county):
+    import itertools
+
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
 
-    app = create_app(county["params"], store=county["store"], loader=fixed_loader(county["model"]))
+    # the registered version the batch ran with: the API reads the level cut-offs it stored
+    app = create_app(county["params"], store=county["store"], loader=fixed_loader(county["model"], itertools.repeat("7")))
     with TestClient(app, base_url="https://testserver") as c:
         yield c
 
@@ -104,10 +107,18 @@ def test_200_exported_households_posted_over_http_score_exactly_as_the_batch(cou
     for api_col, batch_col in (("level", "combined_level"), ("model_level", "model_level"),
                                ("rule_level", "rule_level")):
         assert got[api_col].fillna("-").tolist() == b[batch_col].fillna("-").tolist(), api_col
-    assert [[h["rule_id"] for h in hs] for hs in got["rule_hits"]] == [list(x) for x in b["rule_ids"]]
+    # every rule hit of the batch: those of rules with a level floor shown with the warning, the
+    # others as 保障缺口 tasks for their department
+    floors, routes = county["model"].levels.rule_floors, county["params"].tasks.routes
+    assert [[h["rule_id"] for h in hs] for hs in got["rule_hits"]] == [[r for r in x if floors.get(r)]
+                                                                       for x in b["rule_ids"]]
+    assert [[t["rule_id"] for t in ts] for ts in got["tasks"]] == [[r for r in x if r in routes]
+                                                                   for x in b["rule_ids"]]
     for h in warned:
         assert got.at[h, "reasons"] == list(w.at[h, "reasons"]), h
         assert got.at[h, "measures"] == list(w.at[h, "measures"]), h
+        assert (got.at[h, "base_rate"], got.at[h, "other_pp"], got.at[h, "deferred"]) == (
+            w.at[h, "base_rate"], w.at[h, "other_pp"], w.at[h, "deferred"]), h
     assert got["level"].notna().sum() == len(warned) > 20
 
 
@@ -175,7 +186,7 @@ def test_a_serious_illness_event_raises_the_households_warning_at_once(county, c
     assert (out["received"], out["stored"], out["duplicates"], out["matched"], out["unmatched"]) == (1, 1, 0, 1, 0)
     [res] = out["rescored"]
     assert res["household_id"] == hid and res["quarter"] == q and res["previous_level"] is None
-    assert res["level"] in ("黄", "红") and res["warning"] == "created"
+    assert res["level"] in ("蓝", "黄", "红") and res["warning"] == "created"
     w = store.get_warning(res["warning_id"])
     assert w is not None and w.level == res["level"] and w.household_id == hid and before == 0
     assert any(h.rule_id == "R09_SEVERE_EVENT" for h in w.rule_hits) and w.reasons and w.measures

@@ -16,7 +16,7 @@ EXAMPLES = 20
 
 @pytest.mark.parametrize("who", ["admin", "county_a"])
 def test_no_server_errors(params, seeded, tiny_model, who):
-    from conftest import make_client
+    from api_tiny_model import make_client
 
     failures: list[str] = []
     seen: dict[str, int] = {}

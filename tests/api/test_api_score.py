@@ -52,7 +52,7 @@ def test_batch_matches_single_scores(client, seeded):
 
 
 def test_oversized_batch_is_413(params, seeded, tiny_model):
-    from conftest import make_client
+    from api_tiny_model import make_client
 
     small = params.model_copy(update={"serving": params.serving.model_copy(update={"max_batch": 2})})
     hs = [example_household(household_id=f"61092300300030{i}") for i in range(3)]
@@ -144,7 +144,7 @@ def test_every_scoring_call_is_audited_with_hashed_ids(client, seeded):
 
 
 def test_no_model_loaded_is_503_and_not_ready(params, seeded, tiny_model):
-    from conftest import make_client
+    from api_tiny_model import make_client
 
     with make_client(params, seeded, tiny_model, load_model=False) as c:
         r = c.post("/v1/score", json=body(), headers=hdr(seeded, "county_a"))

@@ -44,6 +44,7 @@ def make(n: int, township: str = "东镇", county: str = "甲县", quarter: str 
             measures=[{"type": "健康帮扶", "text": "落实基本医保、大病保险、医疗救助三重保障"},
                       {"type": "综合保障", "text": "按程序评估纳入农村低保"}],
             model_version="5", ruleset_version="rules-2026.1",
+            base_rate=0.0071, other_pp=0.75, reference_period="2022Q1–2023Q4",
         ))
     return out
 
@@ -58,7 +59,7 @@ def test_workbook_as_a_cadre_sees_it(tmp_path):
     ws_in = make(30)
     path = write_township_workbook(ws_in, tmp_path / "x.xlsx", today=date(2025, 10, 20))
     wb = load_workbook(path)
-    assert wb.sheetnames == ["预警清单", "按村汇总", "说明"]
+    assert wb.sheetnames == ["预警清单", "保障缺口任务", "按村汇总", "说明"]
     sh = wb["预警清单"]
     assert [c.value for c in sh[1]] == list(HEADERS)
     assert sh.freeze_panes == "A2"
@@ -66,7 +67,11 @@ def test_workbook_as_a_cadre_sees_it(tmp_path):
     assert len(rows) == 30 and [r[0] for r in rows] == list(range(1, 31))
     col = {h: i for i, h in enumerate(HEADERS)}
     levels = [r[col["预警等级"]][0] for r in rows]
+    # by deadline (红 within 15 days, 黄 the next monthly visit, 蓝 the half-yearly review), then risk
     assert levels == ["红"] * 10 + ["黄"] * 10 + ["蓝"] * 10
+    assert [r[col["清单"]] for r in rows[::10]] == ["入户核实（15日内）", "月度走访", "半年复核"]
+    dues = [r[col["核实期限"]] for r in rows]
+    assert dues == sorted(dues)
     for lvl in "红黄蓝":
         probs = [r[col["风险概率"]] for r, lv in zip(rows, levels, strict=True) if lv == lvl]
         assert probs == sorted(probs, reverse=True)
@@ -89,7 +94,8 @@ def test_workbook_as_a_cadre_sees_it(tmp_path):
     # why and what: numbered, wrapped lines; dates and percentages as typed cells
     reason = rows[0][col["主要原因"]]
     assert reason.startswith("1. 家庭成员1人患大病") and "\n2. 家中2人务工" in reason
-    assert "↑升高风险，约8.4个百分点" in reason and "↓降低风险，约2.1个百分点" in reason
+    assert "↑升高风险，+8.40个百分点" in reason and "↓降低风险，−2.10个百分点" in reason
+    assert "\n其他因素+0.75个百分点（全县基准概率0.71%，2022Q1–2023Q4 → 本户" in reason
     assert rows[0][col["规则触发"]].startswith("1. 【红】人均纯收入")
     assert rows[0][col["建议帮扶措施"]] == "1. 【健康帮扶】落实基本医保、大病保险、医疗救助三重保障\n2. 【综合保障】按程序评估纳入农村低保"
     assert sh.cell(2, col["主要原因"] + 1).alignment.wrap_text
@@ -118,7 +124,7 @@ def test_workbook_as_a_cadre_sees_it(tmp_path):
         assert body[v]["合计"] == len(mine) == 10
         for lvl in "红黄蓝":
             assert body[v][lvl] == sum(w.level == lvl for w in mine)
-    assert body["合计"]["合计"] == 30 and body["合计"]["待核实"] == 30 and body["合计"]["逾期未核实"] == 30
+    assert body["合计"]["合计"] == 30 and body["合计"]["待核实"] == 30 and body["合计"]["逾期未核实"] == 10  # only 红 (15 days) is overdue by 2025-10-20
 
 
 def test_one_workbook_per_township_from_a_dataframe(tmp_path):
@@ -155,7 +161,7 @@ def test_a_risk_lowering_reason_is_labelled_once():
                                              "prob_pp": -2.1})
     text = format_reasons(rec.model_copy(update={"reasons": [down]}))
     assert text.count("降低风险") == 1
-    assert "约2.1个百分点" in text
+    assert "−2.10个百分点" in text
 
 
 def test_bulk_widths_equal_the_per_line_width():
@@ -164,3 +170,71 @@ def test_bulk_widths_equal_the_per_line_width():
     lines = ["", "abc", "家庭成员1人患大病，今年合规自付医疗支出23,400元", "↑升高风险（约8.4个百分点）", "Ｘ全角", "𠀀x"]
     assert cjk_widths(lines).tolist() == [cjk_width(s) for s in lines]
     assert cjk_widths(lines).tolist()[1:4] == [3, cjk_width(lines[2]), cjk_width(lines[3])]
+
+
+def test_tasks_have_their_own_sheet_with_text_cells_and_a_township_with_only_tasks_gets_a_list(tmp_path):
+    from fangpin.tasks import TaskRecord, task_id
+
+    created = datetime(2025, 10, 1, 1, 0, tzinfo=UTC)
+    tasks = [TaskRecord(id=task_id("2025Q3", f"东镇-{i:04d}", rid), quarter="2025Q3", county="甲县", township="东镇",
+                        village="一村", household_id=f"东镇-{i:04d}", head_name=f"户主{i}", id_masked=mask(full_id(i)),
+                        rule_id=rid, gap=gap, department=dept, measure=measure, detail=detail,
+                        ruleset_version="rules-2026.1", created_at=created, deadline=due)
+             for i, (rid, gap, dept, measure, detail, due) in enumerate([
+                 ("R04_UNSAFE_HOUSING", "住房安全", "住建", "危房改造", "住房为危房（是否危房户：是）", date(2025, 12, 30)),
+                 ("R06_NO_MEDICAL_INSURANCE", "基本医疗", "医保", "参保及资助参保",
+                  "家庭成员1人患病或残疾，未参加城乡居民基本医疗保险", date(2025, 10, 31)),
+                 ("R07_OUT_OF_SCHOOL", "义务教育", "教育", "控辍保学（劝返复学）", "=1+1 义务教育阶段适龄儿童1人未在校",
+                  date(2025, 10, 31))])]
+    path = write_township_workbook(make(3), tmp_path / "x.xlsx", tasks=tasks, today=date(2025, 10, 5))
+    sh = load_workbook(path)["保障缺口任务"]
+    rows = list(sh.iter_rows(values_only=True))
+    assert rows[0] == ("序号", "村", "户编号", "户主姓名", "证件号码(脱敏)", "缺口", "责任部门", "措施", "情况", "办理期限", "状态")
+    body = rows[1:]
+    assert [r[6] for r in body] == ["医保", "教育", "住建"]  # earliest deadline first, then department
+    assert [r[9] for r in body] == ["2025-10-31", "2025-10-31", "2025-12-30"] and body[0][10] == "待办理"
+    assert all(c.data_type == "s" for row in sh.iter_rows(min_row=2) for c in row)  # text, never a formula
+    assert body[1][8].startswith("=1+1")
+    assert not any(FULL_ID.search(str(v)) for v in all_cells(load_workbook(path)))
+    # a township with tasks but no warning still gets its list
+    only = write_township_workbook([], tmp_path / "y.xlsx", tasks=tasks[:1], township="东镇", quarter="2025Q3")
+    wb = load_workbook(only)
+    assert wb["预警清单"].max_row == 1 and wb["保障缺口任务"].max_row == 2
+    notes = dict(r for r in wb["说明"].iter_rows(values_only=True))
+    assert notes["县(市、区)"] == "甲县" and notes["保障缺口任务数"] == 1
+
+
+FORMULA_LIKE = ("=1+1", "+1+1", "-1+1", "@SUM(A1)", '=HYPERLINK("http://example.invalid","点我")',
+                'HYPERLINK("http://example.invalid")', "=cmd|' /C calc'!A0")
+
+
+def test_values_from_data_are_never_formulas(tmp_path):
+    """Formula-like ledger / store / user values in every field that reaches a sheet (村, 户编号,
+    户主姓名, county and township on 说明, rule hits, reasons, measures, 核实说明, versions) are
+    written as text: the saved XML holds no <f> (formula) and no hyperlink from data."""
+    import zipfile
+
+    ws_in = []
+    for i, v in enumerate(FORMULA_LIKE):
+        w = make(1, township=v, county=v)[0]
+        d = w.model_dump(mode="json")
+        d.update(village=v, household_id=f"{v}{i}", head_name=v, status=STATUS_EXCLUDED, status_reason=v,
+                 model_version=v, ruleset_version=v)
+        d["rule_hits"] = [{"rule_id": "R", "level": "红", "text": v, "threshold": v}]
+        d["reasons"] = [{**d["reasons"][0], "text": v}]
+        d["measures"] = [{"type": v, "text": v}]
+        ws_in.append(d)
+    paths = [write_township_workbook([d], tmp_path / f"{i}.xlsx", today=date(2025, 10, 20))
+             for i, d in enumerate(ws_in)]
+    for v, path in zip(FORMULA_LIKE, paths, strict=True):
+        with zipfile.ZipFile(path) as z:
+            sheets = [n for n in z.namelist() if n.startswith("xl/worksheets/")]
+            assert len(sheets) >= 3
+            for n in sheets:
+                xml = z.read(n).decode("utf-8")
+                assert "<f>" not in xml and "<f " not in xml, f"formula in {n} for {v!r}"
+                assert "<hyperlink" not in xml
+            assert not any(n.startswith("xl/worksheets/_rels/") for n in z.namelist())
+        texts = [c for c in all_cells(load_workbook(path)) if isinstance(c, str)]
+        # the values are there, as typed (sheets 预警清单, 按村汇总 and 说明)
+        assert texts.count(v) >= 4, (v, texts.count(v))

@@ -27,14 +27,7 @@ from seed_warnings import record_tables
 from fangpin.config import Params
 from fangpin.ids import check_char
 from fangpin.store import Scope, Store, WarningNotFound, store_url, upgrade
-from fangpin.warnings import (
-    LEVEL_RANK,
-    STATUS_EXCLUDED,
-    STATUS_INCLUDED,
-    STATUS_OPEN,
-    VerificationError,
-    WarningRecord,
-)
+from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, VerificationError, WarningRecord
 
 FAKE_ID = "11010119900307000" + check_char("11010119900307000")  # a generated 18-character ID
 
@@ -124,6 +117,14 @@ def snapshot(s: Store) -> list[tuple]:
 # ------------------------------------------------------------------------------------ migrations
 
 
+def _head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from fangpin.store.migrate import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
 def test_migrations_match_models_and_are_repeatable(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
@@ -135,17 +136,13 @@ def test_migrations_match_models_and_are_repeatable(db_url):
     upgrade(db_url)  # second start-up: nothing to do, no error
     eng = sa.create_engine(db_url)
     try:
-        from alembic.script import ScriptDirectory
-
-        from fangpin.store.migrate import alembic_config
-
-        head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()  # one head: a chain
-        assert current(eng) == head
+        assert current(eng) == _head_revision()
         with eng.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                     Base.metadata)
         assert diff == []
-        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs"} <= set(
+        assert {"warnings", "warning_feedback", "api_keys", "audit_log", "model_runs", "web_sessions",
+                "level_thresholds", "tasks"} <= set(
             sa.inspect(eng).get_table_names())
     finally:
         eng.dispose()
@@ -288,7 +285,7 @@ def test_query_filters_order_and_paging(store):
     store.write_quarter_tables(record_tables(make_warnings(5, quarter="2025Q2")), "2025Q2", "7")
     page = store.query_warnings(quarter="2025Q3", limit=100)
     assert page.total == 30
-    keys = [(LEVEL_RANK[w.level], w.deadline, -w.probability) for w in page.items]
+    keys = [(w.deadline, -w.probability) for w in page.items]  # deadline first (it follows the level), then risk
     assert keys == sorted(keys)
     assert [w.level for w in page.items][:10] == ["红"] * 10
 
@@ -341,6 +338,84 @@ def test_feedback_transitions_are_validated(store):
     assert (hist[0].from_status, hist[0].to_status, hist[0].actor, hist[0].visited_at, hist[0].key_id) == (
         STATUS_OPEN, STATUS_EXCLUDED, "张三", visited, "k1")
     assert store.feedback_history(b) == []
+
+
+def test_racing_closings_one_wins_the_others_get_verification_errors(store):
+    """Threads racing to close one warning: the write lock is taken before the status is read
+    (BEGIN IMMEDIATE / SELECT … FOR UPDATE), so exactly one succeeds and every other one gets a
+    VerificationError (HTTP 409), never a database error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = make_warnings(4)
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
+    outcomes = []
+
+    def close(wid):
+        try:
+            store.record_feedback(wid, STATUS_INCLUDED, actor="张三",
+                                  audit={"key_id": "k1", "endpoint": "POST x", "household_ids": ["h"]})
+            return "ok"
+        except VerificationError:
+            return "409"
+
+    with ThreadPoolExecutor(8) as pool:
+        for w in ws:
+            outcomes.append(sorted(pool.map(close, [w.id] * 6)))
+    assert outcomes == [["409"] * 5 + ["ok"]] * 4
+    assert [len(store.feedback_history(w.id)) for w in ws] == [1] * 4
+    # the audit row of each change was written in its transaction, and only for the winners
+    assert [r["outcome"] for r in store.audit_rows()] == [f"status:{STATUS_INCLUDED}"] * 4
+
+
+def test_a_held_write_lock_makes_writes_fail_fast_with_store_busy(db_url, tmp_path):
+    """Another connection holds the write lock: a write waits ``wait_s``, then StoreBusy (→ 503),
+    leaving nothing half-applied; reads go on; queued audit rows are written after the lock."""
+    from fangpin.store.tx import StoreBusy
+
+    s = Store(db_url, SECRET, migrate=True, wait_s=0.5)
+    ws = make_warnings(2)
+    s.write_quarter_tables(record_tables(ws), "2025Q3", "7")
+    other = sa.create_engine(db_url)
+    conn = other.connect()
+    if db_url.startswith("sqlite"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.begin()
+        conn.exec_driver_sql("LOCK TABLE warnings IN EXCLUSIVE MODE")
+    try:
+        t = time.monotonic()
+        with pytest.raises(StoreBusy) as exc:
+            s.record_feedback(ws[0].id, STATUS_INCLUDED, actor="张三")
+        assert time.monotonic() - t < 5 and exc.value.retry_after >= 1
+        assert "张三" not in str(exc.value)
+        assert s.get_warning(ws[0].id).status == STATUS_OPEN  # reads go on
+        s.audit_enqueue(key_id="k1", endpoint="GET x", outcome="read")
+        assert s.flush_audit(timeout=1.0) is (not db_url.startswith("sqlite"))  # SQLite: the audit table waits too
+    finally:
+        conn.rollback()
+        conn.close()
+        other.dispose()
+    assert s.flush_audit(timeout=10)
+    assert [r["outcome"] for r in s.audit_rows()] == ["read"]
+    assert s.record_feedback(ws[0].id, STATUS_INCLUDED, actor="张三").status == STATUS_INCLUDED
+    s.dispose()
+
+
+def test_web_sessions_end_on_logout_expiry_and_revocation(store):
+    info, _ = store.add_key("township_cadre", "甲县/东镇")
+    token = store.open_session(info.id, 3600)
+    assert store.session_key(token).id == info.id
+    assert store.session_key(token + "x") is None and store.session_key(None) is None
+    store.end_session(token)
+    assert store.session_key(token) is None
+    short = store.open_session(info.id, -1)  # already expired
+    assert store.session_key(short) is None
+    live = store.open_session(info.id, 3600)
+    store.revoke_key(info.id)
+    assert store.session_key(live) is None
+    with store.engine.connect() as c:  # only the keyed hash of a token is stored
+        stored = [r[0] for r in c.exec_driver_sql("SELECT id FROM web_sessions")]
+    assert token not in stored and len(stored) == 3
 
 
 # -------------------------------------------------------------------------------------- keys
@@ -435,3 +510,72 @@ def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
         assert date(2025, 10, 25) == s.get_warning(make_warnings(1)[0].id).deadline
     finally:
         s.dispose()
+
+
+# ------------------------------------------------------------------ level cut-offs and tasks
+
+
+def _tasks(quarter: str, n: int, county: str = "甲县"):
+    from fangpin.tasks import task_table
+
+    rows = [{"quarter": quarter, "county": county, "township": f"{'东西'[i % 2]}镇", "village": f"{i % 4}村",
+             "household_id": f"{county}-H{i:05d}", "head_name": f"户主{i}", "id_masked": _masked(i),
+             "ruleset_version": "rules-2026.1",
+             "hits": [{"rule_id": "R04_UNSAFE_HOUSING", "text": "住房为危房（是否危房户：是）"},
+                      {"rule_id": "R01_INCOME_BELOW_LINE", "text": "人均纯收入5,000元"}]}  # R01: no route
+            for i in range(n)]
+    return task_table(rows, PARAMS, datetime(2025, 10, 10, 2, 0, tzinfo=UTC))
+
+
+def _cuts(quarter: str, townships=("东镇", "西镇")):
+    import math
+
+    return [{"county": "甲县", "township": t, "quarter": quarter, "t_red": -1.5 - i, "t_yellow": -2.0,
+             "t_blue": math.inf if i else -3.0, "t_capacity": -math.inf if i else -1.2, "n_in_scope": 2000,
+             "n_red_wanted": 27 - 5 * i, "n_red": 25 - 3 * i, "n_yellow": 40, "n_blue": 60,
+             "shortfall": 2 - 2 * i, "capacity": 25} for i, t in enumerate(townships)]
+
+
+def test_tasks_and_cut_offs_commit_with_the_warnings_and_reruns_keep_task_status(store):
+    import math
+
+    from fangpin.tasks import TaskError
+
+    ws = make_warnings(6)
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 5)], thresholds=lambda: _cuts("2025Q3"))
+    page = store.query_tasks(quarter="2025Q3", limit=50)
+    assert page.total == 5 and {t.department for t in page.items} == {"住建"}  # R01 has no route: no task
+    t0 = page.items[0]
+    assert t0.deadline == date(2026, 1, 8) and t0.status == "待办理"  # 90 days from 2025-10-10 (Beijing)
+    store.set_task_status(t0.id, "办理中")
+    with pytest.raises(TaskError):
+        store.set_task_status(t0.id, "待办理")
+    # re-run: one household's gap is gone → its open task removed; the one being handled is kept
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 3)], thresholds=lambda: _cuts("2025Q3", ("东镇",)))
+    after = {t.id: t for t in store.query_tasks(quarter="2025Q3", limit=50).items}
+    assert t0.id in after and after[t0.id].status == "办理中" and after[t0.id].deadline == t0.deadline
+    assert len(after) == 3 + (t0.household_id not in {f"甲县-H{i:05d}" for i in range(3)})
+    assert store.query_tasks(scope=Scope.parse("甲县/东镇"), limit=50).total == sum(
+        x.township == "东镇" for x in after.values())
+    # cut-offs: replaced by the re-run for its quarter / version / counties, ±inf kept
+    cuts = store.level_thresholds("7")
+    assert set(cuts) == {("2025Q3", "甲县", "东镇")}
+    assert cuts[("2025Q3", "甲县", "东镇")] == [-1.5, -2.0, -3.0, -1.2]
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", thresholds=lambda: _cuts("2025Q3"))
+    assert store.level_thresholds("7")[("2025Q3", "甲县", "西镇")] == [-2.5, -2.0, math.inf, -math.inf]
+    assert store.level_thresholds("8") == {}
+    load = {g["township"]: g for g in store.workload("2025Q3", "7")}
+    assert load["东镇"]["shortfall"] == 2 and load["东镇"]["n_red"] == 25 and load["西镇"]["capacity"] == 25
+
+
+def test_a_failing_task_write_rolls_back_the_warnings(store):
+    ws = make_warnings(4)
+
+    def broken():
+        t = _tasks("2025Q4", 2)  # another quarter than the run's
+        return [t]
+
+    with pytest.raises(ValueError, match="2025Q4"):
+        store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=broken)
+    assert store.query_warnings(quarter="2025Q3", limit=1).total == 0
+    assert store.query_tasks(limit=1).total == 0

@@ -227,6 +227,50 @@ def test_prefix_stable_and_deterministic(tmp_path):
     assert (a / "户成员台账_2022Q1.csv").read_bytes() != (c / "户成员台账_2022Q1.csv").read_bytes()
 
 
+def test_province_by_county(tmp_path):
+    """A province generated county by county (counties as tasks): one folder per county in the
+    single-county layout, names/codes/IDs/household numbers unique across counties, the province's
+    one downturn in one county, statistics summed, and the files independent of the run order."""
+    from fangpin.cluster import Executor
+    from fangpin.synth.write import generate_by_county, province_counties
+
+    p = load_params()
+
+    def run(out, order=None):
+        class Reversed(Executor):  # tasks finishing in another order must not change anything
+            def map_unordered(self, fn, items, *args, **kw):
+                for it in reversed(list(items)):
+                    yield fn(it, *args, **kw)
+        ex = Reversed() if order == "reversed" else Executor()
+        return generate_by_county(out, 900, 3, 5, START, p.line_for, 3, 2, 3, p.labels.horizon_quarters, 4, ex)
+
+    stats = run(tmp_path / "a")
+    run(tmp_path / "b", "reversed")
+    specs = province_counties(5, 900, 3, START)
+    assert sum(s["county"].downturn for s in specs) == 1
+    assert [s["households"] for s in specs] == [300, 300, 300]
+    ledgers, hh_ids = [], set()
+    for s in specs:
+        d = tmp_path / "a" / str(s["county"].code)
+        assert sorted(f.name for f in d.iterdir()) == sorted(
+            [C.LEDGER_FILE_PATTERN.format(quarter=q) for q in Q.span(START, 3)]
+            + ["部门预警数据_2022.csv", C.ORACLE_FILE, "synth_summary.json"])
+        for f in d.iterdir():
+            assert f.read_bytes() == (tmp_path / "b" / d.name / f.name).read_bytes(), f
+        df = pd.read_csv(d / C.LEDGER_FILE_PATTERN.format(quarter=START), dtype=str, keep_default_na=False)
+        assert set(df["县(市、区、旗)"]) == {s["county"].name}
+        assert df["户编号"].str.startswith(str(s["county"].code)).all()
+        assert not (set(df["户编号"]) & hh_ids)
+        hh_ids |= set(df["户编号"])
+        ledgers.append(df)
+    allq = pd.concat(ledgers)
+    assert not allq["证件号码"].duplicated().any()
+    assert len({s["county"].name for s in specs}) == 3
+    assert stats[0]["persons"] == len(allq)
+    summary = json.loads((tmp_path / "a" / "synth_summary.json").read_text(encoding="utf-8"))
+    assert summary["quarters"] == stats and summary["meta"]["by_county"] is True
+
+
 def test_injected_shift_leaves_earlier_quarters_unchanged(tmp_path):
     """synth.shift: a job-loss wave in one county at 2023Q2 and the line raised by 15% from 2023. The
     quarters before are byte-identical to the run without it; the wave shows in the ledger (the

@@ -1,5 +1,7 @@
 """Reasons (models/explain.py): exact TreeSHAP additivity on every explained row, ≤ 4 reasons each
-naming the household's own values, honest units, factors taken from the feature spec."""
+naming the household's own values (and, when they raise the risk, the county's comparison),
+figures that add up to the probability minus the county base rate, factors taken from the
+feature spec."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ def params():
 
 @pytest.fixture(scope="module")
 def trained(params):
-    """A tiny model (project training pieces, isotonic calibration) and the frames it scores."""
+    """A tiny model (project training pieces, centred isotonic calibration, the reference figures
+    training attaches) and the frames it scores."""
     model, fr = tiny_model(params, n=1200, quarters=8, seed=5, trees=40, model_version="1")
     spec, cal = model.spec, model.calibrator
     last = int(fr.households["quarter_idx"].max())
@@ -30,8 +33,11 @@ def trained(params):
     warned = np.flatnonzero(scored["warning"].to_numpy(dtype=bool))
     Xw = s.X[warned]
     contrib = model.contributions(Xw)
-    reasons = ex.explain_rows(spec, cal, Xw, contrib, params.warnings.max_reasons)
-    return dict(fr=fr, model=model, scored=scored, warned=warned, X=Xw, contrib=contrib, reasons=reasons, last=last)
+    county = scored["county"].to_numpy()[warned]
+    reasons, summaries = ex.explain_full(spec, cal, Xw, contrib, params.warnings.max_reasons, county=county,
+                                         reference=model.reference)
+    return dict(fr=fr, model=model, scored=scored, warned=warned, X=Xw, contrib=contrib, reasons=reasons,
+                summaries=summaries, county=county, last=last)
 
 
 def test_the_tiny_model_has_trees_and_warnings(trained):
@@ -60,7 +66,7 @@ def test_at_most_four_reasons_each_naming_the_households_own_values(trained, par
     for x, rs, hid in zip(trained["X"], trained["reasons"], hids, strict=True):
         assert len(rs) <= params.warnings.max_reasons
         for r in rs:
-            check_reason(r, x, names, hh.loc[hid], by_hh.get(hid))
+            check_reason(r, x, names, hh.loc[hid], by_hh.get(hid), trained["model"].reference)
             n_reasons += 1
     assert n_reasons > len(hids)  # most warnings carry reasons
 
@@ -87,8 +93,10 @@ def test_units_ranking_and_direction(trained):
             lo = F[i, keys.index(r["factor"])]
             assert r["logodds"] == pytest.approx(lo, abs=1e-4)
             assert r["direction"] == ("up" if lo > 0 else "down")
-            expect = 100 * (m.calibrator(raw[i:i + 1])[0] - m.calibrator(raw[i:i + 1] - lo)[0])
-            assert r["prob_pp"] == pytest.approx(expect, abs=0.006)
+            # the factor's share of the walk along the calibration curve, in proportion to its log-odds
+            slope = ex.secant_slope(m.calibrator, raw[i:i + 1], C[i:i + 1, -1])[0]
+            assert r["prob_pp"] == pytest.approx(100 * slope * lo, abs=0.05)
+            assert np.sign(r["prob_pp"]) == np.sign(lo)
             assert r["text"].endswith(ex.DOWN_LABEL) == (r["direction"] == "down")
             downs += r["direction"] == "down"
         # nothing left out is more influential than what is shown (down factors included)
@@ -113,10 +121,12 @@ def test_rule_hits_are_not_reasons(trained):
     beside them (with the threshold that fired), never as reasons."""
     m = trained["model"]
     s = m.predict(trained["fr"], quarters=[trained["last"]], explain="warnings")
-    hit = [i for i, h in enumerate(s.columns["rule_hits"]) if h]
+    hit = [i for i, h in enumerate(s.columns["rule_hits"]) if h and s.columns["warning"][i]]
     assert len(hit) > 10
     X = s.X[hit]
-    expected = ex.explain_rows(m.spec, m.calibrator, X, m.contributions(X), m.explain.max_reasons)
+    county = s.columns["county"][hit]
+    expected = ex.explain_rows(m.spec, m.calibrator, X, m.contributions(X), m.explain.max_reasons, county=county,
+                               reference=m.reference)
     assert [s.columns["reasons"][i] for i in hit] == expected
     keys = set(ex.factors_of(m.spec).keys)
     for i in hit:
@@ -131,7 +141,51 @@ def test_reasons_and_measures_go_to_the_rows_the_method_explains(trained, params
     c = s.columns
     want = c["warning"] & (c["in_scope"] if explain == "in_scope" else explain == "warnings")
     assert want.any() or explain == "none"
-    for w, r, ms in zip(want, c["reasons"], c["measures"], strict=True):
-        assert (r is not None) == bool(w) and (ms is not None) == bool(w)
+    for w, r, ms, sm in zip(want, c["reasons"], c["measures"], c["summary"], strict=True):
+        assert (r is not None) == bool(w) and (ms is not None) == bool(w) and (sm is not None) == bool(w)
         if w:
             assert len(r) <= params.warnings.max_reasons and 1 <= len(ms) <= params.warnings.max_measures
+
+
+def test_figures_add_up_to_the_probability_minus_the_county_base_rate(trained):
+    """For every explained warning: the shown figures plus 其他因素 equal probability minus the
+    county's base rate within 0.1 points, and no two factors with different log-odds share a
+    figure."""
+    m, C = trained["model"], trained["contrib"]
+    prob = m.calibrator(C.sum(axis=1))
+    rates = m.reference["base_rate"]
+    checked = 0
+    for i, (rs, sm) in enumerate(zip(trained["reasons"], trained["summaries"], strict=True)):
+        assert sm["base_rate"] == pytest.approx(rates.get(trained["county"][i], rates["*"]))
+        assert sm["reference_period"] == m.reference["period"]
+        total = sum(r["prob_pp"] for r in rs) + sm["other_pp"]
+        assert abs(total - 100 * (prob[i] - sm["base_rate"])) <= 0.1
+        figs = [(r["logodds"], r["prob_pp"]) for r in rs]
+        for a in range(len(figs)):
+            for b in range(a + 1, len(figs)):
+                if figs[a][0] != figs[b][0]:
+                    assert figs[a][1] != figs[b][1], rs
+        checked += len(rs) > 1
+    assert checked > 20
+
+
+def test_figures_can_fail_on_a_flat_calibrator():
+    """The guarantee needs a strictly increasing calibrator: with the isotonic step function the
+    secant is 0 inside a step and every figure would be the same, so the figures move apart."""
+    from models.train import Calibrator
+
+    step = Calibrator("isotonic", x=[-10.0, 10.0], y=[0.2, 0.2])
+    pp, other = ex.figures(step, np.array([1.0]), np.array([0.0]), np.array([[0.6, 0.3, -0.2]]),
+                           np.array([[True, True, True]]), np.array([0.1]))
+    assert pp.tolist() == [[0.02, 0.01, -0.01]]  # moved apart by 0.01, signs kept
+    assert pp.sum() + other[0] == pytest.approx(100 * (0.2 - 0.1))
+
+
+def test_a_risk_raising_reason_gives_the_county_comparison(trained):
+    ups = [r for rs in trained["reasons"] for r in rs if r["direction"] == "up"]
+    downs = [r for rs in trained["reasons"] for r in rs if r["direction"] == "down"]
+    assert ups and all(("；全县" in r["text"]) or r["factor"] == "calendar" for r in ups)
+    assert not any("；全县" in r["text"] for r in downs)
+    inc = [r["text"] for r in ups if r["factor"] == "income"]
+    if inc:
+        assert "人均纯收入中位数为监测线的" in inc[0]

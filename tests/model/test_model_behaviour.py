@@ -46,31 +46,41 @@ def online(trained):
 
 
 def _predict(model, recs, online, explain="none"):
-    _, hist, ctx, _ = online
-    return model.predict(recs, histories=hist, contexts=ctx, explain=explain).frame()
+    _, hist, ctx, _, cuts, _ = online
+    return model.predict(recs, histories=hist, contexts=ctx, thresholds=cuts, explain=explain).frame()
 
 
 def test_a_household_scored_alone_with_its_history_scores_as_in_the_batch(trained, online):
     model = trained[3]
-    recs, hist, ctx, batch = online
-    s = model.predict(recs, histories=hist, contexts=ctx, explain="warnings").columns
+    recs, hist, ctx, batch, cuts, _ = online
+    s = model.predict(recs, histories=hist, contexts=ctx, thresholds=cuts, explain="warnings").columns
     np.testing.assert_allclose(s["probability"], batch["probability"], rtol=0, atol=1e-12)
-    for c in ("model_level", "rule_level", "combined_level", "rule_hits", "reasons", "measures"):
+    for c in ("model_level", "rule_level", "combined_level", "deferred", "rule_hits", "reasons", "summary",
+              "measures"):
         assert s[c].tolist() == batch[c].tolist(), c
     assert s["warning"].sum() > 5 and len(set(s["history"])) == 1 and s["history"][0].startswith("ledger:")
 
 
-def test_every_rule_hit_is_a_warning_on_every_scored_row(trained):
+def test_every_rule_hit_is_a_warning_or_a_task_on_every_scored_row(trained):
+    from fangpin.config import load_params
+
     frames, _, _, model = trained
+    routes = load_params().tasks.routes
     out = model.predict(frames, explain="none").frame()
     assert len(out) == len(frames.households)
-    rule = lv.rank(out["rule_level"])
     comb = lv.rank(out["combined_level"])
+    floor = lv.floor_ranks(out["rule_hits"].to_numpy(), model.levels)
     has_hit = out["rule_hits"].map(len).to_numpy() > 0
     assert has_hit.sum() > 0
-    assert (has_hit == (rule > 0)).all()
-    assert (comb >= rule).all() and (comb >= lv.rank(out["model_level"])).all()
-    assert out["warning"].to_numpy()[has_hit].all()
+    assert (lv.rank(out["rule_level"]) == floor).all()  # the level the rules give: their floors
+    deferred = out["deferred"].to_numpy(dtype=bool)
+    # a hit of a rule with a floor is a warning of at least that floor (a 红 candidate beyond the
+    # township's capacity: 黄); a hit of a rule without one is a task
+    assert ((comb >= floor) | (deferred & (floor == 3) & (comb == 2))).all()
+    assert (comb[floor > 0] > 0).all()
+    for hits in out["rule_hits"]:
+        assert all(model.levels.rule_floors.get(h["rule_id"]) is not None or h["rule_id"] in routes for h in hits)
+    assert ((comb >= lv.rank(out["model_level"])) | deferred).all()
     assert (out["warning"].to_numpy() == (comb > 0)).all()
 
 
@@ -156,7 +166,7 @@ def test_batch_frames_invariance_on_persons(trained):
 
 def test_explanations_are_exact_and_only_on_warnings(trained, online):
     model = trained[3]
-    s = model.predict(online[0], histories=online[1], contexts=online[2], explain="warnings")
+    s = model.predict(online[0], histories=online[1], contexts=online[2], thresholds=online[4], explain="warnings")
     w = s.columns["warning"]
     assert w.any() and not w.all()
     assert all((r is not None) == bool(x) for r, x in zip(s.columns["reasons"], w, strict=True))

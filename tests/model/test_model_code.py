@@ -54,7 +54,7 @@ def test_a_registered_version_scores_as_registered_beside_changed_feature_code(t
     t = int(fr.households["quarter_idx"].max())
     with mlflow.start_run(experiment_id=setup_mlflow(p)):  # artifacts under the test's state dir
         info = log_model(model, tmp_path / "logged", input_example(fr, t, 2), name)
-    recs, hist, ctx, batch = alone(model, fr, t, 80, seed=1)
+    recs, hist, _, batch, _, ctx = alone(model, fr, t, 80, seed=1)  # contexts with the batch's level cut-offs
     (tmp_path / "inputs.json").write_text(json.dumps({"records": recs, "histories": hist, "contexts": ctx},
                                                      ensure_ascii=False), encoding="utf-8")
     # an installation whose feature code changed after the model was registered

@@ -40,10 +40,14 @@ def test_train_evaluate_promote_rollback(workdir):
     rdir = p.paths.reports_dir
     on_disk = json.loads((rdir / "metrics.json").read_text(encoding="utf-8"))
     assert on_disk == json.loads(json.dumps(metrics))
-    assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices"}
+    assert set(on_disk) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices", "levels",
+                            "workload"}
+    assert on_disk["workload"]["visits_per_township_max"] <= on_disk["workload"]["capacity_per_township"]
     assert (rdir / "report.md").exists() and (rdir / "model_card.md").exists()
+    assert "## Levels and workload" in (rdir / "report.md").read_text(encoding="utf-8")
     card = (rdir / "model_card.md").read_text(encoding="utf-8")
-    for section in ("## 用途", "## 模型", "类别不平衡", "## Intended use", "## Model", "Class imbalance", "purged"):
+    for section in ("## 用途", "## 模型", "类别不平衡", "## Intended use", "## Model", "Class imbalance", "purged",
+                    "## 预警等级与工作量", "## Levels and workload"):
         assert section in card, section
     mv = mlflow.MlflowClient().get_model_version(info1["registered_name"], info1["version"])
     assert mv.description == card  # the evaluation stage's card is the registered version's description
@@ -78,7 +82,7 @@ def test_train_evaluate_promote_rollback(workdir):
     t = int(frames.households["quarter_idx"].max())
     model = load_champion(p)
     assert model.model_version == "1"
-    recs, hist, ctx, batch = alone(model, frames, t, 40, seed=2)
+    recs, hist, _, batch, _, ctx = alone(model, frames, t, 40, seed=2)  # contexts with the batch's level cut-offs
     plain = model.predict(recs, histories=hist, contexts=ctx).frame()
     pyf = mlflow.pyfunc.load_model(f"models:/{p.model.registered_name}@champion")
     inp = pd.DataFrame(recs).assign(history=[json.dumps(h) for h in hist], context=[json.dumps(c) for c in ctx])
@@ -89,7 +93,7 @@ def test_train_evaluate_promote_rollback(workdir):
     def values(col):  # MLflow's output frame carries a missing level as NaN
         return [None if not isinstance(v, str | list) else v for v in col]
 
-    for c in ("combined_level", "rule_hits", "reasons", "measures", "history"):
+    for c in ("combined_level", "deferred", "rule_hits", "reasons", "summary", "measures", "history"):
         assert values(out[c]) == values(plain[c]) == values(batch[c]), c
     assert out["warning"].any()
     bare = pyf.predict(inp, params={"explain": "none"})  # declared in the signature

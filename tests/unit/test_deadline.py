@@ -71,6 +71,20 @@ def test_create_uses_params_for_deadline_and_a_stable_id():
     assert cal.is_overdue(date(2025, 10, 12)) and not cal.is_overdue(date(2025, 10, 11))
 
 
+def test_deadlines_follow_the_level_and_say_which_list():
+    from fangpin.warnings import visit_list
+
+    created = datetime(2025, 9, 25, 20, 0, tzinfo=UTC)  # 2025-09-26 in Beijing
+    p = Params()
+    due = {lvl: WarningRecord.create(params=p, created_at=created, **_fields(level=lvl)).deadline
+           for lvl in ("红", "黄", "蓝")}
+    # 红: home verification within 15 days; 黄: the next monthly visit; 蓝: the half-yearly review
+    assert due == {"红": date(2025, 10, 11), "黄": date(2025, 10, 27), "蓝": date(2026, 3, 28)}
+    w = p.warnings
+    assert visit_list("红", w) == "入户核实（15日内）" and visit_list("黄", w) == "月度走访"
+    assert visit_list("蓝", w) == "半年复核" and "顺延" in visit_list("黄", w, deferred=True)
+
+
 def test_record_refuses_full_ids_and_too_many_reasons():
     with pytest.raises(ValidationError, match="masked"):
         WarningRecord.create(params=Params(), **_fields(id_masked=FAKE_ID))

@@ -63,12 +63,25 @@ def test_metrics_json_has_exactly_the_issue_keys():
         "probability": rng.uniform(0, 0.2, n), "oracle": rng.uniform(0, 0.2, n),
         "county": rng.choice(["甲县", "乙县"], n), "township": "甲镇", "household_type": "一般农户",
         "labor_class": "有劳动力", "head_ethnicity": "汉族", "head_sex": rng.choice(["男", "女"], n),
-        "rule_level": None, "model_level": None, "combined_level": None,
+        "rule_level": None, "model_level": None,
+        "combined_level": rng.choice(np.array(["红", "黄", "蓝", None], dtype=object), n, p=[0.02, 0.04, 0.06, 0.88]),
+        "deferred": False,
     })
     f["raw_score"] = np.log(f["probability"] / (1 - f["probability"]))
     f["label"] = (rng.random(n) < f["probability"]).astype(float)
     m, d, _ = compute_metrics(f, [8096, 8097], Params())
-    assert set(m) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices"}
+    assert set(m) == {"test_quarters", "n_test", "positives", "rules_workload", "systems", "slices", "levels",
+                      "workload"}
+    lv = f["combined_level"].to_numpy(dtype=object)
+    for name in ("红", "黄", "蓝"):
+        assert set(m["levels"][name]) == {"households", "share", "precision"}
+        assert m["levels"][name]["households"] == int((lv == name).sum())
+        assert m["levels"][name]["share"] == pytest.approx((lv == name).mean())
+        assert m["levels"][name]["precision"] == pytest.approx(f["label"][lv == name].mean())
+    red_lists = f[lv == "红"].groupby(["county", "township", "quarter_idx"]).size()
+    assert m["workload"] == {"warned_share": pytest.approx(f["combined_level"].notna().mean()),
+                             "visits_per_township_max": int(red_lists.max()),
+                             "capacity_per_township": Params().levels.capacity_per_township}
     assert m["test_quarters"] == ["2024Q1", "2024Q2"] and m["n_test"] == n
     assert m["rules_workload"] == int((f["rule_rank"] > 0).sum())
     assert set(m["systems"]) == {"rules", "model", "combined", "oracle"}

@@ -2,7 +2,7 @@
 context, department events received by the API.
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0004 (re-chained after the merge of main; the lead may renumber)
 Create Date: 2026-11-23
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,233 @@
+"""The tasks of ``ingest()`` (fangpin.cluster runs them in worker processes, or in this process).
+
+1. :func:`read_file`, one task per input file: open it (encoding, header row, kind) and go
+   through its data rows chunk by chunk (``read.CHUNK_ROWS``; a CSV that needs the slow parser is
+   read again with it, as before), preparing each chunk (step 2) in the task — or, for a file
+   large enough to hold up the others (``split``), writing each chunk as a raw text chunk (Arrow
+   IPC) for step 2 to run as its own task;
+2. :func:`prepare_chunk` (a split file's chunk) or the same work inside step 1: normalise +
+   validate (``tables.prepare``), then for the ledger ``tables.ledger_rows`` (hashes, masks, birth
+   dates, ages) spilled per quarter as ``ledger/<quarter>/<file>_<chunk>.arrow``; events, 监测线
+   and oracle rows and the quarantine lines are returned (they are small);
+3. :func:`route_quarter`, one task per quarter: the duplicated person rows (keep the first in
+   file and row order) and the cut into parts of whole households (stream.py);
+4. :func:`build_part`, one task per part: ``LedgerAgg.add`` on the part's rows, the persons and
+   households of the part written as Arrow files, the part's findings returned (merged in part
+   order by ``LedgerAgg.merge``).
+
+The calling process (fangpin.ingest.core) puts the results together in file / chunk / quarter /
+part order, so the outputs, the report and the quarantine are those of one pass over the files.
+Errors travel as data (:func:`error_dict`), not as exceptions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+
+from fangpin.ingest import stream as st
+from fangpin.ingest import tables as tb
+from fangpin.ingest.errors import FileError
+from fangpin.ingest.read import SlowPath, open_table
+
+
+def error_dict(exc: FileError) -> dict:
+    return {"path": str(exc.path), "message": exc.message, "column": exc.column, "code": exc.code}
+
+
+def file_error(d: dict) -> FileError:
+    return FileError(d["path"], d["message"], column=d["column"], code=d["code"])
+
+
+SEQ_FILE = 1 << 40  # _seq = file number * SEQ_FILE + row within the file: row order over all files
+
+
+def read_file(item: tuple[int, str, str, bool], raw_dir: str, key: bytes, spill_root: str, limits=None) -> dict:
+    """Task 1 (module doc). ``item``: (file number, path, label, split). Opens the file (kind, encoding,
+    header row, headers) and goes through its chunks: with ``split`` each chunk is written as a
+    raw text chunk for :func:`prepare_chunk` tasks (``chunks``: raw path, rows, blank rows, seq0);
+    else each is prepared here (``prepared``: the results of :func:`prepare_chunk`). ``limits``:
+    IngestParams bounding the file (fangpin.ingest.read)."""
+    i, path, label, split = item
+    out: dict = {"i": i, "kind": None, "chunks": [], "prepared": [], "error": None}
+    try:
+        t = open_table(Path(path), limits=limits)
+        out.update(kind=t.kind, encoding=t.encoding, header_row=t.header_row, headers=t.headers)
+        base = {"i": i, "kind": t.kind, "headers": t.headers, "label": label, "path": path, "limits": t.limits}
+        try:
+            _go_through(t, base, out, Path(raw_dir), key, spill_root, split, slow=False)
+        except SlowPath:
+            _go_through(t, base, out, Path(raw_dir), key, spill_root, split, slow=True)
+        if not out["chunks"] and not out["prepared"]:
+            # no data rows: still check the header (a missing required column is an error)
+            empty = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(t.headers))})
+            res = _prepare({**base, "c": 0, "seq0": i * SEQ_FILE}, empty, np.array([], dtype=np.int64), None, None,
+                           key, spill_root)
+            out["prepared"].append({**res, "n": 0, "blank": 0})
+    except FileError as exc:
+        _discard(out)
+        out["error"] = error_dict(exc)
+    return out
+
+
+def _discard(out: dict) -> None:
+    for raw, *_ in out["chunks"]:
+        Path(raw).unlink(missing_ok=True)
+    for res in out["prepared"]:
+        for _, p, _ in res["pieces"]:
+            Path(p).unlink(missing_ok=True)
+    out["chunks"], out["prepared"] = [], []
+
+
+def _go_through(t, base: dict, out: dict, raw_dir: Path, key: bytes, spill_root: str, split: bool,
+                slow: bool) -> None:
+    _discard(out)  # what a first (fast-parser) attempt left
+    row = 0
+    failed = False
+    try:
+        for c, ch in enumerate(t.chunks(slow=slow)):
+            seq0 = base["i"] * SEQ_FILE + row
+            row += len(ch.frame)
+            if split:
+                p = raw_dir / f"{base['i']:05d}_{c:06d}.arrow"
+                df = ch.frame.copy()
+                df["_row"] = ch.rows
+                df["_extra"] = ch.extra_fields.to_numpy(dtype=bool)
+                feather.write_feather(df, p, compression="lz4")
+                out["chunks"].append((str(p), len(ch.frame), ch.blank_rows, seq0, ch.cell_errors))
+            elif failed:  # after a file-level error the rows are only counted
+                out["prepared"].append({"c": c, "n": len(ch.frame), "blank": ch.blank_rows, "error": None,
+                                        "pieces": [], "skipped": True})
+            else:
+                res = _prepare({**base, "c": c, "seq0": seq0}, ch.frame, ch.rows, ch.extra_fields, ch.cell_errors, key,
+                               spill_root)
+                res.update(n=len(ch.frame), blank=ch.blank_rows)
+                failed = res["error"] is not None
+                out["prepared"].append(res)
+    except BaseException:
+        _discard(out)
+        raise
+
+
+def prepare_chunk(item: dict, key: bytes, spill_root: str) -> dict:
+    """Task 2 (module doc). ``item``: file number ``i``, chunk number ``c``, raw chunk path (None:
+    a file without data rows, its header still checked), kind, headers, label, path, ``seq0``
+    (the chunk's first row in the row order over all files), the reader's ``cell_errors`` and the
+    file's ``limits``."""
+    if item["raw"] is None:
+        frame = pd.DataFrame({f"c{j}": pd.Series(dtype="str") for j in range(len(item["headers"]))})
+        rows, extra = np.array([], dtype=np.int64), None
+    else:
+        frame = pd.read_feather(item["raw"])
+        rows = frame.pop("_row").to_numpy(dtype=np.int64)
+        extra = frame.pop("_extra").astype(bool)
+        Path(item["raw"]).unlink(missing_ok=True)
+    return _prepare(item, frame, rows, extra, item.get("cell_errors"), key, spill_root)
+
+
+def _prepare(item: dict, frame, rows, extra, cell_errors, key: bytes, spill_root: str) -> dict:
+    kind, label = item["kind"], item["label"]
+    out: dict = {"i": item["i"], "c": item["c"], "error": None, "quarantine": None, "accepted": 0,
+                 "events": None, "prepared": None, "pieces": [], "extras": [], "quarter_from_name": None}
+    try:
+        p = tb.prepare(frame, item["headers"], kind, label, rows=rows, extra_fields=extra, path=Path(item["path"]),
+                       cell_errors=cell_errors, limits=item.get("limits"))
+    except FileError as exc:
+        out["error"] = error_dict(exc)
+        return out
+    out["quarter_from_name"], out["extras"] = p.quarter_from_name, p.extras
+    out["quarantine"] = p.quarantine
+    if kind == "ledger":
+        rows_ = tb.ledger_rows(p, item["i"], key, seq0=item["seq0"])
+        out["accepted"] = len(rows_)
+        for q, part in rows_.groupby("quarter", sort=False):
+            d = Path(spill_root) / "ledger" / str(q)
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"{item['i']:05d}_{item['c']:06d}.arrow"
+            feather.write_feather(part.reset_index(drop=True), path, compression="lz4")
+            out["pieces"].append((str(q), str(path), len(part)))
+    elif kind == "events":
+        ev = tb.build_events([p], key)
+        out["accepted"] = len(ev)
+        out["events"] = ev if len(ev) else None
+    elif kind == "lines":
+        out["prepared"] = p
+        out["accepted"] = len(p.accepted)
+    elif kind == "oracle":
+        acc = p.accepted[["household_id", "quarter", "true_probability"]]
+        out["prepared"] = tb.Prepared(table="oracle", source_file=p.source_file, frame=acc, rows=p.rows,
+                                      errors=tb._err([], "", ""), quarantine=p.quarantine, header_of=p.header_of)
+        out["accepted"] = len(acc)
+    return out
+
+
+def route_quarter(item: tuple[str, list[tuple[str, int]], str], part_rows: int) -> dict:
+    """Task 3 (module doc): the duplicated person rows of one quarter's pieces (their quarantine
+    lines) and the quarter's rows routed into parts of whole households
+    (``<work>/<part>_<piece>.arrow``). Returns the quarantine lines and the part files in order."""
+    q, pieces, work = item
+    work_p = Path(work)
+    keys = [feather.read_table(p, columns=["person_key", "household_id"]) for p, _ in pieces]
+    pk = pa.chunked_array([t["person_key"] for t in keys])
+    hh = pa.chunked_array([t["household_id"] for t in keys])
+    del keys
+    dup = st._duplicated(pk)
+    part = st._parts(hh, ~dup, part_rows)
+    dup_keys = pk.filter(pa.array(dup)).unique() if dup.any() else None
+    del pk, hh
+    import pyarrow.compute as pc
+
+    work_p.mkdir(parents=True, exist_ok=True)
+    routed: dict[int, list[str]] = {}
+    d_rows, kept_rows = [], []
+    o = 0
+    for i, (path, n) in enumerate(pieces):
+        t = feather.read_table(path)
+        b = part[o:o + n]
+        if dup_keys is not None:
+            dmask = dup[o:o + n]
+            if dmask.any():
+                d_rows.append(t.filter(pa.array(dmask)).to_pandas())
+            km = ~dmask & pc.is_in(t["person_key"], value_set=dup_keys).to_numpy(zero_copy_only=False)
+            if km.any():
+                kept_rows.append(t.filter(pa.array(km)).to_pandas())
+        o += n
+        for v in np.unique(b[b >= 0]):
+            dest = work_p / f"{v:07d}_{i:07d}.arrow"
+            feather.write_feather(t.take(pa.array(np.flatnonzero(b == v))), dest, compression="lz4")
+            routed.setdefault(int(v), []).append(str(dest))
+        Path(path).unlink()
+    dq = None
+    if d_rows:
+        dq = tb.duplicate_quarantine(pd.concat(d_rows, ignore_index=True), pd.concat(kept_rows, ignore_index=True))
+    return {"q": q, "dq": dq, "parts": [routed[v] for v in sorted(routed)]}
+
+
+def build_part(item: tuple[str, int, list[str]], tolerance: float, extras: list[str], lookup_keys,
+               out_dir: str) -> dict:
+    """Task 4 (module doc): persons and households of one part of whole households
+    (``<out_dir>/<quarter>_<part>_{persons,households}.arrow``), the part's findings (a LedgerAgg
+    holding only this part) and the person rows the department events need."""
+    q, v, paths = item
+    df = pa.concat_tables([feather.read_table(p) for p in paths], promote_options="default").to_pandas()
+    for p in paths:
+        Path(p).unlink()
+    agg = tb.LedgerAgg(tolerance, extras)
+    p_out, h_out = agg.add(df)
+    del df
+    base = Path(out_dir) / f"{q}_{v:07d}"
+    persons, households = f"{base}_persons.arrow", f"{base}_households.arrow"
+    feather.write_feather(pa.Table.from_pandas(p_out, preserve_index=False), persons, compression="lz4")
+    feather.write_feather(pa.Table.from_pandas(h_out, preserve_index=False), households, compression="lz4")
+    lookup = None
+    if lookup_keys is not None and len(lookup_keys):
+        import pyarrow.compute as pc
+
+        hit = pc.is_in(pa.array(p_out["person_key"]), value_set=lookup_keys).to_numpy(zero_copy_only=False)
+        if hit.any():
+            lookup = p_out.loc[hit, ["person_key", "quarter_idx", "household_id"]]
+    return {"q": q, "v": v, "agg": agg, "persons": persons, "households": households, "lookup": lookup}

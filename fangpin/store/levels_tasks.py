@@ -1,0 +1,207 @@
+"""Store functions for level cut-offs and 保障缺口 tasks (tables ``level_thresholds`` and ``tasks``).
+
+- ``write_thresholds`` / ``write_tasks`` run inside the transaction of
+  :meth:`fangpin.store.Store.write_quarter_tables` (one batch run: warnings, tasks and cut-offs
+  commit together or not at all).
+- Cut-offs are keyed by (quarter, county, township, model version): raw scores of another model
+  version mean something else. A re-run replaces the cut-offs of its quarter, model version and
+  counties. ``read_thresholds`` gives the API every township's cut-offs of its model version.
+- Tasks are keyed by (quarter, household, rule): a re-run refreshes their content but keeps id,
+  creation time, deadline and status; open (待办理) tasks of the quarter in the run's counties that
+  the run no longer produces are removed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from fangpin.store.schema import LevelThresholdRow, TaskRow
+from fangpin.tasks import TASK_OPEN, TASK_STATUSES, TaskError, TaskRecord, check_task_transition
+
+_TASK_REFRESHED = ("county", "township", "village", "head_name", "id_masked", "gap", "department", "measure",
+                   "detail", "ruleset_version", "updated_at", "run_id", "kind")
+CUTS = ("t_red", "t_yellow", "t_blue", "t_capacity")
+COUNTS = ("n_in_scope", "n_red_wanted", "n_red", "n_yellow", "n_blue", "shortfall", "capacity")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    if ts is None:
+        return None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _db_cut(v) -> float | None:
+    """±inf (and NaN) → NULL: t_red / t_yellow / t_blue NULL mean +inf, t_capacity NULL −inf."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _insert(conn, table, rows: list[dict], key: list[str], refreshed: Iterable[str]) -> None:
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = mod.insert(table)
+    stmt = stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in refreshed})
+    conn.execute(stmt, rows)
+
+
+# ------------------------------------------------------------------------------- cut-offs
+
+
+def write_thresholds(conn, rows: Iterable[dict], quarter: str, model_version: str, scope: list[str],
+                     run_id: str) -> int:
+    """Replace the quarter's cut-offs of ``model_version`` in the counties of ``scope`` with
+    ``rows`` (models.levels.group_thresholds rows, one per township)."""
+    now = _now()
+    out = []
+    for r in rows:
+        if r["quarter"] != quarter:
+            raise ValueError(f"level cut-offs for {r['quarter']} in a run for {quarter}")
+        out.append({"quarter": quarter, "county": r["county"], "township": r["township"],
+                    "model_version": model_version, **{c: _db_cut(r[c]) for c in CUTS},
+                    **{c: int(r[c]) for c in COUNTS}, "run_id": run_id, "computed_at": now})
+    counties = sorted(set(scope) | {r["county"] for r in out})
+    if counties:
+        conn.execute(delete(LevelThresholdRow).where(
+            LevelThresholdRow.quarter == quarter, LevelThresholdRow.model_version == model_version,
+            LevelThresholdRow.county.in_(counties)))
+    if out:
+        conn.execute(LevelThresholdRow.__table__.insert(), out)
+    return len(out)
+
+
+def read_thresholds(engine: Engine, model_version: str) -> dict[tuple[str, str, str], list[float]]:
+    """{(quarter, county, township): [t_red, t_yellow, t_blue, t_capacity]} for one model version
+    (NULL back to ±inf)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(LevelThresholdRow).where(
+            LevelThresholdRow.model_version == str(model_version))).mappings()
+        out = {}
+        for r in rows:
+            out[(r["quarter"], r["county"], r["township"])] = [
+                math.inf if r["t_red"] is None else r["t_red"], math.inf if r["t_yellow"] is None else r["t_yellow"],
+                math.inf if r["t_blue"] is None else r["t_blue"],
+                -math.inf if r["t_capacity"] is None else r["t_capacity"]]
+        return out
+
+
+def read_workload(engine: Engine, quarter: str, model_version: str | None = None, scope=None) -> list[dict]:
+    stmt = select(LevelThresholdRow).where(LevelThresholdRow.quarter == quarter)
+    if model_version is not None:
+        stmt = stmt.where(LevelThresholdRow.model_version == str(model_version))
+    if scope is not None and scope.county is not None:
+        stmt = stmt.where(LevelThresholdRow.county == scope.county)
+        if scope.township is not None:
+            stmt = stmt.where(LevelThresholdRow.township == scope.township)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.order_by(LevelThresholdRow.county, LevelThresholdRow.township)).mappings()
+        return [{k: r[k] for k in ("quarter", "county", "township", "model_version", *COUNTS)} for r in rows]
+
+
+# ---------------------------------------------------------------------------------- tasks
+
+
+def _task_row(d: dict, run_id: str, now: datetime) -> dict:
+    rec = TaskRecord.model_validate(d)
+    return {**rec.model_dump(), "created_at": rec.created_at, "updated_at": now, "run_id": run_id}
+
+
+def write_tasks(conn, tables: Iterable, quarter: str, scope: list[str], run_id: str) -> int:
+    """Upsert the run's tasks (Arrow tables of fangpin.tasks.task_schema) and remove open tasks
+    of the quarter in ``scope`` that the run no longer produces (module doc)."""
+    now = _now()
+    n = 0
+    seen: set[tuple[str, str]] = set()
+    counties = set(scope)
+    for table in tables:
+        rows = []
+        for d in table.to_pylist():
+            if d["quarter"] != quarter:
+                raise ValueError(f"task for household {d['household_id']} is for {d['quarter']}, not {quarter}")
+            key = (d["household_id"], d["rule_id"])
+            if key in seen:
+                raise ValueError(f"task {d['rule_id']} of household {d['household_id']} appears twice in the run")
+            seen.add(key)
+            counties.add(d["county"])
+            rows.append(_task_row(d, run_id, now))
+        if rows:
+            _insert(conn, TaskRow, rows, ["quarter", "household_id", "rule_id"], _TASK_REFRESHED)
+            n += len(rows)
+    if counties:
+        conn.execute(delete(TaskRow).where(TaskRow.quarter == quarter, TaskRow.county.in_(sorted(counties)),
+                                           TaskRow.run_id != run_id, TaskRow.status == TASK_OPEN))
+    return n
+
+
+def _record(r) -> TaskRecord:
+    return TaskRecord(id=r.id, kind=r.kind, quarter=r.quarter, county=r.county, township=r.township,
+                      village=r.village, household_id=r.household_id, head_name=r.head_name, id_masked=r.id_masked,
+                      rule_id=r.rule_id, gap=r.gap, department=r.department, measure=r.measure, detail=r.detail,
+                      ruleset_version=r.ruleset_version, created_at=_utc(r.created_at), deadline=r.deadline,
+                      status=r.status)
+
+
+def query_tasks(engine: Engine, *, county: str | None = None, township: str | None = None,
+                village: str | None = None, quarter: str | None = None, department: str | None = None,
+                status=None, household_id: str | None = None, scope=None, limit: int = 50, offset: int = 0):
+    """Tasks matching every given filter, earliest deadline first, then department and household.
+    ``scope`` restricts to a key's scope. Returns a :class:`fangpin.store.Page`."""
+    from sqlalchemy.orm import Session
+
+    from fangpin.store.repo import Page
+
+    if limit < 1 or offset < 0:
+        raise ValueError("limit must be >= 1 and offset >= 0")
+    conds = []
+    for col, val in ((TaskRow.county, county), (TaskRow.township, township), (TaskRow.village, village),
+                     (TaskRow.quarter, quarter), (TaskRow.department, department),
+                     (TaskRow.household_id, household_id)):
+        if val is not None:
+            conds.append(col == val)
+    if status is not None:
+        vals = [status] if isinstance(status, str) else list(status)
+        bad = [v for v in vals if v not in TASK_STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad}; allowed: {list(TASK_STATUSES)}")
+        conds.append(TaskRow.status.in_(vals))
+    if scope is not None and scope.county is not None:
+        conds.append(TaskRow.county == scope.county)
+        if scope.township is not None:
+            conds.append(TaskRow.township == scope.township)
+    with engine.connect() as conn:
+        total = conn.scalar(select(func.count()).select_from(TaskRow).where(*conds))
+    stmt = (select(TaskRow).where(*conds)
+            .order_by(TaskRow.deadline, TaskRow.department, TaskRow.household_id, TaskRow.rule_id)
+            .limit(limit).offset(offset))
+    with Session(engine) as s:
+        items = [_record(r) for r in s.scalars(stmt)]
+    return Page(items, int(total or 0), limit, offset)
+
+
+def get_task(engine: Engine, task_id: str) -> TaskRecord | None:
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s:
+        row = s.get(TaskRow, task_id)
+        return _record(row) if row is not None else None
+
+
+def set_task_status(engine: Engine, task_id: str, status: str) -> TaskRecord:
+    """Change a task's status (待办理 → 办理中 → 已办结), with a guarded UPDATE."""
+    with engine.begin() as conn:
+        current = conn.scalar(select(TaskRow.status).where(TaskRow.id == task_id))
+        if current is None:
+            raise KeyError(task_id)
+        check_task_transition(current, status)
+        changed = conn.execute(update(TaskRow).where(TaskRow.id == task_id, TaskRow.status == current)
+                               .values(status=status, updated_at=_now())).rowcount
+        if changed != 1:
+            raise TaskError("该任务状态已被他人更新，请刷新后重试")
+    return get_task(engine, task_id)
