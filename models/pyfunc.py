@@ -50,7 +50,7 @@ from models.features import (
     place_contexts,
     snapshot_records,
 )
-from models.measures import MeasureTable, drivers_of, suggest
+from models.measures import MeasureTable, drivers_of, load_table, suggest
 from models.rules import Ruleset
 from models.train import Calibrator, quiet_openmp
 
@@ -66,7 +66,10 @@ ARTIFACTS = {
     "meta": "meta.json",
     "reference": "reference.json",
 }
-OPTIONAL_ARTIFACTS = ("reference",)  # models registered before it existed load without it
+# models registered before these existed load without them: no reference figures, the packaged
+# measures table and the default explanation settings (such a version was logged without its code,
+# so it scores with the installed code anyway)
+OPTIONAL_ARTIFACTS = ("reference", "measures", "explain")
 SMALL_BATCH = 256  # up to this many rows, LightGBM predicts on one thread (see RiskModel._threads)
 # The one result format: a column per name, one row per household-quarter scored.
 RESULT_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village", "in_scope",
@@ -151,7 +154,9 @@ class RiskModel:
         def text(k: str) -> str:
             return Path(paths[k]).read_text(encoding="utf-8")
 
-        ref = paths.get("reference")
+        def has(k: str) -> bool:
+            return bool(paths.get(k)) and Path(paths[k]).exists()
+
         levels = {k: v for k, v in json.loads(text("levels")).items() if k in LevelParams.model_fields}
         return cls(
             spec=FeatureSpec.from_json(text("features")),
@@ -159,11 +164,11 @@ class RiskModel:
             calibrator=Calibrator.from_json(text("calibrator")),
             ruleset=Ruleset.from_json(text("rules")),
             levels=LevelParams.model_validate(levels),  # keys of older level schemes are dropped
-            measures=MeasureTable.model_validate_json(text("measures")),
-            explain=ExplainSettings(**json.loads(text("explain"))),
+            measures=MeasureTable.model_validate_json(text("measures")) if has("measures") else load_table(),
+            explain=ExplainSettings(**json.loads(text("explain"))) if has("explain") else ExplainSettings(),
             lines={int(k): float(v) for k, v in json.loads(text("lines")).items()},
             meta=json.loads(text("meta")),
-            reference=json.loads(text("reference")) if ref and Path(ref).exists() else {},
+            reference=json.loads(text("reference")) if has("reference") else {},
         )
 
     @classmethod

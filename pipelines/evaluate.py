@@ -136,7 +136,9 @@ def scored_frame(model, frames, params: Params, from_q: int) -> pd.DataFrame:
                       explain="none")
     labels = make_labels(frames.households, params.labels.horizon_quarters)
     labels = labels[labels["quarter_idx"] >= from_q].reset_index(drop=True)
-    out = s.frame().drop(columns=["reasons", "measures"])
+    out = s.frame().drop(columns=["reasons", "measures", "summary"], errors="ignore")
+    if "deferred" not in out:  # a registered version older than capacity levels scores without it
+        out["deferred"] = False
     assert (labels["household_id"].to_numpy() == out["household_id"].to_numpy()).all()
     out["rule_rank"] = _rank_of(out["rule_level"])
     for c in ("income_ratio", "labor_class", "household_type"):

@@ -198,3 +198,17 @@ def test_saved_model_scores_identically(trained, online, tmp_path):
     assert np.array_equal(a["probability"].to_numpy(), b["probability"].to_numpy())
     assert a["reasons"].tolist() == b["reasons"].tolist() and a["measures"].tolist() == b["measures"].tolist()
     assert back.spec == model.spec and back.ruleset == model.ruleset and back.measures == model.measures
+
+
+def test_a_model_saved_before_measures_and_settings_were_artifacts_still_loads(trained, tmp_path):
+    """Versions registered before the measures table, the explanation settings and the reference
+    figures travelled with the model load with the packaged table and the defaults."""
+    from models.measures import load_table
+    from models.pyfunc import ARTIFACTS, OPTIONAL_ARTIFACTS
+
+    model = trained[3]
+    model.save(tmp_path / "m")
+    for k in OPTIONAL_ARTIFACTS:
+        (tmp_path / "m" / ARTIFACTS[k]).unlink()
+    back = RiskModel.load(tmp_path / "m")
+    assert back.measures == load_table() and back.reference == {} and back.explain.max_reasons == 4
