@@ -228,7 +228,9 @@ def drive(url: str, body: bytes, headers: dict, concurrency: int, seconds: float
 
     def run(c: int, secs: float) -> dict:
         cmd = [wrk, "-t1", f"-c{c}", f"-d{max(1, round(secs))}s", "--timeout", "10s", "-s", str(work / "wrk.lua"), url]
-        env["FANGPIN_BENCH_BASE"] = str(int(time.time() * 1000) % 10**9 * 100)  # amounts no earlier run used
+        # amounts no earlier run used: runs start ≥ 3 s apart, 900 yuan a second, far below the
+        # contract's 100,000,000 (wraps after 2.8 hours)
+        env["FANGPIN_BENCH_BASE"] = str(10_000 + int(time.time()) % 10_000 * 900)
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -252,7 +254,7 @@ def payloads(key: str, dept_key: str, ledger: dict, out: Path, env: dict) -> dic
     from fangpin.household_json import HouseholdIn, normalise_households
     from fangpin.ids import params_key
     from fangpin.store import Store
-    from serving.scoring import Context, inputs
+    from serving.scoring import Context, StoredThresholds, inputs
 
     h = ledger["household"]
     ours = json.dumps({"households": [h]}, ensure_ascii=False).encode()
@@ -261,8 +263,11 @@ def payloads(key: str, dept_key: str, ledger: dict, out: Path, env: dict) -> dic
     p = load_params()
     store = Store.from_params(p)
     rec = HouseholdIn.model_validate(normalise_households([h])[0]).model_dump(mode="json")
-    recs, hist, ctx, _ = inputs(Context(store, params_key(p)), [rec])
+    recs, hist, ctx, _ = inputs(Context(store, params_key(p), p), [rec])
+    version = ledger["version"]
+    cuts = StoredThresholds(store).lookup(version)(rec["county"], rec["township"], rec["quarter"])
     store.dispose()
+    ctx = [{**(ctx[0] or {}), **({"level_cuts": list(cuts)} if cuts is not None else {})}]  # the batch's cut-offs
     row = {k: v for k, v in {**rec, "events": [{k: v for k, v in e.items() if k != "person_key"} for e in recs[0]["events"]],
                              "history": json.dumps(hist[0]), "context": json.dumps(ctx[0])}.items() if v is not None}
     row["members"] = [{k: v for k, v in m.items() if v is not None} for m in row["members"]]
@@ -283,7 +288,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     env = env_for(out)
     version = ensure_model(out, env, args.households)
-    ledger = ledger_households(out, env)
+    ledger = ledger_households(out, env) | {"version": version}
     key = make_key(env, out, "county_system", ledger["county"])
     dept = make_key(env, out, "department", ledger["county"])
     bodies = payloads(key, dept, ledger, out, env)
