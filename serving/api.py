@@ -57,8 +57,10 @@ def audit(request: Request, who: ApiKeyInfo | None, endpoint: str, *, household_
     )
 
 
-def _out(w: WarningRecord) -> WarningOut:
-    return WarningOut(**dict(w), overdue=w.is_overdue())
+def _out(w: WarningRecord, request: Request) -> WarningOut:
+    from fangpin.warnings import local_date
+
+    return WarningOut(**dict(w), overdue=w.is_overdue(local_date(request.app.state.clock())))
 
 
 # ------------------------------------------------------------------------------------ health
@@ -188,7 +190,7 @@ def list_warnings(
     )
     audit(request, who, "GET /v1/warnings", household_ids=[w.household_id for w in page.items],
           levels=[w.level for w in page.items], outcome="read")
-    return WarningPageOut(items=[_out(w) for w in page.items], total=page.total, limit=page.limit,
+    return WarningPageOut(items=[_out(w, request) for w in page.items], total=page.total, limit=page.limit,
                           offset=page.offset)
 
 
@@ -208,7 +210,7 @@ def get_warning(request: Request, warning_id: WarningId,
     w = _warning_in_scope(request, who, warning_id, "GET /v1/warnings/{id}")
     audit(request, who, "GET /v1/warnings/{id}", household_ids=[w.household_id], levels=[w.level],
           outcome="read", model_version=w.model_version)
-    return _out(w)
+    return _out(w, request)
 
 
 @router.post("/v1/warnings/{warning_id}/feedback", response_model=WarningOut, tags=["预警"],
@@ -220,6 +222,8 @@ def feedback(
     body: Annotated[FeedbackIn, Body(openapi_examples=feedback_examples())],
     who: ApiKeyInfo = Depends(auth.require(auth.CAN_FEEDBACK)),
 ) -> WarningOut:
+    from fangpin.store.loop import verified_hook
+
     endpoint = "POST /v1/warnings/{id}/feedback"
     w = _warning_in_scope(request, who, warning_id, endpoint)
     try:
@@ -227,6 +231,7 @@ def feedback(
             warning_id, body.status, actor=body.actor, reason=body.reason, visited_at=body.visited_at,
             key_id=who.id, audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
                                   "levels": [w.level], "model_version": w.model_version},
+            hook=verified_hook(request.app.state.params, request.app.state.clock()),
         )
     except VerificationError as exc:
         audit(request, who, endpoint, household_ids=[w.household_id], levels=[w.level],
@@ -235,14 +240,16 @@ def feedback(
     except WarningNotFound:
         audit(request, who, endpoint, outcome="forbidden")
         raise auth.Forbidden() from None
-    return _out(new)
+    return _out(new, request)
 
 
 # ------------------------------------------------------------------------------------- tasks
 
 
-def _task_out(t) -> TaskOut:
-    return TaskOut(**t.model_dump(), overdue=t.is_overdue())
+def _task_out(t, request: Request) -> TaskOut:
+    from fangpin.warnings import local_date
+
+    return TaskOut(**t.model_dump(), overdue=t.is_overdue(local_date(request.app.state.clock())))
 
 
 @router.get("/v1/tasks", response_model=TaskPageOut, tags=["任务"],
@@ -269,7 +276,7 @@ def list_tasks(
         county=county, township=township, village=village, quarter=quarter, department=department, status=status,
         scope=sc, limit=limit, offset=offset)
     audit(request, who, "GET /v1/tasks", household_ids=[t.household_id for t in page.items], outcome="read")
-    return TaskPageOut(items=[_task_out(t) for t in page.items], total=page.total, limit=page.limit,
+    return TaskPageOut(items=[_task_out(t, request) for t in page.items], total=page.total, limit=page.limit,
                        offset=page.offset)
 
 
@@ -296,4 +303,4 @@ def task_status(
         audit(request, who, endpoint, household_ids=[t.household_id], outcome="rejected")
         raise ApiError(409, "status change not allowed", str(exc)) from None
     audit(request, who, endpoint, household_ids=[t.household_id], outcome=f"task:{new.status}")
-    return _task_out(new)
+    return _task_out(new, request)
