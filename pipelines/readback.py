@@ -108,55 +108,53 @@ def match(target: dict, rows: list[dict], today: date, params) -> dict | None:
             "from_status": target["status"], "reason": reason, "household_id": target["household_id"]}
 
 
-def _read_ledger(ingested_dir: Path, households: set[str] | None, from_q: int | None):
-    import pyarrow.dataset as pds
-
+def _tables(dirs: list[Path], columns, flt):
+    """The households rows of several ingested folders (a county's history and a new export), a
+    quarter of a later folder replacing the same quarter of an earlier one."""
     from pipelines.partition import dataset
 
-    ds = dataset(ingested_dir, "households")
-    if ds is None:
+    parts = []
+    for i, d in enumerate(dirs):
+        ds = dataset(Path(d), "households")
+        if ds is None:
+            continue
+        cols = [c for c in columns if c in ds.schema.names]
+        t = ds.to_table(columns=cols, filter=flt).to_pandas()
+        for c in columns:
+            if c not in t.columns:
+                t[c] = None
+        parts.append(t.assign(_src=i))
+    if not parts:
         from fangpin.errors import no_ingest_output
 
-        raise no_ingest_output(ingested_dir)
-    cols = [c for c in COLUMNS if c in ds.schema.names]
-    flt = None
-    if households is not None:
-        flt = pds.field("household_id").isin(sorted(households))
-    if from_q is not None:
-        f2 = pds.field("quarter_idx") >= from_q
-        flt = f2 if flt is None else flt & f2
-    df = ds.to_table(columns=cols, filter=flt).to_pandas()
-    for c in COLUMNS:
-        if c not in df.columns:
-            df[c] = None
-    return df
+        raise no_ingest_output(Path(dirs[-1]))
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    if len(parts) > 1:
+        newest = df.groupby("quarter_idx")["_src"].transform("max")
+        df = df[df["_src"] == newest]
+    return df.drop(columns="_src").reset_index(drop=True)
 
 
-def read_back(store, ingested_dir: Path, params, *, now: datetime | None = None) -> dict:
-    """Match the store's unfinished warnings to the ingested ledger at ``ingested_dir`` and write
-    what it says (module doc). Returns the counts."""
+def read_back(store, ingested, params, *, now: datetime | None = None) -> dict:
+    """Match the store's unfinished warnings to the ingested ledger (``ingested``: a folder of
+    canonical tables, or a list of them — the county's history, then a new export) and write what
+    it says (module doc). Returns the counts."""
     import pyarrow.dataset as pds
 
     from fangpin.store import loop as sl
     from pipelines.labels import newly_identified_at
-    from pipelines.partition import dataset
 
     now = now or datetime.now(UTC)
     today = local_date(now)
-    ds = dataset(Path(ingested_dir), "households")
-    if ds is None:
-        from fangpin.errors import no_ingest_output
-
-        raise no_ingest_output(Path(ingested_dir))
-    qcol = ds.to_table(columns=["quarter_idx"]).column("quarter_idx")
-    import pyarrow.compute as pc
-
-    max_q = int(pc.max(qcol).as_py())
+    dirs = [Path(d) for d in (ingested if isinstance(ingested, (list, tuple)) else [ingested])]
+    quarters = _tables(dirs, ["quarter_idx"], None)["quarter_idx"]
+    max_q = int(quarters.max())
     targets = sl.readback_targets(store, fq.from_index(max_q))
     changes = []
     if targets:
-        wanted = {t["household_id"] for t in targets}
-        df = _read_ledger(Path(ingested_dir), wanted, min(fq.to_index(t["quarter"]) for t in targets) - 4)
+        wanted = sorted({t["household_id"] for t in targets})
+        from_q = min(fq.to_index(t["quarter"]) for t in targets) - 4
+        df = _tables(dirs, COLUMNS, pds.field("household_id").isin(wanted) & (pds.field("quarter_idx") >= from_q))
         df["ident_q"] = newly_identified_at(df)
         df = df.sort_values(["county", "household_id", "quarter_idx"], kind="stable")
         df = df.astype(object).where(df.notna(), None)
@@ -169,10 +167,9 @@ def read_back(store, ingested_dir: Path, params, *, now: datetime | None = None)
             ch = match(t, by.get((t["county"], t["household_id"]), []), today, params)
             if ch is not None:
                 changes.append(ch)
-    latest = ds.to_table(columns=["county", "township", "village", "household_id", "quarter", "monitor_category",
-                                  "monitor_since", "risk_eliminated", "eliminated_at"],
-                         filter=(pds.field("quarter_idx") == max_q) & pds.field("monitor_category").is_valid()
-                         ).to_pandas()
+    latest = _tables(dirs, ["county", "township", "village", "household_id", "quarter", "quarter_idx",
+                            "monitor_category", "monitor_since", "risk_eliminated", "eliminated_at"],
+                     (pds.field("quarter_idx") == max_q) & pds.field("monitor_category").is_valid())
     latest = latest.astype(object).where(latest.notna(), None)
     ledger_rows = [{"county": r["county"], "household_id": r["household_id"], "township": r["township"],
                     "village": r["village"], "quarter": r["quarter"], "monitor_category": r["monitor_category"],

@@ -20,8 +20,8 @@ from serving import auth
 from serving.pages import _render, _signed_in, _today, login_ctx, sign_in
 
 router = APIRouter(include_in_schema=False)
-QuarterQ = Annotated[str | None, Query(pattern=r"^\d{4}Q[1-4]$")]
-CountyQ = Annotated[str | None, Query(min_length=1, max_length=64)]
+QuarterQ = Annotated[str | None, Query(pattern=r"^(\d{4}Q[1-4])?$")]  # empty: every quarter (the form's 全部季度)
+CountyQ = Annotated[str | None, Query(max_length=64)]
 CLUE_LIMIT = 100
 # an SVG image document: no script can run in it, its own inline styles draw it
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
@@ -78,6 +78,7 @@ def county_view(request: Request, county: CountyQ = None, quarter: QuarterQ = No
     who = _signed_in(request, auth.CAN_COUNTY_VIEW)
     if who is None:
         return _to_login()
+    county, quarter = county or None, quarter or None
     shown = _county_of(request, who, county)
     if shown is None:
         _audit(request, who, "GET /county/", outcome="forbidden")
@@ -110,6 +111,7 @@ def county_chart(request: Request, name: str, county: CountyQ = None, quarter: Q
     who = _signed_in(request, auth.CAN_COUNTY_VIEW)
     if who is None:
         return Response(status_code=401)
+    county, quarter = county or None, quarter or None
     shown = _county_of(request, who, county)
     if shown is None or name not in CHARTS:
         return Response(status_code=403 if shown is None else 404)

@@ -169,7 +169,9 @@ def _svg(fig) -> bytes:
 
     FigureCanvasSVG(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    # no metadata block (its RDF namespaces are the only URLs matplotlib would write)
+    fig.savefig(buf, format="svg", bbox_inches="tight",
+                metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     return buf.getvalue()
 
 
@@ -201,7 +203,7 @@ def _stacked_h(ax, labels: list[str], series: dict[str, list[float]], colours: d
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="lower right", fontsize=8, frameon=False, ncols=3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=9, frameon=False, ncols=3)
 
 
 def chart_levels(fig_data: dict) -> bytes:
@@ -247,7 +249,6 @@ def chart_funnel(fig_data: dict) -> bytes:
                 b.set_gid(f"bar-funnel-{k}-{i}")
         ax.set_xticks(x, [r["quarter"] for r in rows])
         ax.set_ylabel("户数")
-        ax.set_yscale("symlog", linthresh=10)
         ax.spines[["top", "right"]].set_visible(False)
         ax.legend(fontsize=8, frameon=False, ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     ax.set_title("各季度：线索 → 核实纳入 → 台账识别 → 帮扶计划 → 风险消除", fontsize=11)
@@ -282,7 +283,7 @@ def chart_concentration(fig_data: dict) -> bytes:
         ax.set_yticks(y, [r["place"] for r in rows])
         ax.invert_yaxis()
         ax.spines[["top", "right"]].set_visible(False)
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncols=1)
         ax.set_title(f"风险与识别集中的{title}（前 {len(rows)} 个）", fontsize=11)
     fig.tight_layout()
     return _svg(fig)

@@ -11,18 +11,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from fangpin import clues as fc
 from fangpin.store import ApiKeyInfo
 from fangpin.warnings import VerificationError, local_date
 from serving import auth
-from serving.api import E401, E403, E422, E503, PlaceQ, WarningId, _warning_in_scope, audit
+from serving.api import E401, E403, E422, PlaceQ, WarningId, _warning_in_scope, audit
 from serving.errors import ApiError
 from serving.schemas import (
-    ClueIn,
     ClueListItem,
-    ClueOut,
     CluePageOut,
     ErrorOut,
     LoopOut,
@@ -188,23 +186,3 @@ def list_clues(
     return CluePageOut(items=[ClueListItem(**{k: c[k] for k in ClueListItem.model_fields if k in c},
                                            outcome_text=fc.OUTCOME_LABEL[c["outcome"]]) for c in items],
                        total=total, limit=limit, offset=offset)
-
-
-@router.post("/v1/clues", response_model=ClueOut, tags=["线索"],
-             summary="登记一条线索（农户自主申报、干部排查、部门预警、群众反映、村级排查）：立即评分，生成预警或并入已有预警",
-             responses={**E401, **E403, **E409, **E422, **E503})
-def post_clue(
-    request: Request,
-    body: Annotated[ClueIn, Body()],
-    who: ApiKeyInfo = Depends(auth.require(auth.CAN_CLUE)),
-) -> ClueOut:
-    """The household is found by its 户编号 (or the keyed hash of the ID number given, which is
-    never stored) in the ledger's latest scored quarter, scored at once through the same path as
-    ``POST /v1/events`` (stored snapshot and history → the model's one method → reasons), and the
-    clue becomes a warning with a deadline, joins the household's open warning, or is merged into
-    an open clue of the same household and channel. 农户自主申报 and 群众反映 are always a warning
-    (``clues.floors``), whatever the score."""
-    from serving.clue_intake import intake
-
-    res = intake(request, who, body, source="api")
-    return res
