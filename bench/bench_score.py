@@ -139,7 +139,6 @@ def phase_score(score_dir: Path, out: Path, chunk: int | None, excel: bool, leav
             "workers": r.workers, "workbooks": len(r.workbooks),
             "workbook_rows": r.warnings if excel else 0, "seconds": s, "wall_seconds": round(wall, 1),
             "households_per_s_end_to_end": round(r.households / wall),
-            "explained_rows_per_worker_s": round(r.explained / s["explain"]) if s.get("explain") else None,
             "peak_rss_mib_main": round(_maxrss_mib()), "peak_rss_mib_per_worker": round(r.chunk_peak_rss_mib),
             "store": r.store, "load_before": load_before, "load_after": load_after}
 
@@ -171,8 +170,8 @@ def phase_baseline(score_dir: Path, out: Path, sample: int, shap_sample: int, le
             fr = chunk_frames(Path(tmp), k, {**model.lines, **p.lines})
             if fr is None:
                 continue
-            _, feats = model.score(fr, quarters=[q], explain="none", return_features=True)
-            mats.append(model.spec.matrix(feats[feats["in_scope"].to_numpy(dtype=bool)]))
+            s = model.predict(fr, quarters=[q], explain="none")
+            mats.append(s.X[np.asarray(s.features["in_scope"], dtype=bool)])
     X = np.vstack(mats)
     del mats
     n = len(X)

@@ -41,6 +41,37 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def leaves_sweep(frames, params, leaves=(7, 15, 31, 63), contrib_rows: int = 2000) -> dict:
+    """Test AUC against tree size, beside the cost of exact explanations (pred_contrib rows/s), so
+    the smallest trees that keep the AUC can be chosen (docs/benchmarks.md, "Training")."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.train import build_dataset, fit
+
+    ds = build_dataset(frames, params)
+    y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
+    rows = []
+    for nl in leaves:
+        model, split, info = fit(ds, params, num_leaves=nl)
+        te = ds.usable & split.test_rows(ds.feats)
+        X = model.spec.matrix(ds.feats.loc[te])
+        raw = model.raw_score(X)
+        sample = X[:contrib_rows]
+        t0 = time.perf_counter()
+        model.contributions(sample)
+        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.raw_score(X)
+        dtp = time.perf_counter() - t0
+        rows.append({"num_leaves": nl, "trees": info["best_iteration"], "valid_auc": info["valid_auc"],
+                     "test_auc": float(roc_auc_score(y[te], raw)), "contrib_rows_per_s": len(sample) / dt,
+                     "predict_rows_per_s": len(X) / dtp, "fit_seconds": info["fit_seconds"]})
+        print(f"num_leaves {nl}: {rows[-1]}", file=sys.stderr)
+    return {"rows": rows, "n_test": int(te.sum()), "contrib_sample": contrib_rows,
+            "measured": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--households", type=int, default=100_000)
@@ -111,7 +142,6 @@ def main() -> None:
     }
     if args.sweep:
         from models.features import Frames
-        from pipelines.train import leaves_sweep
 
         out["leaves_sweep"] = leaves_sweep(Frames.from_dir(p.paths.ingested_dir, lines=p.lines), p)["rows"]
     print(json.dumps(out, indent=1, ensure_ascii=False))

@@ -3,7 +3,9 @@
 Uses the same work dir as bench/bench_api.py (its tracking store and warning store; run that
 script once first so a ``@champion`` exists). Prints the mean time per request and, with
 ``--profile``, a cProfile table sorted by cumulative time; ``--stages`` times the scoring steps
-(validation, record → frames, features, predict, rules, explanation, audit, key check) alone.
+(validation with the value normaliser, history lookup, record → frames, features, the model's one
+method, response, audit, key check) alone. The household is the one bench_api.py exported from the
+ledger (``<out>/households.json``), so its history is in the store.
 
     .venv/bin/python bench/profile_api.py [--n 300] [--profile] [--stages]
 """
@@ -46,22 +48,23 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from fangpin.household_json import example_household
     from serving.app import create_app
 
-    body = json.dumps({"households": [example_household()]}, ensure_ascii=False).encode()
+    exported = json.loads((out / "households.json").read_text(encoding="utf-8"))["households"][0]
+    body = json.dumps({"households": [exported]}, ensure_ascii=False).encode()
     with TestClient(create_app()) as client:
         state = client.app.state
-        _, key = state.store.add_key("county_system", "青石县", label="profile")
+        _, key = state.store.add_key("county_system", exported["county"], label="profile")
         headers = {"X-API-Key": key, "Content-Type": "application/json"}
 
         def post():
             r = client.post("/v1/score", content=body, headers=headers)
             assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["history"] != "none"
 
         print(f"POST /v1/score (in-process): {_timeit(post, args.n):.2f} ms per request")
         if args.stages:
-            stages(state, key, args.n)
+            stages(state, key, args.n, json.loads(body))
         if args.profile:
             import cProfile
             import pstats
@@ -74,37 +77,36 @@ def main() -> None:
             pstats.Stats(pr).sort_stats("cumulative").print_stats(45)
 
 
-def stages(state, key: str, n: int) -> None:
-    from fangpin.household_json import example_household
-    from models.features import feature_table, frames_from_records
-    from serving.schemas import ScoreRequest
-    from serving.scoring import records, score_households
+def stages(state, key: str, n: int, raw: dict) -> None:
+    import importlib
+
+    from serving.schemas import ScoreRequest, ScoreResponse
+    from serving.scoring import inputs, results, score_households
 
     m = state.models.current
-    scorer = m.scorer
-    raw = {"households": [example_household()]}
+    scorer, ctx = m.scorer, state.scoring
+    # the registered version's own feature module (its code travels with it: models.registry)
+    mf = importlib.import_module(type(scorer).__module__.rsplit(".", 1)[0] + ".features")
+    feature_table, frames_from_records = mf.feature_table, mf.frames_from_records
     req = ScoreRequest.model_validate(raw)
-    recs = records(req.households)
-    fr = frames_from_records(recs, scorer.lines)
+    recs, hist, cont, _ = inputs(ctx, [h.model_dump() for h in req.households])
+    fr, _ = frames_from_records(recs, scorer.lines, hist, cont)
     feats = feature_table(fr, population=False)
-    X = scorer.spec.matrix(feats)
-    scored = scorer.score_records(recs, explain="none", as_frame=False)
-    results = score_households(m, req.households, state.params)
+    s = scorer.predict(recs, histories=hist, contexts=cont)
+    out = results(m, s, [h.household_id for h in req.households])
     st = state.store
     rows = {
-        "validate (pydantic)": lambda: ScoreRequest.model_validate(raw),
-        "records (model_dump)": lambda: records(req.households),
-        "frames_from_records": lambda: frames_from_records(recs, scorer.lines),
+        "validate (normaliser + pydantic)": lambda: ScoreRequest.model_validate(raw),
+        "history lookup (store)": lambda: inputs(ctx, [h.model_dump() for h in req.households]),
+        "frames_from_records": lambda: frames_from_records(recs, scorer.lines, hist, cont),
         "feature_table": lambda: feature_table(fr, population=False),
-        "spec.matrix": lambda: scorer.spec.matrix(feats),
-        "booster raw_score": lambda: scorer.raw_score(X),
+        "booster raw_score": lambda: scorer.raw_score(s.X),
         "rules": lambda: scorer.ruleset.evaluate_columns(feats, fr.events),
-        "contributions": lambda: scorer.contributions(X),
-        "score_records (all model steps)": lambda: scorer.score_records(recs, explain="none", as_frame=False),
-        "explainer (TreeSHAP+reasons+measures)": lambda: m.explainer(scored),
-        "score_households (model+explain)": lambda: score_households(m, req.households, state.params),
-        "response model_dump_json": lambda: __import__("serving.schemas", fromlist=["ScoreResponse"]).ScoreResponse(
-            model_version=m.version, ruleset_version=m.ruleset_version, results=results).model_dump_json(),
+        "reasons (TreeSHAP + sentences)": lambda: scorer.reasons_of(s.X, s.columns["raw_score"]),
+        "predict (the model's one method)": lambda: scorer.predict(recs, histories=hist, contexts=cont),
+        "score_households (lookup + predict)": lambda: score_households(m, req.households, ctx),
+        "response model_dump_json": lambda: ScoreResponse(model_version=m.version, ruleset_version=m.ruleset_version,
+                                                          results=out).model_dump_json(),
         "verify_key": lambda: st.verify_key(key),
         "audit_append": lambda: st.audit_append(key_id="profile", endpoint="POST /v1/score",
                                                 household_ids=["x"], levels=["红"], outcome="scored",

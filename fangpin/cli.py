@@ -50,6 +50,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "fangpin.synth.cli",
     "fangpin.ingest.cli",
+    "fangpin.households",
     "pipelines.cli",
     "pipelines.score_cli",
     "serving.cli",

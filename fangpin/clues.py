@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
+from fangpin.contract import CLUE_CHANNELS
 from fangpin.warnings import LEVEL_RANK, STATUS_INCLUDED, STATUS_OPEN, deadline, level_deadline
 
 SELF_APPLICATION = "农户自主申报"
@@ -36,8 +37,8 @@ CADRE = "干部排查"
 DEPARTMENT = "部门预警"
 PUBLIC = "群众反映"
 VILLAGE = "村级排查"
-CHANNELS: tuple[str, ...] = (SELF_APPLICATION, CADRE, DEPARTMENT, PUBLIC, VILLAGE)
-Channel = Literal["农户自主申报", "干部排查", "部门预警", "群众反映", "村级排查"]
+CHANNELS: tuple[str, ...] = CLUE_CHANNELS  # (SELF_APPLICATION, CADRE, DEPARTMENT, PUBLIC, VILLAGE)
+Channel = Literal["农户自主申报", "干部排查", "部门预警", "群众反映", "村级排查"]  # = CHANNELS (tests/unit/test_clues.py)
 SCREENING = "大数据筛查"  # fangpin's model and rules (batch scoring): the origin of every batch warning
 ORIGINS: tuple[str, ...] = (SCREENING, *CHANNELS)
 

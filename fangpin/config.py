@@ -255,11 +255,11 @@ class ClueParams(_Model):
 
     @model_validator(mode="after")
     def _known_channels(self) -> ClueParams:
-        from fangpin.clues import CHANNELS
+        from fangpin.contract import CLUE_CHANNELS
 
-        bad = sorted((set(self.floors) | set(self.village_check_channels)) - set(CHANNELS))
+        bad = sorted((set(self.floors) | set(self.village_check_channels)) - set(CLUE_CHANNELS))
         if bad:
-            raise ValueError(f"unknown clue channel(s) {bad}; channels: {list(CHANNELS)}")
+            raise ValueError(f"unknown clue channel(s) {bad}; channels: {list(CLUE_CHANNELS)}")
         return self
 
 
@@ -356,10 +356,16 @@ class Params(_Model):
 
     def line_for(self, year: int) -> float:
         """The configured monitoring line for a year; a missing year is an error, never a default."""
-        try:
-            return self.lines[year]
-        except KeyError:
-            raise MissingLineError(year, sorted(self.lines)) from None
+        return monitoring_line(self.lines, year)
+
+
+def monitoring_line(lines, year: int) -> float:
+    """The monitoring line (监测线) of ``year`` in ``lines`` (year → yuan): the one lookup every
+    stage uses. A missing year is an error (:class:`MissingLineError`), never a default."""
+    try:
+        return float(lines[int(year)])
+    except KeyError:
+        raise MissingLineError(int(year), sorted(lines)) from None
 
 
 class MissingLineError(UserError, KeyError):

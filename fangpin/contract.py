@@ -55,6 +55,8 @@ RISK_TYPES = (
 ELIMINATION_MODE = ("帮扶消除", "自然消除")
 DIBAO = ("农村低保", "城市低保")
 TEKUN = ("农村特困", "城市特困")
+# channels a clue reaches the county through (domain.md; fangpin/clues.py)
+CLUE_CHANNELS = ("农户自主申报", "干部排查", "部门预警", "群众反映", "村级排查")
 DEPARTMENTS = ("医保", "民政", "残联", "住建", "应急管理", "教育", "人社", "公安", "卫健", "农业农村")
 EVENT_TYPES = (
     "住院", "大额医疗自付", "重大疾病", "新增残疾", "房屋受损", "自然灾害受灾", "交通事故",
@@ -72,7 +74,10 @@ SUPPORT_HEADERS = {
     "搬迁": "support_relocation",
 }
 
-# Labour capacity classes used across the product (domain.md, Pinggui): no / weak / with labour.
+# Labour capacity classes used across the product (domain.md, Pinggui): with / weak / no labour.
+# Their order is the feature code ``labor_class_code`` (0, 1, 2); a household's class is that of its
+# best member (models.features).
+LABOR_CLASSES = ("有劳动力", "弱劳动力", "无劳动力")
 LABOR_CLASS = {
     "普通劳动力": "有劳动力",
     "技能劳动力": "有劳动力",
@@ -188,6 +193,19 @@ EVENTS = HeaderMap(EVENT_COLUMNS)
 HOUSEHOLD_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.level == "household")
 PERSON_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.level == "person")
 RISK_FIELDS = tuple(f"risk_{i}" for i in range(1, 6))
+
+
+# The head of household: the member whose 与户主关系 is 户主; a household without one is represented
+# by its first member row (household fields, head name and masked ID, the head's age and sex).
+HEAD_RELATION = "户主"
+
+
+def head_rows(persons, keys=("household_id", "quarter_idx")):
+    """One row per household (per ``keys``) of a persons DataFrame: its 户主 row, else its first
+    row (input order)."""
+    not_head = (persons["relation"] != HEAD_RELATION).to_numpy(dtype=bool, na_value=True)
+    order = persons.assign(_not_head=not_head).sort_values([*keys, "_not_head"], kind="stable")
+    return order.drop_duplicates(list(keys), keep="first").drop(columns="_not_head")
 
 
 def header_for(name: str, table: HeaderMap = LEDGER) -> str:

@@ -6,9 +6,14 @@ fields, its members (one object per person, as in the ledger) and the department
 members. The one conversion of validated households into the canonical tables the feature code
 reads is :func:`models.features.frames_from_records` (used by the API and the MLflow pyfunc).
 
-Field names are the contract's canonical English names; values use the contract's Chinese value
-sets after normalisation (``sex`` is 男/女, ``school_status`` a stage). The full ID number is used
-only to check that events belong to a member; the conversion to tables drops it.
+Field names are the contract's canonical English names. Values may be given in every form the
+ledger contract accepts — as the ledger holds them (``八年级``, ``是``/``否``, full-width digits,
+thousands separators, the contract's date forms): :func:`normalise_households` reads text values
+with ingest's own normaliser (fangpin.ingest.normalise), so a county system can post its ledger
+rows as they are; after it, values are the contract's canonical ones (``sex`` is 男/女,
+``school_status`` a stage). ``fangpin households`` writes households in this form from a ledger.
+The full ID number is used only to check that events belong to a member (and, by the API, to join
+events through its keyed hash); the model never sees it.
 
 :func:`errors_zh` turns pydantic errors into ``{path, field_zh, message_zh}`` items for operators.
 """
@@ -145,7 +150,7 @@ class _HouseholdChecks(_Base):
                 raise PydanticCustomError("duplicate_member", "成员 {index} 的证件号码与前面的成员重复",
                                           {"index": i, "at": f"members[{i}].id_number", "field": "id_number"})
             seen.add(m.id_number)
-        heads = sum(m.relation == "户主" for m in members)
+        heads = sum(m.relation == contract.HEAD_RELATION for m in members)
         if heads > 1:
             raise PydanticCustomError("heads", "一户只能有一名户主，收到 {n} 名",
                                       {"n": heads, "at": "members", "field": "relation"})
@@ -162,26 +167,6 @@ class _HouseholdChecks(_Base):
 
 
 _household_fields = _fields(contract.LEDGER_COLUMNS, "household")
-# Optional history and local context a single posted household may carry instead of its earlier
-# snapshots and its neighbours (models.features.SUPPLIED_HISTORY / SUPPLIED_CONTEXT).
-_Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-SUPPLIED_FIELDS: dict[str, tuple[Any, Any]] = {
-    "prev_income_per_capita": (
-        Annotated[float, Field(ge=contract.PER_CAPITA_MIN, le=contract.PER_CAPITA_MAX, allow_inf_nan=False)] | None,
-        Field(None, title="上次核实的人均纯收入（元）", description="上一次核实时的人均纯收入，用于计算收入变化"),
-    ),
-    "quarters_since_income_change": (
-        Annotated[int, Field(ge=0, le=400)] | None,
-        Field(None, title="距上次收入变化的季度数", description="人均纯收入上次变化距今的季度数"),
-    ),
-    "village_disaster_share": (
-        _Share | None, Field(None, title="本村本季度受灾户占比", description="0–1 之间的比例"),
-    ),
-    "township_disaster_share": (
-        _Share | None, Field(None, title="本乡镇本季度受灾户占比", description="0–1 之间的比例"),
-    ),
-}
-_household_fields.update(SUPPLIED_FIELDS)
 _household_fields["members"] = (
     Annotated[list[MemberIn], Field(min_length=1, max_length=MAX_MEMBERS)],
     Field(..., title="家庭成员", description=f"本户全部成员，1–{MAX_MEMBERS} 人"),
@@ -199,11 +184,128 @@ HouseholdIn = create_model(
 
 
 # ---------------------------------------------------------------------------------------------
+# contract value forms → canonical values (ingest's normaliser)
+
+_BY_NAME = {
+    "household": {c.name: c for c in contract.LEDGER_COLUMNS if c.level == "household"},
+    "member": {c.name: c for c in contract.LEDGER_COLUMNS if c.level == "person"},
+    "event": {c.name: c for c in contract.EVENT_COLUMNS},
+}
+
+
+def _converter(col: contract.Column) -> tuple:
+    """Columns that normalise alike share one call of fangpin.ingest.normalise.convert."""
+    return (col.kind, col.name if col.name in ("school_status", "id_number") else None)
+
+
+def normalise_events(events: list) -> list:
+    """:func:`normalise_households` for department events on their own (``POST /v1/events``)."""
+    return _normalise(events, "event")
+
+
+def normalise_households(households: list) -> list:
+    """Households in any form of the ledger contract → the same households with canonical values.
+
+    Every text value of a contract field (of the household, its members and its events) goes
+    through ingest's normaliser — the cleaning of fangpin.ingest.normalise.clean_text (full-width
+    characters, whitespace, ``—``/``-`` as missing), then that column's conversion
+    (fangpin.ingest.normalise.convert: numbers with thousands separators, the contract's date
+    forms, 性别 1/2, grade-level 在校生状况 → stage and 年级, ``2024q2``), and 是/否 → true/false.
+    Column-wise over the whole request: one normaliser call per kind of column, not per value.
+    Values that are not text pass unchanged, and a text that cannot be read stays as it was, so
+    the schema's validation reports it with its path. Returns new dicts; the input is not changed.
+    """
+    return _normalise(households, "household")
+
+
+# Normalised values by (converter, text as posted): a request's values of the small sets (categories,
+# 是/否, grades) and repeated ones are read by ingest's normaliser once, not on every request.
+_SEEN: dict[tuple, tuple] = {}
+_SEEN_MAX = 200_000
+_BAD = object()  # a value the normaliser could not read
+
+
+def _normalise(households: list, level: str) -> list:
+    import pandas as pd
+
+    from fangpin.ingest import normalise as nz
+
+    cells: list[tuple[dict, str, contract.Column]] = []
+    out = []
+
+    def take(d, lv: str):
+        if not isinstance(d, dict):
+            return d
+        d = dict(d)
+        for k, v in d.items():
+            col = _BY_NAME[lv].get(k)
+            if col is not None and isinstance(v, str):
+                cells.append((d, k, col))
+        return d
+
+    for h in households if isinstance(households, list) else []:
+        h = take(h, level)
+        if isinstance(h, dict) and level == "household":
+            for part, sub in (("members", "member"), ("events", "event")):
+                if isinstance(h.get(part), list):
+                    h[part] = [take(x, sub) for x in h[part]]
+        out.append(h)
+    if not isinstance(households, list):
+        return households
+    if not cells:
+        return out
+    keys = [(_converter(col), d[k]) for d, k, col in cells]
+    todo = [i for i, key in enumerate(keys) if key not in _SEEN]
+    if todo:
+        clean = nz.clean_text(pd.Series([keys[i][1] for i in todo], dtype="str")).tolist()
+        groups: dict[tuple, list[int]] = {}
+        for j, i in enumerate(todo):
+            groups.setdefault(keys[i][0], []).append(j)
+        if len(_SEEN) > _SEEN_MAX:
+            _SEEN.clear()
+        for js in groups.values():
+            col = cells[todo[js[0]]][2]
+            vals, bad, _, grade = nz.convert(col, pd.Series([clean[j] for j in js], dtype="str"))
+            vals = vals.astype(object).where(vals.notna(), None).tolist()
+            bad = [False] * len(js) if bad is None else bad.tolist()
+            grade = [None] * len(js) if grade is None else grade.astype(object).where(grade.notna(), None).tolist()
+            for v, b, g, j in zip(vals, bad, grade, js, strict=True):
+                i = todo[j]
+                _SEEN[keys[i]] = (_BAD, None) if b else (_plain(v, cells[i][2]), None if g is None else int(g))
+    for (d, k, _), key in zip(cells, keys, strict=True):
+        value, grade = _SEEN[key]
+        if value is _BAD:
+            continue  # unreadable: the schema reports the value as posted
+        d[k] = value
+        if grade is not None and d.get("school_grade") is None:
+            d["school_grade"] = grade
+    return out
+
+
+def _plain(v, col: contract.Column):
+    """A normalised cell as the schema takes it (missing → None, 是/否 → bool, dates → date)."""
+    import pandas as pd
+
+    from fangpin.ingest.normalise import YES_NO
+
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v):
+        return None
+    if col.kind == "yesno":
+        return YES_NO.get(v, v)
+    if col.kind == "date":
+        return pd.Timestamp(v).date()
+    if col.kind in ("int", "yyyymm"):
+        return int(v)
+    if col.kind == "float":
+        return float(v)
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------------
 # errors for operators, in Chinese
 
 _HEADERS = {c.name: c.header for c in (*contract.LEDGER_COLUMNS, *contract.EVENT_COLUMNS)}
 _HEADERS.update(members="家庭成员", events="部门预警事件", households="户列表", school_grade="年级")
-_HEADERS.update({k: v[1].title for k, v in SUPPLIED_FIELDS.items()})
 
 _MESSAGES = {
     "missing": "缺少必填字段",

@@ -131,14 +131,15 @@ def keyed_hashes(values: Iterable[str], key: bytes) -> list[str]:
     return out
 
 
-def keyed_hash_series(ids: pd.Series, key: bytes) -> pd.Series:
-    s = ids.astype("string")
-    present = s.notna().to_numpy()
-    out = pd.Series(None, index=s.index, dtype=object)
-    out[present] = keyed_hashes(s[present].tolist(), key)
-    return out
-
-
 def params_key(params) -> bytes:
     """The key as configured by a :class:`fangpin.config.Params`."""
     return load_key(params.paths.state_dir, params.ids.key_env, params.ids.key_file)
+
+
+def event_key(person_key: str, event_date, department: str | None, event_type: str, amount) -> str:
+    """The identity of a department event: the same event (person, date, department, type,
+    amount) sent twice has the same key, so it is stored and counted once."""
+    amt = "" if amount is None or (isinstance(amount, float) and np.isnan(amount)) else f"{float(amount):.2f}"
+    day = event_date.isoformat()[:10] if hasattr(event_date, "isoformat") else str(event_date)[:10]
+    text = f"{person_key}|{day}|{department or ''}|{event_type}|{amt}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

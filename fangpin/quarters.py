@@ -6,6 +6,7 @@ import calendar
 import re
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 _Q = re.compile(r"^\s*(\d{4})\s*[Qq]\s*([1-4])\s*$")
@@ -59,7 +60,8 @@ def of_yyyymm(v: int) -> str:
     return fmt(v // 100, ((v % 100) - 1) // 3 + 1)
 
 
-def index_of_yyyymm(v: pd.Series) -> pd.Series:
-    """Vectorised quarter index of a YYYYMM integer Series (nullable)."""
-    v = v.astype("Int64")
-    return (v // 100) * 4 + ((v % 100) - 1) // 3
+def index_of_yyyymm(v) -> np.ndarray:
+    """Quarter index (:func:`to_index`) of YYYYMM values, vectorised: float64, missing → NaN."""
+    v = pd.to_numeric(pd.Series(v) if not isinstance(v, np.ndarray | pd.Series) else v, errors="coerce")
+    v = np.asarray(v, dtype=np.float64)
+    return np.floor(v / 100) * 4 + np.floor((np.mod(v, 100) - 1) / 3)

@@ -21,8 +21,24 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Level = Literal["红", "黄", "蓝"]
-LEVELS: tuple[str, ...] = ("红", "黄", "蓝")  # most urgent first
-LEVEL_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}  # 0 = most urgent (sort ascending)
+# The one order of warning levels (domain.md, Lu'an): 红 (一级) > 黄 (二级) > 蓝 (三级), most urgent
+# first. Every rank of a level is derived from it: LEVEL_RANK sorts (0 = most urgent, the store's
+# level_rank column); severity() compares (0 = no warning … 3 = 红; models.levels).
+LEVELS: tuple[str, ...] = ("红", "黄", "蓝")
+LEVEL_RANK = {lvl: i for i, lvl in enumerate(LEVELS)}
+
+
+def severity(level: str | None) -> int:
+    """0 for no warning (None or anything not a level), else 1 (蓝) … 3 (红): higher is more urgent."""
+    i = LEVEL_RANK.get(level) if isinstance(level, str) else None
+    return 0 if i is None else len(LEVELS) - i
+
+
+def max_level(levels) -> str | None:
+    """The most urgent of some levels (None if there are none)."""
+    return max((lvl for lvl in levels if severity(lvl)), key=severity, default=None)
+
+
 LEVEL_LABEL = {"红": "红（一级）", "黄": "黄（二级）", "蓝": "蓝（三级）"}
 # which list a warning is on (its deadline follows): 红 home verification within
 # warnings.verification_days, 黄 the next monthly visit, 蓝 the half-yearly review
@@ -44,16 +60,6 @@ REASON_REQUIRED = frozenset({STATUS_EXCLUDED})
 
 LOCAL_TZ = ZoneInfo("Asia/Shanghai")  # deadlines are local calendar dates
 _MASKED = re.compile(r"^[0-9A-Za-z]{0,4}\*+[0-9A-Za-z]{0,4}$")
-
-
-def level_rank(level: str) -> int:
-    return LEVEL_RANK[level]
-
-
-def max_level(levels) -> str | None:
-    """The most urgent of some levels (None if there are none)."""
-    ranked = [lvl for lvl in levels if lvl in LEVEL_RANK]
-    return min(ranked, key=LEVEL_RANK.__getitem__) if ranked else None
 
 
 def contains_full_id(text: str | None) -> bool:
@@ -225,16 +231,12 @@ class WarningRecord(_Rec):
     def create(
         cls,
         *,
-        params=None,
+        params,
         created_at: datetime | None = None,
         **fields,
     ) -> WarningRecord:
         """A new open warning: id from (quarter, household, model version), deadline by level
         from ``params.warnings`` (:func:`level_deadline`)."""
-        if params is None:
-            from fangpin.config import load_params
-
-            params = load_params()
         w = params.warnings
         created = created_at or datetime.now(UTC)
         fields.setdefault("id", warning_id(fields["quarter"], fields["household_id"], fields["model_version"]))
@@ -244,18 +246,9 @@ class WarningRecord(_Rec):
             **fields,
         )
 
-    @property
-    def level_rank(self) -> int:
-        return LEVEL_RANK[self.level]
-
     def is_overdue(self, today: date | None = None) -> bool:
         today = today or local_date(datetime.now(UTC))
         return self.status == STATUS_OPEN and today > self.deadline
-
-
-def sort_key(w: WarningRecord) -> tuple:
-    """Cadre order: earliest deadline first, then highest probability, then household id."""
-    return (w.deadline, -w.probability, w.household_id)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Reasons a cadre can read: exact TreeSHAP contributions → factors → at most four Chinese sentences.
 
 One pure function of (feature spec, calibrator, feature values, contributions) → reasons, shared by
-batch scoring (pipelines/score.py, whole matrices) and the API (:func:`explainer_for`, one
-``RiskModel.score`` frame). Nothing here reads files or the registry.
+the model's one scoring method (models.pyfunc.RiskModel.reasons_of) for batch scoring, the API and
+the pyfunc alike. Nothing here reads files or the registry.
 
 1. **Contributions.** ``booster.predict(X, pred_contrib=True)`` (``RiskModel.contributions``):
    exact TreeSHAP in log-odds, one column per feature and the base value in the LAST column, so
@@ -53,14 +53,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.features import EVENT_SLUG, FeatureSpec
+from fangpin.contract import LABOR_CLASSES
+from models.features import EVENT_SLUG, RISK_SLUG, FeatureSpec
 
 MIN_LOGODDS = 0.01  # factors with a smaller |summed contribution| are not presented as reasons
 DOWN_LABEL = "（降低风险）"
 _SLUG_EVENT = {v: k for k, v in EVENT_SLUG.items()}
 _EV_COUNT = re.compile(r"^ev_(?P<slug>[a-z_]+)_n_(?P<w>\d+)q$")
 _EV_AMOUNT = re.compile(r"^ev_(?P<kind>[a-z]+)_amount_(?P<w>\d+)q$")
-_LABOUR_BY_CODE = {0: "有劳动力", 1: "弱劳动力", 2: "无劳动力"}  # models.features.LABOR_CLASS_ORDER
 _AMOUNT_KIND = {"medical": "医疗类", "loss": "损失类", "all": "部门推送"}
 
 
@@ -277,8 +277,6 @@ def _history(r: _Row, shown) -> str:
     else:
         parts.append("未曾纳入监测")
     risks = [k[len("risk_"):] for k in r.names() if k.startswith("risk_") and r[k] == 1]
-    from models.features import RISK_SLUG
-
     names = {v: k for k, v in RISK_SLUG.items()}
     if risks:
         parts.append("曾记录风险：" + "、".join(names.get(x, x) for x in risks))
@@ -694,70 +692,8 @@ def check_additivity(raw_score: np.ndarray, contrib: np.ndarray, atol: float = 1
 
 
 def labour_classes(X: np.ndarray, spec: FeatureSpec) -> list[str]:
-    """The labour class of every row of a feature matrix (missing code → 无劳动力)."""
+    """The labour class (fangpin.contract.LABOR_CLASSES) of every row of a feature matrix, from its
+    ``labor_class_code`` (missing → 无劳动力)."""
     code = np.atleast_2d(X)[:, factors_of(spec).index["labor_class_code"]]
-    code = np.where(np.isnan(code), 2, code).astype(int)
-    return [_LABOUR_BY_CODE.get(c, "无劳动力") for c in code.tolist()]
-
-
-# ----------------------------------------------------------------------------------------------
-# reasons and measures of warned rows: batch scoring (pipelines/score.py) and the API
-
-
-def explain_warned(model, params, X: np.ndarray, raw_score: np.ndarray, rule_hits: Sequence,
-                   table=None, county=None) -> tuple[list[list[dict]], list[list[dict]], list[dict]]:
-    """Reasons, suggested measures and figure summaries for warned rows (batch scoring and the
-    API alike).
-
-    ``X``: the warned rows of the model matrix; ``raw_score``: the model's raw scores of those rows
-    (for the additivity check of their exact TreeSHAP contributions); ``rule_hits``: their rule
-    hits; ``county``: their counties (base rates and comparisons from ``model.reference``).
-    Returns (reasons per row, measures per row as plain dicts, summaries per row: see
-    :func:`explain_full`); rows with equal drivers and labour class share one measures lookup.
-    """
-    from models.measures import drivers_of, suggest, table_for
-
-    table = table or table_for(params)
-    w = params.warnings
-    contrib = model.contributions(X)
-    check_additivity(raw_score, contrib)
-    reasons, summaries = explain_full(model.spec, model.calibrator, X, contrib, w.max_reasons, county=county,
-                                      reference=getattr(model, "reference", None))
-    classes = labour_classes(X, model.spec)
-    memo: dict = {}  # (drivers, labour class) → measures
-    measures = []
-    for hits, rs, lc in zip(rule_hits, reasons, classes, strict=True):
-        key = (tuple(drivers_of(hits or [], rs)), lc)
-        m = memo.get(key)
-        if m is None:
-            m = memo[key] = [x.model_dump() for x in suggest(key[0], lc, table=table, max_measures=w.max_measures)]
-        measures.append(m)
-    return reasons, measures, summaries
-
-
-def explainer_for(scorer, params) -> Callable:
-    """For the API: a callable ``f(scored) -> (reasons per row, measures per row, summaries per
-    row)`` over the :class:`models.pyfunc.Scored` arrays of ``RiskModel.score_arrays`` /
-    ``score_records(..., as_frame=False)`` (rows without a warning → None): :func:`explain_warned`
-    on the warned rows (rule hits of rules with a level floor, as a warning shows them)."""
-    from models.levels import floored_hits
-    from models.measures import table_for
-
-    table = table_for(params)
-
-    def explain(scored) -> tuple[list, list, list]:
-        cols = scored.columns
-        n = len(scored)
-        reasons: list = [None] * n
-        measures: list = [None] * n
-        summaries: list = [None] * n
-        rows = np.flatnonzero(cols["warning"])
-        if len(rows):
-            hits = [floored_hits(h, scorer.levels) for h in cols["rule_hits"][rows]]
-            rs, ms, ss = explain_warned(scorer, params, scored.X[rows], cols["raw_score"][rows], hits, table,
-                                        county=cols["county"][rows])
-            for j, i in enumerate(rows.tolist()):
-                reasons[i], measures[i], summaries[i] = rs[j], ms[j], ss[j]
-        return reasons, measures, summaries
-
-    return explain
+    code = np.where(np.isnan(code), len(LABOR_CLASSES) - 1, code).astype(int)
+    return [LABOR_CLASSES[c] for c in code.tolist()]

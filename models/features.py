@@ -42,12 +42,12 @@ import numpy as np
 import pandas as pd
 
 from fangpin import contract
-from fangpin.config import MissingLineError
+from fangpin.config import monitoring_line
+from fangpin.quarters import index_of_yyyymm
 
 # Columns carried beside the features (identity and rule inputs; never model inputs).
 KEY_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township", "village")
 
-LABOR_CLASS_ORDER = ("有劳动力", "弱劳动力", "无劳动力")  # code 0, 1, 2
 COSTLY_SCHOOL = ("高中", "中职", "高职高专", "本科及以上")
 COMPULSORY_SCHOOL = ("小学", "初中")
 MEDICAL_EVENTS = ("住院", "大额医疗自付", "重大疾病")
@@ -58,14 +58,15 @@ AMOUNT_GROUPS = {"medical": MEDICAL_EVENTS, "loss": LOSS_EVENTS, "all": contract
 # Event types whose occurrence can only add risk (monotone constraint +1 on their counts).
 RISING_EVENTS = ("住院", "大额医疗自付", "重大疾病", "新增残疾", "房屋受损", "自然灾害受灾", "交通事故",
                  "失业登记", "死亡", "辍学", "低保停发", "产业项目受损")
-# Optional fields a single posted household may carry instead of its earlier snapshots / county.
-SUPPLIED_HISTORY = ("prev_income_per_capita", "quarters_since_income_change")
-SUPPLIED_CONTEXT = ("village_disaster_share", "township_disaster_share", "township_ident_rate_4q")
-# Changes since the previous quarter's snapshot (a posted household may carry them itself).
+# Changes since the previous quarter's snapshot: d_<base> = <base> now − <base> a quarter before.
 LAG_BASES = ("n_members", "n_serious_illness", "n_labor_full", "n_migrant_workers", "work_months_total",
              "medical_oop")
-SUPPLIED_CHANGES = tuple(f"d_{b}" for b in LAG_BASES)
-SUPPLIED = (*SUPPLIED_HISTORY, *SUPPLIED_CONTEXT, *SUPPLIED_CHANGES)
+# What a household scored alone (the API, the pyfunc) carries instead of its earlier snapshots and
+# its neighbours: the ledger's history of it (:class:`History`, from the store) becomes these
+# household columns (:func:`frames_from_records`); batch and training compute them from the tables.
+INCOME_STATE = ("hist_q", "hist_ipc", "hist_prev", "hist_since")  # income history at the last snapshot
+LAG_COLUMNS = tuple(f"lag_{b}" for b in LAG_BASES)  # the bases at the previous quarter
+CONTEXT = ("village_disaster_share", "township_disaster_share", "township_ident_rate_4q")
 # English slugs for feature names (the Chinese value sets stay in fangpin.contract).
 EVENT_SLUG = {
     "住院": "hospital", "大额医疗自付": "large_medical_bill", "重大疾病": "serious_illness",
@@ -445,17 +446,30 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _yyyymm_index(v: np.ndarray) -> np.ndarray:
-    """Quarter index of YYYYMM floats (NaN stays NaN)."""
-    return np.floor(v / 100) * 4 + np.floor((np.mod(v, 100) - 1) / 3)
+def monitoring_status(hh) -> tuple[np.ndarray, np.ndarray]:
+    """Per household-quarter row: (monitored, eliminated) — 监测对象类别 filled, and 风险是否已消除 = 是."""
+    return _notnull(hh, "monitor_category"), _Cat(hh, "risk_eliminated").eq(True)
+
+
+def in_scope(hh) -> np.ndarray:
+    """In scope at the row's quarter (ledger contract, "The outcome to predict"): not a monitoring
+    object with unresolved risk (监测对象类别 blank, or 风险是否已消除 = 是)."""
+    monitored, eliminated = monitoring_status(hh)
+    return ~monitored | eliminated
+
+
+def identified_quarter(hh) -> np.ndarray:
+    """Per row: the quarter index of 识别监测时间 when the row shows an unresolved monitoring object
+    (newly identified then), else NaN. A household is newly identified after quarter t when a later
+    row shows this with a quarter index > t (pipelines.labels)."""
+    monitored, eliminated = monitoring_status(hh)
+    return np.where(monitored & ~eliminated, index_of_yyyymm(_num(hh, "monitor_since")), np.nan)
 
 
 def line_array(years: np.ndarray, lines: Mapping[int, float]) -> np.ndarray:
     out = np.full(len(years), np.nan)
     for y in np.unique(years):
-        if int(y) not in lines:
-            raise MissingLineError(int(y), sorted(lines))
-        out[years == y] = float(lines[int(y)])
+        out[years == y] = monitoring_line(lines, int(y))
     return out
 
 
@@ -557,9 +571,11 @@ def feature_table(
 
     ``population=True`` when the frames hold every household of their villages (a county's ledger):
     local context (the share of the village/township hit by a disaster this quarter, the township's
-    recent identification rate) is computed from them. For households posted one by one (API)
-    context comes only from the optional supplied fields :data:`SUPPLIED_CONTEXT`, else stays
-    missing, and changes since the previous snapshot are missing unless supplied (:data:`SUPPLIED`).
+    recent identification rate) is computed from them. For households scored one by one (API,
+    pyfunc) context comes only from their place's stored values (:data:`CONTEXT` columns, see
+    :func:`frames_from_records`), and their income history and the previous quarter's figures from
+    the ledger's history of them (:data:`INCOME_STATE`, :data:`LAG_COLUMNS`); without them those
+    features are missing.
 
     Returns a :class:`Table` of KEY_COLUMNS + every feature of :data:`FEATURES` + rule inputs
     (``year``, ``line``, ``labor_class``, ``in_scope``), one row per household-quarter, in the order
@@ -573,7 +589,15 @@ def feature_table(
         dup_pos = keys_all.order[np.flatnonzero(np.diff(keys_all.sorted) == 0)[0]]
         dup = {c: _col(hh_all, c)[dup_pos] for c in ("household_id", "quarter")}
         raise ValueError(f"households: duplicate row for household {dup['household_id']} in {dup['quarter']}")
-    prev_inc, since_chg = _income_history(keys_all.codes, qall, _num(hh_all, "income_per_capita"))
+    ipc_all = _num(hh_all, "income_per_capita")
+    inc = _income_history(keys_all.codes, qall, ipc_all)
+    state_q = _num(hh_all, "hist_q")  # a household scored alone: its income history from the ledger
+    given = np.flatnonzero(~np.isnan(state_q))
+    if len(given):
+        st = [state_q[given], *(_num(hh_all, c)[given] for c in INCOME_STATE[1:])]
+        inc["prev"][given], inc["since"][given] = _income_from_state(*st, qall[given], ipc_all[given])
+        for k, c in enumerate(INCOME_STATE):
+            inc[c][given] = st[k]
     if quarters is None:
         wanted = np.ones(len(hh_all), dtype=bool)
     else:
@@ -583,7 +607,9 @@ def feature_table(
     ext_idx = np.flatnonzero(ext)
     hh = hh_all if len(ext_idx) == len(hh_all) else _take(hh_all, ext_idx)
     keys = keys_all if hh is hh_all else _Keys(_col(hh, "household_id", object), qall[ext_idx])
-    out = _features_core(frames, hh, keys, prev_inc[ext_idx], since_chg[ext_idx], population)
+    out = _features_core(frames, hh, keys, inc["prev"][ext_idx], inc["since"][ext_idx], population)
+    for c in INCOME_STATE:  # not features: what a household scored alone needs (see history_record)
+        out[c] = inc[c][ext_idx]
     q = out["quarter_idx"]
     if population:
         out["township_ident_rate_4q"] = _ident_rate(hh_all, qall, hh, q)
@@ -591,12 +617,12 @@ def feature_table(
         out["township_ident_rate_4q"] = _num(hh, "township_ident_rate_4q")
     prev = keys.find_codes(keys.codes, q - 1)
     has = prev >= 0
-    for base in LAG_BASES:
+    for base, lag_col in zip(LAG_BASES, LAG_COLUMNS, strict=True):
         v = out[base]
-        d = np.full(len(v), np.nan)
-        d[has] = v[has] - v[prev[has]]
-        supplied = _num(hh, f"d_{base}")  # a posted household may carry the change itself
-        out[f"d_{base}"] = np.where(np.isnan(supplied), d, supplied)
+        lag = np.array(_num(hh, lag_col), dtype=np.float64)  # scored alone: its previous quarter, from the ledger
+        lag[has] = v[prev[has]]
+        out[lag_col] = lag
+        out[f"d_{base}"] = v - lag
     keep = wanted[ext_idx]
     if not keep.all():
         out = {k: v[keep] for k, v in out.items()}
@@ -612,11 +638,10 @@ def _ident_rate(hh_all: pd.DataFrame, qall: np.ndarray, hh: pd.DataFrame, q: np.
     never 0 just because the snapshot does not exist. Only what is known at the end of t is used."""
     hh_all = hh_all.to_frame() if isinstance(hh_all, Table) else hh_all
     hh = hh.to_frame() if isinstance(hh, Table) else hh
-    monitored = _notnull(hh_all, "monitor_category")
-    unresolved = ~_Cat(hh_all, "risk_eliminated").eq(True)
-    since_q = _yyyymm_index(_num(hh_all, "monitor_since"))
-    new = (monitored & unresolved & (since_q == qall)).astype(np.float64)
-    ago = np.where(monitored, qall - since_q, -1)  # quarters since identification, seen at the row's snapshot
+    new = (identified_quarter(hh_all) == qall).astype(np.float64)
+    monitored, _ = monitoring_status(hh_all)
+    # quarters since identification, seen at the row's snapshot
+    ago = np.where(monitored, qall - index_of_yyyymm(_num(hh_all, "monitor_since")), -1)
     twp_all = (hh_all["county"].astype("string") + "|" + hh_all["township"].astype("string")).to_numpy(dtype=object)
     tk = _Keys(twp_all, np.zeros(len(qall), dtype=np.int64))  # township codes
     k = tk.codes * _QBITS + qall
@@ -686,7 +711,7 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     out["n_children"] = n_children
     out["n_elderly"] = n_elderly
     out["dependency_ratio"] = _safe_div(n_children + n_elderly, n_persons)
-    head = _Cat(p, "relation").eq("户主") & (rows >= 0)
+    head = _Cat(p, "relation").eq(contract.HEAD_RELATION) & (rows >= 0)
     head_age = np.full(n, np.nan)
     head_age[rows[head]] = age[head]
     out["head_age"] = head_age
@@ -718,11 +743,8 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     out["income_per_capita"] = ipc
     out["income_ratio"] = ipc / line
     out["income_margin"] = ipc - line
-    sp, ss = _num(hh, "prev_income_per_capita"), _num(hh, "quarters_since_income_change")
-    prev = np.where(np.isnan(sp), prev, sp)
-    since = np.where(np.isnan(ss), since, ss)
     out["income_change"] = np.clip(_safe_div(ipc - prev, np.abs(prev)), -5, 5)
-    out["prev_income_per_capita"] = prev  # not a feature: carried so a record can be rebuilt
+    out["prev_income_per_capita"] = prev  # not a feature: the income state of this snapshot (history_record)
     out["quarters_since_income_change"] = since
     hh_income = ipc * n_members
     out["household_net_income"] = hh_income
@@ -754,14 +776,13 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     out["n_support_measures"] = n_support
 
     # --- monitoring history (as recorded in the snapshot of t)
-    monitored = _notnull(hh, "monitor_category")
-    elim = _Cat(hh, "risk_eliminated").eq(True)
+    monitored, elim = monitoring_status(hh)
     htype = _Cat(hh, "household_type")
     out["is_tuopin"] = htype.flag("脱贫户")
     out["eliminated_before"] = (monitored & elim).astype(np.float64)
-    out["quarters_since_elimination"] = np.where(monitored & elim, q - _yyyymm_index(_num(hh, "eliminated_at")),
+    out["quarters_since_elimination"] = np.where(monitored & elim, q - index_of_yyyymm(_num(hh, "eliminated_at")),
                                                  np.nan)
-    out["quarters_since_identified"] = np.where(monitored, q - _yyyymm_index(_num(hh, "monitor_since")), np.nan)
+    out["quarters_since_identified"] = np.where(monitored, q - index_of_yyyymm(_num(hh, "monitor_since")), np.nan)
     out["elimination_natural"] = np.where(monitored & elim, _flag(hh, "elimination_mode", "自然消除"), np.nan)
     risks = [_Cat(hh, c) for c in contract.RISK_FIELDS]
     n_risk = np.zeros(n)
@@ -792,19 +813,21 @@ def _features_core(frames: Frames, hh: pd.DataFrame, keys: _Keys, prev: np.ndarr
     # --- rule inputs and identity (not model features)
     out["year"] = years
     out["line"] = line
-    out["labor_class"] = np.array(LABOR_CLASS_ORDER, dtype=object)[labor_code.astype(np.int64)]
-    out["in_scope"] = ~monitored | elim
+    out["labor_class"] = np.array(contract.LABOR_CLASSES, dtype=object)[labor_code.astype(np.int64)]
+    out["in_scope"] = in_scope(hh)
     out["household_type"] = htype.take()
     out["quarter_of_year"] = (q % 4 + 1).astype(np.float64)
     return out
 
 
-def _income_history(codes: np.ndarray, q: np.ndarray, ipc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per household-quarter: income before the latest change (the previous verification) and the
-    number of quarters since that change, from this and earlier snapshots only."""
+def _income_history(codes: np.ndarray, q: np.ndarray, ipc: np.ndarray) -> dict[str, np.ndarray]:
+    """Per household-quarter, from this and earlier snapshots only: ``prev`` (income before the
+    latest change, i.e. the previous verification) and ``since`` (quarters since that change), and
+    the same state at the household's previous snapshot (:data:`INCOME_STATE`: its quarter index,
+    income, prev and since; NaN at a household's first snapshot)."""
     n = len(codes)
     if n == 0:
-        return np.zeros(0), np.zeros(0)
+        return {k: np.zeros(0) for k in ("prev", "since", *INCOME_STATE)}
     order = np.lexsort((q, codes))
     c, qq, v = codes[order], q[order], ipc[order]
     ar = np.arange(n)
@@ -818,10 +841,36 @@ def _income_history(codes: np.ndarray, q: np.ndarray, ipc: np.ndarray) -> tuple[
     lp = np.maximum(last, 0)
     before = np.where(ok, prev_val[lp], np.nan)
     since = np.where(ok, qq - qq[lp], np.nan).astype(np.float64)
-    out_prev, out_since = np.empty(n), np.empty(n)
-    out_prev[order] = before
-    out_since[order] = since
-    return out_prev, out_since
+    sorted_cols = {"prev": before, "since": since}
+    for c, a in zip(INCOME_STATE, (qq.astype(np.float64), v, before, since), strict=True):
+        shifted = np.r_[np.nan, a[:-1]]
+        shifted[first] = np.nan
+        sorted_cols[c] = shifted
+    out = {}
+    for k, a in sorted_cols.items():
+        out[k] = np.empty(n)
+        out[k][order] = a
+    return out
+
+
+def _income_from_state(sq: np.ndarray, sv: np.ndarray, sp: np.ndarray, ss: np.ndarray, q: np.ndarray,
+                       v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(prev, since) at quarter ``q`` with income ``v`` for households whose earlier snapshots are
+    summarised by their income state (:data:`INCOME_STATE`) at their last snapshot ``sq`` < ``q``:
+    :func:`_income_history` itself, run on the shortest snapshot sequence with that state (the value
+    before the change, the change at ``sq - ss`` and ``sq``, then ``q``), so a household scored with
+    the ledger's history gets exactly what the batch computes from all its snapshots."""
+    n = len(sq)
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    if (sq >= q).any():
+        raise ValueError("the income history must end before the quarter scored")
+    known = ~np.isnan(ss)
+    c = np.where(known, sq - np.where(known, ss, 0), sq)
+    qs = np.column_stack([c - 1, c, sq, q]).astype(np.int64).ravel()
+    vs = np.column_stack([np.where(known, sp, sv), sv, sv, v]).ravel()
+    h = _income_history(np.repeat(np.arange(n, dtype=np.int64), 4), qs, vs)
+    return h["prev"][3::4], h["since"][3::4]
 
 
 def _event_codes(events: pd.DataFrame | None, keys: _Keys) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -919,22 +968,28 @@ def event_window(events: pd.DataFrame | Table | None, hh: pd.DataFrame | Table, 
 # the canonical JSON form (one household with members and recent events) → Frames
 
 
-def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) -> Frames:
-    """Canonical frames for households posted in the canonical JSON form.
+def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float],
+                        histories: Sequence[Mapping | None] | None = None,
+                        contexts: Sequence[Mapping | None] | None = None) -> tuple[Frames, list[str]]:
+    """Canonical frames for households in the canonical JSON form, each scored alone.
 
     Each record: household fields by canonical name (``quarter`` required), ``members``: list of
     person dicts (canonical person fields; ``age`` or ``birth_date`` or ``id_number``), ``events``:
-    list of event dicts (``event_date``, ``event_type``, optional ``department``, ``amount``), and
-    optionally the history/context fields of :data:`SUPPLIED` (previous verified income, quarters
-    since it changed, changes since the previous snapshot, village/township context) — without
-    them those features are missing, as for a household seen for the first time.
+    list of event dicts (``event_date``, ``event_type``, optional ``department``, ``amount``).
     Events dated after the end of the record's quarter are ignored (not known at scoring time).
+
+    ``histories[i]``: the ledger's history of record i in the JSON form of :func:`history_records`
+    (income history and the previous quarter's figures), or None; ``contexts[i]``: its place's
+    context (:func:`place_contexts`), or None. Without them those features are missing, as for a
+    household seen for the first time (:func:`history_columns` says which part applies to the
+    record's quarter). Returns the frames and, per record, where its history came from
+    (``"ledger:<quarter>"`` or ``"none"``).
 
     The tables are :class:`Table` objects (numpy columns; no pandas work for a few rows).
     """
     from fangpin import quarters as fq
 
-    hh_rows, p_rows, e_rows = [], [], []
+    hh_rows, p_rows, e_rows, sources = [], [], [], []
     for i, rec in enumerate(records):
         if "quarter" not in rec or rec.get("quarter") in (None, ""):
             raise ValueError(f"household record {i}: field 'quarter' is required (YYYYQn)")
@@ -943,8 +998,12 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
         hid = rec.get("household_id")
         hid = str(hid) if hid not in (None, "") else f"__record_{i}"
         members = rec.get("members") or []
-        row = {k: v for k, v in rec.items() if k not in ("members", "events")}
+        row = {k: v for k, v in rec.items() if k not in ("members", "events") and k not in _DERIVED}
         row.update(household_id=hid, quarter=qs, quarter_idx=qi, n_members=len(members))
+        hist, source = history_columns(histories[i] if histories else None, qi)
+        row.update(hist)
+        row.update(context_columns(contexts[i] if contexts else None, qi))
+        sources.append(source)
         hh_rows.append(row)
         end = fq.end_date(qs)
         for m in members:
@@ -967,7 +1026,177 @@ def frames_from_records(records: Sequence[Mapping], lines: Mapping[int, float]) 
     persons = _table(p_rows, ["household_id", "quarter", "quarter_idx", "relation", "health", "labor_skill",
                               "age", *(k for r in p_rows for k in r)])
     events = _table(e_rows, [k for r in e_rows for k in r]) if e_rows else None
-    return Frames(households=hh, persons=persons, events=events, lines={int(k): float(v) for k, v in lines.items()})
+    lines = {int(k): float(v) for k, v in lines.items()}
+    return Frames(households=hh, persons=persons, events=events, lines=lines), sources
+
+
+# What only the history and context supply: a record's own fields of these names are ignored.
+_DERIVED = frozenset((*INCOME_STATE, *LAG_COLUMNS, *CONTEXT))
+
+
+# ----------------------------------------------------------------------------------------------
+# the ledger's history of a household, for scoring it alone (written by batch scoring)
+
+HISTORY_VERSION = 1
+
+
+def _f(v) -> float | None:
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def history_records(feats: Table, rows: np.ndarray) -> list[dict]:
+    """The history of rows of a feature table (:func:`feature_table` at the ledger's latest quarter
+    L), in the JSON form a household scored alone takes (:func:`frames_from_records`):
+
+    - ``same``: for a snapshot of L itself (replacing the ledger's own): the income history at the
+      household's snapshot before L (:data:`INCOME_STATE`) and the figures of quarter L-1
+      (:data:`LAG_COLUMNS`);
+    - ``next``: for a later quarter: the income history at L and the figures of L (which are the
+      previous quarter's figures only for L+1).
+    """
+    q = np.asarray(feats["quarter_idx"], dtype=np.int64)
+    same = {c: np.asarray(feats[c], dtype=np.float64) for c in (*INCOME_STATE, *LAG_COLUMNS)}
+    nxt = {"hist_q": q.astype(np.float64), "hist_ipc": feats["income_per_capita"],
+           "hist_prev": feats["prev_income_per_capita"], "hist_since": feats["quarters_since_income_change"],
+           **{lc: feats[b] for b, lc in zip(LAG_BASES, LAG_COLUMNS, strict=True)}}
+    nxt = {k: np.asarray(v, dtype=np.float64) for k, v in nxt.items()}
+    from fangpin import quarters as fq
+
+    out = []
+    for i in np.asarray(rows, dtype=np.int64).tolist():
+        out.append({"v": HISTORY_VERSION, "quarter": fq.from_index(int(q[i])),
+                    "same": {k: _f(a[i]) for k, a in same.items()},
+                    "next": {k: _f(a[i]) for k, a in nxt.items()}})
+    return out
+
+
+def history_columns(history: Mapping | None, qidx: int) -> tuple[dict[str, float], str]:
+    """The household columns a history (:func:`history_records`) gives a snapshot of quarter
+    ``qidx``, and its source: the ledger's latest quarter L (``"ledger:L"``) when ``qidx >= L``,
+    else nothing (``"none"``: an earlier quarter cannot use a history that knows its future)."""
+    from fangpin import quarters as fq
+
+    if not history:
+        return {}, "none"
+    if history.get("v") != HISTORY_VERSION:
+        raise ValueError(f"history version {history.get('v')!r} is not {HISTORY_VERSION}")
+    latest = fq.to_index(history["quarter"])
+    if qidx < latest:
+        return {}, "none"
+    part = history["same"] if qidx == latest else history["next"]
+    cols = {k: (np.nan if v is None else float(v)) for k, v in part.items()}
+    if qidx > latest + 1:  # no snapshot of the quarter before: no changes, as in the batch
+        cols.update({c: np.nan for c in LAG_COLUMNS})
+    return cols, f"ledger:{history['quarter']}"
+
+
+def place_contexts(feats: Table) -> dict[tuple[str, str, str], dict]:
+    """Local context of every place in a feature table of one quarter (a county's whole ledger):
+    ``(county, township, village)`` → the village's :data:`CONTEXT` values, and
+    ``(county, township, "")`` → the township's; each with the ``quarter`` they describe."""
+    from fangpin import quarters as fq
+
+    out: dict[tuple[str, str, str], dict] = {}
+    cols = [np.asarray(feats[c], dtype=object) for c in ("county", "township", "village")]
+    vals = {c: np.asarray(feats[c], dtype=np.float64) for c in CONTEXT}
+    q = np.asarray(feats["quarter_idx"], dtype=np.int64)
+    for i in range(len(q)):
+        county, township, village = (str(c[i]) for c in cols)
+        quarter = fq.from_index(int(q[i]))
+        out.setdefault((county, township, ""), {
+            "quarter": quarter, "township_disaster_share": _f(vals["township_disaster_share"][i]),
+            "township_ident_rate_4q": _f(vals["township_ident_rate_4q"][i])})
+        out.setdefault((county, township, village), {
+            "quarter": quarter, "village_disaster_share": _f(vals["village_disaster_share"][i])})
+    return out
+
+
+def context_columns(context: Mapping | None, qidx: int) -> dict[str, float]:
+    """The :data:`CONTEXT` columns a place context (merged township and village entries of
+    :func:`place_contexts`) gives a snapshot of quarter ``qidx``: used when it describes that
+    quarter or an earlier one."""
+    from fangpin import quarters as fq
+
+    if not context or fq.to_index(context["quarter"]) > qidx:
+        return {}
+    return {c: (np.nan if context.get(c) is None else float(context[c])) for c in CONTEXT}
+
+
+_PERSON_OUT = tuple(c.name for c in contract.LEDGER_COLUMNS if c.level == "person"
+                    and c.name not in ("id_number", "name")) + ("school_grade", "age", "person_key", "id_masked")
+
+
+def snapshot_records(frames: Frames, qidx: int, household_ids=None, event_quarters: int = 4) -> list[dict]:
+    """Households of quarter ``qidx`` in the canonical JSON form, from canonical tables (the
+    ledger's snapshot of a household as a record that can be scored alone): household fields,
+    members (contract fields without name and ID number; with ``person_key`` and ``id_masked``)
+    and the department events of the ``event_quarters`` quarters up to ``qidx`` (with
+    ``person_key``). ``household_ids`` restricts and orders the households. Column-wise: one
+    conversion per column, not per value."""
+    hh = frames.households
+    hh = hh[hh["quarter_idx"] == qidx]
+    if household_ids is not None:
+        hh = hh.set_index("household_id").loc[list(household_ids)].reset_index()
+    order = pd.Index(hh["household_id"].astype(str))
+    h_fields = [c for c in contract.HOUSEHOLD_FIELDS if c in hh.columns]
+    recs = _dicts(hh, h_fields)
+    persons = frames.persons
+    persons = persons[persons["quarter_idx"] == qidx]
+    for part, table, fields in (
+            ("members", persons, [c for c in _PERSON_OUT if c in persons.columns]),
+            ("events", _recent(frames.events, qidx, event_quarters),
+             ["person_key", "event_date", "department", "event_type", "amount"])):
+        for r in recs:
+            r[part] = []
+        if table is None or not len(table):
+            continue
+        pos = order.get_indexer(table["household_id"].astype(str))
+        keep = np.flatnonzero(pos >= 0)
+        pos = pos[keep]
+        rows = _dicts(table.iloc[keep], [f for f in fields if f in table.columns])
+        for k in np.argsort(pos, kind="stable").tolist():
+            recs[pos[k]][part].append(rows[k])
+    return recs
+
+
+def _recent(events, qidx: int, quarters: int):
+    if events is None or not len(events):
+        return None
+    q = events["quarter_idx"]
+    return events[(q <= qidx) & (q > qidx - quarters)]
+
+
+def _dicts(df: pd.DataFrame, fields: list[str]) -> list[dict]:
+    """Rows of ``df`` as dicts of JSON values, converted column by column; missing values left out."""
+    cols = []
+    for f in fields:
+        s = df[f]
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            vals = s.dt.strftime("%Y-%m-%d").astype(object).where(s.notna(), None).tolist()
+        else:  # tolist() gives Python scalars; only an object column may still hold numpy ones
+            vals = s.astype(object).where(s.notna(), None).tolist()
+            if s.dtype == object:
+                vals = [v.item() if isinstance(v, np.generic) else v for v in vals]
+        cols.append(vals)
+    if not cols:
+        return [{} for _ in range(len(df))]
+    # a missing field is left out (a record's absent field is missing): a third of the size
+    return [{f: v for f, v in zip(fields, vals, strict=True) if v is not None} for vals in zip(*cols, strict=True)]
+
+
+def _plain(v):
+    """A JSON value: dates as ISO text, numpy scalars as Python, missing as None."""
+    if v is None:
+        return None
+    if isinstance(v, pd.Timestamp | date):
+        return v.strftime("%Y-%m-%d")
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        return v
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _table(rows: list[dict], columns: Iterable[str]) -> Table:

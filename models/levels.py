@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 
 from fangpin.config import LevelParams
+from fangpin.warnings import LEVELS, severity
 
-LEVELS = ("蓝", "黄", "红")  # ascending urgency
-RANK = {None: 0, "蓝": 1, "黄": 2, "红": 3}
-_BY_RANK = np.array([None, "蓝", "黄", "红"], dtype=object)
+RANK = {None: 0, **{lvl: severity(lvl) for lvl in LEVELS}}  # 0 no warning … 3 红 (fangpin.warnings)
+_BY_RANK = np.array(sorted(RANK, key=RANK.__getitem__), dtype=object)
 INF = math.inf
 CUTS = ("t_red", "t_yellow", "t_blue", "t_capacity")  # a group's raw-score cut-offs, in this order
 STATS = ("n_in_scope", "n_red_wanted", "n_red", "n_yellow", "n_blue", "shortfall")
@@ -47,8 +47,7 @@ STATS = ("n_in_scope", "n_red_wanted", "n_red", "n_yellow", "n_blue", "shortfall
 
 def rank(levels) -> np.ndarray:
     """Levels (红/黄/蓝/None) → 3/2/1/0."""
-    s = pd.Series(levels, dtype=object)
-    return s.map(lambda v: RANK.get(v if isinstance(v, str) else None, 0)).to_numpy(dtype=np.int8)
+    return np.fromiter((severity(v) for v in levels), dtype=np.int8, count=len(levels))
 
 
 def from_rank(r: np.ndarray) -> np.ndarray:

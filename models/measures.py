@@ -15,18 +15,17 @@ labour class's defaults.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fangpin.contract import LABOR_CLASS
+from fangpin.contract import LABOR_CLASS, LABOR_CLASSES
 from fangpin.warnings import LEVEL_RANK, Measure, contains_full_id
 
 DEFAULT_TABLE = Path(__file__).resolve().parent / "measures.yaml"
-LABOUR_CLASSES = ("无劳动力", "弱劳动力", "有劳动力")
 ANY = "*"
 # Factor keys the explainer emits; the table must cover each for every labour class.
 FACTOR_KEYS = (
@@ -35,8 +34,6 @@ FACTOR_KEYS = (
     "dept_events_employment", "dept_events_death", "local_disaster", "household_composition",
     "migrant_work", "industry", "other",
 )
-# labor_class_code of models.features: 0 with labour, 1 weak, 2 none
-_CODE = {0: "有劳动力", 1: "弱劳动力", 2: "无劳动力"}
 
 
 class UnknownDriver(KeyError):
@@ -64,8 +61,8 @@ class MeasureTable(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> MeasureTable:
         problems: list[str] = []
-        if set(self.labour_classes) != set(LABOUR_CLASSES):
-            problems.append(f"labour_classes must be {list(LABOUR_CLASSES)}")
+        if set(self.labour_classes) != set(LABOR_CLASSES):
+            problems.append(f"labour_classes must be {list(LABOR_CLASSES)}")
         for mid, entry in self.catalogue.items():
             if entry.type not in self.types:
                 problems.append(f"catalogue.{mid}: type {entry.type!r} not in types")
@@ -73,10 +70,10 @@ class MeasureTable(BaseModel):
                 problems.append(f"catalogue.{mid}: text contains an ID number")
         for key, by_class in self.map.items():
             for cls, ids in by_class.items():
-                if cls != ANY and cls not in LABOUR_CLASSES:
+                if cls != ANY and cls not in LABOR_CLASSES:
                     problems.append(f"map.{key}: unknown labour class {cls!r}")
                 problems += [f"map.{key}.{cls}: unknown measure {m!r}" for m in ids if m not in self.catalogue]
-            for cls in LABOUR_CLASSES:
+            for cls in LABOR_CLASSES:
                 if not (by_class.get(ANY) or by_class.get(cls)):
                     problems.append(f"map.{key}: no measure for {cls}")
         for alias, targets in self.aliases.items():
@@ -85,7 +82,7 @@ class MeasureTable(BaseModel):
             problems += [f"aliases.{alias}: unknown driver {t!r}" for t in targets if t not in self.map]
             if not targets:
                 problems.append(f"aliases.{alias}: empty")
-        for cls in LABOUR_CLASSES:
+        for cls in LABOR_CLASSES:
             ids = self.defaults.get(cls) or []
             if not ids:
                 problems.append(f"defaults: no measure for {cls}")
@@ -122,32 +119,21 @@ class MeasureTable(BaseModel):
 
 
 def normalise_labour_class(value) -> str:
-    """无劳动力 / 弱劳动力 / 有劳动力 from a class, a 劳动技能 value, or labor_class_code 0/1/2."""
-    if isinstance(value, str):
-        v = value.strip()
-        if v in LABOUR_CLASSES:
-            return v
-        if v in LABOR_CLASS:
-            return LABOR_CLASS[v]
-    elif value is not None and not isinstance(value, bool):
+    """A labour class (fangpin.contract.LABOR_CLASSES) given as itself, as a member's 劳动技能
+    (fangpin.contract.LABOR_CLASS) or as its code 0/1/2 (models.features ``labor_class_code``)."""
+    if isinstance(value, str) and value.strip() in LABOR_CLASSES:
+        return value.strip()
+    if isinstance(value, str) and value.strip() in LABOR_CLASS:
+        return LABOR_CLASS[value.strip()]
+    if value is not None and not isinstance(value, bool | str):
         try:
             code = int(value)
         except (TypeError, ValueError):
             code = None
-        if code in _CODE and code == value:
-            return _CODE[code]
-    raise ValueError(f"unknown labour class {value!r}; expected one of {LABOUR_CLASSES}, a 劳动技能 value "
+        if code is not None and code == value and 0 <= code < len(LABOR_CLASSES):
+            return LABOR_CLASSES[code]
+    raise ValueError(f"unknown labour class {value!r}; expected one of {LABOR_CLASSES}, a 劳动技能 value "
                      f"or a code 0/1/2")
-
-
-def household_labour_class(skills: Iterable[str]) -> str:
-    """A household's class from its members' 劳动技能: with labour if any member has labour,
-    weak if any member has weak labour, else none."""
-    classes = {normalise_labour_class(s) for s in skills if s is not None}
-    for cls in ("有劳动力", "弱劳动力"):
-        if cls in classes:
-            return cls
-    return "无劳动力"
 
 
 def load_table(path: str | Path | None = None) -> MeasureTable:
@@ -166,11 +152,8 @@ def _load(path: Path) -> MeasureTable:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def table_for(params=None) -> MeasureTable:
-    if params is None:
-        from fangpin.config import load_params
-
-        params = load_params()
+def table_for(params) -> MeasureTable:
+    """The measures table configured by ``params.warnings.measures_table`` (packaged default)."""
     return load_table(params.warnings.measures_table)
 
 

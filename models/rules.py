@@ -34,7 +34,7 @@ import pandas as pd
 
 from fangpin.config import RuleParams
 from models.features import _col, event_window
-from models.levels import RANK
+from models.levels import RANK, from_rank
 
 RULE_LEVELS = {
     "R01_INCOME_BELOW_LINE": "红",
@@ -177,7 +177,7 @@ class Ruleset:
                 hits[row].append({"rule_id": "R09_SEVERE_EVENT", "level": RULE_LEVELS["R09_SEVERE_EVENT"],
                                   "text": f"{when}部门推送：" + "、".join(parts), "threshold": thr})
 
-        levels = np.array([None, "蓝", "黄", "红"], dtype=object)[rr]
+        levels = from_rank(rr)
         hits_arr = np.empty(n, dtype=object)
         hits_arr[:] = hits
         return {"rule_hits": hits_arr, "rule_rank": rr, "rule_level": levels}

@@ -67,7 +67,7 @@ def save(fig, name: str) -> None:
 # %%
 import mlflow  # noqa: E402
 
-from models.pyfunc import champion_version, load_version, setup_mlflow  # noqa: E402
+from models.registry import champion_version, load_version, setup_mlflow  # noqa: E402
 
 exp_id = setup_mlflow(params)
 runs = mlflow.search_runs(experiment_ids=[exp_id], order_by=["start_time ASC"])

@@ -126,13 +126,10 @@ class LineChange:
 
 
 def line_change(reference_years: Sequence[int], current_year: int, lines: Mapping[int, float]) -> LineChange:
-    from fangpin.config import MissingLineError
+    from fangpin.config import monitoring_line
 
-    missing = [y for y in {*reference_years, current_year} if y not in lines]
-    if missing:
-        raise MissingLineError(min(missing), sorted(lines))
-    return LineChange(int(current_year), float(lines[current_year]),
-                      {int(y): float(lines[y]) for y in sorted(set(reference_years))})
+    ref = {int(y): monitoring_line(lines, y) for y in sorted(set(reference_years))}
+    return LineChange(int(current_year), monitoring_line(lines, current_year), ref)
 
 
 @dataclass

@@ -132,16 +132,17 @@ def scored_frame(model, frames, params: Params, from_q: int) -> pd.DataFrame:
     rule rank and the slice columns."""
     from pipelines.labels import make_labels
 
-    scores, feats = model.score(frames, quarters=range(from_q, int(frames.households["quarter_idx"].max()) + 1),
-                                explain="none", return_features=True)
+    s = model.predict(frames, quarters=range(from_q, int(frames.households["quarter_idx"].max()) + 1),
+                      explain="none")
     labels = make_labels(frames.households, params.labels.horizon_quarters)
     labels = labels[labels["quarter_idx"] >= from_q].reset_index(drop=True)
-    assert (labels["household_id"].to_numpy() == scores["household_id"].to_numpy()).all()
-    out = scores.drop(columns=["explanation"])
+    out = s.frame().drop(columns=["reasons", "measures", "summary"], errors="ignore")
+    if "deferred" not in out:  # a registered version older than capacity levels scores without it
+        out["deferred"] = False
+    assert (labels["household_id"].to_numpy() == out["household_id"].to_numpy()).all()
     out["rule_rank"] = _rank_of(out["rule_level"])
-    out["income_ratio"] = feats["income_ratio"].to_numpy()
-    out["labor_class"] = feats["labor_class"].to_numpy()
-    out["household_type"] = feats["household_type"].to_numpy()
+    for c in ("income_ratio", "labor_class", "household_type"):
+        out[c] = np.asarray(s.features[c])
     out["labelled"] = labels["labelled"].to_numpy()
     out["label"] = labels["label"].to_numpy(dtype=np.float64, na_value=np.nan)
     head = _heads(frames.persons, from_q)
@@ -161,9 +162,9 @@ def _rank_of(levels: pd.Series) -> np.ndarray:
 
 def _heads(persons: pd.DataFrame, from_q: int) -> pd.DataFrame:
     """Sex and 民族 of the head of household (fairness audit only, never a feature)."""
-    p = persons[persons["quarter_idx"] >= from_q]
-    p = p.assign(_head=(p["relation"] == "户主").astype(int)).sort_values(["_head"], ascending=False)
-    h = p.drop_duplicates(["household_id", "quarter_idx"], keep="first")
+    from fangpin.contract import head_rows
+
+    h = head_rows(persons[persons["quarter_idx"] >= from_q])
     cols = {"sex": "head_sex", "ethnicity": "head_ethnicity"}
     h = h[["household_id", "quarter_idx", *[c for c in cols if c in h.columns]]].rename(columns=cols)
     return h
@@ -371,18 +372,15 @@ def lead_times(scored: pd.DataFrame, households: pd.DataFrame, from_q: int) -> d
 
 def shap_importance(model, frames, test: pd.DataFrame, params: Params) -> dict:
     """Mean |pred_contrib| (log-odds) over a sample of test rows, per feature and per group."""
-    from models.features import build_features
-
     rng = np.random.default_rng(params.model.seed)
     n = min(params.model.explain_sample, len(test))
     pick = test.iloc[np.sort(rng.choice(len(test), n, replace=False))]
     qs = sorted(pick["quarter_idx"].unique())
-    lines = {**model.lines, **frames.lines}
-    from models.features import Frames
-
-    feats = build_features(Frames(frames.households, frames.persons, frames.events, lines), quarters=qs)
-    feats = feats.merge(pick[["household_id", "quarter_idx"]], on=["household_id", "quarter_idx"])
-    contrib = model.contributions(model.spec.matrix(feats))
+    s = model.predict(frames, quarters=qs, explain="none")  # the model's own features
+    keys = pd.DataFrame({"household_id": np.asarray(s.features["household_id"]),
+                         "quarter_idx": np.asarray(s.features["quarter_idx"])}).reset_index()
+    rows = keys.merge(pick[["household_id", "quarter_idx"]], on=["household_id", "quarter_idx"])["index"]
+    contrib = model.contributions(s.X[rows.to_numpy()])
     imp = np.abs(contrib[:, :-1]).mean(axis=0)
     by_feature = dict(sorted(zip(model.spec.names, imp.tolist(), strict=False), key=lambda kv: -kv[1]))
     groups: dict[str, float] = {}
@@ -397,7 +395,7 @@ def shap_importance(model, frames, test: pd.DataFrame, params: Params) -> dict:
 def evaluate(params: Params) -> dict:
     """The `fangpin evaluate` stage. Returns metrics.json's content."""
     from fangpin.quarters import to_index
-    from models.pyfunc import load_version
+    from models.registry import load_version
     from models.train import Split
     from pipelines import report as rep
     from pipelines.model_card import bilingual, build_cards, log_cards
@@ -416,11 +414,6 @@ def evaluate(params: Params) -> dict:
     detail["split"] = info["split"]
     detail["fit"] = info.get("fit", {})
     detail["calibration"] = model.calibrator.method
-    leaves = Path(params.paths.reports_dir) / "leaves_sweep.json"
-    if leaves.exists():
-        import json
-
-        detail["leaves_sweep"] = json.loads(leaves.read_text(encoding="utf-8"))
     rdir = Path(params.paths.reports_dir)
     write_json(rdir / "metrics.json", metrics)
     write_json(rdir / "metrics_detail.json", detail)
@@ -468,7 +461,7 @@ def _log_to_mlflow(params, info, metrics, detail, rdir: Path, report_path: Path)
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import setup_mlflow
+    from models.registry import setup_mlflow
 
     setup_mlflow(params)
     with mlflow.start_run(run_id=info["run_id"]):

@@ -20,24 +20,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fangpin.quarters import index_of_yyyymm
-
 
 def in_scope(households: pd.DataFrame) -> pd.Series:
-    monitored = households["monitor_category"].notna()
-    if households["monitor_category"].dtype == object or pd.api.types.is_string_dtype(households["monitor_category"]):
-        monitored &= households["monitor_category"].astype("string").str.strip().fillna("") != ""
-    eliminated = households["risk_eliminated"].astype("boolean").fillna(False)
-    return (~monitored | eliminated).astype(bool)
+    """models.features.in_scope as a Series aligned with ``households``."""
+    from models.features import in_scope as scope
+
+    return pd.Series(scope(households), index=households.index, dtype=bool)
 
 
 def newly_identified_at(households: pd.DataFrame) -> pd.Series:
     """Per snapshot row: the quarter index of identification when the row shows an unresolved
-    monitoring object (NaN otherwise)."""
-    monitored = households["monitor_category"].notna()
-    unresolved = households["risk_eliminated"].astype("boolean").fillna(False) == False  # noqa: E712
-    since_q = index_of_yyyymm(pd.to_numeric(households["monitor_since"], errors="coerce"))
-    return since_q.where(monitored & unresolved).astype("Float64")
+    monitoring object, else NA (models.features.identified_quarter)."""
+    from models.features import identified_quarter
+
+    return pd.Series(identified_quarter(households), index=households.index).astype("Float64")
 
 
 def make_labels(households: pd.DataFrame, horizon: int) -> pd.DataFrame:

@@ -324,7 +324,7 @@ def log_cards(params, info: dict, cards: dict[str, str]) -> None:
     """Log both cards to the version's training run and make them the version's description."""
     from mlflow import MlflowClient
 
-    from models.pyfunc import setup_mlflow
+    from models.registry import setup_mlflow
 
     setup_mlflow(params)
     client = MlflowClient()

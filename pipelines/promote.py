@@ -72,7 +72,7 @@ def promote(params: Params, version: str | None = None) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import champion_version, load_version, setup_mlflow
+    from models.registry import champion_version, load_version, setup_mlflow
     from models.train import Split
 
     info = read_train_info(params)
@@ -133,7 +133,7 @@ def rollback(params: Params) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import champion_version, setup_mlflow
+    from models.registry import champion_version, setup_mlflow
 
     exp_id = setup_mlflow(params)
     client = MlflowClient()

@@ -92,19 +92,6 @@ def write_figures(fig_dir: Path, metrics: dict, detail: dict, plots: dict) -> di
     out["shap"] = "figures/shap_importance.png"
     fig.savefig(fig_dir / "shap_importance.png", dpi=110)
     plt.close(fig)
-    # 4. AUC vs num_leaves, when the sweep was run
-    sweep = detail.get("leaves_sweep")
-    if sweep:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        rows = sweep["rows"]
-        ax.plot([r["num_leaves"] for r in rows], [r["test_auc"] for r in rows], "o-")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("num_leaves")
-        ax.set_ylabel("test AUC")
-        fig.tight_layout()
-        out["leaves"] = "figures/auc_vs_leaves.png"
-        fig.savefig(fig_dir / "auc_vs_leaves.png", dpi=110)
-        plt.close(fig)
     return out
 
 
@@ -244,12 +231,6 @@ def write_report(rdir: Path, metrics: dict, detail: dict, plots: dict, info: dic
               f"Exact TreeSHAP (`pred_contrib`, log-odds) on {imp['rows']:,} test rows.", "",
               f"![shap]({figs['shap']})", "", "| factor group | mean abs contribution |", "|---|---|"]
     lines += [f"| {g} | {v:.4f} |" for g, v in imp["groups"].items()]
-    if "leaves" in figs:
-        lines += ["", "## Tree size", "", "| num_leaves | trees | test AUC | rows/s pred_contrib |", "|---|---|---|---|"]
-        for row in detail["leaves_sweep"]["rows"]:
-            lines.append(f"| {row['num_leaves']} | {row['trees']} | {row['test_auc']:.4f} | "
-                         f"{row['contrib_rows_per_s']:,.0f} |")
-        lines += ["", f"![leaves]({figs['leaves']})"]
     report = rdir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report

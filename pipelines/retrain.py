@@ -177,7 +177,7 @@ def existing_store(params: Params):
 
 def feedback_summary(df: pd.DataFrame | None) -> dict:
     """Counts of confirmed (纳入监测) and excluded (排除) warnings, by level and by reason."""
-    from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN
+    from fangpin.warnings import LEVEL_RANK, STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN
 
     if df is None:
         return {"available": False}
@@ -190,8 +190,7 @@ def feedback_summary(df: pd.DataFrame | None) -> dict:
         by_level[str(lvl)] = {"warnings": int(len(g)), "confirmed": int((g["status"] == STATUS_INCLUDED).sum()),
                               "excluded": int((g["status"] == STATUS_EXCLUDED).sum()),
                               "open": int((g["status"] == STATUS_OPEN).sum())}
-    order = {"红": 0, "黄": 1, "蓝": 2}
-    out["by_level"] = dict(sorted(by_level.items(), key=lambda kv: order.get(kv[0], 9)))
+    out["by_level"] = dict(sorted(by_level.items(), key=lambda kv: LEVEL_RANK.get(kv[0], len(LEVEL_RANK))))
     ex = df[df["status"] == STATUS_EXCLUDED]
     reasons = ex["status_reason"].fillna("（未填写）").astype(str).str.strip()
     out["excluded_by_reason"] = {str(k): int(v) for k, v in reasons.value_counts().items()}
@@ -239,8 +238,8 @@ def loop_summary(df: pd.DataFrame) -> dict:
 def _in_scope_rows(model, frames, quarters: list[str]):
     from fangpin.quarters import to_index
 
-    scores, feats = model.score(frames, quarters=[to_index(q) for q in quarters], explain="none",
-                                return_features=True)
+    s = model.predict(frames, quarters=[to_index(q) for q in quarters], explain="none")
+    scores, feats = s.frame(), s.features.to_frame()  # the model's own features
     keep = scores["in_scope"].astype(bool).to_numpy()
     return scores[keep].reset_index(drop=True), feats[keep].reset_index(drop=True)
 
@@ -304,7 +303,7 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
     Returns the verdict dict (also written to verdict.json)."""
     import mlflow
 
-    from models.pyfunc import champion_version, load_version, setup_mlflow
+    from models.registry import champion_version, load_version, setup_mlflow
     from pipelines.common import load_frames
     from pipelines.evaluate import evaluate
     from pipelines.model_card import build_cards, log_cards, write_cards

@@ -11,19 +11,21 @@ or this process for a small county). Memory per task is bounded by the chunk siz
    townships (``warnings.chunk_households`` per chunk), so the population context of
    models.features and per-township capacities come out exactly as for the whole county
    (tests/data/test_score.py checks it).
-2. **Chunks**, one task each (:func:`_run_chunk`): ``RiskModel.score`` (features, booster,
-   calibration, rules, levels) without explanations; then TreeSHAP (``pred_contrib``) and reasons
-   (models.explain) ONLY for the in-scope households with a warning, additivity checked on every
-   explained row; the warnings as an Arrow table (head-of-household name and masked ID from
-   persons, measures from models.measures) checked in bulk with the WarningRecord rules
-   (fangpin.warnings.validate_table); the chunk's warnings and every scored household's levels go
-   to Parquet files in the scratch directory.
+2. **Chunks**, one task each (:func:`_run_chunk`): ``RiskModel.predict`` (the model's one scoring
+   method: features, booster, calibration, rules, levels, and reasons and measures ONLY for the
+   in-scope households with a warning, additivity of their TreeSHAP checked on every explained
+   row); the warnings as an Arrow table (head-of-household name and masked ID from persons)
+   checked in bulk with the WarningRecord rules (fangpin.warnings.validate_table); the chunk's
+   warnings, tasks and every scored household's levels go to Parquet files in the scratch
+   directory, and so does the online history of its households (for ``/v1/score`` and
+   ``/v1/events``).
 3. **Workbooks**, one task per township (:func:`_write_workbook`, fangpin.excel), started as soon
    as its chunk is done, into the scratch directory.
 4. **Store**, in the calling process while the chunks run: ``Store.write_quarter_tables`` inserts
    each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or killed
    run leaves the store as it was — the quarter appears whole or not at all), committed after the
-   last chunk.
+   last chunk; then the online history of the scored quarter replaces that of its counties
+   (fangpin.store.history), in a transaction of its own.
 5. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
    Parquet outputs and the workbooks moved into place (atomic per file).
 
@@ -42,7 +44,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,6 +81,7 @@ class ScoreResult:
     report: dict = field(default_factory=dict)  # the score report (levels, workload, tasks): score_report_<Q>.json
     report_path: str = ""
     readback: dict = field(default_factory=dict)  # the exports read back (pipelines/readback.py)
+    history: dict = field(default_factory=dict)  # online history written (fangpin.store.history)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -110,24 +112,23 @@ def latest_quarter(ingested_dir: Path) -> str:
 
 
 def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
-    """Head-of-household name and masked ID per household (户主 row, else the first member)."""
+    """Head-of-household name and masked ID per household (fangpin.contract.head_rows)."""
+    from fangpin.contract import head_rows
+
     p = persons[persons["quarter_idx"] == qidx]
-    cols = [c for c in ("household_id", "relation", "name", "id_masked") if c in p.columns]
-    p = p[cols].copy()
-    if "relation" in p.columns:
-        p["_not_head"] = (p["relation"] != "户主").to_numpy(dtype=bool, na_value=True)
-        p = p.sort_values(["household_id", "_not_head"], kind="stable")
-    out = p.drop_duplicates("household_id", keep="first").set_index("household_id")
+    out = head_rows(p[[c for c in ("household_id", "quarter_idx", "relation", "name", "id_masked")
+                       if c in p.columns]]).set_index("household_id")
     for c in ("name", "id_masked"):
         if c not in out.columns:
             out[c] = None
     return out[["name", "id_masked"]]
 
 
-def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, persons: pd.DataFrame,
-                  qidx: int, created_at: datetime, table=None):
-    """Warnings of the in-scope warned rows of one scored chunk as an Arrow table of
-    fangpin.warnings.record_schema, checked with validate_table. Returns (table, explained)."""
+def warnings_table(model, params: Params, scored: pd.DataFrame, heads: pd.DataFrame, created_at: datetime):
+    """Warnings of the in-scope warned rows of one scored chunk (RiskModel.predict with
+    ``explain="in_scope"``: reasons, figure summaries and measures on those rows) as an Arrow
+    table of fangpin.warnings.record_schema, checked with validate_table. ``heads``:
+    :func:`_heads`. Returns (table, explained)."""
     import pyarrow as pa
 
     from fangpin.warnings import (
@@ -138,12 +139,9 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, pe
         validate_table,
         warning_id,
     )
-    from models.explain import explain_warned
-    from models.measures import table_for
+    from models.levels import floored_hits
 
     schema = record_schema()
-    table = table or table_for(params)
-    from models.levels import floored_hits
 
     warn = np.flatnonzero((scored["warning"] & scored["in_scope"]).to_numpy(dtype=bool))
     if not len(warn):
@@ -153,10 +151,9 @@ def explain_chunk(model, params: Params, scored: pd.DataFrame, X: np.ndarray, pe
     # are tasks), the four fields of a hit
     hits = [[{k: h[k] for k in ("rule_id", "level", "text", "threshold")} for h in floored_hits(hs, model.levels)]
             for hs in hits_col]
-    county = scored["county"].to_numpy()[warn]
-    reasons, measures, figs = explain_warned(model, params, X[warn], scored["raw_score"].to_numpy()[warn], hits,
-                                             table, county=county)
-    heads = _heads(persons, qidx)
+    reasons = scored["reasons"].to_numpy()[warn].tolist()
+    measures = scored["measures"].to_numpy()[warn].tolist()
+    figs = scored["summary"].to_numpy()[warn].tolist()
     hid = scored["household_id"].to_numpy()[warn].astype(str)
     names = heads["name"].reindex(hid)
     masked = heads["id_masked"].reindex(hid)
@@ -264,21 +261,6 @@ def _scores_table(scored: pd.DataFrame):
     return pa.Table.from_pandas(df, preserve_index=False).cast(schema)
 
 
-def iter_records(path: Path, **filters) -> Iterator:
-    """WarningRecords of a warnings Parquet file (optionally filtered by column equality)."""
-    import pyarrow.dataset as pds
-
-    from fangpin.warnings import WarningRecord
-
-    flt = None
-    for k, v in filters.items():
-        e = pds.field(k) == v
-        flt = e if flt is None else flt & e
-    for b in pds.dataset(str(path), format="parquet").to_batches(filter=flt, batch_size=20_000):
-        for row in b.to_pylist():
-            yield WarningRecord.model_validate(row)
-
-
 # ----------------------------------------------------------------------------------------------
 # the tasks: one chunk, one workbook
 
@@ -304,7 +286,7 @@ def _run_chunk(k: int, job: dict) -> dict:
     from fangpin.tasks import by_department
     from pipelines.partition import chunk_frames
 
-    scratch, model, params, qidx = Path(job["scratch"]), job["model"], job["params"], job["qidx"]
+    scratch, model, params, qidx = Path(job["scratch"]), _job_model(job), job["params"], job["qidx"]
     if job["threads"]:
         model.meta["num_threads"] = job["threads"]  # the cluster is the parallelism: a thread per task
     out = {"k": k, "households": 0, "warnings": 0, "explained": 0, "by_level": {}, "rule_warnings": 0,
@@ -315,12 +297,16 @@ def _run_chunk(k: int, job: dict) -> dict:
         out["peak_rss_mib"] = peak_rss_mib()
         return out
     t1 = time.perf_counter()
-    s = model.score_arrays(fr, quarters=[qidx], explain="none")
-    scored, X = s.frame(), s.X
+    s = model.predict(fr, quarters=[qidx], explain="in_scope")
+    scored = s.frame()
     t2 = time.perf_counter()
-    table, n_exp = explain_chunk(model, params, scored, X, fr.persons, qidx, job["created"], job["table"])
+    heads = _heads(fr.persons, qidx)
+    table, n_exp = warnings_table(model, params, scored, heads, job["created"])
     tasks = chunk_tasks(model, params, scored, fr.persons, qidx, job["created"])
     t3 = time.perf_counter()
+    if job["history"]:
+        _write_history_chunk(model, fr, s, scored, heads, qidx, job, scratch / f"history_{k:04d}")
+    t_hist = time.perf_counter() - t3
     out["levels"] = [] if s.level_groups is None else s.level_groups.to_dict(orient="records")
     out["tasks"] = tasks.num_rows
     out["tasks_by_department"] = by_department(tasks.to_pylist()) if tasks.num_rows else {}
@@ -339,8 +325,92 @@ def _run_chunk(k: int, job: dict) -> dict:
                                                            tasks.column("township").to_pylist(), strict=True)))
     t4 = time.perf_counter()
     out["peak_rss_mib"] = peak_rss_mib()
-    out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "explain": t3 - t2, "write": t4 - t3}
+    out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "warnings": t3 - t2, "history": t_hist,
+                      "write": t4 - t3 - t_hist}
     return out
+
+
+_MODELS: dict = {}  # per worker process: the run's model, unpickled once (by its pickle's hash)
+
+
+def _job_model(job: dict):
+    """The run's model. On a cluster it travels pickled, with the directory of its own code
+    (models.registry.code_path) put on the worker's ``sys.path`` before it is unpickled."""
+    if job.get("model") is not None:
+        return job["model"]
+    import hashlib
+    import pickle
+    import sys
+
+    key = hashlib.sha256(job["model_pickle"]).hexdigest()
+    if key not in _MODELS:
+        if job.get("model_path") and job["model_path"] not in sys.path:
+            sys.path.insert(0, job["model_path"])
+        _MODELS.clear()
+        _MODELS[key] = pickle.loads(job["model_pickle"])
+    return _MODELS[key]
+
+
+def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, job: dict,
+                         base: Path) -> None:
+    """The online history of a chunk's households (fangpin.store.history): households, person →
+    household map and place context, as three Parquet files ``<base>_{households,persons,places}``
+    (``data`` as JSON text)."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from fangpin.ids import keyed_hashes
+
+    hids = scored["household_id"].astype(str).tolist()
+    hkeys = keyed_hashes(hids, job["id_key"])
+    hist = model.histories(s, np.arange(len(hids)))
+    snaps = model.snapshots(fr, qidx, hids, job["event_quarters"])
+    hd = heads.reindex(hids)
+
+    def text(values) -> list:
+        return [None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in values]
+
+    pq.write_table(pa.table({
+        "household_key": hkeys, "household_id": hids,
+        "county": text(scored["county"]), "township": text(scored["township"]), "village": text(scored["village"]),
+        "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
+        "data": [orjson.dumps({"history": h, "snapshot": sn}).decode() for h, sn in zip(hist, snaps, strict=True)],
+    }), f"{base}_households.parquet")
+    p = fr.persons
+    p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
+    key_of = dict(zip(hids, hkeys, strict=True))
+    county_of = dict(zip(hids, text(scored["county"]), strict=True))
+    ph = p["household_id"].astype(str).tolist()
+    pq.write_table(pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
+                             "household_key": [key_of.get(h) for h in ph],
+                             "county": [county_of.get(h) for h in ph]},
+                            schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
+                                              ("county", pa.string())])), f"{base}_persons.parquet")
+    places = model.place_contexts(s)
+    pq.write_table(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
+                             "village": [k[2] for k in places],
+                             "quarter": [v.pop("quarter") for v in places.values()],
+                             "data": [orjson.dumps(v).decode() for v in places.values()]},
+                            schema=pa.schema([("county", pa.string()), ("township", pa.string()),
+                                              ("village", pa.string()), ("quarter", pa.string()),
+                                              ("data", pa.string())])), f"{base}_places.parquet")
+
+
+def _history_rows(scratch: Path, n_chunks: int, part: str):
+    """Rows of the chunks' history files of one part (households, persons or places), for
+    fangpin.store.history.write_history (``data`` stays JSON text)."""
+    import pyarrow.parquet as pq
+
+    for k in range(n_chunks):
+        f = scratch / f"history_{k:04d}_{part}.parquet"
+        if not f.exists():
+            continue
+        for b in pq.ParquetFile(f).iter_batches(batch_size=5000):
+            for r in b.to_pylist():
+                if part == "persons" and r["household_key"] is None:
+                    continue
+                yield r
 
 
 def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
@@ -393,6 +463,7 @@ def score_quarter(
     chunk_households: int | None = None,
     executor=None,
     readback_dirs: list[Path] | None = None,
+    history: bool = True,
 ) -> ScoreResult:
     """Score one quarter (default: the latest in the data) and publish its warnings (module doc).
 
@@ -405,9 +476,14 @@ def score_quarter(
     inserts finished ones into the store), ``store`` (wall from the last chunk to the commit),
     ``excel_wait`` (wall from the commit until the last workbook), ``publish`` (Parquet outputs and
     workbooks into place), ``total``; and task times summed over tasks (worker time, not wall):
-    ``score`` (features, booster, calibration, rules, levels), ``explain`` (TreeSHAP, reasons,
-    measures, the checked warnings table), ``excel`` (workbooks), ``chunk_read`` and
-    ``chunk_write`` (chunk input and Parquet output).
+    ``score`` (the model's one method: features, booster, calibration, rules, levels, TreeSHAP,
+    reasons, measures), ``warnings`` (the checked warnings table and tasks), ``excel``
+    (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output), ``history``
+    (the online history of the chunks) and ``history_store`` (writing it, after the warnings'
+    commit).
+
+    ``history``: also leave the online history of the scored quarter in the store
+    (fangpin.store.history) for ``/v1/score`` and ``/v1/events``.
     """
     from fangpin import quarters as fq
 
@@ -428,7 +504,7 @@ def score_quarter(
                             f"The ledger has no households in {quarter}: choose a quarter it holds with --quarter, or "
                             f"ingest that quarter's export first.")  # a ValueError
     kw = dict(quarter=quarter, ingested_dir=src, model=model, store=store, root=root, show_progress=show_progress,
-              write_excel=write_excel, chunk_households=chunk_households, n_q=n_q,
+              write_excel=write_excel, chunk_households=chunk_households, n_q=n_q, history=history,
               readback_dirs=readback_dirs or [src])
     if executor is not None:
         return _score(params, executor, **kw)
@@ -439,12 +515,13 @@ def score_quarter(
 
 
 def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store, root, show_progress: bool,
-           write_excel: bool, chunk_households: int | None, n_q: int, readback_dirs: list[Path]) -> ScoreResult:
+           write_excel: bool, chunk_households: int | None, n_q: int, history: bool,
+           readback_dirs: list[Path]) -> ScoreResult:
     from fangpin import quarters as fq
+    from fangpin.ids import params_key
     from fangpin.tasks import task_schema
     from fangpin.warnings import local_date, record_schema
     from models.levels import check_coverage
-    from models.measures import table_for
     from models.rules import rule_ids
     from pipelines.common import write_json
     from pipelines.partition import Partitioner
@@ -453,11 +530,11 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
     secs: dict[str, float] = {}
     src = ingested_dir
     if model is None:
-        from models.pyfunc import load_champion
+        from models.registry import load_champion
 
         model = load_champion(params, root)
     if model.model_version is None:
-        raise ValueError("the model has no registry version (load it with models.pyfunc.load_champion)")
+        raise ValueError("the model has no registry version (load it with models.registry.load_champion)")
     check_coverage(model.levels, params.tasks.routes, rule_ids())  # every rule hit a warning or a task
     qidx = fq.to_index(quarter)
     lines = {**model.lines, **{int(k): float(v) for k, v in params.lines.items()}}
@@ -500,9 +577,18 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
             from fangpin.store import Store
 
             store = Store.from_params(params)
-        job = ex.share(dict(scratch=str(scratch), model=model, params=params, qidx=qidx, quarter=quarter,
-                            lines=lines, created=created, today=local_date(created), table=table_for(params),
-                            threads=params.cluster.threads_per_worker if ex.distributed else None))
+        portable = {}
+        if ex.distributed:  # a registered version's own code is not importable on a worker until
+            import pickle  # its directory is on the worker's sys.path: see _job_model
+
+            from models.registry import code_path
+
+            portable = dict(model=None, model_pickle=pickle.dumps(model), model_path=code_path(model))
+        job = ex.share(dict(dict(model=model), scratch=str(scratch), params=params, qidx=qidx, quarter=quarter,
+                            lines=lines, created=created, today=local_date(created),
+                            threads=params.cluster.threads_per_worker if ex.distributed else None,
+                            history=history, id_key=params_key(params) if history else None,
+                            event_quarters=max(4, model.ruleset.severe_event_quarters), **portable))
 
         t0 = time.perf_counter()
         task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
@@ -567,10 +653,18 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         for w in written:
             task_secs["excel"] = task_secs.get("excel", 0.0) + w["seconds"]
             res.chunk_peak_rss_mib = max(res.chunk_peak_rss_mib, w["peak_rss_mib"])
-        for k in ("score", "explain", "excel"):
+        for k in ("score", "warnings", "history", "excel"):
             secs[k] = task_secs.get(k, 0.0)
         secs["chunk_read"], secs["chunk_write"] = task_secs.get("read", 0.0), task_secs.get("write", 0.0)
 
+        if history:
+            from fangpin.store import history as hs
+
+            t0 = time.perf_counter()
+            res.history = hs.write_history(store, quarter, sorted(part.counties),
+                                           *(_history_rows(scratch, n_chunks, p) for p in
+                                             ("households", "persons", "places")))
+            secs["history_store"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
         final_t = out_dir / f"tasks_{quarter}.parquet"

@@ -50,8 +50,6 @@ def build_dataset(frames, params: Params) -> Dataset:
 def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
     """Fit booster + calibrator on the split (models/train.py). Returns (RiskModel, split, info)."""
     from models.features import FeatureSpec
-    from models.pyfunc import RiskModel
-    from models.rules import Ruleset
     from models.train import draw_villages, fit_booster, fit_calibrator, row_roles, time_split, village_key
 
     mp = params.model
@@ -78,13 +76,26 @@ def fit(ds: Dataset, params: Params, *, num_leaves: int | None = None):
         pos_train=int(y[tr].sum()), pos_valid=int(y[va].sum()), pos_calib=int(y[ca].sum()),
         purged_rows=int((use & np.isin(q, split.purged)).sum()), moved_households=moved,
     )
-    model = RiskModel(
-        spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
-        levels=params.levels, lines={}, meta={
-            "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
-        })
+    model = make_model(spec, booster, calibrator, params, meta={
+        "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
+    })
     return model, split, info
+
+
+def make_model(spec, booster, calibrator, params: Params, *, lines=None, meta=None, model_version=None):
+    """A RiskModel of a trained booster and calibrator with everything else it scores with taken
+    from ``params`` now: ruleset, level parameters, the measures table and the explanation
+    settings (they become the model's artifacts, so the registered version is the whole product)."""
+    from models.measures import table_for
+    from models.pyfunc import ExplainSettings, RiskModel
+    from models.rules import Ruleset
+
+    w = params.warnings
+    return RiskModel(spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
+                     levels=params.levels, measures=table_for(params),
+                     explain=ExplainSettings(max_reasons=w.max_reasons, max_measures=w.max_measures),
+                     lines=dict(lines or {}), meta=dict(meta or {}), model_version=model_version)
 
 
 def check_outcomes(y: np.ndarray, q: np.ndarray, name: str, zh: str) -> None:
@@ -236,8 +247,6 @@ def fit_partitioned(ft: FeatureTable, params: Params, executor):
     usable row of the calibration quarters, computed partition by partition. With
     ``negative_sample: 1.0`` the model is the in-process one. Returns (RiskModel, split, info)."""
     from models.features import FeatureSpec
-    from models.pyfunc import RiskModel
-    from models.rules import Ruleset
     from models.train import fit_booster, fit_calibrator, time_split
 
     mp = params.model
@@ -286,12 +295,10 @@ def fit_partitioned(ft: FeatureTable, params: Params, executor):
         purged_rows=rows_of(split.purged), moved_households=0, negative_sample=mp.negative_sample,
         n_train_fitted=int(tr.sum()), n_valid_fitted=int(va.sum()), feature_partitions=ft.partitions,
     )
-    model = RiskModel(
-        spec=spec, booster=booster, calibrator=calibrator, ruleset=Ruleset.from_params(params.rules),
-        levels=params.levels, lines={}, meta={
-            "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
-            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
-        })
+    model = make_model(spec, booster, calibrator, params, meta={
+        "split": split.to_dict(), "train_info": info, "horizon_quarters": H, "num_threads": mp.num_threads,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "feature_version": spec.version,
+    })
     return model, split, info
 
 
@@ -325,7 +332,7 @@ def attach_reference(model, ds: Dataset, frames, split) -> dict:
     ref = reference_figures(ds.feats, ds.labels["label"].to_numpy(dtype=np.float64, na_value=np.nan),
                             ds.labels["labelled"].to_numpy(dtype=bool), rows, model.spec, period)
     last = max(fit_q)
-    scored = model.score_arrays(frames, quarters=[last], explain="none")
+    scored = model.predict(frames, quarters=[last], explain="none")
     ref["levels"] = fallback_thresholds(scored.level_groups, from_index(last))
     model.reference = ref
     return ref
@@ -339,7 +346,7 @@ def _level_groups_part(item: tuple[int, list], scratch: str, lines: dict, model,
     fr = chunk_frames(Path(scratch), k, lines)
     if fr is None:
         return None
-    g = model.score_arrays(fr, quarters=[qidx], explain="none").level_groups
+    g = model.predict(fr, quarters=[qidx], explain="none").level_groups
     if g is None or g.empty:
         return None
     own = {f"{c}/{t}" for c, t in places}
@@ -397,7 +404,7 @@ def train(params: Params) -> dict:
     import mlflow
 
     from fangpin.cluster import execution
-    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from models.registry import input_example, log_model, setup_mlflow
     from pipelines.labels import snapshot_cadence
     from pipelines.partition import dataset
 
@@ -443,8 +450,8 @@ def train(params: Params) -> dict:
         mlflow.log_metric("feature_seconds", t_feat)
         mlflow.set_tags({"stage": "train", "ruleset_version": model.ruleset.version,
                          "feature_version": model.spec.version})
-        example = records_from_frames(frames, split.test[-1], 2, seed=params.model.seed)
-        minfo = log_pyfunc(model, out_dir / "model", example, params.model.registered_name)
+        example = input_example(frames, split.test[-1], 2)
+        minfo = log_model(model, out_dir / "model", example, params.model.registered_name)
         version = str(minfo.registered_model_version)
     result = {
         "run_id": run.info.run_id,
@@ -462,31 +469,3 @@ def train(params: Params) -> dict:
     write_json(train_info_path(params), result)
     log.info("registered %s version %s (run %s)", params.model.registered_name, version, run.info.run_id)
     return result
-
-
-def leaves_sweep(frames, params: Params, leaves=(7, 15, 31, 63), contrib_rows: int = 2000) -> dict:
-    """Test AUC against tree size, beside the cost of exact explanations (pred_contrib rows/s), so
-    the smallest trees that keep the AUC can be chosen (docs/benchmarks.md, "Training")."""
-    from sklearn.metrics import roc_auc_score
-
-    ds = build_dataset(frames, params)
-    y = ds.labels["label"].fillna(0).to_numpy(dtype=np.float64)
-    rows = []
-    for nl in leaves:
-        model, split, info = fit(ds, params, num_leaves=nl)
-        te = ds.usable & split.test_rows(ds.feats)
-        X = model.spec.matrix(ds.feats.loc[te])
-        raw = model.raw_score(X)
-        sample = X[:contrib_rows]
-        t0 = time.perf_counter()
-        model.contributions(sample)
-        dt = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.raw_score(X)
-        dtp = time.perf_counter() - t0
-        rows.append({"num_leaves": nl, "trees": info["best_iteration"], "valid_auc": info["valid_auc"],
-                     "test_auc": float(roc_auc_score(y[te], raw)), "contrib_rows_per_s": len(sample) / dt,
-                     "predict_rows_per_s": len(X) / dtp, "fit_seconds": info["fit_seconds"]})
-        log.info("num_leaves %d: %s", nl, rows[-1])
-    return {"rows": rows, "n_test": int(te.sum()), "contrib_sample": contrib_rows,
-            "measured": datetime.now(UTC).isoformat(timespec="seconds")}

@@ -11,12 +11,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
+from fangpin import quarters as fq
 from fangpin.store import ApiKeyInfo, WarningNotFound
-from fangpin.warnings import VerificationError, WarningRecord
+from fangpin.warnings import LEVELS, VerificationError, WarningRecord
 from serving import auth
 from serving.errors import ApiError
 from serving.schemas import (
     ErrorOut,
+    EventsRequest,
+    EventsResponse,
     FeedbackIn,
     HealthOut,
     ModelInfo,
@@ -29,6 +32,7 @@ from serving.schemas import (
     TaskStatusIn,
     WarningOut,
     WarningPageOut,
+    events_examples,
     feedback_examples,
     score_examples,
 )
@@ -102,7 +106,7 @@ def _model(request: Request):
 def model_info(request: Request, who: ApiKeyInfo = Depends(auth.require(auth.CAN_READ))) -> ModelInfo:
     m = _model(request)
     return ModelInfo(model_uri=m.uri, model_version=m.version, ruleset_version=m.ruleset_version,
-                     loaded_at=m.loaded_at, explanations=m.explainer is not None, card=m.card)
+                     loaded_at=m.loaded_at, explanations=m.explanations, card=m.card)
 
 
 @router.post("/v1/admin/reload", response_model=ReloadOut, tags=["模型"],
@@ -159,6 +163,94 @@ def score(
     audit(request, who, "POST /v1/score", household_ids=[r.household_id for r in results],
           levels=[r.level for r in results], outcome="scored", model_version=m.version)
     return ScoreResponse(model_version=m.version, ruleset_version=m.ruleset_version, results=results)
+
+
+# ------------------------------------------------------------------------------------ events
+
+
+@router.post(
+    "/v1/events", response_model=EventsResponse, tags=["部门事件"],
+    summary="部门推送预警事件：按证件号码找到户，立即重新评分，等级提高时生成或提高预警",
+    responses={**E401, **E403, 413: {**_ERR, "description": "批量超过上限"}, **E422, **E503},
+)
+def events(
+    request: Request,
+    body: Annotated[EventsRequest, Body(openapi_examples=events_examples())],
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_EVENTS)),
+) -> EventsResponse:
+    """Each event joins its household through the keyed hash of its ID number (the person → household
+    map of the ledger's latest scored quarter, within the key's county). A new event is stored once
+    (the same event again is counted as a duplicate and changes nothing); an event that matches
+    nobody is stored and counted. Every household with a new event is re-scored at once from its
+    stored snapshot, history and all its events (serving.scoring.rescore); when its combined level
+    rises above the level it had, a warning of the re-scored quarter is created, or an open one
+    raised, with its reasons and measures (fangpin.store.history.raise_warning), and shows on the
+    cadre page."""
+    from fangpin.ids import event_key, keyed_hashes
+    from fangpin.store import history as hs
+    from fangpin.warnings import WarningRecord, severity
+    from models.levels import floored_hits
+    from serving.scoring import rescore
+
+    state = request.app.state
+    evs = body.events
+    limit = state.params.serving.max_batch
+    if len(evs) > limit:
+        audit(request, who, "POST /v1/events", outcome="too_large")
+        raise ApiError(413, f"batch of {len(evs)} exceeds max_batch={limit}",
+                       f"批量过大：收到 {len(evs)} 条，上限 {limit} 条")
+    m = _model(request)
+    ctx = state.scoring
+    county = who.scope.county
+    pks = keyed_hashes([e.id_number for e in evs], ctx.id_key)
+    owner = hs.households_of(ctx.store, pks, county)
+    rows = []
+    for e, pk in zip(evs, pks, strict=True):
+        hk, hc = owner.get(pk, (None, county or ""))
+        rows.append({"event_key": event_key(pk, e.event_date, e.department, e.event_type, e.amount),
+                     "person_key": pk, "household_key": hk, "county": hc, "event_date": e.event_date,
+                     "department": e.department, "event_type": e.event_type, "amount": e.amount, "key_id": who.id})
+    stored = hs.add_events(ctx.store, rows)
+    fresh = list({r["event_key"]: r for r in rows if r["event_key"] in stored}.values())
+    matched = [r for r in fresh if r["household_key"] is not None]
+    latest: dict[str, int] = {}
+    for r in matched:
+        qi = fq.to_index(fq.of_date(r["event_date"]))
+        latest[r["household_key"]] = max(latest.get(r["household_key"], qi), qi)
+    out = []
+    if latest:
+        keys = sorted(latest)
+        known = hs.histories(ctx.store, keys)
+        quarters = {k: fq.from_index(max(latest[k], fq.to_index(known[k]["quarter"]))) for k in keys}
+        rows_, s = rescore(m, ctx, keys, quarters)
+        col = s.columns
+        for i, (k, row) in enumerate(zip(keys, rows_, strict=True)):
+            level = col["combined_level"][i] if col["combined_level"][i] in LEVELS else None
+            item = {"household_id": row["household_id"], "quarter": quarters[k], "previous_level": row["level"],
+                    "level": level, "probability": float(col["probability"][i]), "warning_id": None}
+            if not bool(col["in_scope"][i]):
+                item["warning"] = "out_of_scope"
+            elif severity(level) <= severity(row["level"]):
+                item["warning"] = "not_higher"
+            else:
+                rec = WarningRecord.create(
+                    params=state.params, quarter=quarters[k], county=row["county"], township=row["township"],
+                    village=row["village"], household_id=row["household_id"], head_name=row["head_name"],
+                    id_masked=row["id_masked"], level=level, probability=min(1.0, max(0.0, item["probability"])),
+                    rule_hits=[{f: h[f] for f in ("rule_id", "level", "text", "threshold")}
+                               for h in floored_hits(col["rule_hits"][i], m.scorer.levels)],
+                    reasons=col["reasons"][i] or [], measures=col["measures"][i] or [],
+                    deferred=bool(col["deferred"][i]), **(col["summary"][i] or {}),
+                    model_version=m.version, ruleset_version=m.ruleset_version)
+                item["warning"] = hs.raise_warning(ctx.store, k, rec.model_dump(mode="json"), row["level"])
+                item["warning_id"] = rec.id if item["warning"] in ("created", "raised", "kept_closed") else None
+            out.append(item)
+    counts = hs.event_counts(ctx.store, county)
+    audit(request, who, "POST /v1/events", household_ids=[o["household_id"] for o in out],
+          levels=[o["level"] for o in out], outcome=f"events:{len(fresh)}", model_version=m.version)
+    return EventsResponse(received=len(evs), stored=len(fresh), duplicates=len(evs) - len(fresh),
+                          matched=len(matched), unmatched=len(fresh) - len(matched),
+                          unmatched_total=counts["unmatched"], rescored=out, model_version=m.version)
 
 
 # ---------------------------------------------------------------------------------- warnings

@@ -17,10 +17,12 @@ from fangpin.store import ApiKeyInfo
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="API 密钥（由 `fangpin keys add` 生成）")
 
-# What each role may do. Every role sees only its own scope.
+# What each role may do. Every role sees only its own scope. ``department`` (a county department
+# such as 医保 or 民政, scoped to a county) only posts events.
 CAN_SCORE = frozenset({"county_system", "analyst", "admin", "township_cadre"})
 CAN_READ = frozenset({"county_system", "analyst", "admin", "township_cadre", "county"})
 CAN_FEEDBACK = frozenset({"county_system", "township_cadre", "admin"})
+CAN_EVENTS = frozenset({"county_system", "department", "admin"})
 CAN_RELOAD = frozenset({"admin"})
 # clues from every channel (POST /v1/clues): county systems, departments (their 部门预警 that is not a
 # structured event, see docs/warnings.md), township cadres

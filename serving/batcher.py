@@ -6,8 +6,8 @@ requests are waiting (up to ``max_households``) and scores them in one call. An 
 a lone request at once — there is no waiting window, so batching adds no latency at concurrency 1.
 
 Each batch uses the model current when the batch starts (hot reload swaps the reference between
-batches). Household ids are replaced by batch-unique keys before scoring, so requests never share
-history; if a batch fails, its requests are retried one by one so only the faulty one fails.
+batches). Each household is scored with its own history (serving.scoring), so requests never share
+one; if a batch fails, its requests are retried one by one so only the faulty one fails.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ class _Job:
 
 
 class Batcher:
-    def __init__(self, holder, score_fn, params, max_households: int = 256, workers: int = 1):
+    def __init__(self, holder, score_fn, max_households: int = 256, workers: int = 1):
         self._holder = holder
-        self._score = score_fn  # (LoadedModel, households, params) -> list[result]
-        self._params = params
+        self._score = score_fn  # (LoadedModel, households) -> list[result]
         self._max = max_households
         self._q: queue.Queue[_Job | None] = queue.Queue()
         self._threads = [threading.Thread(target=self._run, name=f"scorer-{i}", daemon=True)
@@ -87,14 +86,14 @@ class Batcher:
                     j.future.set_exception(LookupError("model not loaded"))
                 continue
             try:
-                results = self._score(model, [h for j in jobs for h in j.households], self._params)
+                results = self._score(model, [h for j in jobs for h in j.households])
             except Exception:  # noqa: BLE001 - isolate the failing request below
                 if len(jobs) == 1:
                     self._fail(jobs[0])
                     continue
                 for j in jobs:
                     try:
-                        j.future.set_result((model, self._score(model, j.households, self._params)))
+                        j.future.set_result((model, self._score(model, j.households)))
                     except Exception:  # noqa: BLE001
                         self._fail(j)
                 continue

@@ -15,7 +15,7 @@ def _print_demo_keys(params) -> None:
     page = store.query_warnings(limit=1)
     county, township = (page.items[0].county, page.items[0].township) if page.items else (None, None)
     scopes = {
-        "county_system": county, "township_cadre": f"{county}/{township}" if county else None,
+        "county_system": county, "department": county, "township_cadre": f"{county}/{township}" if county else None,
         "county": county, "analyst": "*", "admin": "*",
     }
     typer.echo("演示密钥 (demo keys, shown once):")
@@ -57,15 +57,16 @@ def register(app: typer.Typer) -> None:
 
     @keys.command("add")
     def keys_add(
-        role: str = typer.Option(..., help="county_system | township_cadre | county | analyst | admin"),
+        role: str = typer.Option(..., help="county_system | department | township_cadre | county | analyst | admin"),
         scope: str = typer.Option(..., help="'*', a county ('青石县') or 'county/township' ('青石县/兴兴镇')"),
         label: str = typer.Option(None, help="a note to recognise the key by"),
     ) -> None:
         """Create a key. The key itself is printed once, alone on the last line."""
+        from fangpin.config import load_params
         from fangpin.store import Store
 
         try:
-            info, key = Store.from_params().add_key(role, scope, label=label)
+            info, key = Store.from_params(load_params()).add_key(role, scope, label=label)
         except ValueError as exc:
             typer.echo(f"错误：{exc}", err=True)
             raise typer.Exit(2) from None
@@ -75,19 +76,21 @@ def register(app: typer.Typer) -> None:
     @keys.command("list")
     def keys_list(all_: bool = typer.Option(False, "--all", help="include revoked keys")) -> None:
         """List keys (id, role, scope, label, created, revoked); never the keys themselves."""
+        from fangpin.config import load_params
         from fangpin.store import Store
 
-        for k in Store.from_params().list_keys(include_revoked=all_):
+        for k in Store.from_params(load_params()).list_keys(include_revoked=all_):
             state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked else "active"
             typer.echo(f"{k.id}\t{k.role}\t{k.scope}\t{k.label or ''}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
 
     @keys.command("revoke")
     def keys_revoke(key_id: str = typer.Argument(..., help="key id (from `fangpin keys list`)")) -> None:
         """Revoke a key (it stops working at once)."""
+        from fangpin.config import load_params
         from fangpin.store import Store
 
         try:
-            info = Store.from_params().revoke_key(key_id)
+            info = Store.from_params(load_params()).revoke_key(key_id)
         except KeyError:
             typer.echo(f"错误：没有 id 为 {key_id} 的密钥", err=True)
             raise typer.Exit(2) from None
@@ -105,10 +108,11 @@ def register(app: typer.Typer) -> None:
         """Export the audit trail (household ids appear only as keyed hashes)."""
         from datetime import datetime
 
+        from fangpin.config import load_params
         from fangpin.store import Store
 
         def when(s: str | None):
             return datetime.fromisoformat(s) if s else None
 
-        n = Store.from_params().audit_export(out, since=when(since), until=when(until), key_id=key_id)
+        n = Store.from_params(load_params()).audit_export(out, since=when(since), until=when(until), key_id=key_id)
         typer.echo(f"{n} audit rows → {out}")

@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    scorer: Any  # object with ``score(frames) -> DataFrame`` (models.pyfunc)
+    scorer: Any  # the registered version's models.pyfunc.RiskModel (its one method: predict)
     version: str
     ruleset_version: str
     uri: str
     card: dict = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    explainer: Any = None  # models.explain.explainer_for(scorer, params): reasons and measures
+    explanations: bool = True  # reasons and measures in the API's results
 
 
 Loader = Callable[[Any, str], LoadedModel]
@@ -82,18 +82,16 @@ def resolve_uri(uri: str) -> tuple[str, str]:
 
 def default_loader(params, uri: str) -> LoadedModel:
     """The registered pyfunc's :class:`models.pyfunc.RiskModel` for ``uri``, unwrapped, so the hot
-    path is the model's own code, not MLflow's generic DataFrame conversion. The alias is resolved
-    to a version first, so the version reported is the one loaded."""
-    import mlflow
+    path is the model's own code (logged with it, models.registry), not MLflow's generic DataFrame
+    conversion. The alias is resolved to a version first, so the version reported is the one loaded."""
     from mlflow import MlflowClient
 
-    from models import pyfunc
-    from models.explain import explainer_for
+    from models import registry
 
-    pyfunc.setup_mlflow(params)
+    registry.setup_mlflow(params)
     name, version = resolve_uri(uri)
-    scorer = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model().model
-    scorer.model_version = version
+    scorer = registry.load_version(params.model_copy(update={"model": params.model.model_copy(
+        update={"registered_name": name})}), version)
     mv = MlflowClient().get_model_version(name, version)
     card = {
         "name": name, "version": version, "run_id": mv.run_id, "aliases": list(mv.aliases or []),
@@ -101,5 +99,4 @@ def default_loader(params, uri: str) -> LoadedModel:
         "tags": dict(mv.tags or {}), "meta": dict(getattr(scorer, "meta", {}) or {}),
         "features": len(scorer.feature_names),
     }
-    return LoadedModel(scorer=scorer, version=version, ruleset_version=scorer.ruleset_version, uri=uri,
-                       card=card, explainer=explainer_for(scorer, params))
+    return LoadedModel(scorer=scorer, version=version, ruleset_version=scorer.ruleset_version, uri=uri, card=card)

@@ -9,7 +9,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from fangpin.household_json import HouseholdIn, example_household
+from fangpin.clues import Channel
+from fangpin.household_json import (
+    EventIn,
+    HouseholdIn,
+    example_household,
+    normalise_events,
+    normalise_households,
+)
 from fangpin.warnings import (
     STATUS_EXCLUDED,
     STATUS_INCLUDED,
@@ -27,12 +34,20 @@ class _Out(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    """一户或多户（批量）待评分的台账信息。"""
+    """一户或多户（批量）待评分的台账信息。取值可按台账原样填写（如“八年级”、“是/否”、全角数字、千分位、
+    约定中的各种日期格式），与导入台账时同样规范化。`fangpin households` 可从台账导出本请求体。"""
 
     model_config = ConfigDict(extra="forbid")
     households: Annotated[list[HouseholdIn], Field(min_length=1)] = Field(
         ..., description="待评分的户，1 户或多户（户编号不得重复）；超过配置的批量上限时返回 413"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("households"), list):
+            data = {**data, "households": normalise_households(data["households"])}
+        return data
 
     @model_validator(mode="after")
     def _unique(self):
@@ -81,6 +96,8 @@ class HouseholdScore(_Out):
     reference_period: str | None = Field(None, description="基准与对比数据的时期")
     measures: list[Measure] | None = Field(
         None, description="建议帮扶措施（缺什么补什么）；本部署未启用时为 null")
+    history: str = Field(description="所用的历史信息：`ledger:2024Q4` 表示台账截至该季度的历史（上次核实收入、"
+                                     "上季度情况、部门事件、村和乡镇情况）；`none` 表示台账中没有该户（或所报季度早于台账）")
     model_version: str
     ruleset_version: str
 
@@ -89,6 +106,43 @@ class ScoreResponse(_Out):
     model_version: str
     ruleset_version: str
     results: list[HouseholdScore]
+
+
+class EventsRequest(BaseModel):
+    """部门推送的预警事件（部门筛查预警），一条或多条。取值可按原样填写（全角数字、千分位、各种日期格式）。"""
+
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[list[EventIn], Field(min_length=1)] = Field(
+        ..., description="事件：证件号码、事件日期、来源部门、事件类型、金额；超过配置的批量上限时返回 413")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("events"), list):
+            data = {**data, "events": normalise_events(data["events"])}
+        return data
+
+
+class Rescored(_Out):
+    household_id: str
+    quarter: str = Field(description="重新评分的统计季度（台账最新季度，或新事件所在的更晚季度）")
+    previous_level: Level | None = Field(None, description="事件前的综合等级")
+    level: Level | None = Field(None, description="加入新事件后的综合等级")
+    probability: float = Field(ge=0, le=1)
+    warning: Literal["created", "raised", "kept_closed", "not_higher", "out_of_scope"] = Field(
+        description="预警：新建 / 等级提高 / 已结案未改动 / 等级未提高 / 已在监测中（不预警）")
+    warning_id: str | None = None
+
+
+class EventsResponse(_Out):
+    received: int = Field(description="本次收到的事件数")
+    stored: int = Field(description="新保存的事件数")
+    duplicates: int = Field(description="此前已收到过的事件数（同一事件只保存一次，不重复评分）")
+    matched: int = Field(description="新事件中与本范围台账人员匹配的条数")
+    unmatched: int = Field(description="新事件中未匹配到任何户的条数（已保存并计数，不丢失）")
+    unmatched_total: int = Field(description="本范围累计未匹配的事件数")
+    rescored: list[Rescored] = Field(description="因新事件重新评分的户")
+    model_version: str
 
 
 class WarningOut(WarningRecord):
@@ -198,6 +252,13 @@ def score_examples() -> dict:
     }
 
 
+def events_examples() -> dict:
+    h = example_household()
+    return {"one": {"summary": "一条事件", "value": {"events": [
+        {"id_number": h["members"][0]["id_number"], "event_date": "2024-06-18", "department": "卫健",
+         "event_type": "重大疾病", "amount": "48,000"}]}}}
+
+
 def feedback_examples() -> dict:
     return {
         "included": {"summary": "纳入监测", "value": {
@@ -208,9 +269,9 @@ def feedback_examples() -> dict:
 
 
 __all__ = [
-    "ErrorOut", "FeedbackIn", "HealthOut", "HouseholdScore", "ModelInfo", "ReadyOut", "ReloadOut",
-    "ScoreRequest", "ScoreResponse", "Status", "TaskGap", "TaskOut", "TaskPageOut", "TaskStatusIn", "WarningOut",
-    "WarningPageOut", "feedback_examples",
+    "ErrorOut", "EventsRequest", "EventsResponse", "FeedbackIn", "HealthOut", "HouseholdScore", "ModelInfo",
+    "ReadyOut", "ReloadOut", "Rescored", "ScoreRequest", "ScoreResponse", "Status", "TaskGap", "TaskOut",
+    "TaskPageOut", "TaskStatusIn", "WarningOut", "WarningPageOut", "events_examples", "feedback_examples",
     "score_examples",
 ]
 
@@ -299,7 +360,7 @@ class ClueIn(BaseModel):
     """一条线索：渠道、户（户编号，或证件号码——收到即转为密钥哈希，不保存号码）、反映内容、接收人。"""
 
     model_config = ConfigDict(extra="forbid")
-    channel: Literal["农户自主申报", "干部排查", "部门预警", "群众反映", "村级排查"] = Field(..., description="线索渠道")
+    channel: Channel = Field(..., description="线索渠道")
     household_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(None, description="户编号")
     id_number: Annotated[str, Field(min_length=18, max_length=18, pattern=r"^\d{17}[\dXx]$")] | None = Field(
         None, description="证件号码（户编号未知时）；只用于找到户，立即转为密钥哈希")

@@ -1,12 +1,20 @@
-"""Validated households → the registered model → per-household results.
+"""Posted households → the registered model's one scoring method, with the ledger's history.
 
-The model's own entry point for the canonical JSON form (``RiskModel.score_records``, the same code
-the MLflow pyfunc runs) does features, LightGBM, calibration, rules and levels, as numpy arrays
-(no pandas per request). Levels use the cut-offs the last batch run stored for the household's
-township and quarter (:class:`StoredThresholds`; else the training-time ones the model carries),
-so a household gets the level the batch gave it. Reasons, figures and suggested measures for the
-warned households come from :attr:`LoadedModel.explainer` (models.explain); 保障缺口 tasks from the
-rule hits and ``params.tasks.routes`` (fangpin.tasks).
+Each posted household is looked up in the online history (fangpin.store.history) by the keyed
+hash of its 户编号: its income history and the previous quarter's figures, the department events
+the ledger and ``/v1/events`` know, and the context of its village and township — all as of the
+ledger's latest scored quarter. Then ``RiskModel.predict`` (models.pyfunc: features, LightGBM,
+calibration, rules, levels, reasons, measures — the same method batch scoring and the pyfunc
+call) scores what was posted with that history, and each result says where its history came from
+(``"ledger:2024Q4"``, or ``"none"`` for a household the ledger has never seen, for a quarter older
+than the ledger's, and for a 户编号 posted in another county than the one that holds it). Levels
+use the cut-offs the last batch run stored for the household's township and quarter
+(:class:`StoredThresholds`; else the training-time ones the model carries), so a household gets
+the level the batch gave it. Each household gets its own history: households batched together
+never share one. The API scores what it is sent: nothing is looked up in place of a posted value.
+保障缺口 tasks come from the rule hits and ``params.tasks.routes`` (fangpin.tasks).
+
+:func:`rescore` re-scores households from their stored snapshot alone (``POST /v1/events``).
 """
 
 from __future__ import annotations
@@ -14,27 +22,17 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from fangpin import quarters as fq
+from fangpin.ids import event_key, keyed_hashes
+from fangpin.store import history as hs
 from fangpin.tasks import routed
-from fangpin.warnings import max_level, visit_list
+from fangpin.warnings import LEVELS, max_level, visit_list
 from models.levels import floored_hits
 from serving.model import LoadedModel
 from serving.schemas import HouseholdScore
-
-
-def _level(v) -> str | None:
-    return v if isinstance(v, str) and v in ("红", "黄", "蓝") else None
-
-
-def records(households) -> list[dict]:
-    """Validated :class:`fangpin.household_json.HouseholdIn` objects as plain records. Household
-    ids are replaced by position keys: households batched together never share a history."""
-    out = []
-    for i, h in enumerate(households):
-        r = h.model_dump()
-        r["household_id"] = f"#{i}"
-        out.append(r)
-    return out
 
 
 class StoredThresholds:
@@ -76,39 +74,129 @@ class StoredThresholds:
         return find
 
 
-def score_households(m: LoadedModel, households, params, thresholds: StoredThresholds | None = None
-                     ) -> list[HouseholdScore]:
-    explain = m.explainer is not None
-    lookup = thresholds.lookup(m.version) if thresholds is not None else None
-    s = m.scorer.score_records(records(households), explain="none", as_frame=False, thresholds=lookup)
+@dataclass(frozen=True)
+class Context:
+    """What scoring needs besides the model: the store holding the history, the ID-hash key, the
+    parameters (task routes, deadlines) and the batch's level cut-offs."""
+
+    store: object
+    id_key: bytes
+    params: object
+    thresholds: StoredThresholds | None = None
+
+    def lookup(self, m: LoadedModel):
+        return self.thresholds.lookup(m.version) if self.thresholds is not None else None
+
+
+def _level(v) -> str | None:
+    return v if isinstance(v, str) and v in LEVELS else None
+
+
+def merge_events(*lists: Sequence[dict]) -> list[dict]:
+    """Department events of a household from several sources, each event once (fangpin.ids.event_key
+    of person, date, department, type, amount). Events need ``person_key``."""
+    seen: set[str] = set()
+    out = []
+    for events in lists:
+        for e in events:
+            k = event_key(e["person_key"], e["event_date"], e.get("department"), e["event_type"], e.get("amount"))
+            if k not in seen:
+                seen.add(k)
+                out.append(e)
+    return out
+
+
+def inputs(ctx: Context, records: list[dict]) -> tuple[list[dict], list, list, list]:
+    """Records (canonical JSON form, events with ``id_number``) → what ``RiskModel.predict``
+    takes for households scored alone: records whose events include the stored ones (each event
+    once), their histories and contexts; plus the stored rows (None when not used)."""
+    keys = keyed_hashes([str(r["household_id"]) for r in records], ctx.id_key)
+    rows = hs.histories(ctx.store, keys)
+    places = hs.contexts(ctx.store, [(r["county"], r["township"], r["village"]) for r in records])
+    out, hist, cont, stored = [], [], [], []
+    for r, k in zip(records, keys, strict=True):
+        row = rows.get(k)
+        if row is not None and row["county"] != r["county"]:
+            row = None  # another county's household: its history is not this request's to use
+        posted = r.get("events") or []
+        pk = keyed_hashes([str(e["id_number"]) for e in posted], ctx.id_key) if posted else []
+        events = [{**{f: e.get(f) for f in ("event_date", "department", "event_type", "amount")},
+                   "person_key": p} for e, p in zip(posted, pk, strict=True)]
+        h = None
+        if row is not None and fq.to_index(r["quarter"]) >= fq.to_index(row["quarter"]):
+            h = row["data"]["history"]
+            events = merge_events(events, row["data"]["snapshot"]["events"], row["api_events"])
+        out.append({**r, "events": events})
+        hist.append(h)
+        cont.append(places.get((r["county"], r["township"], r["village"])))
+        stored.append(row if h is not None else None)
+    return out, hist, cont, stored
+
+
+def score_households(m: LoadedModel, households, ctx: Context) -> list[HouseholdScore]:
+    """Validated :data:`fangpin.household_json.HouseholdIn` objects → one result each."""
+    records = [h.model_dump() for h in households]
+    recs, hist, cont, _ = inputs(ctx, records)
+    # each posted household is scored as itself alone: position keys, so that the same household
+    # in two requests batched together is two rows, never one household with two snapshots
+    recs = [{**r, "household_id": f"#{i}"} for i, r in enumerate(recs)]
+    s = m.scorer.predict(recs, histories=hist, contexts=cont, thresholds=ctx.lookup(m),
+                         explain="warnings" if m.explanations else "none")
     if len(s) != len(households):
         raise ValueError(f"model returned {len(s)} rows for {len(households)} households")
+    return results(m, s, [r["household_id"] for r in records], ctx.params)
+
+
+def results(m: LoadedModel, s, household_ids: Sequence[str], params) -> list[HouseholdScore]:
+    """The model's result (models.pyfunc.Scored) as the API answers it: the rule hits a warning
+    shows (rules with a level floor), the others as 保障缺口 tasks, the visit list of the level."""
     col = s.columns
-    reasons = measures = summaries = None
-    if explain:  # the single switch: reasons and measures for every warned household
-        reasons, measures, summaries = m.explainer(s)
     w = params.warnings
     out = []
-    for i, h in enumerate(households):
+    for i in range(len(s)):
         level = _level(col["combined_level"][i])
         hits = list(col["rule_hits"][i] or ())
         shown = floored_hits(hits, m.scorer.levels)  # a warning's rule hits; the other hits are tasks
         deferred = bool(col["deferred"][i])
-        summ = summaries[i] if summaries is not None and summaries[i] is not None else {}
+        summ = col["summary"][i] if m.explanations and col["summary"][i] is not None else {}
         out.append(HouseholdScore(
-            household_id=h.household_id, quarter=h.quarter, county=h.county, township=h.township,
-            village=h.village, in_scope=bool(col["in_scope"][i]),
+            household_id=str(household_ids[i]), quarter=str(col["quarter"][i]), county=str(col["county"][i]),
+            township=str(col["township"][i]), village=str(col["village"][i]), in_scope=bool(col["in_scope"][i]),
             probability=float(col["probability"][i]),
             model_level=_level(col["model_level"][i]), rule_level=max_level(x["level"] for x in shown),
-            level=level, deferred=deferred,
-            visit_list=visit_list(level, w, deferred) if level else None,
+            level=level, deferred=deferred, visit_list=visit_list(level, w, deferred) if level else None,
             rule_hits=shown,
             tasks=[{k: t[k] for k in ("rule_id", "gap", "department", "measure", "detail", "days")}
                    for t in routed(hits, params.tasks.routes)] if col["in_scope"][i] else [],
-            reasons=None if reasons is None else reasons[i],
+            reasons=col["reasons"][i] if m.explanations else None,
             base_rate=summ.get("base_rate"), other_pp=summ.get("other_pp"),
             reference_period=summ.get("reference_period"),
-            measures=None if measures is None else measures[i],
-            model_version=m.version, ruleset_version=m.ruleset_version,
+            measures=col["measures"][i] if m.explanations else None,
+            history=str(col["history"][i]), model_version=m.version, ruleset_version=m.ruleset_version,
         ))
     return out
+
+
+def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str]):
+    """Re-score households from their stored snapshot, history and every department event known
+    (the ledger's and those received since), at ``quarters[key]`` (the stored quarter or a later
+    one, e.g. the quarter of a new event). Returns (stored rows, the model's result) in the order
+    of ``household_keys``."""
+    rows = hs.histories(ctx.store, household_keys)
+    places = hs.contexts(ctx.store, [(rows[k]["county"], rows[k]["township"], rows[k]["village"])
+                                     for k in household_keys])
+    recs, hist, cont, stored = [], [], [], []
+    for k in household_keys:
+        row = rows[k]
+        snap = dict(row["data"]["snapshot"])
+        q = quarters.get(k, row["quarter"])
+        if q != row["quarter"]:  # a later quarter: ages at its end, from the birth dates
+            snap["members"] = [{f: v for f, v in mb.items() if not (f == "age" and mb.get("birth_date"))}
+                               for mb in snap["members"]]
+        snap.update(quarter=q, events=merge_events(snap["events"], row["api_events"]))
+        recs.append(snap)
+        hist.append(row["data"]["history"])
+        cont.append(places.get((row["county"], row["township"], row["village"])))
+        stored.append(row)
+    s = m.scorer.predict(recs, histories=hist, contexts=cont, thresholds=ctx.lookup(m), explain="warnings")
+    return stored, s

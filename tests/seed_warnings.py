@@ -39,6 +39,22 @@ class Seeded:
         return [w for w in self.warnings if w.county == county and (township is None or w.township == township)]
 
 
+
+def record_tables(warnings, batch_size: int = 2000):
+    """WarningRecords as the Arrow tables Store.write_quarter_tables takes (lazily, in batches)."""
+    import pyarrow as pa
+
+    from fangpin.warnings import record_schema
+
+    schema, batch = record_schema(), []
+    for w in warnings:
+        batch.append(w.model_dump(mode="json"))
+        if len(batch) >= batch_size:
+            yield pa.Table.from_pylist(batch, schema=schema)
+            batch = []
+    if batch:
+        yield pa.Table.from_pylist(batch, schema=schema)
+
 def _warning(params, i: int, county: str, township: str, level: str, created: datetime, id_number: str):
     reasons = [
         {"factor": "medical", "text": f"家庭成员1人患大病，今年合规自付医疗支出{12000 + 800 * i:,}元，占家庭年收入{40 + i}%",
@@ -98,7 +114,7 @@ def seed_store(url: str, params, per_township: int = 4) -> Seeded:
             warnings.append(_warning(params, i, county, township, ("红", "黄", "蓝", "黄")[k % 4], created, idn))
             i += 1
     tasks = _tasks(params, warnings, now)
-    store.write_quarter(warnings, QUARTER, MODEL_VERSION, tasks=lambda: [tasks])
+    store.write_quarter_tables(record_tables(warnings), QUARTER, MODEL_VERSION, tasks=lambda: [tasks])
     seeded = Seeded(store, warnings, id_numbers=ids, tasks=records(tasks))
     for label, role, scope in [
         ("county_a", "county_system", "青石县"),

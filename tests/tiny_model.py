@@ -9,10 +9,9 @@ from canonical_frames import make_frames
 
 from models.features import FeatureSpec, Frames, build_features
 from models.pyfunc import RiskModel
-from models.rules import Ruleset
 from models.train import Split, fit_booster, fit_calibrator
 from pipelines.labels import make_labels
-from pipelines.train import Dataset, attach_reference
+from pipelines.train import Dataset, attach_reference, make_model
 
 
 def tiny_model(params, *, n: int = 600, quarters: int = 8, seed: int = 0, trees: int = 30,
@@ -32,11 +31,7 @@ def tiny_model(params, *, n: int = 600, quarters: int = 8, seed: int = 0, trees:
                                          "early_stopping_rounds": trees})
     booster, _ = fit_booster(X[tr], y[tr], X[va], y[va], spec, mp)
     cal = fit_calibrator(booster.predict(X[va], raw_score=True), y[va], calibration)
-    kw = {"model_version": model_version} if model_version is not None else {}
-    if meta is not None:
-        kw["meta"] = meta
-    model = RiskModel(spec=spec, booster=booster, calibrator=cal, ruleset=Ruleset.from_params(params.rules),
-                      levels=params.levels, lines=dict(fr.lines), **kw)
+    model = make_model(spec, booster, cal, params, lines=fr.lines, meta=meta, model_version=model_version)
     # the reference figures training attaches (county base rates, typical values, fallback level
     # cut-offs), measured on the training quarters; the validation quarter plays test and calibration
     split = Split(train=tuple(int(x) for x in qs[:-1]), valid=(int(qs[-1]),), calib=(), test=(int(qs[-1]),),

@@ -5,8 +5,7 @@ Public API (imported lazily so that the CLI starts without loading pandas):
 - ``ingest(ledger_paths, event_paths, out_dir, params, append=False) -> IngestReport``
 - ``load_tables(dir) -> Tables`` (households, persons, events, lines, oracle, report)
 - ``prepare(frame, headers, table, source_file)`` / ``build_ledger`` / ``build_events`` /
-  ``join_households``: the same normalisation and validation on in-memory frames
-  (``canonical_frames`` wraps them for frames with Chinese or canonical headers).
+  ``join_households``: the same normalisation and validation on in-memory frames.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ _EXPORTS = {
     "IngestReport": "fangpin.ingest.core",
     "Tables": "fangpin.ingest.core",
     "OUTPUT_FILES": "fangpin.ingest.core",
-    "canonical_frames": "fangpin.ingest.frames",
     "prepare": "fangpin.ingest.tables",
     "build_ledger": "fangpin.ingest.tables",
     "build_events": "fangpin.ingest.tables",

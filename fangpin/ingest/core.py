@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fangpin import ids
-from fangpin.config import IngestParams, Params, load_params
+from fangpin.config import IngestParams, Params
 from fangpin.ingest import stream as st
 from fangpin.ingest import tables as tb
 from fangpin.ingest.read import discover
@@ -270,9 +270,9 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
 
 def ingest(
     ledger_paths: Iterable | str | Path,
-    event_paths: Iterable | str | Path | None = None,
-    out_dir: str | Path = "data/ingested",
-    params: Params | None = None,
+    event_paths: Iterable | str | Path | None,
+    out_dir: str | Path,
+    params: Params,
     *,
     append: bool = False,
     key: bytes | None = None,
@@ -298,13 +298,11 @@ def ingest(
     if executor is None:
         from fangpin.cluster import execution
 
-        params = params or load_params()
         size = sum(f.stat().st_size for f in discover(_as_paths(ledger_paths) + _as_paths(event_paths),
                                                        exclude=Path(out_dir))[0])
         with execution(params, "ingest", size) as ex:
             return ingest(ledger_paths, event_paths, out_dir, params, append=append, key=key,
                           show_progress=show_progress, executor=ex)
-    params = params or load_params()
     key = key or ids.params_key(params)
     out = Path(out_dir)
     created = not out.exists()

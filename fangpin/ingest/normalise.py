@@ -213,6 +213,41 @@ def birth_from_id(ids: pd.Series) -> pd.Series:
     return out.astype("datetime64[s]")
 
 
+YES_NO = {"是": True, "否": False}
+
+
+def yes_no(s: pd.Series) -> pd.Series:
+    """是/否 → True/False (anything else → NA; the contract's value set is checked before)."""
+    return s.map(YES_NO).astype("boolean")
+
+
+def convert(col: Column, s: pd.Series) -> tuple[pd.Series, pd.Series | None, str | None, pd.Series | None]:
+    """One column of cleaned text (:func:`clean_text`) → its canonical values, as ingest reads
+    every contract column (and the API every posted text value): ``(values, bad, code, grade)`` —
+    ``bad`` marks cells that held something unreadable (``code``: ``bad_number`` / ``bad_date``),
+    ``grade`` is the school grade that grade-level 在校生状况 values carry. 是/否 stays text here
+    (:func:`yes_no` after the value set is checked)."""
+    if col.kind in ("int", "float"):
+        vals, bad = (parse_int if col.kind == "int" else parse_number)(s)
+        return vals, bad, "bad_number", None
+    if col.kind == "date":
+        vals, _, bad = parse_date(s)
+        return vals, bad, "bad_date", None
+    if col.kind == "yyyymm":
+        vals, bad = parse_yyyymm(s)
+        return vals, bad, "bad_date", None
+    if col.kind == "sex":
+        return normalise_sex(s), None, None, None
+    if col.kind == "quarter":
+        return normalise_quarter(s), None, None, None
+    if col.name == "school_status":
+        stage, grade = normalise_school(s)
+        return stage, None, None, grade
+    if col.name == "id_number":
+        return upper(s), None, None, None
+    return s, None, None, None
+
+
 def values_for(col: Column) -> tuple[str, ...]:
     """Allowed normalised values of a column (category, sex, yes/no)."""
     if col.kind == "sex":
@@ -223,7 +258,7 @@ def values_for(col: Column) -> tuple[str, ...]:
 
 
 __all__ = [
-    "NULL_TOKENS", "birth_from_id", "clean_frame", "clean_text", "normalise_quarter",
+    "NULL_TOKENS", "YES_NO", "birth_from_id", "clean_frame", "clean_text", "convert", "normalise_quarter",
     "normalise_school", "normalise_sex", "parse_date", "parse_int", "parse_number", "parse_yyyymm",
-    "quarter_from_filename", "values_for",
+    "quarter_from_filename", "values_for", "yes_no",
 ]

@@ -237,27 +237,11 @@ def prepare(
             else:
                 out[col.name] = pd.Series(None, index=raw.index, dtype=_NULL_DTYPE.get(col.kind, "str"))
             continue
-        s = cleaned[pos_of[col.name]]
-        if col.kind in ("int", "float"):
-            vals, bad = (nz.parse_int if col.kind == "int" else nz.parse_number)(s)
-            errors.append(_err(np.flatnonzero(bad.to_numpy()), col.name, "bad_number"))
-            s = vals
-        elif col.kind == "date":
-            vals, _, bad = nz.parse_date(s)
-            errors.append(_err(np.flatnonzero(bad.to_numpy()), col.name, "bad_date"))
-            s = vals
-        elif col.kind == "yyyymm":
-            vals, bad = nz.parse_yyyymm(s)
-            errors.append(_err(np.flatnonzero(bad.to_numpy()), col.name, "bad_date"))
-            s = vals
-        elif col.kind == "sex":
-            s = nz.normalise_sex(s)
-        elif col.kind == "quarter":
-            s = nz.normalise_quarter(s)
-        elif col.name == "school_status":
-            s, out["school_grade"] = nz.normalise_school(s)
-        if col.name == "id_number":
-            s = nz.upper(s)
+        s, bad, code, grade = nz.convert(col, cleaned[pos_of[col.name]])
+        if bad is not None:
+            errors.append(_err(np.flatnonzero(bad.to_numpy()), col.name, code))
+        if grade is not None:
+            out["school_grade"] = grade
         out[col.name] = s
     if table == "ledger" and "school_grade" not in out:
         out["school_grade"] = pd.Series(pd.NA, index=raw.index, dtype="Int8")
@@ -286,7 +270,7 @@ def prepare(
     # typed conversions after validation
     for col in columns:
         if col.kind == "yesno":
-            frame[col.name] = frame[col.name].map({"是": True, "否": False}).astype("boolean")
+            frame[col.name] = nz.yes_no(frame[col.name])
     if extras:  # all at once: inserting columns one by one copies the column index each time
         frame = pd.concat([frame, pd.DataFrame({h: cleaned[j] for h, j in extras.items()}, index=frame.index)],
                           axis=1)
@@ -433,7 +417,7 @@ def ledger_rows(p: Prepared, order: int, key: bytes, seq0: int = 0) -> pd.DataFr
     a["birth_date"] = a["birth_date"].fillna(from_id).astype("datetime64[s]")
     a["age"] = age_at_quarter_end(a["birth_date"], a["quarter_idx"])
     a["work_months"] = a["work_months"].astype("Int8")
-    a["_not_head"] = a["relation"].ne("户主")
+    a["_not_head"] = a["relation"].ne(contract.HEAD_RELATION)
     a["_seq"] = np.arange(seq0, seq0 + len(a), dtype=np.int64)
     return a
 

@@ -3,7 +3,7 @@
 SQLAlchemy 2 over a SQLite file by default (``<state_dir>/warnings.db``) or PostgreSQL by URL
 (``FANGPIN_STORE_URL`` or ``params.warnings.store_url``, e.g.
 ``postgresql+psycopg://user@host/db``). The schema is managed by the Alembic migrations shipped in
-this package; ``score`` and ``serve`` call :func:`upgrade` (or ``Store.from_params()``) at start-up.
+this package; ``score`` and ``serve`` call :func:`upgrade` (or ``Store.from_params(params)``) at start-up.
 """
 
 from fangpin.store.migrate import upgrade

@@ -36,7 +36,7 @@ from fangpin.warnings import (
 log = logging.getLogger(__name__)
 
 # county: county staff and leaders (the county view /county/), as opposed to county_system (a machine)
-ROLES = ("county_system", "township_cadre", "county", "analyst", "admin")
+ROLES = ("county_system", "department", "township_cadre", "county", "analyst", "admin")
 KEY_PREFIX = "fpk"
 # Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
 _REFRESHED = (
@@ -65,16 +65,12 @@ def _utc(ts: datetime | None) -> datetime | None:
 # ----------------------------------------------------------------------------------------- engine
 
 
-def store_url(params=None) -> str:
+def store_url(params) -> str:
     """``FANGPIN_STORE_URL``, else ``params.warnings.store_url``, else a SQLite file under the
     state dir (``<state_dir>/warnings.db``)."""
     env = os.environ.get("FANGPIN_STORE_URL")
     if env:
         return env
-    if params is None:
-        from fangpin.config import load_params
-
-        params = load_params()
     if params.warnings.store_url:
         return params.warnings.store_url
     state = Path(params.paths.state_dir)
@@ -189,6 +185,7 @@ class Scope:
 # role -> scope kinds it may hold
 ROLE_SCOPES = {
     "county_system": {"county"},
+    "department": {"county"},
     "township_cadre": {"township"},
     "county": {"county"},
     "analyst": {"county", "all"},
@@ -295,14 +292,10 @@ class Store:
             upgrade(self.engine)
 
     @classmethod
-    def from_params(cls, params=None, *, migrate: bool = True) -> Store:
+    def from_params(cls, params, *, migrate: bool = True) -> Store:
         """The configured store (see :func:`store_url`), migrated to the newest schema."""
         from fangpin.ids import load_key
 
-        if params is None:
-            from fangpin.config import load_params
-
-            params = load_params()
         w = params.warnings
         secret = load_key(params.paths.state_dir, w.key_secret_env, w.key_secret_file)
         return cls(store_url(params), secret, migrate=migrate, key_cache_s=params.serving.key_cache_seconds,
@@ -335,48 +328,6 @@ class Store:
         )
         conn.execute(stmt, rows)
 
-    def write_quarter(
-        self,
-        warnings: Iterable[WarningRecord],
-        quarter: str,
-        model_version: str,
-        *,
-        counties: Iterable[str] | None = None,
-        batch_size: int = 2000,
-        tasks=None,
-        thresholds=None,
-    ) -> WriteResult:
-        """Write one quarter's warnings of one model version, atomically and idempotently.
-
-        All in ONE transaction: a run that fails or is killed half way leaves the store exactly as
-        before. Keyed on (quarter, household_id, model_version): a re-run updates the content of
-        existing warnings (level, probability, reasons, measures …) but keeps their id, creation
-        time, deadline and verification status/feedback; it never duplicates. Open (待核实)
-        warnings of the same quarter and model version in the run's counties that the new run no
-        longer produces are removed; verified ones are always kept. ``counties`` sets that scope
-        explicitly (default: the counties present in ``warnings``). ``warnings`` may be a lazy
-        iterable (e.g. chunks chained from a batch scorer); it is consumed inside the transaction.
-        ``tasks`` / ``thresholds``: as for :meth:`write_quarter_tables`.
-        """
-
-        def tables():
-            import pyarrow as pa
-
-            from fangpin.warnings import record_schema
-
-            schema = record_schema()
-            batch: list[dict] = []
-            for w in warnings:
-                batch.append(w.model_dump(mode="json"))
-                if len(batch) >= batch_size:
-                    yield pa.Table.from_pylist(batch, schema=schema)
-                    batch = []
-            if batch:
-                yield pa.Table.from_pylist(batch, schema=schema)
-
-        return self.write_quarter_tables(tables(), quarter, model_version, counties=counties, batch_size=batch_size,
-                                         tasks=tasks, thresholds=thresholds)
-
     def write_quarter_tables(
         self,
         tables: Iterable,
@@ -388,10 +339,19 @@ class Store:
         tasks=None,
         thresholds=None,
     ) -> WriteResult:
-        """:meth:`write_quarter` for warnings as Arrow tables of :func:`fangpin.warnings.record_schema`
-        (what batch scoring writes): each table is checked with
-        :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted with
-        executemany batches of ``batch_size`` rows. Same transaction, idempotency and scope rules.
+        """Write one quarter's warnings of one model version, atomically and idempotently: Arrow
+        tables of :func:`fangpin.warnings.record_schema` (what batch scoring writes), each checked
+        with :func:`fangpin.warnings.validate_table` (the WarningRecord rules, in bulk) and inserted
+        with executemany batches of ``batch_size`` rows.
+
+        All in ONE transaction: a run that fails or is killed half way leaves the store exactly as
+        before. Keyed on (quarter, household_id, model_version): a re-run updates the content of
+        existing warnings (level, probability, reasons, measures …) but keeps their id, creation
+        time, deadline and verification status/feedback; it never duplicates. Open (待核实)
+        warnings of the same quarter and model version in the run's counties that the new run no
+        longer produces are removed; verified ones are always kept. ``counties`` sets that scope
+        explicitly (default: the counties present in the tables). ``tables`` may be a lazy
+        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction.
 
         ``tasks`` / ``thresholds``: callables returning the run's 保障缺口 task tables
         (fangpin.tasks.task_schema) and level cut-off rows (models.levels), called after the

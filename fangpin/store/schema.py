@@ -207,6 +207,71 @@ class WebSessionRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class HouseholdHistoryRow(Base):
+    """What online scoring needs of one household, as of the ledger's latest scored quarter
+    (written by ``fangpin score``; models.features.history_records and snapshot_records). Keyed by
+    the keyed hash of 户编号 (fangpin.ids.keyed_hash). ``level``: the combined level the household
+    has now (the batch's, raised by department events)."""
+
+    __tablename__ = "household_history"
+
+    household_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64))
+    county: Mapped[str] = mapped_column(String(64), index=True)
+    township: Mapped[str] = mapped_column(String(64))
+    village: Mapped[str] = mapped_column(String(64))
+    quarter: Mapped[str] = mapped_column(String(6))
+    level: Mapped[str | None] = mapped_column(String(2))
+    head_name: Mapped[str | None] = mapped_column(String(64))  # for a warning raised by an event; never logged
+    id_masked: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[dict] = mapped_column(JSON)  # {"history": …, "snapshot": …}
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HouseholdPersonRow(Base):
+    """Person (keyed hash of the ID number, as ingest's person_key) → household, as of the same
+    quarter: how a department event finds its household."""
+
+    __tablename__ = "household_persons"
+
+    person_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    household_key: Mapped[str] = mapped_column(String(32), index=True)
+    county: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class PlaceContextRow(Base):
+    """Local context of a place as of a quarter (models.features.place_contexts): a village
+    (``village`` set) or a township (``village`` = ''). Per-township values may be added to
+    ``data`` (e.g. level thresholds)."""
+
+    __tablename__ = "place_context"
+
+    county: Mapped[str] = mapped_column(String(64), primary_key=True)
+    township: Mapped[str] = mapped_column(String(64), primary_key=True)
+    village: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quarter: Mapped[str] = mapped_column(String(6))
+    data: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DepartmentEventRow(Base):
+    """A department event received by ``POST /v1/events`` (部门筛查预警), stored once
+    (``event_key``: fangpin.ids.event_key). ``household_key`` is null when it matched nobody."""
+
+    __tablename__ = "department_events"
+
+    event_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    person_key: Mapped[str] = mapped_column(String(32), index=True)
+    household_key: Mapped[str | None] = mapped_column(String(32), index=True)
+    county: Mapped[str] = mapped_column(String(64))
+    event_date: Mapped[date] = mapped_column(Date)
+    department: Mapped[str] = mapped_column(String(16))
+    event_type: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[float | None] = mapped_column(Float)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+
+
 class ClueRow(Base):
     """A clue from one of the channels (fangpin/clues.py): who reported what about which household,
     and what became of it (a new warning, joined to an open one, recorded only). Duplicates of an

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fangpin.contract import LABOR_CLASS, LABOR_CLASSES, LABOR_SKILL
+
 # ---- codes (indices into fangpin.contract value tuples) ---------------------------------------
 HEALTHY, CHRONIC, SERIOUS, DISABLED = 0, 1, 2, 3  # contract.HEALTH
 L_NORMAL, L_SKILLED, L_WEAK, L_LOST, L_NONE = 0, 1, 2, 3, 4  # contract.LABOR_SKILL
@@ -20,8 +22,10 @@ W_OUT, W_PROV, W_COUNTY, W_NONE = 0, 1, 2, 3  # contract.WORK_STATUS
 # school stages: 0 not in school, 1 preschool, 2 primary, 3 junior, 4 senior high, 5 vocational
 # secondary (中职), 6 higher vocational (高职高专), 7 university (本科及以上)
 S_NONE, S_PRE, S_PRIM, S_JUN, S_HIGH, S_VOC, S_HVOC, S_UNI = range(8)
-# household labour class (by best member): 0 有劳动力, 1 弱劳动力, 2 无劳动力
-LC_WITH, LC_WEAK, LC_NONE = 0, 1, 2
+# household labour class (by best member): indices into contract.LABOR_CLASSES
+LC_WITH, LC_WEAK, LC_NONE = (LABOR_CLASSES.index(c) for c in ("有劳动力", "弱劳动力", "无劳动力"))
+# each 劳动技能 code's labour class (contract.LABOR_CLASS, the one mapping)
+SKILL_CLASS = np.array([LABOR_CLASSES.index(LABOR_CLASS[s]) for s in LABOR_SKILL], dtype=np.int8)
 
 # risk types, indices into contract.RISK_TYPES
 R_ILL, R_DIS, R_EDU, R_DISASTER, R_ACCIDENT, R_PROJECT, R_JOB, R_LABOUR, R_HOUSE, R_WATER, R_OTHER = range(11)
@@ -171,9 +175,9 @@ def labour_code(age, health, disab_severe, vigor, skilled, student):
 
 
 def household_labour_class(lab, hh, n):
-    """Household class by its best member: any 普通/技能 → 有劳动力; else any 弱 → 弱; else 无."""
+    """Household class by its best member (contract.LABOR_CLASS of each member's 劳动技能)."""
     best = np.full(n, 9, dtype=np.int8)
-    cls = np.where(lab <= L_SKILLED, LC_WITH, np.where(lab == L_WEAK, LC_WEAK, LC_NONE)).astype(np.int8)
+    cls = SKILL_CLASS[lab]
     np.minimum.at(best, hh, cls)
     best[best == 9] = LC_NONE
     return best

@@ -21,14 +21,13 @@ def train_tiny(params, n: int = 600, quarters: int = 8, seed: int = 0, trees: in
 
 def fixed_loader(model, versions=None):
     """A loader that hands out the tiny model, labelled with successive versions (reload tests)."""
-    from models.explain import explainer_for
     from serving.model import LoadedModel
 
     counter = iter(versions or range(1, 10_000))
 
     def load(params, uri):
         return LoadedModel(scorer=model, version=str(next(counter)), ruleset_version=model.ruleset_version,
-                           uri=uri, card={"meta": model.meta}, explainer=explainer_for(model, params))
+                           uri=uri, card={"meta": model.meta})
 
     return load
 
@@ -47,15 +46,15 @@ def register_tiny(params, workdir, model: RiskModel | None = None, name: str | N
     import mlflow
     from mlflow import MlflowClient
 
-    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from models.registry import input_example, log_model, setup_mlflow
 
     model = model or train_tiny(params)
-    setup_mlflow(params)
+    exp = setup_mlflow(params)  # its artifacts live under the state dir, not ./mlruns
     name = name or params.model.registered_name
     fr = make_frames(50, 4, 1)
-    example = records_from_frames(fr, int(fr.households["quarter_idx"].max()), 2)
-    with mlflow.start_run():
-        info = log_pyfunc(model, workdir, example, name)
+    example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
+    with mlflow.start_run(experiment_id=exp):
+        info = log_model(model, workdir, example, name)
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, "champion", version)
     return version

@@ -13,7 +13,10 @@ from pandas.testing import assert_frame_equal
 
 import fangpin.ingest.read as rd
 import fangpin.ingest.stream as st
+from fangpin.config import load_params
 from fangpin.ingest import ingest
+
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 KEY = b"test-key"
 
@@ -53,7 +56,7 @@ def _run(d, out, monkeypatch=None, chunk=None, part=None):
     if monkeypatch is not None:
         monkeypatch.setattr(rd, "CHUNK_ROWS", chunk)
         monkeypatch.setattr(st, "PART_ROWS", part)
-    return ingest([d], None, out, key=KEY)
+    return ingest([d], None, out, PARAMS, key=KEY)
 
 
 def test_chunks_and_parts_change_nothing(tmp_path, monkeypatch):

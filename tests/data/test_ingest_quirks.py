@@ -10,14 +10,17 @@ import pytest
 from ingest_fixtures import H, event, household, make_id, person, write_csv, write_xlsx
 
 from fangpin import contract
-from fangpin.ingest import FileError, canonical_frames, ingest, load_tables
+from fangpin.config import load_params
+from fangpin.ingest import FileError, ingest, load_tables
+
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 KEY = b"test-key"
 
 
 def run(tmp_path, *paths, events=None, **kw):
     out = tmp_path / "out"
-    rep = ingest(list(paths), events, out, key=KEY, **kw)
+    rep = ingest(list(paths), events, out, PARAMS, key=KEY, **kw)
     return rep, load_tables(out), out
 
 
@@ -398,25 +401,12 @@ def test_append_is_idempotent(tmp_path):
     b = write_csv(tmp_path / "b.csv", household("520122001000001", 3, quarter="2024Q2"))
     evf = write_csv(tmp_path / "e.csv", [event(make_id("19510101", 1), "2024-04-02")])
     out = tmp_path / "out"
-    ingest([a], None, out, key=KEY)
+    ingest([a], None, out, PARAMS, key=KEY)
     for _ in range(2):
-        ingest([b], [evf], out, key=KEY, append=True)
+        ingest([b], [evf], out, PARAMS, key=KEY, append=True)
         t = load_tables(out)
         assert t.households.groupby("quarter")["n_members"].sum().to_dict() == {"2024Q1": 2, "2024Q2": 3}
         assert len(t.events) == 1 and t.events["household_id"].tolist() == ["520122001000001"]
-
-
-def test_canonical_frames_from_memory():
-    rows = household("520122001000001", 2, sex="1")
-    df = pd.DataFrame(rows)
-    df[H("income_per_capita")] = 10000.0  # numbers, not text
-    ev = pd.DataFrame([event(rows[0][H("id_number")])])
-    cf = canonical_frames(df, ev, KEY)
-    assert len(cf.persons) == 2 and cf.households["income_per_capita"].tolist() == [10000.0]
-    assert set(cf.persons["sex"]) == {"男"} and cf.events["household_id"].tolist() == ["520122001000001"]
-    canon = pd.DataFrame([{c.name if (c := contract.LEDGER.get(k)) else k: v for k, v in r.items()}
-                          for r in rows])
-    assert len(canonical_frames(canon, None, KEY).persons) == 2
 
 
 @pytest.mark.parametrize("bad", ["1e300", "10.5", "１３.２"])

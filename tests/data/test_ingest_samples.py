@@ -7,7 +7,10 @@ import re
 import pandas as pd
 import pytest
 
+from fangpin.config import load_params
 from fangpin.ingest import ingest, load_tables
+
+PARAMS = load_params()  # the project's params.yaml, as `fangpin ingest` reads it
 
 pytestmark = pytest.mark.xdist_group("ingest_samples")
 
@@ -19,7 +22,7 @@ EVENTS = "部门预警数据_2024_gbk.csv"
 @pytest.fixture(scope="module")
 def ingested(samples_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ingested")
-    report = ingest([samples_dir], None, out, key=b"test-key")
+    report = ingest([samples_dir], None, out, PARAMS, key=b"test-key")
     return report, load_tables(out), out
 
 

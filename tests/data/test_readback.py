@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from ingest_fixtures import H, household, write_csv
 from pg_db import throwaway_pg_db
+from seed_warnings import record_tables
 from typer.testing import CliRunner
 
 from fangpin import clues as fc
@@ -91,7 +92,7 @@ def test_next_export_closes_identified_and_marks_return(tmp_path, monkeypatch, s
     store = Store.from_params(p)
     try:
         ws = {k: _warning(p, k, "2024Q1") for k in "ABCDE"}
-        store.write_quarter(ws.values(), "2024Q1", "3")
+        store.write_quarter_tables(record_tables(ws.values()), "2024Q1", "3")
         when = datetime(2024, 4, 10, 3, tzinfo=UTC)
         store.record_feedback(ws["B"].id, STATUS_EXCLUDED, actor="张伟", reason="收入稳定在监测线以上",
                               hook=verified_hook(p, when), visited_at=when)
@@ -135,7 +136,8 @@ def test_next_export_closes_identified_and_marks_return(tmp_path, monkeypatch, s
         assert loops(store, [ws["A"].id])[ws["A"].id]["support_due"] == date(2024, 7, 24)
 
         # a batch warning of 2024Q2 for G, eliminated in the export: 返贫风险 as it is written
-        store.write_quarter([_warning(p, "G", "2024Q2", created=datetime(2024, 7, 12, tzinfo=UTC))], "2024Q2", "3")
+        store.write_quarter_tables(record_tables([_warning(p, "G", "2024Q2", created=datetime(2024, 7, 12, tzinfo=UTC))]),
+                                   "2024Q2", "3")
         g = store.query_warnings(household_id=HH["G"]).items[0]
         assert loops(store, [g.id])[g.id]["return_risk"] is True
     finally:

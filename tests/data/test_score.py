@@ -77,7 +77,7 @@ def test_several_chunks_and_warnings(run):
 def test_chunked_scoring_equals_scoring_the_whole_county(run):
     m, fr = run["model"], run["frames"]
     q = int(fr.households["quarter_idx"].max())
-    whole = m.score(fr, quarters=[q], explain="none")
+    whole = m.predict(fr, quarters=[q], explain="none").frame()
     whole = whole[whole["in_scope"]].set_index("household_id")
     chunked = pd.read_parquet(run["res"].scores_parquet).set_index("household_id")
     assert len(chunked) == len(whole) == run["res"].households
@@ -162,18 +162,22 @@ def test_tasks_reach_the_store_and_the_townships_sheet(run):
 
 
 def test_the_api_gives_a_household_the_batchs_level(run):
-    """The API's path (RiskModel.score_records on households one by one, serving.scoring's
+    """The API's path (RiskModel.predict on households one by one with their history, serving.scoring's
     StoredThresholds over the cut-offs the batch stored) gives every household the batch's level."""
-    from models.pyfunc import records_from_frames
+    from online import alone
+
     from serving.scoring import StoredThresholds
 
     m, fr, store = run["model"], run["frames"], run["store"]
     q = int(fr.households["quarter_idx"].max())
     s = pd.read_parquet(run["res"].scores_parquet).set_index("household_id")
-    recs = [r for r in records_from_frames(fr, q, 300, seed=3) if r["household_id"] in s.index]
+    recs, hist, ctx, *_ = alone(m, fr, q, 300, seed=3)
+    keep = [i for i, r in enumerate(recs) if r["household_id"] in s.index]
+    recs, hist, ctx = [recs[i] for i in keep], [hist[i] for i in keep], [ctx[i] for i in keep]
     lookup = StoredThresholds(store).lookup(m.model_version)
     assert lookup(recs[0]["county"], recs[0]["township"], recs[0]["quarter"]) is not None
-    got = [m.score_records([r], explain="none", as_frame=False, thresholds=lookup) for r in recs]
+    got = [m.predict([r], histories=[h], contexts=[c], thresholds=lookup, explain="none")
+           for r, h, c in zip(recs, hist, ctx, strict=True)]
     want = s.loc[[r["household_id"] for r in recs]]
     assert [g.columns["combined_level"][0] for g in got] == [v if isinstance(v, str) else None
                                                              for v in want["combined_level"]]
@@ -186,9 +190,9 @@ def test_the_api_gives_a_household_the_batchs_level(run):
 def test_reasons_are_exact_treeshap_additive_and_name_the_households_values(run):
     m, fr, p = run["model"], run["frames"], run["params"]
     q = int(fr.households["quarter_idx"].max())
-    scored, feats = m.score(fr, quarters=[q], explain="none", return_features=True)
-    pos = pd.Index(feats["household_id"]).get_indexer(_warnings(run)["household_id"])
-    X = m.spec.matrix(feats.iloc[pos])
+    s = m.predict(fr, quarters=[q], explain="none")
+    pos = pd.Index(s.features["household_id"]).get_indexer(_warnings(run)["household_id"])
+    X = s.X[pos]
     contrib = m.contributions(X)
     np.testing.assert_allclose(contrib.sum(axis=1), m.booster.predict(X, raw_score=True), atol=1e-9)
     from models.explain import factor_contributions, factors_of
@@ -273,15 +277,15 @@ def test_cli_scores_a_new_export_with_the_registered_champion(run, tmp_path, mon
     from typer.testing import CliRunner
 
     from fangpin.cli import app
-    from models.pyfunc import log_pyfunc, records_from_frames, setup_mlflow
+    from models.registry import input_example, log_model, setup_mlflow
 
     params = load_params()
     monkeypatch.setenv("FANGPIN_STORE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    setup_mlflow(params)
+    exp = setup_mlflow(params)  # its artifacts live under the state dir, not ./mlruns
     fr = run["frames"]
-    example = records_from_frames(fr, int(fr.households["quarter_idx"].max()), 2)
-    with mlflow.start_run():
-        info = log_pyfunc(run["model"], tmp_path / "model", example, params.model.registered_name)
+    example = input_example(fr, int(fr.households["quarter_idx"].max()), 2)
+    with mlflow.start_run(experiment_id=exp):
+        info = log_model(run["model"], tmp_path / "model", example, params.model.registered_name)
     MlflowClient().set_registered_model_alias(params.model.registered_name, "champion",
                                               str(info.registered_model_version))
     export = run["county"] / "export"

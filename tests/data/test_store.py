@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from seed_warnings import record_tables
 
 from fangpin.config import Params
 from fangpin.ids import check_char
@@ -152,14 +153,14 @@ def test_migrations_match_models_and_are_repeatable(db_url):
 
 def test_rerun_is_idempotent_and_keeps_feedback(store):
     ws = make_warnings(25)
-    r1 = store.write_quarter(ws, "2025Q3", "7", batch_size=7)
+    r1 = store.write_quarter_tables(record_tables(ws, batch_size=7), "2025Q3", "7", batch_size=7)
     assert (r1.n_warnings, r1.inserted, r1.updated, r1.removed) == (25, 25, 0, 0)
     closed = ws[4]
     store.record_feedback(closed.id, STATUS_EXCLUDED, actor="李四", reason="入户核实收入稳定")
     before = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
 
     later = [w.model_copy(update={"created_at": datetime(2025, 11, 1, tzinfo=UTC)}) for w in make_warnings(25)]
-    r2 = store.write_quarter(later, "2025Q3", "7", batch_size=10)
+    r2 = store.write_quarter_tables(record_tables(later, batch_size=10), "2025Q3", "7", batch_size=10)
     assert (r2.n_warnings, r2.inserted, r2.updated, r2.removed) == (25, 0, 25, 0)
     after = {w.id: w for w in store.iter_warnings(quarter="2025Q3")}
     assert after.keys() == before.keys() and len(after) == 25
@@ -170,13 +171,13 @@ def test_rerun_is_idempotent_and_keeps_feedback(store):
 
 
 def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(store):
-    store.write_quarter(make_warnings(10), "2025Q3", "7")
-    store.write_quarter(make_warnings(3, county="乙县"), "2025Q3", "7")
-    store.write_quarter(make_warnings(4, model="8"), "2025Q3", "8")
+    store.write_quarter_tables(record_tables(make_warnings(10)), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(3, county="乙县")), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(4, model="8")), "2025Q3", "8")
     gone_closed, gone_open = make_warnings(10)[9], make_warnings(10)[8]
     store.record_feedback(gone_closed.id, STATUS_INCLUDED, actor="王五")
 
-    r = store.write_quarter(make_warnings(8, prob_shift=0.01), "2025Q3", "7")
+    r = store.write_quarter_tables(record_tables(make_warnings(8, prob_shift=0.01)), "2025Q3", "7")
     assert (r.inserted, r.updated, r.removed) == (0, 8, 1)
     assert store.get_warning(gone_open.id) is None
     assert store.get_warning(gone_closed.id).status == STATUS_INCLUDED
@@ -188,7 +189,7 @@ def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(s
 
 
 def test_failure_mid_run_rolls_back(store):
-    store.write_quarter(make_warnings(10), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(10)), "2025Q3", "7")
     before = snapshot(store)
 
     def bad():
@@ -196,10 +197,10 @@ def test_failure_mid_run_rolls_back(store):
         yield make_warnings(1, quarter="2025Q4", start=99)[0]
 
     with pytest.raises(ValueError, match="2025Q4"):
-        store.write_quarter(bad(), "2025Q3", "7", batch_size=5)
+        store.write_quarter_tables(record_tables(bad(), batch_size=5), "2025Q3", "7", batch_size=5)
     assert snapshot(store) == before
     with pytest.raises(ValueError, match="twice"):
-        store.write_quarter(make_warnings(3) + make_warnings(1), "2025Q3", "7")
+        store.write_quarter_tables(record_tables(make_warnings(3) + make_warnings(1)), "2025Q3", "7")
     assert snapshot(store) == before
 
 
@@ -208,7 +209,9 @@ KILL_CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
+    sys.path.insert(0, {root!r})
     from test_store import make_warnings
+    from seed_warnings import record_tables
     from fangpin.store import Store
 
     store = Store({url!r}, {secret!r})
@@ -221,18 +224,18 @@ KILL_CHILD = textwrap.dedent(
                 time.sleep(120)
             yield w
 
-    store.write_quarter(slow(), "2025Q3", "7", batch_size=100)
+    store.write_quarter_tables(record_tables(slow(), batch_size=100), "2025Q3", "7", batch_size=100)
     """
 )
 
 
 def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
-    store.write_quarter(make_warnings(150), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(150)), "2025Q3", "7")
     store.record_feedback(make_warnings(150)[3].id, STATUS_INCLUDED, actor="赵六")
     before = snapshot(store)
 
     marker = tmp_path / "marker"
-    code = KILL_CHILD.format(tests=str(Path(__file__).parent), url=db_url, secret=SECRET, marker=str(marker))
+    code = KILL_CHILD.format(tests=str(Path(__file__).parent), root=str(Path(__file__).parents[1]), url=db_url, secret=SECRET, marker=str(marker))
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -266,7 +269,7 @@ def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
     try:
         assert snapshot(fresh) == before
         # and the store is usable: the same run completes afterwards
-        r = fresh.write_quarter(make_warnings(400, prob_shift=0.03), "2025Q3", "7")
+        r = fresh.write_quarter_tables(record_tables(make_warnings(400, prob_shift=0.03)), "2025Q3", "7")
         assert (r.inserted, r.updated) == (250, 150)
         assert fresh.get_warning(make_warnings(150)[3].id).status == STATUS_INCLUDED
     finally:
@@ -278,8 +281,8 @@ def test_killed_writer_leaves_store_unchanged(store, db_url, tmp_path):
 
 def test_query_filters_order_and_paging(store):
     ws = make_warnings(30)
-    store.write_quarter(ws, "2025Q3", "7")
-    store.write_quarter(make_warnings(5, quarter="2025Q2"), "2025Q2", "7")
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
+    store.write_quarter_tables(record_tables(make_warnings(5, quarter="2025Q2")), "2025Q2", "7")
     page = store.query_warnings(quarter="2025Q3", limit=100)
     assert page.total == 30
     keys = [(w.deadline, -w.probability) for w in page.items]  # deadline first (it follows the level), then risk
@@ -310,7 +313,7 @@ def test_query_filters_order_and_paging(store):
 
 def test_feedback_transitions_are_validated(store):
     ws = make_warnings(3)
-    store.write_quarter(ws, "2025Q3", "7")
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
     a, b = ws[0].id, ws[1].id
     with pytest.raises(VerificationError, match="原因"):
         store.record_feedback(a, STATUS_EXCLUDED, actor="张三")
@@ -344,7 +347,7 @@ def test_racing_closings_one_wins_the_others_get_verification_errors(store):
     from concurrent.futures import ThreadPoolExecutor
 
     ws = make_warnings(4)
-    store.write_quarter(ws, "2025Q3", "7")
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7")
     outcomes = []
 
     def close(wid):
@@ -371,7 +374,7 @@ def test_a_held_write_lock_makes_writes_fail_fast_with_store_busy(db_url, tmp_pa
 
     s = Store(db_url, SECRET, migrate=True, wait_s=0.5)
     ws = make_warnings(2)
-    s.write_quarter(ws, "2025Q3", "7")
+    s.write_quarter_tables(record_tables(ws), "2025Q3", "7")
     other = sa.create_engine(db_url)
     conn = other.connect()
     if db_url.startswith("sqlite"):
@@ -501,7 +504,7 @@ def test_store_from_params_creates_secret_and_schema(monkeypatch, tmp_path):
     p = Params.model_validate({"paths": {"state_dir": str(tmp_path / "st")}})
     s = Store.from_params(p)
     try:
-        s.write_quarter(make_warnings(2), "2025Q3", "7")
+        s.write_quarter_tables(record_tables(make_warnings(2)), "2025Q3", "7")
         assert s.query_warnings().total == 2
         assert (tmp_path / "st" / "key_secret").stat().st_mode & 0o777 == 0o600
         assert date(2025, 10, 25) == s.get_warning(make_warnings(1)[0].id).deadline
@@ -539,7 +542,7 @@ def test_tasks_and_cut_offs_commit_with_the_warnings_and_reruns_keep_task_status
     from fangpin.tasks import TaskError
 
     ws = make_warnings(6)
-    store.write_quarter(ws, "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 5)], thresholds=lambda: _cuts("2025Q3"))
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 5)], thresholds=lambda: _cuts("2025Q3"))
     page = store.query_tasks(quarter="2025Q3", limit=50)
     assert page.total == 5 and {t.department for t in page.items} == {"住建"}  # R01 has no route: no task
     t0 = page.items[0]
@@ -548,7 +551,7 @@ def test_tasks_and_cut_offs_commit_with_the_warnings_and_reruns_keep_task_status
     with pytest.raises(TaskError):
         store.set_task_status(t0.id, "待办理")
     # re-run: one household's gap is gone → its open task removed; the one being handled is kept
-    store.write_quarter(ws, "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 3)], thresholds=lambda: _cuts("2025Q3", ("东镇",)))
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=lambda: [_tasks("2025Q3", 3)], thresholds=lambda: _cuts("2025Q3", ("东镇",)))
     after = {t.id: t for t in store.query_tasks(quarter="2025Q3", limit=50).items}
     assert t0.id in after and after[t0.id].status == "办理中" and after[t0.id].deadline == t0.deadline
     assert len(after) == 3 + (t0.household_id not in {f"甲县-H{i:05d}" for i in range(3)})
@@ -558,7 +561,7 @@ def test_tasks_and_cut_offs_commit_with_the_warnings_and_reruns_keep_task_status
     cuts = store.level_thresholds("7")
     assert set(cuts) == {("2025Q3", "甲县", "东镇")}
     assert cuts[("2025Q3", "甲县", "东镇")] == [-1.5, -2.0, -3.0, -1.2]
-    store.write_quarter(ws, "2025Q3", "7", thresholds=lambda: _cuts("2025Q3"))
+    store.write_quarter_tables(record_tables(ws), "2025Q3", "7", thresholds=lambda: _cuts("2025Q3"))
     assert store.level_thresholds("7")[("2025Q3", "甲县", "西镇")] == [-2.5, -2.0, math.inf, -math.inf]
     assert store.level_thresholds("8") == {}
     load = {g["township"]: g for g in store.workload("2025Q3", "7")}
@@ -573,6 +576,6 @@ def test_a_failing_task_write_rolls_back_the_warnings(store):
         return [t]
 
     with pytest.raises(ValueError, match="2025Q4"):
-        store.write_quarter(ws, "2025Q3", "7", tasks=broken)
+        store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=broken)
     assert store.query_warnings(quarter="2025Q3", limit=1).total == 0
     assert store.query_tasks(limit=1).total == 0

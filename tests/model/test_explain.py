@@ -28,9 +28,10 @@ def trained(params):
     model, fr = tiny_model(params, n=1200, quarters=8, seed=5, trees=40, model_version="1")
     spec, cal = model.spec, model.calibrator
     last = int(fr.households["quarter_idx"].max())
-    scored, f_last = model.score(fr, quarters=[last], explain="none", return_features=True)
+    s = model.predict(fr, quarters=[last], explain="none")
+    scored = s.frame()
     warned = np.flatnonzero(scored["warning"].to_numpy(dtype=bool))
-    Xw = spec.matrix(f_last.iloc[warned])
+    Xw = s.X[warned]
     contrib = model.contributions(Xw)
     county = scored["county"].to_numpy()[warned]
     reasons, summaries = ex.explain_full(spec, cal, Xw, contrib, params.warnings.max_reasons, county=county,
@@ -116,21 +117,31 @@ def test_factors_come_from_the_spec_and_the_measures_table_knows_them(trained):
 
 
 def test_rule_hits_are_not_reasons(trained):
-    for rs in trained["reasons"]:
-        assert not any(r["factor"].startswith("R0") for r in rs)
-
-
-def test_the_api_explainer_gives_reasons_and_measures_to_warnings_only(trained, params):
-    from models.pyfunc import records_from_frames
-
+    """A warning's reasons are its own TreeSHAP factors and nothing else: the rule hits travel
+    beside them (with the threshold that fired), never as reasons."""
     m = trained["model"]
-    recs = records_from_frames(trained["fr"], trained["last"], 60, seed=1)
-    scored = m.score_records(recs, explain="none", as_frame=False)
-    explainer = ex.explainer_for(m, params)
-    reasons, measures, summaries = explainer(scored)
-    warning = scored.columns["warning"]
-    assert warning.any()
-    for w, r, ms, sm in zip(warning, reasons, measures, summaries, strict=True):
+    s = m.predict(trained["fr"], quarters=[trained["last"]], explain="warnings")
+    hit = [i for i, h in enumerate(s.columns["rule_hits"]) if h and s.columns["warning"][i]]
+    assert len(hit) > 10
+    X = s.X[hit]
+    county = s.columns["county"][hit]
+    expected = ex.explain_rows(m.spec, m.calibrator, X, m.contributions(X), m.explain.max_reasons, county=county,
+                               reference=m.reference)
+    assert [s.columns["reasons"][i] for i in hit] == expected
+    keys = set(ex.factors_of(m.spec).keys)
+    for i in hit:
+        assert all(h["threshold"] and h["rule_id"].startswith("R") for h in s.columns["rule_hits"][i])
+        assert {r["factor"] for r in s.columns["reasons"][i]} <= keys
+
+
+@pytest.mark.parametrize("explain", ["warnings", "in_scope", "none"])
+def test_reasons_and_measures_go_to_the_rows_the_method_explains(trained, params, explain):
+    m = trained["model"]
+    s = m.predict(trained["fr"], quarters=[trained["last"]], explain=explain)
+    c = s.columns
+    want = c["warning"] & (c["in_scope"] if explain == "in_scope" else explain == "warnings")
+    assert want.any() or explain == "none"
+    for w, r, ms, sm in zip(want, c["reasons"], c["measures"], c["summary"], strict=True):
         assert (r is not None) == bool(w) and (ms is not None) == bool(w) and (sm is not None) == bool(w)
         if w:
             assert len(r) <= params.warnings.max_reasons and 1 <= len(ms) <= params.warnings.max_measures

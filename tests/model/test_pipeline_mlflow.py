@@ -28,7 +28,7 @@ def workdir(tmp_path, monkeypatch):
 def test_train_evaluate_promote_rollback(workdir):
     import mlflow
 
-    from models.pyfunc import champion_version, load_champion, records_from_frames
+    from models.registry import champion_version, load_champion
     from pipelines.evaluate import evaluate
     from pipelines.promote import promote, rollback
     from pipelines.train import train
@@ -71,29 +71,37 @@ def test_train_evaluate_promote_rollback(workdir):
     with pytest.raises(LookupError):
         rollback(p)
 
-    # the plain loader and the generic pyfunc agree on ledger-shaped input
+    # the plain loader, the generic pyfunc and the batch give one result: households of the last
+    # quarter scored alone with their history (as the API passes it) equal the county batch
+    from online import alone
+
     from models.features import Frames
+    from models.pyfunc import RESULT_COLUMNS
 
     frames = Frames.from_dir(p.paths.ingested_dir)
     t = int(frames.households["quarter_idx"].max())
-    recs = records_from_frames(frames, t, 20, seed=2)
     model = load_champion(p)
     assert model.model_version == "1"
-    plain = model.score_records(recs)
+    recs, hist, _, batch, _, ctx = alone(model, frames, t, 40, seed=2)  # contexts with the batch's level cut-offs
+    plain = model.predict(recs, histories=hist, contexts=ctx).frame()
     pyf = mlflow.pyfunc.load_model(f"models:/{p.model.registered_name}@champion")
-    out = pyf.predict(pd.DataFrame(recs))
-    assert np.allclose(out["probability"].to_numpy(), plain["probability"].to_numpy())
-    assert {"probability", "model_level", "rule_hits", "combined_level", "explanation"} <= set(out.columns)
-    warn = out[out["warning"]]
-    if len(warn):
-        e = json.loads(warn.iloc[0]["explanation"])
-        assert set(e) >= {"base_value", "raw_score", "features"}
-    bare = pyf.predict(pd.DataFrame(recs), params={"explain": "none"})  # declared in the signature
-    assert bare["explanation"].isna().all() and np.array_equal(bare["probability"], out["probability"])
+    inp = pd.DataFrame(recs).assign(history=[json.dumps(h) for h in hist], context=[json.dumps(c) for c in ctx])
+    out = pyf.predict(inp)
+    assert list(out.columns) == [c for c in RESULT_COLUMNS if c != "quarter_idx"]
+    np.testing.assert_array_equal(out["probability"].to_numpy(), plain["probability"].to_numpy())
+    np.testing.assert_allclose(out["probability"].to_numpy(), batch["probability"], rtol=0, atol=1e-12)
+    def values(col):  # MLflow's output frame carries a missing level as NaN
+        return [None if not isinstance(v, str | list) else v for v in col]
+
+    for c in ("combined_level", "deferred", "rule_hits", "reasons", "summary", "measures", "history"):
+        assert values(out[c]) == values(plain[c]) == values(batch[c]), c
+    assert out["warning"].any()
+    bare = pyf.predict(inp, params={"explain": "none"})  # declared in the signature
+    assert bare["reasons"].isna().all() and np.array_equal(bare["probability"], out["probability"])
 
 
 def test_a_worse_challenger_is_not_promoted(workdir):
-    from models.pyfunc import champion_version
+    from models.registry import champion_version
     from pipelines.promote import decide, promote
     from pipelines.train import train
 

@@ -137,7 +137,7 @@ def test_model_card_is_logged_with_the_version_and_the_champion_is_served(ws, mo
     from mlflow import MlflowClient
 
     from fangpin.config import load_params
-    from models.pyfunc import champion_version, setup_mlflow
+    from models.registry import champion_version, setup_mlflow
     from pipelines.common import rooted
     from serving.model import default_loader
 
@@ -189,7 +189,7 @@ def test_retrain_flags_the_injected_shift_and_not_the_warm_up(ws, monkeypatch):
     from fangpin.config import load_params
     from fangpin.ingest import ingest
     from models.features import Frames
-    from models.pyfunc import load_version
+    from models.registry import load_version
     from pipelines.common import rooted
     from pipelines.drift import STATUS_ALARM, drift_report
     from pipelines.retrain import _in_scope_rows, compute_drift

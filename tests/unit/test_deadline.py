@@ -18,8 +18,6 @@ from fangpin.warnings import (
     check_transition,
     deadline,
     local_date,
-    max_level,
-    sort_key,
     warning_id,
 )
 
@@ -114,9 +112,14 @@ def test_transitions():
         check_transition(STATUS_OPEN, "已走访")
 
 
-def test_order_and_max_level():
-    ws = [WarningRecord.create(params=Params(), **_fields(household_id=f"H{i}", level=lvl, probability=p))
-          for i, (lvl, p) in enumerate([("蓝", 0.9), ("红", 0.3), ("黄", 0.5), ("红", 0.6)])]
-    assert [(w.level, w.probability) for w in sorted(ws, key=sort_key)] == [
-        ("红", 0.6), ("红", 0.3), ("黄", 0.5), ("蓝", 0.9)]
-    assert max_level(["蓝", "黄"]) == "黄" and max_level([]) is None
+def test_one_level_order_ranks_both_ways():
+    """LEVELS (most urgent first) is the one order: the store's sort rank and the severity the
+    models compare come from it and agree."""
+    from fangpin.warnings import LEVEL_RANK, LEVELS, severity
+    from models.levels import from_rank, rank
+
+    assert LEVELS == ("红", "黄", "蓝")
+    assert [severity(lvl) for lvl in LEVELS] == [3, 2, 1] and severity(None) == severity("x") == 0
+    assert sorted(["蓝", "红", "黄"], key=LEVEL_RANK.__getitem__) == list(LEVELS)
+    assert rank(["红", None, "蓝", "黄"]).tolist() == [3, 0, 1, 2]
+    assert from_rank(rank(list(LEVELS))).tolist() == list(LEVELS)

@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.features import FEATURES, FORBIDDEN, FeatureSpec, Frames, build_features, frames_from_records
-from models.pyfunc import records_from_frames
 
 SPEC = FeatureSpec.default()
 
@@ -102,18 +101,41 @@ def test_ethnicity_names_ids_and_sex_do_not_change_features(frames):
     assert np.allclose(_matrix(a), _matrix(b), equal_nan=True)
 
 
+def alone(frames, t: int, n: int, seed: int):  # without a model: the feature functions themselves
+    """``n`` households of quarter ``t`` as each would be scored alone: the ledger's snapshot
+    records with their history and place context (what the batch leaves in the store)."""
+    from fangpin.store.history import merge_context
+    from models.features import feature_table, history_records, place_contexts, snapshot_records
+
+    feats = feature_table(frames, quarters=[t])
+    rng = np.random.default_rng(seed)
+    pos = np.sort(rng.choice(len(feats), min(n, len(feats)), replace=False))
+    ids = [feats["household_id"][i] for i in pos]
+    recs = snapshot_records(frames, t, ids)
+    places = place_contexts(feats)
+    ctx = [merge_context(places.get((r["county"], r["township"], "")), places.get((r["county"], r["township"],
+                                                                                   r["village"]))) for r in recs]
+    return recs, history_records(feats, pos), ctx
+
+
 def test_one_posted_household_gets_the_batch_features(frames):
-    """The API path: canonical JSON records (members, recent events, supplied history) → the same
-    feature values as the household has in the county batch."""
+    """The API path: canonical JSON records (members, recent events) with the ledger's history and
+    place context → the same feature values as the household has in the county batch."""
     t = int(frames.households["quarter_idx"].max())
-    recs = records_from_frames(frames, t, 60, seed=1)
+    recs, hist, ctx = alone(frames, t, 60, seed=1)
     assert any(r["events"] for r in recs) and all(r["members"] for r in recs)
     batch = build_features(frames, quarters=[t]).set_index("household_id")
-    single = build_features(frames_from_records(recs, frames.lines), population=False)
+    fr, sources = frames_from_records(recs, frames.lines, hist, ctx)
+    assert set(sources) == {f"ledger:{frames.households['quarter'].max()}"}
+    single = build_features(fr, population=False)
     b = batch.loc[single["household_id"]]
     for name in SPEC.names:
         x, y = single[name].to_numpy(float), b[name].to_numpy(float)
-        assert np.allclose(x, y, equal_nan=True), name
+        assert np.array_equal(x, y, equal_nan=True), name
+    # without the history, the history features are missing (a household seen for the first time)
+    bare = build_features(frames_from_records(recs, frames.lines)[0], population=False)
+    for name in ("income_change", "d_n_members", "township_ident_rate_4q", "village_disaster_share"):
+        assert bare[name].isna().all() and b[name].notna().any(), name
 
 
 def test_each_household_posted_alone_gets_exactly_the_batch_features(frames):
@@ -121,11 +143,11 @@ def test_each_household_posted_alone_gets_exactly_the_batch_features(frames):
     very same feature values (bit for bit) as the county batch, and as the same tables handed to the
     feature code as DataFrames."""
     t = int(frames.households["quarter_idx"].max())
-    recs = records_from_frames(frames, t, 25, seed=2)
+    recs, hist, ctx = alone(frames, t, 25, seed=2)
     batch = build_features(frames, quarters=[t]).set_index("household_id")
     names = list(SPEC.names)
-    for rec in recs:
-        fr = frames_from_records([rec], frames.lines)
+    for rec, h, c in zip(recs, hist, ctx, strict=True):
+        fr, _ = frames_from_records([rec], frames.lines, [h], [c])
         one = build_features(fr, population=False)
         as_df = build_features(Frames(fr.households.to_frame(), fr.persons.to_frame(),
                                       None if fr.events is None else fr.events.to_frame(), fr.lines),
@@ -133,6 +155,31 @@ def test_each_household_posted_alone_gets_exactly_the_batch_features(frames):
         x = one[names].to_numpy(float)[0]
         assert np.array_equal(x, batch.loc[rec["household_id"], names].to_numpy(float), equal_nan=True)
         assert np.array_equal(x, as_df[names].to_numpy(float)[0], equal_nan=True)
+
+
+def test_a_later_quarter_uses_the_ledgers_latest_history_and_an_earlier_one_none(frames):
+    """History of quarter L given to a snapshot of L+1 is what the batch computes when the ledger
+    has L+1 (income history and changes since L); a snapshot older than L gets no history."""
+    t = int(frames.households["quarter_idx"].max())
+    head = Frames(*(x[x["quarter_idx"] <= t - 1] if x is not None else None
+                    for x in (frames.households, frames.persons, frames.events)), frames.lines)
+    recs_prev, hist_prev, _ = alone(head, t - 1, 40, seed=3)
+    ids = [r["household_id"] for r in recs_prev]
+    present = set(frames.households.loc[frames.households["quarter_idx"] == t, "household_id"])
+    keep = [i for i, h in enumerate(ids) if h in present]
+    from models.features import snapshot_records
+
+    now = snapshot_records(frames, t, [ids[i] for i in keep])
+    fr, sources = frames_from_records(now, frames.lines, [hist_prev[i] for i in keep])
+    assert set(sources) == {f"ledger:{head.households['quarter'].max()}"}
+    single = build_features(fr, population=False).set_index("household_id")
+    batch = build_features(frames, quarters=[t]).set_index("household_id").loc[single.index]
+    for name in ("income_change", "quarters_since_income_change", *(f"d_{b}" for b in
+                                                                     ("n_members", "medical_oop"))):
+        assert np.array_equal(single[name].to_numpy(float), batch[name].to_numpy(float), equal_nan=True), name
+    old = snapshot_records(frames, t - 2, [ids[i] for i in keep][:5])
+    _, src = frames_from_records(old, frames.lines, [hist_prev[i] for i in keep][:5])
+    assert src == ["none"] * len(old)
 
 
 def test_missing_monitoring_line_is_an_error(frames):

@@ -8,13 +8,12 @@ import pytest
 import yaml
 
 from fangpin.config import Params
+from fangpin.contract import LABOR_CLASSES
 from models.measures import (
     DEFAULT_TABLE,
     FACTOR_KEYS,
-    LABOUR_CLASSES,
     UnknownDriver,
     drivers_of,
-    household_labour_class,
     load_table,
     normalise_labour_class,
     suggest,
@@ -35,7 +34,7 @@ def test_packaged_table_covers_every_factor_and_rule(table):
     from models.rules import RULE_LEVELS
 
     for key in (*FACTOR_KEYS, *RULE_LEVELS):
-        for cls in LABOUR_CLASSES:
+        for cls in LABOR_CLASSES:
             assert table.measure_ids(key, cls), (key, cls)
     # every measure type of domain.md is reachable
     reachable = {table.catalogue[m].type for by in table.map.values() for ids in by.values() for m in ids}
@@ -89,7 +88,7 @@ def test_warning_drivers_order():
     reasons = [{"factor": "income", "direction": "down"}, {"factor": "medical", "direction": "up"},
                {"factor": "schooling", "direction": "up"}]
     assert drivers_of(hits, reasons) == ["R05_NO_SAFE_WATER", "R09_SEVERE_EVENT", "medical", "schooling"]
-    p = Params()  # as models.explain.explain_warned looks them up: drivers, then the table with the cap
+    p = Params()  # as RiskModel.measures_of looks them up: drivers, then the table with the cap
     ms = suggest(drivers_of(hits, reasons), "普通劳动力", table=table_for(p), max_measures=p.warnings.max_measures)
     assert types(ms)[0] == "饮水安全保障" and len(ms) == 4
 
@@ -102,9 +101,6 @@ def test_labour_class_normalisation():
     for bad in ("壮劳力", 3, None, True, 1.5):
         with pytest.raises(ValueError):
             normalise_labour_class(bad)
-    assert household_labour_class(["丧失劳动力", "弱劳动力或半劳动力"]) == "弱劳动力"
-    assert household_labour_class(["无劳动力", "普通劳动力"]) == "有劳动力"
-    assert household_labour_class(["无劳动力"]) == "无劳动力"
 
 
 def test_table_path_from_params_and_validation(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
@@ -38,4 +39,4 @@ def test_dates_and_spans():
 def test_index_of_yyyymm_vectorised():
     s = pd.Series([202302, 202312, None], dtype="Int64")
     got = q.index_of_yyyymm(s)
-    assert got.iloc[0] == q.to_index("2023Q1") and got.iloc[1] == q.to_index("2023Q4") and pd.isna(got.iloc[2])
+    assert got[0] == q.to_index("2023Q1") and got[1] == q.to_index("2023Q4") and np.isnan(got[2])

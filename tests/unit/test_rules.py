@@ -30,7 +30,7 @@ def household(**kw):
 
 
 def hits(rec, rules=RULES):
-    fr = frames_from_records([rec], LINES)
+    fr, _ = frames_from_records([rec], LINES)
     feats = build_features(fr, population=False)
     return rules.evaluate(feats, fr.events).iloc[0]
 

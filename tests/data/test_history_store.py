@@ -1,0 +1,109 @@
+"""The online history in the store (fangpin/store/history.py) on SQLite and PostgreSQL: written
+per county as of a quarter (never back in time), looked up per household, events stored once,
+warnings raised only upwards."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+from test_store import SECRET, db_url  # noqa: F401 - the fixture, parametrised over both stores
+
+from fangpin.config import Params
+from fangpin.ids import event_key
+from fangpin.store import Store
+from fangpin.store import history as hs
+from fangpin.warnings import STATUS_EXCLUDED, WarningRecord
+
+
+def _households(quarter: str, county: str = "甲县", n: int = 3) -> list[dict]:
+    return [{"household_key": f"{county}-k{i}", "household_id": f"H{i}", "county": county, "township": "东镇",
+             "village": f"{i % 2}村", "level": None, "head_name": f"户主{i}", "id_masked": "5201**********0011",
+             "data": json.dumps({"history": {"v": 1, "quarter": quarter}, "snapshot": {"household_id": f"H{i}",
+                                                                                      "events": []}})}
+            for i in range(n)]
+
+
+def _places(quarter: str) -> list[dict]:
+    return [{"county": "甲县", "township": "东镇", "village": "", "quarter": quarter,
+             "data": json.dumps({"township_disaster_share": 0.1, "township_ident_rate_4q": 0.02})},
+            {"county": "甲县", "township": "东镇", "village": "0村", "quarter": quarter,
+             "data": json.dumps({"village_disaster_share": 0.25})}]
+
+
+def test_history_is_written_per_county_and_never_back_in_time(db_url):  # noqa: F811
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        persons = [{"person_key": "p0", "household_key": "甲县-k0", "county": "甲县"},
+                   {"person_key": "p1", "household_key": "甲县-k1", "county": "甲县"}]
+        out = hs.write_history(store, "2024Q3", ["甲县"], _households("2024Q3"), persons, _places("2024Q3"))
+        assert out == {"households": 3, "persons": 2, "places": 2}
+        hs.write_history(store, "2024Q3", ["乙县"], _households("2024Q3", "乙县", 1), [], [])
+        rows = hs.histories(store, ["甲县-k0", "乙县-k0", "nobody"])
+        assert set(rows) == {"甲县-k0", "乙县-k0"}
+        assert rows["甲县-k0"]["data"]["history"] == {"v": 1, "quarter": "2024Q3"} and rows["甲县-k0"]["api_events"] == []
+        ctx = hs.contexts(store, [("甲县", "东镇", "0村"), ("甲县", "东镇", "1村"), ("乙县", "西镇", "1村")])
+        assert ctx[("甲县", "东镇", "0村")] == {"quarter": "2024Q3", "township_disaster_share": 0.1,
+                                               "township_ident_rate_4q": 0.02, "village_disaster_share": 0.25}
+        assert "village_disaster_share" not in ctx[("甲县", "东镇", "1村")] and ("乙县", "西镇", "1村") not in ctx
+        assert hs.households_of(store, ["p0", "p1", "px"], "甲县") == {"p0": ("甲县-k0", "甲县"), "p1": ("甲县-k1", "甲县")}
+        assert hs.households_of(store, ["p0"], "乙县") == {}
+        # a newer quarter replaces the county's rows (households gone from the ledger go too)
+        hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4", n=2), persons[:1], [])
+        assert set(hs.histories(store, ["甲县-k0", "甲县-k2"])) == {"甲县-k0"}
+        assert hs.households_of(store, ["p1"], None) == {} and hs.contexts(store, [("甲县", "东镇", "0村")]) == {}
+        # an older quarter never replaces a newer one; other counties are untouched
+        skipped = hs.write_history(store, "2024Q3", ["甲县"], _households("2024Q3"), persons, _places("2024Q3"))
+        assert "skipped" in skipped and hs.stored_quarter(store, ["甲县"]) == "2024Q4"
+        assert hs.histories(store, ["乙县-k0"])["乙县-k0"]["quarter"] == "2024Q3"
+    finally:
+        store.dispose()
+
+
+def test_events_are_stored_once_and_counted(db_url):  # noqa: F811
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4"), [], [])
+
+        def ev(pk, hk, amount):
+            d = date(2024, 11, 3)
+            return {"event_key": event_key(pk, d, "卫健", "重大疾病", amount), "person_key": pk,
+                    "household_key": hk, "county": "甲县", "event_date": d, "department": "卫健",
+                    "event_type": "重大疾病", "amount": amount, "key_id": None}
+
+        a, b, c = ev("p0", "甲县-k0", 50000.0), ev("p0", "甲县-k0", 50000), ev("px", None, None)
+        assert a["event_key"] == b["event_key"]  # 50000 and 50000.0 are the same amount
+        assert hs.add_events(store, [a, b, c]) == {a["event_key"], c["event_key"]}
+        assert hs.add_events(store, [a]) == set()
+        assert hs.event_counts(store, "甲县") == {"events": 2, "unmatched": 1}
+        got = hs.histories(store, ["甲县-k0"])["甲县-k0"]["api_events"]
+        assert got == [{"person_key": "p0", "event_date": "2024-11-03", "department": "卫健", "event_type": "重大疾病",
+                        "amount": 50000.0}]
+    finally:
+        store.dispose()
+
+
+def test_a_warning_is_raised_only_upwards_and_never_reopened(db_url):  # noqa: F811
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4"), [], [])
+
+        def rec(level, hid="H0"):
+            return WarningRecord.create(
+                params=Params(), created_at=datetime(2024, 12, 1, tzinfo=UTC), quarter="2024Q4", county="甲县",
+                township="东镇", village="0村", household_id=hid, head_name="户主0", id_masked="5201**********0011",
+                level=level, probability=0.2, rule_hits=[], reasons=[], measures=[], model_version="7",
+                ruleset_version="r").model_dump(mode="json")
+
+        assert hs.raise_warning(store, "甲县-k0", rec("蓝"), None) == "created"
+        assert hs.raise_warning(store, "甲县-k0", rec("蓝"), None) == "not_higher"  # the stored level counts
+        assert hs.raise_warning(store, "甲县-k0", rec("红"), "蓝") == "raised"
+        w = store.get_warning(rec("红")["id"])
+        assert w.level == "红" and hs.histories(store, ["甲县-k0"])["甲县-k0"]["level"] == "红"
+        assert hs.raise_warning(store, "甲县-k1", rec("黄", "H1"), "红") == "not_higher"
+        hs.raise_warning(store, "甲县-k1", rec("蓝", "H1"), None)
+        store.record_feedback(rec("蓝", "H1")["id"], STATUS_EXCLUDED, actor="王五", reason="已核实")
+        assert hs.raise_warning(store, "甲县-k1", rec("红", "H1"), "蓝") == "kept_closed"
+        assert store.get_warning(rec("蓝", "H1")["id"]).status == STATUS_EXCLUDED
+    finally:
+        store.dispose()
