@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from fangpin import quarters as fq
 from fangpin.store import ApiKeyInfo, WarningNotFound
-from fangpin.warnings import LEVELS, VerificationError, WarningRecord
+from fangpin.warnings import VerificationError, WarningRecord
 from serving import auth
 from serving.errors import ApiError
 from serving.schemas import (
@@ -188,9 +188,9 @@ def events(
     cadre page."""
     from fangpin.ids import event_key, keyed_hashes
     from fangpin.store import history as hs
-    from fangpin.warnings import WarningRecord, severity
-    from models.levels import floored_hits
-    from serving.scoring import rescore
+    from fangpin.warnings import severity
+    from serving.clue_intake import event_clue
+    from serving.scoring import rescored
 
     state = request.app.state
     evs = body.events
@@ -222,28 +222,22 @@ def events(
         keys = sorted(latest)
         known = hs.histories(ctx.store, keys)
         quarters = {k: fq.from_index(max(latest[k], fq.to_index(known[k]["quarter"]))) for k in keys}
-        rows_, s = rescore(m, ctx, keys, quarters)
-        col = s.columns
-        for i, (k, row) in enumerate(zip(keys, rows_, strict=True)):
-            level = col["combined_level"][i] if col["combined_level"][i] in LEVELS else None
-            item = {"household_id": row["household_id"], "quarter": quarters[k], "previous_level": row["level"],
-                    "level": level, "probability": float(col["probability"][i]), "warning_id": None}
-            if not bool(col["in_scope"][i]):
+        for r in rescored(m, ctx, keys, quarters):
+            row = r.row
+            item = {"household_id": row["household_id"], "quarter": r.quarter, "previous_level": row["level"],
+                    "level": r.level, "probability": r.probability, "warning_id": None}
+            if not r.in_scope:
                 item["warning"] = "out_of_scope"
-            elif severity(level) <= severity(row["level"]):
+            elif severity(r.level) <= severity(row["level"]):
                 item["warning"] = "not_higher"
             else:
-                rec = WarningRecord.create(
-                    params=state.params, quarter=quarters[k], county=row["county"], township=row["township"],
-                    village=row["village"], household_id=row["household_id"], head_name=row["head_name"],
-                    id_masked=row["id_masked"], level=level, probability=min(1.0, max(0.0, item["probability"])),
-                    rule_hits=[{f: h[f] for f in ("rule_id", "level", "text", "threshold")}
-                               for h in floored_hits(col["rule_hits"][i], m.scorer.levels)],
-                    reasons=col["reasons"][i] or [], measures=col["measures"][i] or [],
-                    deferred=bool(col["deferred"][i]), **(col["summary"][i] or {}),
-                    model_version=m.version, ruleset_version=m.ruleset_version)
-                item["warning"] = hs.raise_warning(ctx.store, k, rec.model_dump(mode="json"), row["level"])
+                rec = r.record(r.level, state.params)
+                item["warning"] = hs.raise_warning(ctx.store, r.key, rec.model_dump(mode="json"), row["level"])
                 item["warning_id"] = rec.id if item["warning"] in ("created", "raised", "kept_closed") else None
+                if item["warning"] in ("created", "raised"):
+                    # the event that lifted the household is a 部门预警 clue of the county's one list
+                    event_clue(request, who, r, rec, [e for e in matched if e["household_key"] == r.key],
+                               created=item["warning"] == "created")
             out.append(item)
     counts = hs.event_counts(ctx.store, county)
     audit(request, who, "POST /v1/events", household_ids=[o["household_id"] for o in out],

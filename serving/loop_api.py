@@ -11,16 +11,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from fangpin import clues as fc
 from fangpin.store import ApiKeyInfo
 from fangpin.warnings import VerificationError, local_date
 from serving import auth
-from serving.api import E401, E403, E422, PlaceQ, WarningId, _warning_in_scope, audit
+from serving.api import E401, E403, E422, E503, PlaceQ, WarningId, _warning_in_scope, audit
 from serving.errors import ApiError
 from serving.schemas import (
+    ClueIn,
     ClueListItem,
+    ClueOut,
     CluePageOut,
     ErrorOut,
     LoopOut,
@@ -186,3 +188,44 @@ def list_clues(
     return CluePageOut(items=[ClueListItem(**{k: c[k] for k in ClueListItem.model_fields if k in c},
                                            outcome_text=fc.OUTCOME_LABEL[c["outcome"]]) for c in items],
                        total=total, limit=limit, offset=offset)
+
+
+@router.post("/v1/clues", response_model=ClueOut, tags=["线索"],
+             summary="登记一条线索（农户自主申报、干部排查、部门预警、群众反映、村级排查）：立即评分，生成预警或并入已有预警",
+             responses={**E401, **E403, **E409, **E422, **E503})
+def post_clue(
+    request: Request,
+    body: Annotated[ClueIn, Body(openapi_examples=clue_examples())],
+    who: ApiKeyInfo = Depends(auth.require(auth.CAN_CLUE)),
+) -> ClueOut:
+    """The household is found by its 户编号 (or the keyed hash of the ID number given, which is
+    never stored) in the ledger's latest scored quarter, scored at once through the same path as
+    ``POST /v1/events`` (stored snapshot and history → the model's one method → reasons), and the
+    clue becomes a warning with a deadline, joins the household's open warning, or is merged into
+    an open clue of the same household and channel. 农户自主申报 and 群众反映 are always a warning
+    (``clues.floors``), whatever the score. A household not in the ledger is recorded for the
+    village to check (county and township needed)."""
+    from serving.clue_intake import intake
+
+    try:
+        return intake(request, who, body, source="api")
+    except fc.ClueError as exc:
+        audit(request, who, "POST /v1/clues", outcome="rejected")
+        raise ApiError(422, "clue not accepted", str(exc)) from None
+    except auth.Forbidden:
+        audit(request, who, "POST /v1/clues", outcome="forbidden")
+        raise
+    except VerificationError as exc:
+        audit(request, who, "POST /v1/clues", outcome="conflict")
+        raise ApiError(409, "conflict", str(exc)) from None
+
+
+def clue_examples() -> dict:
+    return {
+        "自主申报": {"summary": "农户自主申报（按户编号）", "value": {
+            "channel": "农户自主申报", "household_id": "610923001000123", "text": "家中老人住院，自付费用较高，申请纳入监测",
+            "received_by": "李娜"}},
+        "群众反映": {"summary": "群众反映（台账外的户，填写县和乡镇）", "value": {
+            "channel": "群众反映", "household_id": "610923009999999", "county": "青石县", "township": "兴兴镇",
+            "village": "康沟村", "text": "邻居反映该户因灾房屋受损", "received_by": "王强"}},
+    }

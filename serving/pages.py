@@ -214,6 +214,14 @@ def warning_list(request: Request):
     who = _signed_in(request)
     if who is None:
         return _to_login()
+    return _list_page(request, who, clue_saved=request.query_params.get("clue"))
+
+
+def _list_page(request: Request, who, status_code: int = 200, clue_error: str | None = None,
+               clue_form: dict | None = None, clue_saved: str | None = None) -> HTMLResponse:
+    from fangpin import clues as fc
+    from fangpin.store.loop import loops, open_steps, query_clues
+
     store = request.app.state.store
     page = store.query_warnings(scope=who.scope, status=STATUS_OPEN, limit=OPEN_LIMIT)
     today = _today(request)
@@ -223,17 +231,80 @@ def warning_list(request: Request):
     tasks = store.query_tasks(scope=who.scope, status=[TASK_OPEN, TASK_DOING], limit=OPEN_LIMIT)
     task_items = [{"t": t, "overdue": t.is_overdue(today), "days_left": (t.deadline - today).days}
                   for t in tasks.items]
-    from fangpin.clues import VERIFICATION
-    from fangpin.store.loop import loops, open_steps
-
-    later = [d for d in open_steps(store, today, scope=who.scope) if d["step"] != VERIFICATION][:OPEN_LIMIT]
+    later = [d for d in open_steps(store, today, scope=who.scope) if d["step"] != fc.VERIFICATION][:OPEN_LIMIT]
     marks = loops(store, [w.id for w in page.items])
     for it in items:
         lp = marks.get(it["w"].id) or {}
         it.update(return_risk=bool(lp.get("return_risk")), channels=lp.get("channels") or [])
+    clues, clues_total = query_clues(store, scope=who.scope, limit=20)
+    for c in clues:
+        c["outcome_text"] = fc.OUTCOME_LABEL[c["outcome"]]
+        step = fc.Step(fc.VERIFICATION, c["deadline"], today) if c["deadline"] and c["warning_status"] in (
+            None, STATUS_OPEN) else None
+        c["due_text"], c["overdue"] = (step.text, step.overdue) if step else ("", False)
     _audit(request, who, "GET /cadre/", page.items)
-    return _render(request, "list.html", who=who, items=items, total=page.total, shown=len(items),
-                   tasks=task_items, tasks_total=tasks.total, later=later)
+    return _render(request, "list.html", status_code, who=who, items=items, total=page.total, shown=len(items),
+                   tasks=task_items, tasks_total=tasks.total, later=later, clues=clues, clues_total=clues_total,
+                   channels=fc.CHANNELS, clue_error=clue_error, clue_form=clue_form or {},
+                   clue_saved=fc.OUTCOME_LABEL.get(clue_saved or ""))
+
+
+_CLUE_FIELDS = {"channel": "线索渠道", "household_id": "户编号", "id_number": "证件号码（18位）", "village": "村",
+                "text": "反映内容", "received_by": "接收人"}
+
+
+def _clue_form_error(errors: list[dict]) -> str:
+    """The first problem of the clue form in Chinese (never the value: it may be an ID number)."""
+    err = errors[0] if errors else {}
+    loc = [p for p in err.get("loc", ()) if isinstance(p, str)]
+    if not loc:  # a check across fields: its message is Chinese already
+        return str(err.get("msg", "线索填写有误。")).removeprefix("Value error, ")
+    return f"{_CLUE_FIELDS.get(loc[-1], loc[-1])}填写有误，请检查后重新提交。"
+
+
+@router.post("/cadre/clues", response_class=HTMLResponse)
+def submit_clue(
+    request: Request,
+    channel: Annotated[str, Form(max_length=16)] = "",
+    household_id: Annotated[str, Form(max_length=64)] = "",
+    id_number: Annotated[str, Form(max_length=40)] = "",
+    village: Annotated[str, Form(max_length=64)] = "",
+    text: Annotated[str, Form(max_length=2000)] = "",
+    received_by: Annotated[str, Form(max_length=64)] = "",
+    csrf: Annotated[str, Form(max_length=100)] = "",
+):
+    """登记线索: the same intake as POST /v1/clues (serving.clue_intake)."""
+    from pydantic import ValidationError
+
+    from fangpin.clues import ClueError
+    from serving.auth import Forbidden
+    from serving.clue_intake import intake
+    from serving.errors import ApiError
+    from serving.schemas import ClueIn
+
+    who = _signed_in(request)
+    if who is None:
+        return _to_login()
+    form = {"channel": channel, "household_id": household_id, "village": village, "text": text,
+            "received_by": received_by}  # the ID number is never sent back to the page
+    if not _csrf_ok(request, csrf):
+        return _list_page(request, who, 400, "页面已过期，请刷新后重新提交。", form)
+    try:
+        body = ClueIn(channel=channel, household_id=household_id.strip() or None,
+                      id_number=id_number.strip().upper() or None, village=village.strip() or None,
+                      text=text, received_by=received_by)
+    except ValidationError as exc:
+        return _list_page(request, who, 422, _clue_form_error(exc.errors()), form)
+    try:
+        res = intake(request, who, body, source="page")
+    except ClueError as exc:
+        return _list_page(request, who, 422, str(exc), form)
+    except Forbidden:
+        return _list_page(request, who, 403, "该户不在本乡镇范围内。", form)
+    except (ApiError, VerificationError) as exc:
+        msg = exc.message_zh if isinstance(exc, ApiError) else str(exc)
+        return _list_page(request, who, getattr(exc, "status", 409), msg, form)
+    return RedirectResponse(f"/cadre/?clue={res.outcome}#clues", status_code=303)
 
 
 @router.get("/cadre/w/{warning_id}", response_class=HTMLResponse)
