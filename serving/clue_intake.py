@@ -60,6 +60,8 @@ def intake(request: Request, who: ApiKeyInfo, body: ClueIn, source: str) -> Clue
     received_by = fc.check_text(body.received_by, "接收人", 64)
     if not text or not received_by:
         raise fc.ClueError("须填写反映内容和接收人")
+    for text_, what in ((body.village, "村"), (body.county, "县"), (body.township, "乡镇")):
+        fc.check_text(text_, what, 64)
     received = fc.local_received(body.received_at, now)
     county = who.scope.county
     person_key = id_masked = None

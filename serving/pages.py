@@ -295,13 +295,17 @@ def submit_clue(
                       text=text, received_by=received_by)
     except ValidationError as exc:
         return _list_page(request, who, 422, _clue_form_error(exc.errors()), form)
+    endpoint = "POST /cadre/clues"
     try:
         res = intake(request, who, body, source="page")
     except ClueError as exc:
+        _audit(request, who, endpoint, outcome="rejected")
         return _list_page(request, who, 422, str(exc), form)
     except Forbidden:
+        _audit(request, who, endpoint, outcome="forbidden")
         return _list_page(request, who, 403, "该户不在本乡镇范围内。", form)
     except (ApiError, VerificationError) as exc:
+        _audit(request, who, endpoint, outcome="rejected")
         msg = exc.message_zh if isinstance(exc, ApiError) else str(exc)
         return _list_page(request, who, getattr(exc, "status", 409), msg, form)
     return RedirectResponse(f"/cadre/?clue={res.outcome}#clues", status_code=303)
