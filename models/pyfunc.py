@@ -90,9 +90,9 @@ class ExplainSettings:
 @dataclass(frozen=True)
 class Scored:
     """What :meth:`RiskModel.predict` returns: ``columns`` (:data:`RESULT_COLUMNS`, numpy arrays,
-    one row per household-quarter; ``rule_hits`` every hit of the ruleset, ``rule_level`` the level
-    the rules give (their floors, models.levels: a rule without a floor is a task, not a level);
-    ``reasons`` and ``measures`` are lists of dicts and ``summary``
+    one row per household-quarter; ``rule_hits`` every hit of the ruleset and ``rule_level`` the
+    highest level among them (the level a warning gets from its rules is that of the hits of rules
+    with a floor, models.levels; the others are tasks); ``reasons`` and ``measures`` are lists of dicts and ``summary``
     the figures' summary — base rate, 其他因素, reference period — on explained rows, else None), the
     model matrix ``X`` (spec order), the feature table of the same rows and, when the rows were
     whole townships, each township-quarter's level cut-offs and counts (models.levels)."""
@@ -241,7 +241,7 @@ class RiskModel:
                 reasons[i], summary[i], measures[i] = rs[j], ss[j], ms[j]
         cols = {c: feats[c] for c in RESULT_COLUMNS[:7]}
         cols.update(probability=prob, raw_score=raw, model_level=lv.from_rank(levels.band),
-                    rule_level=lv.from_rank(levels.floor), rule_hits=rules["rule_hits"],
+                    rule_level=lv.from_rank(rules["rule_rank"]), rule_hits=rules["rule_hits"],
                     combined_level=lv.from_rank(levels.combined), deferred=levels.deferred, warning=warning,
                     reasons=reasons, summary=summary, measures=measures, history=sources,
                     model_version=np.full(n, self.model_version, dtype=object),

@@ -72,7 +72,7 @@ def test_every_rule_hit_is_a_warning_or_a_task_on_every_scored_row(trained):
     floor = lv.floor_ranks(out["rule_hits"].to_numpy(), model.levels)
     has_hit = out["rule_hits"].map(len).to_numpy() > 0
     assert has_hit.sum() > 0
-    assert (lv.rank(out["rule_level"]) == floor).all()  # the level the rules give: their floors
+    assert (has_hit == (lv.rank(out["rule_level"]) > 0)).all()
     deferred = out["deferred"].to_numpy(dtype=bool)
     # a hit of a rule with a floor is a warning of at least that floor (a 红 candidate beyond the
     # township's capacity: 黄); a hit of a rule without one is a task
