@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "pipelines.score_cli",
     "serving.cli",
     "pipelines.retrain_cli",
+    "pipelines.loop_cli",
 )
 
 

@@ -210,6 +210,14 @@ class PromotionParams(_Model):
     max_calibration_error: float = Field(0.02, ge=0)
 
 
+class StepParams(_Model):
+    """A step's deadline: ``days`` from the step's start, calendar days or working days (with 调休,
+    fangpin.warnings.deadline)."""
+
+    days: int = Field(gt=0)
+    working_days: bool = False
+
+
 class WarningParams(_Model):
     verification_days: int = Field(15, gt=0)  # 红: home verification within this many days
     monthly_visit_days: int = Field(31, gt=0)  # 黄: at the next monthly visit (domain.md: monthly visits)
@@ -226,6 +234,33 @@ class WarningParams(_Model):
     key_secret_file: str = "key_secret"  # fallback: <state_dir>/key_secret, created on first use
     store_wait_s: float = Field(5.0, gt=0)  # a store call waits at most this long for a lock or a connection
     store_connections: int = Field(8, ge=2)  # pooled connections per process (writers: 1 on SQLite, half on PostgreSQL)
+    # the later steps of a warning (fangpin/clues.py, docs/warnings.md "Deadlines at every step")
+    village_check: StepParams = StepParams(days=2)  # a self-application: village check (Anhui 一码申报: 2 days)
+    decision: StepParams = StepParams(days=20, working_days=True)  # verified 纳入监测 → identified (≤ 20 working days)
+    support_plan: StepParams = StepParams(days=10, working_days=True)  # identified in the export → support plan (Pinggui)
+    due_soon_days: int = Field(7, ge=0)  # a step due within this many days is "due soon" (county view)
+    digest_dir: Path = Path("data/warnings/digest")  # fangpin digest: weekly overdue workbooks per township
+
+
+class ClueParams(_Model):
+    """Clues from every channel (fangpin/clues.py). ``floors``: the guardrail for people — a clue of
+    these channels is always a warning, at least of this level, whatever the score (as a rule hit
+    has its floor). ``village_check_channels``: the verification of their warning is due within
+    ``warnings.village_check``. A clue without a warning stays open for merging ``merge_days``."""
+
+    floors: dict[str, Literal["红", "黄", "蓝"]] = Field(default_factory=lambda: {"农户自主申报": "红", "群众反映": "红"})
+    village_check_channels: tuple[str, ...] = ("农户自主申报",)
+    merge_days: int = Field(30, gt=0)
+    max_text_chars: int = Field(500, gt=0)
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> ClueParams:
+        from fangpin.contract import CLUE_CHANNELS
+
+        bad = sorted((set(self.floors) | set(self.village_check_channels)) - set(CLUE_CHANNELS))
+        if bad:
+            raise ValueError(f"unknown clue channel(s) {bad}; channels: {list(CLUE_CHANNELS)}")
+        return self
 
 
 class ServingParams(_Model):
@@ -305,6 +340,7 @@ class Params(_Model):
     tasks: TaskParams = TaskParams()
     promotion: PromotionParams = PromotionParams()
     warnings: WarningParams = WarningParams()
+    clues: ClueParams = ClueParams()
     serving: ServingParams = ServingParams()
     drift: DriftParams = DriftParams()
     fairness: FairnessParams = FairnessParams()

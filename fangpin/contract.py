@@ -55,6 +55,8 @@ RISK_TYPES = (
 ELIMINATION_MODE = ("帮扶消除", "自然消除")
 DIBAO = ("农村低保", "城市低保")
 TEKUN = ("农村特困", "城市特困")
+# channels a clue reaches the county through (domain.md; fangpin/clues.py)
+CLUE_CHANNELS = ("农户自主申报", "干部排查", "部门预警", "群众反映", "村级排查")
 DEPARTMENTS = ("医保", "民政", "残联", "住建", "应急管理", "教育", "人社", "公安", "卫健", "农业农村")
 EVENT_TYPES = (
     "住院", "大额医疗自付", "重大疾病", "新增残疾", "房屋受损", "自然灾害受灾", "交通事故",

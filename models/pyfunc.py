@@ -76,7 +76,7 @@ RESULT_COLUMNS = ("household_id", "quarter", "quarter_idx", "county", "township"
                   "probability", "raw_score", "model_level", "rule_level", "rule_hits", "combined_level",
                   "deferred", "warning", "reasons", "summary", "measures", "history", "model_version",
                   "ruleset_version")
-EXPLAIN = ("warnings", "in_scope", "none")  # which rows get reasons and measures
+EXPLAIN = ("warnings", "in_scope", "all", "none")  # which rows get reasons and measures
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,7 @@ class RiskModel:
         ``level_cuts`` (the pyfunc's input), else the cut-offs the model carries. ``lines`` adds monitoring lines to
         those the model was trained with. ``explain``: ``"warnings"`` gives reasons and measures
         to every row with a warning, ``"in_scope"`` only to warned rows in scope (batch scoring),
+        ``"all"`` to every row (a clue of a people channel is a warning whatever the score),
         ``"none"`` to no row.
         """
         if explain not in EXPLAIN:
@@ -230,8 +231,9 @@ class RiskModel:
         warning = levels.combined > 0
         n = len(feats)
         reasons, summary, measures = (np.full(n, None, dtype=object) for _ in range(3))
-        rows = np.flatnonzero(warning & (np.asarray(feats["in_scope"], dtype=bool) if explain == "in_scope"
-                                         else explain == "warnings"))
+        rows = (np.arange(n) if explain == "all" else
+                np.flatnonzero(warning & (np.asarray(feats["in_scope"], dtype=bool) if explain == "in_scope"
+                                          else explain == "warnings")))
         if len(rows):
             rs, ss = self.reasons_of(X[rows], raw[rows], np.asarray(feats["county"], dtype=object)[rows])
             ms = self.measures_of(rules["rule_hits"][rows], rs, X[rows])

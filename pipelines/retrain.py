@@ -45,7 +45,10 @@ from pipelines.common import write_json
 log = logging.getLogger(__name__)
 
 FEEDBACK_COLUMNS = ("warning_id", "quarter", "county", "township", "village", "household_id", "level",
-                    "probability", "model_version", "status", "status_reason")
+                    "probability", "model_version", "status", "status_reason",
+                    # the loop (fangpin/clues.py): channels and what the next exports said
+                    "origin", "channels", "clues", "return_risk", "ledger_outcome", "identified_quarter",
+                    "eliminated_quarter", "conflict")
 HISTORY_FILE = "retrain_history.json"
 
 
@@ -137,20 +140,39 @@ def feedback_frame(params: Params, feedback_csv: Path | None = None) -> pd.DataF
                                f"The feedback file {feedback_csv} lacks the column(s) {missing}: export it with these "
                                f"columns and run again.")
         return df.replace({"": None})
+    store = existing_store(params)
+    if store is None:
+        return None
+    from fangpin.store.loop import loop_view, loops, origin_of_run
+
+    try:
+        ws = list(store.iter_warnings())
+        lp = loops(store, [w.id for w in ws])
+        rows = []
+        for w in ws:
+            v = loop_view(lp.get(w.id))
+            if w.id not in lp:
+                v.update(origin=origin_of_run(None), channels=[origin_of_run(None)])
+            rows.append({"warning_id": w.id, "quarter": w.quarter, "county": w.county, "township": w.township,
+                         "village": w.village, "household_id": w.household_id, "level": w.level,
+                         "probability": w.probability, "model_version": w.model_version, "status": w.status,
+                         "status_reason": w.status_reason, "origin": v["origin"], "channels": "、".join(v["channels"]),
+                         "clues": int(v["clues"]), "return_risk": bool(v["return_risk"]),
+                         "ledger_outcome": v["ledger_outcome"], "identified_quarter": v["identified_quarter"],
+                         "eliminated_quarter": v["eliminated_quarter"], "conflict": bool(v["conflict"])})
+    finally:
+        store.dispose()
+    return pd.DataFrame(rows, columns=list(FEEDBACK_COLUMNS))
+
+
+def existing_store(params: Params):
+    """The configured warning store, or None when it does not exist yet (no SQLite file)."""
     from fangpin.store.repo import Store, store_url
 
     url = store_url(params)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return None
-    store = Store.from_params(params)
-    try:
-        rows = [{"warning_id": w.id, "quarter": w.quarter, "county": w.county, "township": w.township,
-                 "village": w.village, "household_id": w.household_id, "level": w.level,
-                 "probability": w.probability, "model_version": w.model_version, "status": w.status,
-                 "status_reason": w.status_reason} for w in store.iter_warnings()]
-    finally:
-        store.dispose()
-    return pd.DataFrame(rows, columns=list(FEEDBACK_COLUMNS))
+    return Store.from_params(params)
 
 
 def feedback_summary(df: pd.DataFrame | None) -> dict:
@@ -177,7 +199,37 @@ def feedback_summary(df: pd.DataFrame | None) -> dict:
                          for q, g in df.groupby("quarter")}
     decided = out["confirmed"] + out["excluded"]
     out["confirmed_share_of_verified"] = out["confirmed"] / decided if decided else None
+    out.update(loop_summary(df))
     return out
+
+
+def loop_summary(df: pd.DataFrame) -> dict:
+    """Channels and ledger read-backs (reported beside the labels, docs/retraining.md): per channel
+    of origin the warnings, confirmed, excluded and identified by a later export; the read-back
+    outcomes, conflicts (ledger vs feedback) and 返贫. Empty when the frame has no loop columns (a
+    feedback CSV exported before them)."""
+    from fangpin import clues as fc
+    from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED
+
+    if "origin" not in df.columns or "ledger_outcome" not in df.columns:
+        return {}
+    known = {fc.IDENTIFIED, fc.SUPPORTED, fc.ELIMINATED}
+    identified = df["ledger_outcome"].isin(known)
+    by_channel = {}
+    for ch, g in df.groupby(df["origin"].fillna(fc.SCREENING), sort=True):
+        idg = g["ledger_outcome"].isin(known)
+        read = g["ledger_outcome"].notna()
+        by_channel[str(ch)] = {"warnings": int(len(g)), "confirmed": int((g["status"] == STATUS_INCLUDED).sum()),
+                               "excluded": int((g["status"] == STATUS_EXCLUDED).sum()),
+                               "read_back": int(read.sum()), "identified_by_ledger": int(idg.sum()),
+                               "identified_share_of_read_back": float(idg.sum() / read.sum()) if read.any() else None}
+    flag = df["return_risk"].astype(str).str.lower().isin(["true", "1"])
+    conflict = df["conflict"].astype(str).str.lower().isin(["true", "1"]) if "conflict" in df.columns else flag & False
+    return {"by_channel": by_channel,
+            "readback": {"read_back": int(df["ledger_outcome"].notna().sum()),
+                         **{o: int((df["ledger_outcome"] == o).sum()) for o in fc.LEDGER_OUTCOMES},
+                         "conflicts": int(conflict.sum()), "return_risk": int(flag.sum()),
+                         "returned": int((flag & identified).sum())}}
 
 
 # ---------------------------------------------------------------------------------- the command
@@ -266,6 +318,16 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
                  else None)
     appended = append_export(list(ledger), list(events or []), params)
     fingerprint = table_fingerprint(ingested)
+    step("台账回读 read-back")
+    readback = None
+    store = existing_store(params)
+    if store is not None:  # the export closes the loop of the warnings it answers (pipelines/readback.py)
+        from pipelines.readback import read_back
+
+        try:
+            readback = read_back(store, ingested, params)
+        finally:
+            store.dispose()
     new_quarter = appended["new_quarters"][-1]
     rdir = Path(params.paths.reports_dir) / "retrain" / new_quarter
     history = _history(params)
@@ -344,6 +406,7 @@ def retrain(ledger: list[Path], events: list[Path] | None, params: Params, *, fe
                   "line_changed": bool(drift.line and drift.line.changed)},
         "fairness": {"flags": fair.flags, "overall": fair.overall},
         "feedback": fb_summary,
+        "readback": readback,
         "reports": {"dir": str(rdir), "drift": str(drift_paths["md"]), "fairness": str(fair_paths["md"]),
                     "model_card_zh": str(card_paths["zh"]), "model_card_en": str(card_paths["en"]),
                     "evaluation": str(Path(params.paths.reports_dir) / "report.md")},

@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,7 @@ class ScoreResult:
     townships: list = field(default_factory=list)  # per township: cut-offs' counts, shortfall (models.levels)
     report: dict = field(default_factory=dict)  # the score report (levels, workload, tasks): score_report_<Q>.json
     report_path: str = ""
+    readback: dict = field(default_factory=dict)  # the exports read back (pipelines/readback.py)
     history: dict = field(default_factory=dict)  # online history written (fangpin.store.history)
 
 
@@ -460,6 +462,7 @@ def score_quarter(
     write_excel: bool = True,
     chunk_households: int | None = None,
     executor=None,
+    readback_dirs: list[Path] | None = None,
     history: bool = True,
 ) -> ScoreResult:
     """Score one quarter (default: the latest in the data) and publish its warnings (module doc).
@@ -501,7 +504,8 @@ def score_quarter(
                             f"The ledger has no households in {quarter}: choose a quarter it holds with --quarter, or "
                             f"ingest that quarter's export first.")  # a ValueError
     kw = dict(quarter=quarter, ingested_dir=src, model=model, store=store, root=root, show_progress=show_progress,
-              write_excel=write_excel, chunk_households=chunk_households, n_q=n_q, history=history)
+              write_excel=write_excel, chunk_households=chunk_households, n_q=n_q, history=history,
+              readback_dirs=readback_dirs or [src])
     if executor is not None:
         return _score(params, executor, **kw)
     from fangpin.cluster import execution
@@ -511,7 +515,8 @@ def score_quarter(
 
 
 def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store, root, show_progress: bool,
-           write_excel: bool, chunk_households: int | None, n_q: int, history: bool) -> ScoreResult:
+           write_excel: bool, chunk_households: int | None, n_q: int, history: bool,
+           readback_dirs: list[Path]) -> ScoreResult:
     from fangpin import quarters as fq
     from fangpin.ids import params_key
     from fangpin.tasks import task_schema
@@ -636,6 +641,13 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                      "updated": wr.updated, "removed": wr.removed}
         secs["chunks"] = last_chunk[0] - t0
         secs["store"] = t_commit - last_chunk[0]
+        from pipelines.readback import read_back
+
+        # the exports read back: earlier warnings matched to the later quarters, this quarter's
+        # warnings of households the ledger shows eliminated marked 返贫风险 (pipelines/readback.py)
+        res.readback = read_back(store, readback_dirs, params, now=created)
+        secs["readback"] = time.perf_counter() - t_commit
+        t_commit = time.perf_counter()
         written = [b.result() for b in books]
         secs["excel_wait"] = time.perf_counter() - t_commit
         for w in written:
@@ -696,13 +708,14 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
     return res
 
 
-def score_export(params: Params, ledger: list[Path], events: list[Path] | None, *, quarter: str | None = None,
-                 **kw) -> ScoreResult:
-    """Score a new export: ingest it into a temporary directory first (fangpin.ingest), then score."""
+@contextmanager
+def ingested_export(params: Params, ledger: list[Path], events: list[Path] | None, *, show_progress: bool = True):
+    """A new export ingested into a temporary directory (fangpin.ingest), yielded while it lives;
+    its ingest report and quarantine are kept under ``<warnings_dir>/export_ingest/``."""
     from fangpin.ingest import ingest
 
     with tempfile.TemporaryDirectory(prefix="fangpin_ingest_") as tmp:
-        report = ingest(ledger, events or [], tmp, params, show_progress=kw.get("show_progress", True))
+        report = ingest(ledger, events or [], tmp, params, show_progress=show_progress)
         keep = Path(params.paths.warnings_dir) / "export_ingest"
         keep.mkdir(parents=True, exist_ok=True)
         for name in ("ingest_report.json", "quarantine.csv"):  # the findings outlive the temp tables
@@ -716,4 +729,18 @@ def score_export(params: Params, ledger: list[Path], events: list[Path] | None, 
         if report.rows_quarantined:
             log.warning("ingest: %d rows quarantined (not scored): see %s", report.rows_quarantined,
                         keep / "quarantine.csv")
-        return score_quarter(params, quarter=quarter, ingested_dir=Path(tmp), **kw)
+        yield Path(tmp)
+
+
+def score_export(params: Params, ledger: list[Path], events: list[Path] | None, *, quarter: str | None = None,
+                 **kw) -> ScoreResult:
+    """Score a new export: ingest it into a temporary directory first (fangpin.ingest), then score."""
+    with ingested_export(params, ledger, events, show_progress=kw.get("show_progress", True)) as tmp:
+        return score_quarter(params, quarter=quarter, ingested_dir=tmp, readback_dirs=history_and(params, tmp), **kw)
+
+
+def history_and(params: Params, export: Path) -> list[Path]:
+    """The folders a read-back reads: the county's ingested history (when there is one), then the
+    new export (its quarters replace the history's)."""
+    hist = Path(params.paths.ingested_dir)
+    return [hist, export] if (hist / "households.parquet").exists() else [export]

@@ -52,6 +52,11 @@ def score_command(
                    f"{wl['townships_over_capacity']} of {wl['townships']} townships")
     typer.echo(f"tasks (保障缺口): {res.tasks:,} " + str(res.tasks_by_department))
     typer.echo(f"store: {res.store['inserted']} new, {res.store['updated']} updated, {res.store['removed']} removed")
+    rb = res.readback
+    if rb:
+        typer.echo(f"read-back ({rb['export_quarter']}): {rb['warnings_matched']:,} warnings matched, "
+                   f"{rb['closed_by_ledger']} closed by the ledger, {rb['conflicts']} conflicts, "
+                   f"{rb['return_risk']} 返贫风险")
     if res.report_path:
         typer.echo(f"report: {res.report_path}")
     typer.echo(f"parquet: {res.warnings_parquet}")

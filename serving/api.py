@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 
 from fangpin import quarters as fq
 from fangpin.store import ApiKeyInfo, WarningNotFound
-from fangpin.warnings import LEVELS, VerificationError, WarningRecord
+from fangpin.warnings import VerificationError, WarningRecord
 from serving import auth
 from serving.errors import ApiError
 from serving.schemas import (
@@ -61,8 +61,10 @@ def audit(request: Request, who: ApiKeyInfo | None, endpoint: str, *, household_
     )
 
 
-def _out(w: WarningRecord) -> WarningOut:
-    return WarningOut(**dict(w), overdue=w.is_overdue())
+def _out(w: WarningRecord, request: Request) -> WarningOut:
+    from fangpin.warnings import local_date
+
+    return WarningOut(**dict(w), overdue=w.is_overdue(local_date(request.app.state.clock())))
 
 
 # ------------------------------------------------------------------------------------ health
@@ -186,9 +188,9 @@ def events(
     cadre page."""
     from fangpin.ids import event_key, keyed_hashes
     from fangpin.store import history as hs
-    from fangpin.warnings import WarningRecord, severity
-    from models.levels import floored_hits
-    from serving.scoring import rescore
+    from fangpin.warnings import severity
+    from serving.clue_intake import event_clue
+    from serving.scoring import rescored
 
     state = request.app.state
     evs = body.events
@@ -220,28 +222,22 @@ def events(
         keys = sorted(latest)
         known = hs.histories(ctx.store, keys)
         quarters = {k: fq.from_index(max(latest[k], fq.to_index(known[k]["quarter"]))) for k in keys}
-        rows_, s = rescore(m, ctx, keys, quarters)
-        col = s.columns
-        for i, (k, row) in enumerate(zip(keys, rows_, strict=True)):
-            level = col["combined_level"][i] if col["combined_level"][i] in LEVELS else None
-            item = {"household_id": row["household_id"], "quarter": quarters[k], "previous_level": row["level"],
-                    "level": level, "probability": float(col["probability"][i]), "warning_id": None}
-            if not bool(col["in_scope"][i]):
+        for r in rescored(m, ctx, keys, quarters):
+            row = r.row
+            item = {"household_id": row["household_id"], "quarter": r.quarter, "previous_level": row["level"],
+                    "level": r.level, "probability": r.probability, "warning_id": None}
+            if not r.in_scope:
                 item["warning"] = "out_of_scope"
-            elif severity(level) <= severity(row["level"]):
+            elif severity(r.level) <= severity(row["level"]):
                 item["warning"] = "not_higher"
             else:
-                rec = WarningRecord.create(
-                    params=state.params, quarter=quarters[k], county=row["county"], township=row["township"],
-                    village=row["village"], household_id=row["household_id"], head_name=row["head_name"],
-                    id_masked=row["id_masked"], level=level, probability=min(1.0, max(0.0, item["probability"])),
-                    rule_hits=[{f: h[f] for f in ("rule_id", "level", "text", "threshold")}
-                               for h in floored_hits(col["rule_hits"][i], m.scorer.levels)],
-                    reasons=col["reasons"][i] or [], measures=col["measures"][i] or [],
-                    deferred=bool(col["deferred"][i]), **(col["summary"][i] or {}),
-                    model_version=m.version, ruleset_version=m.ruleset_version)
-                item["warning"] = hs.raise_warning(ctx.store, k, rec.model_dump(mode="json"), row["level"])
+                rec = r.record(r.level, state.params)
+                item["warning"] = hs.raise_warning(ctx.store, r.key, rec.model_dump(mode="json"), row["level"])
                 item["warning_id"] = rec.id if item["warning"] in ("created", "raised", "kept_closed") else None
+                if item["warning"] in ("created", "raised"):
+                    # the event that lifted the household is a 部门预警 clue of the county's one list
+                    event_clue(request, who, r, rec, [e for e in matched if e["household_key"] == r.key],
+                               created=item["warning"] == "created")
             out.append(item)
     counts = hs.event_counts(ctx.store, county)
     audit(request, who, "POST /v1/events", household_ids=[o["household_id"] for o in out],
@@ -280,7 +276,7 @@ def list_warnings(
     )
     audit(request, who, "GET /v1/warnings", household_ids=[w.household_id for w in page.items],
           levels=[w.level for w in page.items], outcome="read")
-    return WarningPageOut(items=[_out(w) for w in page.items], total=page.total, limit=page.limit,
+    return WarningPageOut(items=[_out(w, request) for w in page.items], total=page.total, limit=page.limit,
                           offset=page.offset)
 
 
@@ -300,7 +296,7 @@ def get_warning(request: Request, warning_id: WarningId,
     w = _warning_in_scope(request, who, warning_id, "GET /v1/warnings/{id}")
     audit(request, who, "GET /v1/warnings/{id}", household_ids=[w.household_id], levels=[w.level],
           outcome="read", model_version=w.model_version)
-    return _out(w)
+    return _out(w, request)
 
 
 @router.post("/v1/warnings/{warning_id}/feedback", response_model=WarningOut, tags=["预警"],
@@ -312,6 +308,8 @@ def feedback(
     body: Annotated[FeedbackIn, Body(openapi_examples=feedback_examples())],
     who: ApiKeyInfo = Depends(auth.require(auth.CAN_FEEDBACK)),
 ) -> WarningOut:
+    from fangpin.store.loop import verified_hook
+
     endpoint = "POST /v1/warnings/{id}/feedback"
     w = _warning_in_scope(request, who, warning_id, endpoint)
     try:
@@ -319,6 +317,7 @@ def feedback(
             warning_id, body.status, actor=body.actor, reason=body.reason, visited_at=body.visited_at,
             key_id=who.id, audit={"key_id": who.id, "endpoint": endpoint, "household_ids": [w.household_id],
                                   "levels": [w.level], "model_version": w.model_version},
+            hook=verified_hook(request.app.state.params, request.app.state.clock()),
         )
     except VerificationError as exc:
         audit(request, who, endpoint, household_ids=[w.household_id], levels=[w.level],
@@ -327,14 +326,16 @@ def feedback(
     except WarningNotFound:
         audit(request, who, endpoint, outcome="forbidden")
         raise auth.Forbidden() from None
-    return _out(new)
+    return _out(new, request)
 
 
 # ------------------------------------------------------------------------------------- tasks
 
 
-def _task_out(t) -> TaskOut:
-    return TaskOut(**t.model_dump(), overdue=t.is_overdue())
+def _task_out(t, request: Request) -> TaskOut:
+    from fangpin.warnings import local_date
+
+    return TaskOut(**t.model_dump(), overdue=t.is_overdue(local_date(request.app.state.clock())))
 
 
 @router.get("/v1/tasks", response_model=TaskPageOut, tags=["任务"],
@@ -361,7 +362,7 @@ def list_tasks(
         county=county, township=township, village=village, quarter=quarter, department=department, status=status,
         scope=sc, limit=limit, offset=offset)
     audit(request, who, "GET /v1/tasks", household_ids=[t.household_id for t in page.items], outcome="read")
-    return TaskPageOut(items=[_task_out(t) for t in page.items], total=page.total, limit=page.limit,
+    return TaskPageOut(items=[_task_out(t, request) for t in page.items], total=page.total, limit=page.limit,
                        offset=page.offset)
 
 
@@ -388,4 +389,4 @@ def task_status(
         audit(request, who, endpoint, household_ids=[t.household_id], outcome="rejected")
         raise ApiError(409, "status change not allowed", str(exc)) from None
     audit(request, who, endpoint, household_ids=[t.household_id], outcome=f"task:{new.status}")
-    return _task_out(new)
+    return _task_out(new, request)

@@ -26,22 +26,32 @@ DESCRIPTION = """\
   生成或提高预警（乡镇干部页面可见）；未匹配的事件保存并计数，同一事件只保存一次；
 - 预警：`GET /v1/warnings`、`GET /v1/warnings/{id}`、`POST /v1/warnings/{id}/feedback`（入户核实结果）；
 - 保障缺口任务：`GET /v1/tasks`（住房、饮水、医保、义务教育、兜底缺口，转责任部门办理）、`POST /v1/tasks/{id}/status`；
-- 认证：请求头 `X-API-Key`；每个密钥有角色（county_system / department / township_cadre / analyst / admin）和范围（县或乡镇），
+- 线索：`POST /v1/clues`（各渠道线索，立即评分，生成预警或并入已有预警）、`GET /v1/clues`；
+- 期限：`GET /v1/overdue`（各乡镇逾期的入户核实、认定、帮扶计划）、`GET /v1/warnings/{id}/loop`、`POST /v1/warnings/{id}/support-plan`；
+- 认证：请求头 `X-API-Key`；每个密钥有角色（county_system / department / township_cadre / county / analyst / admin）和范围（县或乡镇），
   只能看到、评分本范围内的户；
 - 输入为台账约定的 JSON（字段名为规范英文名；取值可按台账原样填写，与导入台账时同样规范化）；字段有误返回 422，指出字段路径与问题（`message_zh`）。
 
-乡镇干部的预警页面在 `/cadre/`。
+乡镇干部的预警页面在 `/cadre/`，县级视图在 `/county/`。
 """
 
 
-def create_app(params=None, *, store=None, loader=None, load_model: bool = True) -> FastAPI:
+def _system_clock():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def create_app(params=None, *, store=None, loader=None, load_model: bool = True, clock=None) -> FastAPI:
     """Build the app. ``params`` defaults to :func:`fangpin.config.load_params`; ``store`` to the
-    configured warning store; ``loader(params, uri) -> LoadedModel`` to the registered pyfunc."""
+    configured warning store; ``loader(params, uri) -> LoadedModel`` to the registered pyfunc;
+    ``clock() -> datetime`` (aware, UTC) to the system clock: every deadline, "剩 n 天" and overdue
+    list reads it (tests move it)."""
     from fastapi.staticfiles import StaticFiles
     from starlette.middleware.sessions import SessionMiddleware
 
     from fangpin.config import load_params
-    from serving import api, errors, pages
+    from serving import api, county, errors, loop_api, pages
     from serving.middleware import FailureLimiter, Guard, RequestContext
 
     params = params if params is not None else load_params()
@@ -89,6 +99,8 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
             {"name": "部门事件", "description": "部门预警事件实时推送与重新评分"},
             {"name": "预警", "description": "预警查询与入户核实反馈"},
             {"name": "任务", "description": "保障缺口任务：转责任部门办理"},
+            {"name": "线索", "description": "各渠道线索：农户自主申报、干部排查、部门预警、群众反映、村级排查"},
+            {"name": "期限", "description": "各环节期限与逾期清单"},
             {"name": "模型", "description": "模型版本、模型卡与热切换"},
             {"name": "运维", "description": "存活与就绪检查"},
         ],
@@ -108,7 +120,10 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True)
     app.add_middleware(Guard, body_limit=sv.body_limit, form_limit=sv.max_form_bytes,
                        limiter=app.state.auth_limiter)
     app.add_middleware(RequestContext, https=sv.https)
+    app.state.clock = clock or _system_clock
     app.include_router(api.router)
+    app.include_router(loop_api.router)
     app.include_router(pages.router)
+    app.include_router(county.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

@@ -20,10 +20,15 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
 # What each role may do. Every role sees only its own scope. ``department`` (a county department
 # such as 医保 or 民政, scoped to a county) only posts events.
 CAN_SCORE = frozenset({"county_system", "analyst", "admin", "township_cadre"})
-CAN_READ = frozenset({"county_system", "analyst", "admin", "township_cadre"})
+CAN_READ = frozenset({"county_system", "analyst", "admin", "township_cadre", "county"})
 CAN_FEEDBACK = frozenset({"county_system", "township_cadre", "admin"})
 CAN_EVENTS = frozenset({"county_system", "department", "admin"})
 CAN_RELOAD = frozenset({"admin"})
+# clues from every channel (POST /v1/clues): county systems, departments (their 部门预警 that is not a
+# structured event, see docs/warnings.md), township cadres
+CAN_CLUE = frozenset({"county_system", "department", "township_cadre", "admin"})
+# the county view (/county/): county staff and analysts
+CAN_COUNTY_VIEW = frozenset({"county", "analyst", "admin"})
 
 UNAUTHORIZED_ZH = "缺少或无效的 API 密钥（请求头 X-API-Key）"
 FORBIDDEN_ZH = "无权访问：超出本密钥的权限或范围"

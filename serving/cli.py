@@ -16,7 +16,7 @@ def _print_demo_keys(params) -> None:
     county, township = (page.items[0].county, page.items[0].township) if page.items else (None, None)
     scopes = {
         "county_system": county, "department": county, "township_cadre": f"{county}/{township}" if county else None,
-        "analyst": "*", "admin": "*",
+        "county": county, "analyst": "*", "admin": "*",
     }
     typer.echo("演示密钥 (demo keys, shown once):")
     for role, scope in scopes.items():
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
     @keys.command("add")
     def keys_add(
-        role: str = typer.Option(..., help="county_system | department | township_cadre | analyst | admin"),
+        role: str = typer.Option(..., help="county_system | department | township_cadre | county | analyst | admin"),
         scope: str = typer.Option(..., help="'*', a county ('青石县') or 'county/township' ('青石县/兴兴镇')"),
         label: str = typer.Option(None, help="a note to recognise the key by"),
     ) -> None:

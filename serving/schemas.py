@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from fangpin.clues import Channel
 from fangpin.household_json import (
     EventIn,
     HouseholdIn,
@@ -273,3 +274,155 @@ __all__ = [
     "TaskPageOut", "TaskStatusIn", "WarningOut", "WarningPageOut", "events_examples", "feedback_examples",
     "score_examples",
 ]
+
+
+# ------------------------------------------------------------------------------ clues and the loop
+
+
+class StepOut(_Out):
+    """The step a warning waits on now (fangpin.clues.current_step)."""
+
+    step: Literal["verification", "decision", "support_plan"]
+    label: str = Field(..., description="入户核实 / 认定纳入监测 / 制定帮扶计划")
+    due: date | None
+    days_left: int | None = Field(None, description="剩余天数（负数：已逾期天数）")
+    overdue: bool
+    text: str = Field(..., description="“剩 n 天” / “已逾期 n 天”")
+
+
+class LoopOut(_Out):
+    """What happened to a warning after it was created: channels, later steps, read-back."""
+
+    warning_id: str
+    origin: str = Field(..., description="生成预警的渠道（大数据筛查、农户自主申报、干部排查、部门预警、群众反映、村级排查）")
+    channels: list[str]
+    clues: int
+    floor_level: Level | None = None
+    return_risk: bool = Field(..., description="返贫风险：台账显示该户风险已消除后再次预警")
+    verified_at: date | None = None
+    decision_due: date | None = None
+    identified_at: date | None = None
+    identified_quarter: str | None = None
+    identified_month: int | None = None
+    support_due: date | None = None
+    support_at: date | None = None
+    support_source: str | None = None
+    eliminated_quarter: str | None = None
+    eliminated_month: int | None = None
+    ledger_outcome: str | None = Field(None, description="台账回读结论：未见变化 / 已识别 / 已帮扶 / 已消除")
+    readback_quarter: str | None = None
+    conflict: str | None = Field(None, description="核实结论与台账不一致（以台账为准）")
+    step: StepOut | None = None
+
+
+class OverdueItem(_Out):
+    warning_id: str
+    quarter: str
+    county: str
+    township: str
+    village: str
+    household_id: str
+    head_name: str | None = None
+    id_masked: str | None = None
+    level: Level
+    status: Status
+    origin: str
+    return_risk: bool
+    step: Literal["verification", "decision", "support_plan"]
+    step_label: str
+    due: date
+    days_overdue: int
+
+
+class OverdueTownship(_Out):
+    county: str
+    township: str
+    overdue: int
+    by_step: dict[str, int]
+    items: list[OverdueItem]
+
+
+class OverdueOut(_Out):
+    today: date
+    total: int
+    townships: list[OverdueTownship]
+
+
+class SupportPlanIn(BaseModel):
+    """帮扶计划已制定（台账显示该户已识别为监测对象之后）。"""
+
+    model_config = ConfigDict(extra="forbid")
+    planned_on: date | None = Field(None, description="制定日期（默认今天）")
+    actor: Annotated[str, Field(min_length=1, max_length=64)] = Field(..., description="登记人")
+
+
+class ClueIn(BaseModel):
+    """一条线索：渠道、户（户编号，或证件号码——收到即转为密钥哈希，不保存号码）、反映内容、接收人。"""
+
+    model_config = ConfigDict(extra="forbid")
+    channel: Channel = Field(..., description="线索渠道")
+    household_id: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(None, description="户编号")
+    id_number: Annotated[str, Field(min_length=18, max_length=18, pattern=r"^\d{17}[\dXx]$")] | None = Field(
+        None, description="证件号码（户编号未知时）；只用于找到户，立即转为密钥哈希")
+    county: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="县（台账外的户必填；县级密钥默认本县）")
+    township: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="乡镇（台账外的户必填；乡镇密钥默认本乡镇）")
+    village: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    text: Annotated[str, Field(min_length=1, max_length=2000)] = Field(..., description="反映内容；不得填写证件号码或电话号码")
+    received_by: Annotated[str, Field(min_length=1, max_length=64)] = Field(..., description="接收人")
+    received_at: datetime | None = Field(None, description="接收时间（默认提交时间）")
+
+    @model_validator(mode="after")
+    def _household(self) -> ClueIn:
+        if not self.household_id and not self.id_number:
+            raise PydanticCustomError("household_missing", "户编号和证件号码至少填写一项")
+        return self
+
+
+class ClueOut(_Out):
+    clue_id: str
+    outcome: Literal["created", "joined", "merged", "not_warned", "monitored", "unmatched", "kept_closed"]
+    outcome_text: str
+    channel: str
+    household_id: str | None = None
+    county: str
+    township: str
+    warning_id: str | None = None
+    level: Level | None = None
+    probability: float | None = None
+    deadline: date | None = None
+    return_risk: bool = False
+    repeats: int = 0
+    reasons: list[Reason] = []
+    model_version: str | None = None
+
+
+class ClueListItem(_Out):
+    id: str
+    channel: str
+    county: str
+    township: str
+    village: str | None = None
+    household_id: str | None = None
+    id_masked: str | None = None
+    text: str
+    received_by: str
+    received_at: datetime
+    last_received_at: datetime
+    source: str
+    outcome: str
+    outcome_text: str
+    warning_id: str | None = None
+    warning_status: str | None = None
+    level: Level | None = None
+    deadline: date | None = None
+    return_risk: bool
+    repeats: int
+
+
+class CluePageOut(_Out):
+    items: list[ClueListItem]
+    total: int
+    limit: int
+    offset: int

@@ -177,7 +177,8 @@ def results(m: LoadedModel, s, household_ids: Sequence[str], params) -> list[Hou
     return out
 
 
-def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str]):
+def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
+            explain: str = "warnings"):
     """Re-score households from their stored snapshot, history and every department event known
     (the ledger's and those received since), at ``quarters[key]`` (the stored quarter or a later
     one, e.g. the quarter of a new event). Returns (stored rows, the model's result) in the order
@@ -198,5 +199,52 @@ def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarter
         hist.append(row["data"]["history"])
         cont.append(places.get((row["county"], row["township"], row["village"])))
         stored.append(row)
-    s = m.scorer.predict(recs, histories=hist, contexts=cont, thresholds=ctx.lookup(m), explain="warnings")
+    s = m.scorer.predict(recs, histories=hist, contexts=cont, thresholds=ctx.lookup(m), explain=explain)
     return stored, s
+
+
+@dataclass(frozen=True)
+class Rescored:
+    """One household re-scored from its stored snapshot (:func:`rescored`): what the model said and
+    the warning it would make."""
+
+    key: str  # keyed hash of 户编号
+    row: dict  # its stored history row (place, head name, masked ID, the level it has)
+    quarter: str
+    in_scope: bool
+    level: str | None  # combined level (model, rules) — None below every level
+    probability: float
+    reasons: list
+    _col: dict
+    _i: int
+    _m: LoadedModel
+
+    def record(self, level: str, params, created_at=None):
+        """The warning of this scoring at ``level`` (the scored level, or a clue's floor): its rule
+        hits, reasons, measures and figures (fangpin.warnings.WarningRecord)."""
+        from fangpin.warnings import WarningRecord
+
+        col, i, m, row = self._col, self._i, self._m, self.row
+        return WarningRecord.create(
+            params=params, created_at=created_at, quarter=self.quarter, county=row["county"],
+            township=row["township"], village=row["village"], household_id=row["household_id"],
+            head_name=row["head_name"], id_masked=row["id_masked"], level=level,
+            probability=min(1.0, max(0.0, self.probability)),
+            rule_hits=[{f: h[f] for f in ("rule_id", "level", "text", "threshold")}
+                       for h in floored_hits(col["rule_hits"][i], m.scorer.levels)],
+            reasons=col["reasons"][i] or [], measures=col["measures"][i] or [],
+            deferred=bool(col["deferred"][i]), **(col["summary"][i] or {}),
+            model_version=m.version, ruleset_version=m.ruleset_version)
+
+
+def rescored(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
+             explain: str = "warnings") -> list[Rescored]:
+    """:func:`rescore`, one :class:`Rescored` per household (in order): the one re-scoring path of
+    ``POST /v1/events`` and ``POST /v1/clues`` (``explain="all"``: a clue's warning may come from its
+    channel's floor, so its household gets reasons whatever the model's level)."""
+    rows, s = rescore(m, ctx, household_keys, quarters, explain)
+    col = s.columns
+    return [Rescored(key=k, row=row, quarter=quarters.get(k, row["quarter"]), in_scope=bool(col["in_scope"][i]),
+                     level=_level(col["combined_level"][i]), probability=float(col["probability"][i]),
+                     reasons=list(col["reasons"][i] or []), _col=col, _i=i, _m=m)
+            for i, (k, row) in enumerate(zip(household_keys, rows, strict=True))]

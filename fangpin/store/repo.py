@@ -35,7 +35,8 @@ from fangpin.warnings import (
 
 log = logging.getLogger(__name__)
 
-ROLES = ("county_system", "department", "township_cadre", "analyst", "admin")
+# county: county staff and leaders (the county view /county/), as opposed to county_system (a machine)
+ROLES = ("county_system", "department", "township_cadre", "county", "analyst", "admin")
 KEY_PREFIX = "fpk"
 # Fields a re-run refreshes; id, created_at, deadline and the verification status are kept.
 _REFRESHED = (
@@ -186,6 +187,7 @@ ROLE_SCOPES = {
     "county_system": {"county"},
     "department": {"county"},
     "township_cadre": {"township"},
+    "county": {"county"},
     "analyst": {"county", "all"},
     "admin": {"county", "all"},
 }
@@ -393,6 +395,9 @@ class Store:
                         flush(rows)
 
             scope = sorted(set(counties) if counties is not None else counts.counties)
+            from fangpin.store.loop import after_batch_write, clue_warning_ids
+
+            after_batch_write(conn, quarter, model_version, run_id, _now())
             removed = 0
             if scope:
                 removed = conn.execute(
@@ -402,6 +407,7 @@ class Store:
                         WarningRow.county.in_(scope),
                         WarningRow.run_id != run_id,
                         WarningRow.status == STATUS_OPEN,
+                        WarningRow.id.not_in(clue_warning_ids()),  # a clue's warning stays until verified
                     )
                 ).rowcount
             if tasks is not None:
@@ -509,6 +515,7 @@ class Store:
         visited_at: datetime | None = None,
         key_id: str | None = None,
         audit: dict | None = None,
+        hook=None,
     ) -> WarningRecord:
         """Record a verification outcome. The change is validated (:func:`check_transition`: no
         closing twice, no skipped or backward state, a reason for 排除) in a write transaction that
@@ -517,7 +524,9 @@ class Store:
         VerificationError (HTTP 409); a store busy beyond ``wait_s`` raises StoreBusy (503).
         Free text holding an ID number (also with spaces or dashes) or a phone number is refused.
         ``audit`` (the keywords of :meth:`audit_row`, without the outcome) is written in the same
-        transaction, with outcome ``status:<new status>``."""
+        transaction, with outcome ``status:<new status>``. ``hook(conn, warning_id, status,
+        visited_at)`` runs in the same transaction (fangpin.store.loop.verified_hook: the decision
+        step's deadline)."""
         if not actor or not actor.strip():
             raise VerificationError("须填写核实人")
         for text in (reason, actor):
@@ -547,6 +556,8 @@ class Store:
                     recorded_at=now,
                 )
             )
+            if hook is not None:
+                hook(conn, warning_id, status, _utc(visited_at) or now)
             if audit is not None:
                 audit_row = self.audit_row(**audit, outcome=f"status:{status}", at=now)
                 conn.execute(_AUDIT_INSERT, audit_row)

@@ -270,3 +270,90 @@ class DepartmentEventRow(Base):
     amount: Mapped[float | None] = mapped_column(Float)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     key_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class ClueRow(Base):
+    """A clue from one of the channels (fangpin/clues.py): who reported what about which household,
+    and what became of it (a new warning, joined to an open one, recorded only). Duplicates of an
+    open clue (same household, same channel) are merged into it (``repeats``, ``reports``). Never
+    an ID number: the person is kept as a keyed hash and a masked form; text fields are checked."""
+
+    __tablename__ = "clues"
+    __table_args__ = (
+        Index("ix_clues_place", "county", "township", "village"),
+        Index("ix_clues_household", "county", "household_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), index=True)
+    county: Mapped[str] = mapped_column(String(64))
+    township: Mapped[str] = mapped_column(String(64))
+    village: Mapped[str | None] = mapped_column(String(64))
+    household_id: Mapped[str | None] = mapped_column(String(64))  # 户编号 when the household is known
+    person_key: Mapped[str | None] = mapped_column(String(32), index=True)  # keyed hash of the ID number given
+    id_masked: Mapped[str | None] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)  # what was reported (first report)
+    received_by: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(8))  # api | page | event
+    outcome: Mapped[str] = mapped_column(String(16))  # fangpin.clues.OUTCOMES
+    warning_id: Mapped[str | None] = mapped_column(ForeignKey("warnings.id", ondelete="SET NULL"), index=True)
+    level: Mapped[str | None] = mapped_column(String(2))  # the household's level when the clue was scored
+    probability: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[list | None] = mapped_column(JSON)  # reasons attached when scored
+    deadline: Mapped[date | None] = mapped_column(Date)  # verification (or village check) due
+    return_risk: Mapped[bool] = mapped_column(Boolean, default=False)
+    repeats: Mapped[int] = mapped_column(Integer, default=0)  # merged duplicates
+    reports: Mapped[list] = mapped_column(JSON)  # [{received_at, received_by, text}] of the merged duplicates
+
+
+class WarningLoopRow(Base):
+    """What happened to a warning after it was created (one row per warning, created when needed):
+    the channels that found it, the deadlines of its later steps, what the next exports said
+    (pipelines/readback.py) and the conflicts between the ledger and the verification feedback."""
+
+    __tablename__ = "warning_loop"
+
+    warning_id: Mapped[str] = mapped_column(ForeignKey("warnings.id", ondelete="CASCADE"), primary_key=True)
+    origin: Mapped[str] = mapped_column(String(16))  # the channel that created the warning
+    channels: Mapped[list] = mapped_column(JSON)  # every channel that reported the household (origin first)
+    clues: Mapped[int] = mapped_column(Integer, default=0)  # clues joined (merged duplicates included)
+    floor_level: Mapped[str | None] = mapped_column(String(2))  # a people channel's floor (clues.floors)
+    return_risk: Mapped[bool] = mapped_column(Boolean, default=False)  # 返贫风险: after the risk was eliminated
+    verified_at: Mapped[date | None] = mapped_column(Date)  # verification outcome 纳入监测 recorded
+    decision_due: Mapped[date | None] = mapped_column(Date)
+    identified_at: Mapped[date | None] = mapped_column(Date)  # the read-back that first showed the identification
+    identified_quarter: Mapped[str | None] = mapped_column(String(6))
+    identified_month: Mapped[int | None] = mapped_column(Integer)  # 识别监测时间, YYYYMM
+    support_due: Mapped[date | None] = mapped_column(Date)
+    support_at: Mapped[date | None] = mapped_column(Date)
+    support_source: Mapped[str | None] = mapped_column(String(8))  # ledger | cadre
+    eliminated_quarter: Mapped[str | None] = mapped_column(String(6))
+    eliminated_month: Mapped[int | None] = mapped_column(Integer)  # 消除监测时间, YYYYMM
+    ledger_outcome: Mapped[str | None] = mapped_column(String(8))  # fangpin.clues.LEDGER_OUTCOMES
+    readback_quarter: Mapped[str | None] = mapped_column(String(6))  # newest export quarter matched
+    conflict: Mapped[str | None] = mapped_column(Text)  # ledger vs feedback, listed for the county
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HouseholdLedgerRow(Base):
+    """Each household's monitoring state as the newest export read back says it (households that
+    are or were monitoring objects only): what marks a new warning 返贫风险 and where
+    identifications concentrate."""
+
+    __tablename__ = "household_ledger"
+    __table_args__ = (Index("ix_household_ledger_place", "county", "township", "village"),)
+
+    county: Mapped[str] = mapped_column(String(64), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    township: Mapped[str] = mapped_column(String(64))
+    village: Mapped[str] = mapped_column(String(64))
+    quarter: Mapped[str] = mapped_column(String(6))  # the export quarter this state is from
+    monitor_category: Mapped[str | None] = mapped_column(String(16))
+    monitor_since: Mapped[int | None] = mapped_column(Integer)  # YYYYMM
+    risk_eliminated: Mapped[bool | None] = mapped_column(Boolean)
+    eliminated_at: Mapped[int | None] = mapped_column(Integer)  # YYYYMM
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
