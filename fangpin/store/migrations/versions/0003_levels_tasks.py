@@ -2,7 +2,7 @@
 period and the capacity deferral; level cut-offs per township and quarter (what the API needs to
 give the batch's level); tasks routed to departments.
 
-Revision ID: 0004
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

@@ -1,8 +1,8 @@
 """Online scoring history: per-household history and snapshot, person → household map, place
 context, department events received by the API.
 
-Revision ID: 0003
-Revises: 0004 (re-chained after the merge of main; the lead may renumber)
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-23
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0004"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
