@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
+DOCS_STATIC = "/static-docs"  # Swagger UI / ReDoc assets (serving.middleware.DOCS_PATHS)
 
 DESCRIPTION = """\
 防贫 fangpin：防止返贫动态监测风险评分服务。
@@ -89,7 +91,11 @@ def create_app(params=None, *, store=None, loader=None, load_model: bool = True,
         else:
             st.flush_audit(timeout=30)
 
-    app = FastAPI(
+    # Swagger UI served from the fastapi-offline package's static files, never a CDN (county
+    # intranets have no internet); no ReDoc, whose bundle always fetches a logo from its CDN
+    app = FastAPIOffline(
+        static_url=DOCS_STATIC,
+        redoc_url=None,
         title="防贫 fangpin 风险评分与预警 API",
         version="1",
         description=DESCRIPTION,

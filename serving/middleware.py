@@ -36,13 +36,12 @@ _RID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Every page is served by the app itself (county intranets have no internet): no external source.
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
-# FastAPI's interactive docs load Swagger UI / ReDoc from a CDN and start them with an inline
-# script: the only pages allowed more (they hold no personal data).
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-            "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-            "https://cdn.redoc.ly; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-DOCS_PATHS = ("/docs", "/redoc")
+# The interactive docs (Swagger UI, served by the app from the fastapi-offline package's files)
+# start with an inline script and style: the only page allowed that (it holds no personal data).
+# Still nothing from outside the app. (No ReDoc: its bundle always fetches a logo from a CDN.)
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+DOCS_PATHS = ("/docs",)
 
 
 def log_exception(exc: BaseException, method: str = "", path: str = "") -> None:
@@ -87,7 +86,7 @@ class RequestContext:
                 h.setdefault("X-Content-Type-Options", "nosniff")
                 h.setdefault("Referrer-Policy", "no-referrer")
                 h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-                if not path.startswith("/static/"):
+                if not path.startswith(("/static/", "/static-docs/")):
                     h.setdefault("Cache-Control", "no-store")  # pages and answers hold personal data
                 if self.https:
                     h.setdefault("Strict-Transport-Security", "max-age=31536000")
