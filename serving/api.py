@@ -15,6 +15,7 @@ from fangpin import quarters as fq
 from fangpin.store import ApiKeyInfo, WarningNotFound
 from fangpin.warnings import VerificationError, WarningRecord
 from serving import auth
+from serving.batcher import ModelNotLoaded
 from serving.errors import ApiError
 from serving.schemas import (
     ErrorOut,
@@ -154,7 +155,7 @@ def score(
     _model(request)  # 503 at once when no model is loaded
     try:
         m, results = state.batcher.submit(households).result(timeout=state.params.serving.score_timeout_s)
-    except LookupError:
+    except ModelNotLoaded:
         raise ApiError(503, "model not loaded", "模型尚未加载，请稍后重试或联系管理员") from None
     except TimeoutError:
         audit(request, who, "POST /v1/score", household_ids=[h.household_id for h in households],

@@ -21,6 +21,11 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 
+class ModelNotLoaded(LookupError):
+    """No model is loaded yet (the API answers 503). Its own class: a ``KeyError`` raised while
+    scoring (e.g. no monitoring line for a year) is a different matter."""
+
+
 @dataclass
 class _Job:
     households: list
@@ -83,7 +88,7 @@ class Batcher:
             model = self._holder.current
             if model is None:
                 for j in jobs:
-                    j.future.set_exception(LookupError("model not loaded"))
+                    j.future.set_exception(ModelNotLoaded("model not loaded"))
                 continue
             try:
                 results = self._score(model, [h for j in jobs for h in j.households])

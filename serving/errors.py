@@ -51,6 +51,14 @@ def install(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": exc.detail, "message_zh": exc.message_zh})
 
+    from fangpin.errors import UserError
+
+    @app.exception_handler(UserError)
+    async def _user_error(request: Request, exc: UserError) -> JSONResponse:
+        # A mistake in the request or the county's configuration (e.g. no monitoring line for the
+        # posted quarter's year): its two sentences name what to fix and quote no personal data.
+        return JSONResponse(status_code=422, content={"detail": exc.en, "message_zh": exc.zh})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         zh = getattr(exc, "message_zh", None) or _ZH.get(exc.status_code, "请求失败")

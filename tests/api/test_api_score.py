@@ -155,3 +155,18 @@ def test_no_model_loaded_is_503_and_not_ready(params, seeded, tiny_model):
         assert c.get("/ready").json() == {"status": "ready", "model_loaded": True, "store_reachable": True,
                                           "model_version": "1"}
         assert c.get("/health").json() == {"status": "ok"}
+
+
+def test_quarter_without_a_monitoring_line_is_422_naming_the_year(client, seeded, params):
+    """A year params.lines does not hold is the caller's (or the county's configuration) mistake:
+    422 naming the year and what to fix, never a 503 "model not loaded"."""
+    year = max(params.lines) + 3
+    h = example_household(quarter=f"{year}Q1")
+    for e in h["events"]:
+        e["event_date"] = f"{year}-01-15"
+    r = client.post("/v1/score", json=body(h), headers=hdr(seeded, "county_a"))
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert f"没有 {year} 年的监测线" in out["message_zh"] and "lines" in out["message_zh"]
+    # the service stays up: the next request scores
+    assert client.post("/v1/score", json=body(), headers=hdr(seeded, "county_a")).status_code == 200
