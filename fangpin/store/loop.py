@@ -221,6 +221,10 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
     received = fc.local_received(c.received_at, now)
     today, day = local_date(now), local_date(received)
     floor = fc.floor_of(c.channel, params)
+    if c.source == "event" and scored is not None and scored.in_scope:
+        # the level a department's event lifted the household to is its floor: the quarter's batch,
+        # re-run from the export without that event, must not lower it (after_batch_write)
+        floor = _more_urgent(floor, scored.level)
     report = {"received_at": received.isoformat(), "received_by": c.received_by, "text": c.text,
               "channel": c.channel}
 

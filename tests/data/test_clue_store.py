@@ -84,3 +84,21 @@ def test_a_clue_joins_the_open_warning_and_a_batch_rerun_keeps_it(store):
     assert store.get_warning(made.warning_id) is not None  # a clue's warning stays until verified
     assert store.get_warning(batch[0].id).level == "红"  # the people floor survives the refresh
     assert store.get_warning(batch[1].id).level == "黄"
+
+
+def test_a_level_an_event_raised_survives_a_batch_rerun_that_does_not_know_the_event(store):
+    """POST /v1/events re-scores a household with the department's event and raises its open
+    warning (then records the event as a 部门预警 clue); the quarter's batch, re-run from the
+    ledger export without that event, must neither remove the warning nor lower its level."""
+    import dataclasses
+
+    p = load_params()
+    batch = [_record(p, "H6", "蓝", quarter="2025Q1", probability=0.02)]
+    store.write_quarter_tables(record_tables(batch), "2025Q1", "7")
+    ev = dataclasses.replace(_clue(fc.DEPARTMENT, "H6", "医保：大额医疗支出（2025-02-20，52,000元）"), source="event")
+    res = record_clue(store, ev, Scored(in_scope=True, level="红", probability=0.2, reasons=[],
+                                        candidate=_record(p, "H6", "红", probability=0.2)), p, NOW)
+    assert (res.outcome, res.warning_id, res.level) == (fc.JOINED, batch[0].id, "红")
+    store.write_quarter_tables(record_tables(batch), "2025Q1", "7")  # the export's view: 蓝
+    w = store.get_warning(batch[0].id)
+    assert w is not None and w.level == "红"
