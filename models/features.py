@@ -1056,19 +1056,23 @@ def history_records(feats: Table, rows: np.ndarray) -> list[dict]:
       previous quarter's figures only for L+1).
     """
     q = np.asarray(feats["quarter_idx"], dtype=np.int64)
-    same = {c: np.asarray(feats[c], dtype=np.float64) for c in (*INCOME_STATE, *LAG_COLUMNS)}
+    rows = np.asarray(rows, dtype=np.int64)
+    same = {c: feats[c] for c in (*INCOME_STATE, *LAG_COLUMNS)}
     nxt = {"hist_q": q.astype(np.float64), "hist_ipc": feats["income_per_capita"],
            "hist_prev": feats["prev_income_per_capita"], "hist_since": feats["quarters_since_income_change"],
            **{lc: feats[b] for b, lc in zip(LAG_BASES, LAG_COLUMNS, strict=True)}}
-    nxt = {k: np.asarray(v, dtype=np.float64) for k, v in nxt.items()}
     from fangpin import quarters as fq
 
-    out = []
-    for i in np.asarray(rows, dtype=np.int64).tolist():
-        out.append({"v": HISTORY_VERSION, "quarter": fq.from_index(int(q[i])),
-                    "same": {k: _f(a[i]) for k, a in same.items()},
-                    "next": {k: _f(a[i]) for k, a in nxt.items()}})
-    return out
+    def values(cols: dict) -> list[dict]:
+        # column by column to Python floats (NaN → None), then one dict per row
+        lists = [[None if v != v else v for v in np.asarray(a, dtype=np.float64)[rows].tolist()]
+                 for a in cols.values()]
+        keys = tuple(cols)
+        return [dict(zip(keys, r, strict=True)) for r in zip(*lists, strict=True)]
+
+    quarter = {int(x): fq.from_index(int(x)) for x in np.unique(q[rows])}
+    return [{"v": HISTORY_VERSION, "quarter": quarter[int(qi)], "same": a, "next": b}
+            for qi, a, b in zip(q[rows].tolist(), values(same), values(nxt), strict=True)]
 
 
 def history_columns(history: Mapping | None, qidx: int) -> tuple[dict[str, float], str]:
@@ -1101,7 +1105,10 @@ def place_contexts(feats: Table) -> dict[tuple[str, str, str], dict]:
     cols = [np.asarray(feats[c], dtype=object) for c in ("county", "township", "village")]
     vals = {c: np.asarray(feats[c], dtype=np.float64) for c in CONTEXT}
     q = np.asarray(feats["quarter_idx"], dtype=np.int64)
-    for i in range(len(q)):
+    # the first row of each village (setdefault below keeps the first row's values; the first row
+    # of a township is the first row of one of its villages)
+    first = np.flatnonzero(~pd.DataFrame({"c": cols[0], "t": cols[1], "v": cols[2]}).astype(str).duplicated().to_numpy())
+    for i in first.tolist():
         county, township, village = (str(c[i]) for c in cols)
         quarter = fq.from_index(int(q[i]))
         out.setdefault((county, township, ""), {

@@ -368,8 +368,8 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     snaps = model.snapshots(fr, qidx, hids, job["event_quarters"])
     hd = heads.reindex(hids)
 
-    def text(values) -> list:
-        return [None if (v is None or (isinstance(v, float) and np.isnan(v))) else str(v) for v in values]
+    def text(values) -> pa.Array:  # column-wise: missing → null, everything else as text
+        return pa.array(pd.Series(values, copy=False).astype("string"), type=pa.string(), from_pandas=True)
 
     pq.write_table(pa.table({
         "household_key": hkeys, "household_id": hids,
@@ -380,7 +380,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     p = fr.persons
     p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
     key_of = dict(zip(hids, hkeys, strict=True))
-    county_of = dict(zip(hids, text(scored["county"]), strict=True))
+    county_of = dict(zip(hids, text(scored["county"]).to_pylist(), strict=True))
     ph = p["household_id"].astype(str).tolist()
     pq.write_table(pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
                              "household_key": [key_of.get(h) for h in ph],

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
-from sqlalchemy import Text, bindparam, cast, delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.store.schema import (
@@ -54,14 +54,33 @@ def _batches(rows: Iterable[dict], n: int = _INSERT_BATCH):
         yield batch
 
 
-def _insert_json_text(conn, table):
-    """An INSERT of ``table`` whose ``data`` parameter is JSON text already (no parse and re-dump
-    of every row): bound as text, cast to json on PostgreSQL."""
-    data = bindparam("data", type_=Text())
-    if conn.dialect.name == "postgresql":
-        data = cast(data, postgresql.JSON)
-    return table.__table__.insert().values(
-        {c.name: bindparam(c.name) for c in table.__table__.columns if c.name != "data"} | {"data": data})
+def _bulk_insert(conn, table, rows: Iterable[dict], constants: dict, skip_conflicts: tuple[str, ...] = ()) -> int:
+    """Insert ``rows`` (dicts of the table's columns, ``data`` as JSON text) into ``table`` with
+    the same ``constants`` on every row, in executemany batches straight to the database driver:
+    the values are converted once per column type, not once per row by SQLAlchemy (a province's
+    history is millions of rows). ``skip_conflicts``: ON CONFLICT (these) DO NOTHING."""
+    from operator import itemgetter
+
+    cols = [c for c in table.__table__.columns if c.name not in constants]
+    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    pg = conn.dialect.name == "postgresql"
+    names = [c.name for c in cols] + list(constants)
+    marks = [f"CAST({ph} AS JSON)" if (pg and n == "data") else ph for n in names]
+    sql = f"INSERT INTO {table.__tablename__} ({', '.join(names)}) VALUES ({', '.join(marks)})"
+    if skip_conflicts:
+        sql += f" ON CONFLICT ({', '.join(skip_conflicts)}) DO NOTHING"
+
+    def processed(name, value):  # the driver value of a constant, as SQLAlchemy would bind it
+        proc = table.__table__.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        return proc(value) if proc else value
+
+    tail = tuple(processed(n, v) for n, v in constants.items())
+    get = itemgetter(*[c.name for c in cols])
+    n = 0
+    for batch in _batches(rows, 20_000):
+        conn.exec_driver_sql(sql, [get(r) + tail for r in batch])
+        n += len(batch)
+    return n
 
 
 def stored_quarter(store, counties: Sequence[str]) -> str | None:
@@ -89,19 +108,10 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
     def run(conn):
         for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow):
             conn.execute(delete(table).where(table.county.in_(counties)))
-        ins = _insert_json_text(conn, HouseholdHistoryRow)
-        for batch in _batches(households):
-            conn.execute(ins, [{**r, "quarter": quarter, "updated_at": now} for r in batch])
-            out["households"] += len(batch)
-        for batch in _batches(persons):
-            # a person listed in two households of the quarter (ingest reports it) maps to the first
-            stmt = _dialect(conn).insert(HouseholdPersonRow).on_conflict_do_nothing(index_elements=["person_key"])
-            conn.execute(stmt, batch)
-            out["persons"] += len(batch)
-        ins = _insert_json_text(conn, PlaceContextRow)
-        for batch in _batches(places):
-            conn.execute(ins, [{**r, "updated_at": now} for r in batch])
-            out["places"] += len(batch)
+        out["households"] = _bulk_insert(conn, HouseholdHistoryRow, households, {"quarter": quarter, "updated_at": now})
+        # a person listed in two households of the quarter (ingest reports it) maps to the first
+        out["persons"] = _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
+        out["places"] = _bulk_insert(conn, PlaceContextRow, places, {"updated_at": now})
 
     store.write(run, retry=False)  # the rows are generators: consumed once
     return out
