@@ -31,6 +31,7 @@ from fangpin.store.schema import (
 from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, severity
 
 _INSERT_BATCH = 2000
+_SQLITE_BULK_CACHE_KIB = 512 * 1024  # page cache of a bulk history write (SQLite)
 
 
 def _now() -> datetime:
@@ -77,9 +78,15 @@ def _bulk_insert(conn, table, rows: Iterable[dict], constants: dict, skip_confli
     tail = tuple(processed(n, v) for n, v in constants.items())
     get = itemgetter(*[c.name for c in cols])
     n = 0
-    for batch in _batches(rows, 20_000):
-        conn.exec_driver_sql(sql, [get(r) + tail for r in batch])
-        n += len(batch)
+    if not pg:  # keys are hashes, so index pages are hit at random: a page cache that holds them
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB}")
+    try:
+        for batch in _batches(rows, 20_000):
+            conn.exec_driver_sql(sql, [get(r) + tail for r in batch])
+            n += len(batch)
+    finally:
+        if not pg:
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default again (pooled connection)
     return n
 
 
