@@ -6,8 +6,6 @@ Content-Security-Policy violation in the console fails it too."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from live_server import live_server
 from seed_warnings import seed_store
@@ -15,24 +13,9 @@ from seed_warnings import seed_store
 from fangpin.config import load_params
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: run `make system-deps` (Debian package chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
-
-
-def test_docs_render_offline(browser, tmp_path):
+def test_docs_render_offline(browser, gate, tmp_path):
     from playwright.sync_api import expect
 
     from serving.app import create_app
@@ -42,27 +25,16 @@ def test_docs_render_offline(browser, tmp_path):
     app = create_app(params, store=seeded.store, loader=lambda *a: None, load_model=False)
     with live_server(app) as url:
         page = browser.new_page()
-        outside: list[str] = []
-        inside: list[str] = []
-        console: list[str] = []
-
-        def gate(route):
-            u = route.request.url
-            if u.startswith(url + "/") or u.startswith("blob:") or u.startswith("data:"):
-                inside.append(u)
-                route.continue_()
-            else:
-                outside.append(u)
-                route.abort()
-
+        gate = gate(url)
         page.route("**/*", gate)
+        console: list[str] = []
         page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
         page.goto(url + "/docs")
         expect(page.locator(".swagger-ui .opblock").first).to_be_visible(timeout=30_000)
         expect(page.get_by_text("防贫 fangpin 风险评分与预警 API").first).to_be_visible()
         assert "/v1/score" in page.content()
-        assert any("/static-docs/" in u for u in inside), inside
-        assert not outside, f"the docs page requested outside the app: {outside}"
+        assert any("/static-docs/" in u for u in gate.inside), gate.inside
+        assert not gate.outside, f"the docs page requested outside the app: {gate.outside}"
         assert not [c for c in console if "Content Security Policy" in c], console
         page.close()
         import httpx

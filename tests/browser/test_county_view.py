@@ -20,24 +20,9 @@ from fangpin.config import load_params
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORTS = {"phone": dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
                            has_touch=True),
              "desktop": dict(viewport={"width": 1366, "height": 900})}
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} missing: run `make system-deps` (Debian package chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _sign_in(page, url: str, key: str) -> None:
@@ -48,7 +33,7 @@ def _sign_in(page, url: str, key: str) -> None:
 
 
 @pytest.mark.parametrize("device", ["phone", "desktop"])
-def test_county_view_renders_charts_and_loads_nothing_external(browser, tmp_path, device):
+def test_county_view_renders_charts_and_loads_nothing_external(browser, gate, tmp_path, device):
     from playwright.sync_api import expect
 
     from serving.app import create_app
@@ -63,18 +48,7 @@ def test_county_view_renders_charts_and_loads_nothing_external(browser, tmp_path
     with live_server(app) as url:
         ctx = browser.new_context(locale="zh-CN", **VIEWPORTS[device])
         page = ctx.new_page()
-        outside: list[str] = []
-        inside: list[str] = []
-
-        def gate(route):
-            u = route.request.url
-            if u.startswith(url + "/"):
-                inside.append(u)
-                route.continue_()
-            else:  # anything leaving the app fails the test
-                outside.append(u)
-                route.abort()
-
+        gate = gate(url)  # anything leaving the app fails the test
         page.route("**/*", gate)
 
         _sign_in(page, url, seeded.keys["cadre_a1"])  # a township key is not a county key
@@ -138,7 +112,7 @@ def test_county_view_renders_charts_and_loads_nothing_external(browser, tmp_path
         expect(page.locator("[data-testid=townships]")).to_contain_text("河口镇")
         ctx.close()
 
-    assert inside and not outside, f"requests left the app: {outside}"
+    assert gate.inside and not gate.outside, f"requests left the app: {gate.outside}"
     rows = seeded.store.audit_rows()
     assert {"GET /county/", "GET /county/charts/levels.svg"} <= {r["endpoint"] for r in rows}
     assert "forbidden" in {r["outcome"] for r in rows if r["endpoint"] == "GET /county/"}
