@@ -284,7 +284,7 @@ def _run_chunk(k: int, job: dict) -> dict:
 
     from fangpin.cluster import peak_rss_mib
     from fangpin.tasks import by_department
-    from pipelines.partition import chunk_frames
+    from pipelines.partition import chunk_frames, drop_chunk
 
     scratch, model, params, qidx = Path(job["scratch"]), _job_model(job), job["params"], job["qidx"]
     if job["threads"]:
@@ -294,6 +294,7 @@ def _run_chunk(k: int, job: dict) -> dict:
     t0 = time.perf_counter()
     fr = chunk_frames(scratch, k, job["lines"])
     if fr is None:
+        drop_chunk(scratch, k)
         out["peak_rss_mib"] = peak_rss_mib()
         return out
     t1 = time.perf_counter()
@@ -323,6 +324,7 @@ def _run_chunk(k: int, job: dict) -> dict:
     out["places"] = sorted(set(zip(table.column("county").to_pylist(), table.column("township").to_pylist(),
                                    strict=True)) | set(zip(tasks.column("county").to_pylist(),
                                                            tasks.column("township").to_pylist(), strict=True)))
+    drop_chunk(scratch, k)  # its outputs are written: its part files are not needed again
     t4 = time.perf_counter()
     out["peak_rss_mib"] = peak_rss_mib()
     out["seconds"] = {"read": t1 - t0, "score": t2 - t1, "warnings": t3 - t2, "history": t_hist,

@@ -56,10 +56,22 @@ def run(county, tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     p = rooted(params, work)
     store = Store(f"sqlite:///{work / 'warnings.db'}", b"test-secret", migrate=True)
-    res = score_quarter(p, ingested_dir=county / "ingested", model=model, store=store, root=work,
-                        show_progress=False, chunk_households=400)
+    import pipelines.score as ps
+
+    left: dict[int, list[str]] = {}  # each chunk's part files still in the scratch after its task
+    real = ps._run_chunk
+
+    def run_chunk(k, job):
+        out = real(k, job)
+        left[k] = sorted(p.name for p in Path(job["scratch"]).glob(f"*_{k:04d}_*.arrow"))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:  # in-process: the county is below cluster.in_process_below
+        mp.setattr(ps, "_run_chunk", run_chunk)
+        res = score_quarter(p, ingested_dir=county / "ingested", model=model, store=store, root=work,
+                            show_progress=False, chunk_households=400)
     frames = Frames.from_dir(county / "ingested", lines=params.lines)
-    yield dict(res=res, model=model, store=store, params=p, work=work, frames=frames, county=county)
+    yield dict(res=res, model=model, store=store, params=p, work=work, frames=frames, county=county, left=left)
     store.dispose()
 
 
@@ -72,6 +84,12 @@ def test_several_chunks_and_warnings(run):
     assert res.chunks >= 3
     assert res.warnings > 30 and res.explained == res.warnings
     assert res.quarter == "2023Q2"  # default: the latest quarter in the data
+
+
+def test_a_chunk_removes_its_part_files_once_done(run):
+    """The scratch never holds a whole quarter's rows twice (a province: ~20 GB of part files)."""
+    assert len(run["left"]) == run["res"].chunks
+    assert all(not names for names in run["left"].values()), run["left"]
 
 
 def test_chunked_scoring_equals_scoring_the_whole_county(run):
