@@ -74,6 +74,7 @@ def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path]
     for p in paths:
         p = Path(p)
         if p.is_dir():
+            before = len(files)
             for f in sorted(p.rglob("*")):
                 if not f.is_file() or f.name.startswith((".", "~$")):
                     continue
@@ -85,6 +86,8 @@ def discover(paths: list[Path], exclude: Path | None = None) -> tuple[list[Path]
                     files.append(f)
                 else:
                     skipped.append({"file": str(f), "reason": f"不是 CSV/xlsx 文件，已跳过：{f.name}"})
+            if len(files) == before:  # a folder given but nothing in it to read: never "0 rows, done"
+                missing.append(FileError(p, f"文件夹中没有 CSV 或 xlsx 文件：{p}", code="no_files"))
         elif p.is_file():
             files.append(p)
         else:

@@ -50,3 +50,11 @@ def test_cli_missing_path_others_still_ingested(tmp_path):
                               "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "nope.csv" in res.output and "找不到文件" in res.output
     assert "导入 2 行" in res.output
+
+
+def test_cli_empty_folder_is_an_error_naming_it(tmp_path):
+    """A folder with nothing to read (a wrong path, an export not copied yet) is never '0 rows, done'."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "说明.txt").write_text("x", encoding="utf-8")
+    res = runner.invoke(app, ["ingest", "--ledger", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "文件夹中没有 CSV 或 xlsx 文件" in res.output and "empty" in res.output
