@@ -359,49 +359,41 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
 def test_on_postgresql_a_quarter_appears_whole_or_not_at_all(run, monkeypatch, tmp_path):
     """The same on PostgreSQL: a run whose third chunk fails leaves the store as it was; a run
     that succeeds makes every warning of the quarter visible at once."""
-    import uuid
-
+    from pg_db import throwaway_pg_db
     from sqlalchemy import text
-    from test_store import _pg_admin
 
     import pipelines.score as score
     from fangpin.store import Store
 
-    admin = _pg_admin()
-    name = f"fangpin_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    store = Store(admin.url.set(database=name).render_as_string(hide_password=False), b"test-secret", migrate=True)
-    try:
-        p = rooted(load_params(), tmp_path)
-        kw = dict(ingested_dir=run["county"] / "ingested", model=run["model"], store=store, root=tmp_path,
-                  show_progress=False, chunk_households=400, write_excel=False)
-        real = score._run_chunk
-        calls = []
+    with throwaway_pg_db() as url:
+        store = Store(url, b"test-secret", migrate=True)
+        try:
+            p = rooted(load_params(), tmp_path)
+            kw = dict(ingested_dir=run["county"] / "ingested", model=run["model"], store=store, root=tmp_path,
+                      show_progress=False, chunk_households=400, write_excel=False)
+            real = score._run_chunk
+            calls = []
 
-        def failing(k, job):
-            calls.append(k)
-            if len(calls) == 3:
-                raise RuntimeError("chunk failed")
-            return real(k, job)
+            def failing(k, job):
+                calls.append(k)
+                if len(calls) == 3:
+                    raise RuntimeError("chunk failed")
+                return real(k, job)
 
-        monkeypatch.setattr(score, "_run_chunk", failing)
-        with pytest.raises(RuntimeError, match="chunk failed"):
-            score.score_quarter(p, **kw)
+            monkeypatch.setattr(score, "_run_chunk", failing)
+            with pytest.raises(RuntimeError, match="chunk failed"):
+                score.score_quarter(p, **kw)
 
-        def count():
-            with store.engine.connect() as conn:
-                return conn.execute(text("SELECT count(*) FROM warnings")).scalar_one()
+            def count():
+                with store.engine.connect() as conn:
+                    return conn.execute(text("SELECT count(*) FROM warnings")).scalar_one()
 
-        assert count() == 0
-        monkeypatch.setattr(score, "_run_chunk", real)
-        res = score.score_quarter(p, **kw)
-        assert res.warnings == run["res"].warnings and count() == res.warnings
-    finally:
-        store.dispose()
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+            assert count() == 0
+            monkeypatch.setattr(score, "_run_chunk", real)
+            res = score.score_quarter(p, **kw)
+            assert res.warnings == run["res"].warnings and count() == res.warnings
+        finally:
+            store.dispose()
 
 
 def test_an_export_without_department_signals_scores(run, tmp_path):

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pg_db import throwaway_pg_db
 from seed_warnings import record_tables
 
 from fangpin.config import Params
@@ -33,26 +33,6 @@ FAKE_ID = "11010119900307000" + check_char("11010119900307000")  # a generated 1
 
 SECRET = b"store-test-secret"
 PARAMS = Params()  # defaults: 15 calendar days
-PG_CANDIDATES = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-    "postgresql+psycopg://root@127.0.0.1:5432/postgres",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-)
-
-
-def _pg_admin() -> sa.Engine:
-    urls = [os.environ["FANGPIN_TEST_PG_URL"]] if os.environ.get("FANGPIN_TEST_PG_URL") else PG_CANDIDATES
-    errors = []
-    for url in urls:
-        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with eng.connect() as c:
-                c.exec_driver_sql("SELECT 1")
-            return eng
-        except sa.exc.OperationalError as exc:
-            errors.append(f"{url}: {exc.orig}")
-            eng.dispose()
-    pytest.fail("PostgreSQL not reachable (deselect with -m 'not postgres'):\n" + "\n".join(errors))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -60,16 +40,8 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'warnings.db'}"
         return
-    admin = _pg_admin()
-    name = f"fangpin_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with throwaway_pg_db() as url:
+        yield url
 
 
 @pytest.fixture
