@@ -318,6 +318,23 @@ def test_cli_scores_a_new_export_with_the_registered_champion(run, tmp_path, mon
     assert bad.exit_code != 0
 
 
+def _third_chunk_fails(monkeypatch) -> tuple[list[int], object]:
+    """Make the third chunk task of the next run raise; returns the chunks called and the real task."""
+    import pipelines.score as score
+
+    real = score._run_chunk
+    calls: list[int] = []
+
+    def failing(k, job):
+        calls.append(k)
+        if len(calls) == 3:
+            raise RuntimeError("chunk failed")
+        return real(k, job)
+
+    monkeypatch.setattr(score, "_run_chunk", failing)
+    return calls, real
+
+
 def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run, monkeypatch, tmp_path):
     """The store inserts each chunk as it finishes, inside one transaction: a chunk failing after
     others were inserted rolls all of them back, and nothing is published."""
@@ -334,16 +351,7 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
     before = rows()
     assert len(before) == res.warnings
     runs_before = len(store.runs(res.quarter))
-    real = score._run_chunk
-    calls = []
-
-    def failing(k, job):
-        calls.append(k)
-        if len(calls) == 3:
-            raise RuntimeError("chunk failed")
-        return real(k, job)
-
-    monkeypatch.setattr(score, "_run_chunk", failing)
+    calls, _ = _third_chunk_fails(monkeypatch)
     p = rooted(load_params(), tmp_path)
     out = Path(p.paths.warnings_dir)
     with pytest.raises(RuntimeError, match="chunk failed"):
@@ -371,16 +379,7 @@ def test_on_postgresql_a_quarter_appears_whole_or_not_at_all(run, monkeypatch, t
             p = rooted(load_params(), tmp_path)
             kw = dict(ingested_dir=run["county"] / "ingested", model=run["model"], store=store, root=tmp_path,
                       show_progress=False, chunk_households=400, write_excel=False)
-            real = score._run_chunk
-            calls = []
-
-            def failing(k, job):
-                calls.append(k)
-                if len(calls) == 3:
-                    raise RuntimeError("chunk failed")
-                return real(k, job)
-
-            monkeypatch.setattr(score, "_run_chunk", failing)
+            _, real = _third_chunk_fails(monkeypatch)
             with pytest.raises(RuntimeError, match="chunk failed"):
                 score.score_quarter(p, **kw)
 
