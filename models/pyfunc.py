@@ -321,35 +321,47 @@ class RiskModel:
 # ---------------------------------------------------------------------- MLflow wrapper
 
 
-def _pyfunc_base():
+def _define_pyfunc():
+    """The MLflow wrapper class, defined on first use (module ``__getattr__``): importing
+    ``mlflow.pyfunc`` costs 1.5 s, which every process that only scores (a Dask worker, the API's
+    batch path) would otherwise pay at import. Named as a module attribute, so pickles and
+    ``logged.ReturnRiskPyfunc()`` (models.registry) find it by reference."""
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.PythonModel
+    class ReturnRiskPyfunc(mlflow.pyfunc.PythonModel):
+        """mlflow.pyfunc model: households in the canonical JSON form in (one row each; ``members``
+        and ``events`` nested lists; optional ``history`` and ``context`` objects, as the API passes
+        them), :meth:`RiskModel.predict`'s result out (one row per household, the columns of
+        :data:`RESULT_COLUMNS` without ``quarter_idx``)."""
+
+        def load_context(self, context):
+            self.model = RiskModel.from_artifacts(context.artifacts)
+
+        def predict(self, context, model_input, params=None):
+            """``params={"explain": "none"}`` skips reasons and measures; the default explains every
+            row with a warning."""
+            records, histories, contexts = _records_from_input(model_input)
+            s = self.model.predict(records, histories=histories, contexts=contexts,
+                                   explain=(params or {}).get("explain", "warnings"))
+            return s.frame().drop(columns=["quarter_idx"])
+
+        # A real (not string) annotation, so MLflow knows no schema is inferred from the hint:
+        # the explicit ledger-shaped signature validates the input.
+        predict.__annotations__["model_input"] = pd.DataFrame
+
+        def unwrap(self) -> RiskModel:
+            return self.model
+
+    ReturnRiskPyfunc.__module__ = __name__
+    ReturnRiskPyfunc.__qualname__ = "ReturnRiskPyfunc"
+    return ReturnRiskPyfunc
 
 
-class ReturnRiskPyfunc(_pyfunc_base()):  # type: ignore[misc]
-    """mlflow.pyfunc model: households in the canonical JSON form in (one row each; ``members``
-    and ``events`` nested lists; optional ``history`` and ``context`` objects, as the API passes
-    them), :meth:`RiskModel.predict`'s result out (one row per household, the columns of
-    :data:`RESULT_COLUMNS` without ``quarter_idx``)."""
-
-    def load_context(self, context):
-        self.model = RiskModel.from_artifacts(context.artifacts)
-
-    def predict(self, context, model_input, params=None):
-        """``params={"explain": "none"}`` skips reasons and measures; the default explains every
-        row with a warning."""
-        records, histories, contexts = _records_from_input(model_input)
-        s = self.model.predict(records, histories=histories, contexts=contexts,
-                               explain=(params or {}).get("explain", "warnings"))
-        return s.frame().drop(columns=["quarter_idx"])
-
-    # A real (not string) annotation, so MLflow knows no schema is inferred from the hint: the
-    # explicit ledger-shaped signature validates the input.
-    predict.__annotations__["model_input"] = pd.DataFrame
-
-    def unwrap(self) -> RiskModel:
-        return self.model
+def __getattr__(name: str):
+    if name == "ReturnRiskPyfunc":
+        cls = globals()["ReturnRiskPyfunc"] = _define_pyfunc()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _records_from_input(model_input) -> tuple[list[dict], list, list]:
