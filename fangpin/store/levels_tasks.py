@@ -96,10 +96,8 @@ def read_workload(engine: Engine, quarter: str, model_version: str | None = None
     stmt = select(LevelThresholdRow).where(LevelThresholdRow.quarter == quarter)
     if model_version is not None:
         stmt = stmt.where(LevelThresholdRow.model_version == str(model_version))
-    if scope is not None and scope.county is not None:
-        stmt = stmt.where(LevelThresholdRow.county == scope.county)
-        if scope.township is not None:
-            stmt = stmt.where(LevelThresholdRow.township == scope.township)
+    if scope is not None:
+        stmt = stmt.where(*scope.conditions(LevelThresholdRow))
     with engine.connect() as conn:
         rows = conn.execute(stmt.order_by(LevelThresholdRow.county, LevelThresholdRow.township)).mappings()
         return [{k: r[k] for k in ("quarter", "county", "township", "model_version", *COUNTS)} for r in rows]
@@ -171,10 +169,8 @@ def query_tasks(engine: Engine, *, county: str | None = None, township: str | No
         if bad:
             raise ValueError(f"unknown status {bad}; allowed: {list(TASK_STATUSES)}")
         conds.append(TaskRow.status.in_(vals))
-    if scope is not None and scope.county is not None:
-        conds.append(TaskRow.county == scope.county)
-        if scope.township is not None:
-            conds.append(TaskRow.township == scope.township)
+    if scope is not None:
+        conds += scope.conditions(TaskRow)
     with engine.connect() as conn:
         total = conn.scalar(select(func.count()).select_from(TaskRow).where(*conds))
     stmt = (select(TaskRow).where(*conds)

@@ -329,10 +329,8 @@ def query_clues(store, *, scope=None, county: str | None = None, township: str |
                      (ClueRow.outcome, outcome), (ClueRow.household_id, household_id)):
         if val is not None:
             conds.append(col == val)
-    if scope is not None and scope.county is not None:
-        conds.append(ClueRow.county == scope.county)
-        if scope.township is not None:
-            conds.append(ClueRow.township == scope.township)
+    if scope is not None:
+        conds += scope.conditions(ClueRow)
     with store.engine.connect() as conn:
         total = conn.scalar(select(func.count()).select_from(ClueRow).where(*conds))
         rows = conn.execute(
@@ -495,10 +493,8 @@ def _scoped(conds: list, scope, county: str | None, township: str | None, table=
         conds.append(table.county == county)
     if township is not None:
         conds.append(table.township == township)
-    if scope is not None and scope.county is not None:
-        conds.append(table.county == scope.county)
-        if scope.township is not None:
-            conds.append(table.township == scope.township)
+    if scope is not None:
+        conds += scope.conditions(table)
     return conds
 
 

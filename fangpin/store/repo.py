@@ -169,6 +169,16 @@ class Scope:
     def kind(self) -> str:
         return "all" if self.county is None else ("county" if self.township is None else "township")
 
+    def conditions(self, table) -> list:
+        """SQL conditions keeping the rows of ``table`` (its ``county`` and ``township`` columns)
+        within this scope: none for ``*``."""
+        if self.county is None:
+            return []
+        conds = [table.county == self.county]
+        if self.township is not None:
+            conds.append(table.township == self.township)
+        return conds
+
     def covers(self, county: str, township: str | None = None) -> bool:
         if self.county is None:
             return True
@@ -471,10 +481,8 @@ class Store:
             if bad:
                 raise ValueError(f"unknown {col.key} {bad}; allowed: {list(allowed)}")
             conds.append(col.in_(vals))
-        if scope is not None and scope.county is not None:
-            conds.append(WarningRow.county == scope.county)
-            if scope.township is not None:
-                conds.append(WarningRow.township == scope.township)
+        if scope is not None:
+            conds += scope.conditions(WarningRow)
         with self.engine.connect() as conn:
             total = conn.scalar(select(func.count()).select_from(WarningRow).where(*conds))
         stmt = (
