@@ -313,22 +313,24 @@ def submit_clue(
 
 @router.get("/cadre/w/{warning_id}", response_class=HTMLResponse)
 def warning_page(request: Request, warning_id: str):
-    who = _signed_in(request)
-    if who is None:
-        return _to_login()
-    w = _in_scope(request, who, warning_id, "GET /cadre/w/{id}")
-    if w is None:
-        return _render(request, "forbidden.html", 403, who=who)
+    who, w, refused = _warning_of(request, warning_id, "GET /cadre/w/{id}")
+    if refused is not None:
+        return refused
     _audit(request, who, "GET /cadre/w/{id}", [w])
     return _page(request, who, w)
 
 
-def _in_scope(request: Request, who, warning_id: str, endpoint: str) -> WarningRecord | None:
+def _warning_of(request: Request, warning_id: str, endpoint: str):
+    """The signed-in cadre and the warning they asked for: ``(who, w, None)``, or the response
+    that refuses them — the sign-in page, or 403 for a warning outside their scope (audited)."""
+    who = _signed_in(request)
+    if who is None:
+        return None, None, _to_login()
     w = request.app.state.store.get_warning(warning_id[:64])
     if w is None or not who.scope.covers(w.county, w.township):
         _audit(request, who, endpoint, outcome="forbidden")
-        return None
-    return w
+        return who, None, _render(request, "forbidden.html", 403, who=who)
+    return who, w, None
 
 
 def _page(request: Request, who, w: WarningRecord, status_code: int = 200, error: str | None = None,
@@ -362,13 +364,10 @@ def record_outcome(
     actor: Annotated[str, Form(max_length=64)] = "",
     csrf: Annotated[str, Form(max_length=100)] = "",
 ):
-    who = _signed_in(request)
-    if who is None:
-        return _to_login()
     endpoint = "POST /cadre/w/{id}/outcome"
-    w = _in_scope(request, who, warning_id, endpoint)
-    if w is None:
-        return _render(request, "forbidden.html", 403, who=who)
+    who, w, refused = _warning_of(request, warning_id, endpoint)
+    if refused is not None:
+        return refused
     form = {"outcome": outcome, "reason": reason, "actor": actor}
     if not _csrf_ok(request, csrf):
         return _page(request, who, w, 400, "页面已过期，请刷新后重新提交。", form)
@@ -403,13 +402,10 @@ def record_support_plan(
     from fangpin.clues import ClueError, check_text
     from fangpin.store.loop import record_support_plan as record
 
-    who = _signed_in(request)
-    if who is None:
-        return _to_login()
     endpoint = "POST /cadre/w/{id}/support-plan"
-    w = _in_scope(request, who, warning_id, endpoint)
-    if w is None:
-        return _render(request, "forbidden.html", 403, who=who)
+    who, w, refused = _warning_of(request, warning_id, endpoint)
+    if refused is not None:
+        return refused
     form = {"plan_actor": actor, "planned_on": planned_on}
     if not _csrf_ok(request, csrf):
         return _page(request, who, w, 400, "页面已过期，请刷新后重新提交。", form)
