@@ -4,6 +4,7 @@
 - MLflow and the warning store point into a per-session temporary directory unless a test sets
   its own; tests never write into the repository.
 - `samples_dir` is ../shared/samples beside the repository (as in CI).
+- `db_url`: a warning-store URL on SQLite (a file) and on PostgreSQL (a throwaway database).
 """
 
 from __future__ import annotations
@@ -41,3 +42,15 @@ def _isolated_state(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FANGPIN_STATE_DIR", str(state))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{state}/mlflow.db")
     yield
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A store URL on SQLite (a file) and on PostgreSQL (a throwaway database, tests/pg_db.py)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warnings.db'}"
+        return
+    from pg_db import throwaway_pg_db
+
+    with throwaway_pg_db() as url:
+        yield url

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
-from pg_db import throwaway_pg_db
 from seed_warnings import record_tables
 
 from fangpin import clues as fc
@@ -21,17 +20,11 @@ from fangpin.warnings import WarningRecord
 NOW = datetime(2025, 3, 3, 2, tzinfo=UTC)  # Monday 2025-03-03, China time 10:00
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'w.db'}", b"s", migrate=True)
-        yield s
-        s.dispose()
-        return
-    with throwaway_pg_db() as url:
-        s = Store(url, b"s", migrate=True)
-        yield s
-        s.dispose()
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url, b"s", migrate=True)
+    yield s
+    s.dispose()
 
 
 def _record(params, hid: str, level: str, quarter: str = "2025Q1", probability: float = 0.001, created=NOW):

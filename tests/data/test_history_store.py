@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 
-from test_store import SECRET, db_url  # noqa: F401 - the fixture, parametrised over both stores
+from test_store import SECRET
 
 from fangpin.config import Params
 from fangpin.ids import event_key

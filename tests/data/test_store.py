@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from pg_db import throwaway_pg_db
 from seed_warnings import record_tables
 
 from fangpin.config import Params
@@ -33,15 +32,6 @@ FAKE_ID = "11010119900307000" + check_char("11010119900307000")  # a generated 1
 
 SECRET = b"store-test-secret"
 PARAMS = Params()  # defaults: 15 calendar days
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warnings.db'}"
-        return
-    with throwaway_pg_db() as url:
-        yield url
 
 
 @pytest.fixture

@@ -27,15 +27,3 @@ def tiny_model(params):
 
     return train_tiny(params)
 
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    """A store URL on SQLite (a file) and on PostgreSQL (a throwaway database)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warnings.db'}"
-        return
-    from pg_db import throwaway_pg_db
-
-    with throwaway_pg_db() as url:
-        yield url
-

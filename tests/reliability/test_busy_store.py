@@ -54,19 +54,19 @@ def hold_lock(url: str, warning_id: str) -> subprocess.Popen:
     return proc
 
 
-def test_held_write_lock_gives_quick_503s_and_health_stays_fast(params, tiny_model, store_url):
+def test_held_write_lock_gives_quick_503s_and_health_stays_fast(params, tiny_model, db_url):
     from serving.app import create_app
 
-    seeded = seed_store(store_url, params, per_township=12)
+    seeded = seed_store(db_url, params, per_township=12)
     seeded.store.dispose()
     wait_s = 1.0
-    store = Store(store_url, SECRET, wait_s=wait_s, connections=8)
+    store = Store(db_url, SECRET, wait_s=wait_s, connections=8)
     app = create_app(serving_params(params, store_wait_s=wait_s), store=store, loader=fixed_loader(tiny_model))
     targets = seeded.of("青石县")[:16]
     load = Load()
 
     with live_server(app) as url:
-        holder = hold_lock(store_url, seeded.warnings[-1].id)
+        holder = hold_lock(db_url, seeded.warnings[-1].id)
         t_lock = time.perf_counter()
         try:
             with httpx.Client(base_url=url, timeout=60) as c, ThreadPoolExecutor(24) as pool:
@@ -110,7 +110,7 @@ def test_held_write_lock_gives_quick_503s_and_health_stays_fast(params, tiny_mod
             assert r.status_code == 200, r.text
     rows = store.audit_rows()  # the reads' rows, queued while the lock was held, are written
     assert sum(r["endpoint"] == "GET /v1/warnings" for r in rows) == 8
-    record(f"busy_store_{store_url.split(':')[0].split('+')[0]}",
+    record(f"busy_store_{db_url.split(':')[0].split('+')[0]}",
            {**load.summary(), "lock_held_s": HOLD_S, "store_wait_s": wait_s,
             "max_feedback_s": round(feedback_max, 2), "max_health_s": round(health_max, 3)})
     store.dispose()

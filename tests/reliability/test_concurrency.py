@@ -40,10 +40,10 @@ def page_csrf(c: httpx.Client, path: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', r.text).group(1)
 
 
-def test_concurrent_feedback_writers_and_readers_see_no_5xx(params, tiny_model, store_url, tmp_path):
+def test_concurrent_feedback_writers_and_readers_see_no_5xx(params, tiny_model, db_url, tmp_path):
     from serving.app import create_app
 
-    seeded = seed_store(store_url, params, per_township=24)
+    seeded = seed_store(db_url, params, per_township=24)
     store = seeded.store
     p = serving_params(params, store_wait_s=5.0)
     app = create_app(p, store=store, loader=fixed_loader(tiny_model))
@@ -112,7 +112,7 @@ def test_concurrent_feedback_writers_and_readers_see_no_5xx(params, tiny_model, 
         elapsed = time.perf_counter() - t0
 
     summary = load.summary()
-    record(f"concurrency_{store_url.split(':')[0].split('+')[0]}", {**summary, "seconds": round(elapsed, 1)})
+    record(f"concurrency_{db_url.split(':')[0].split('+')[0]}", {**summary, "seconds": round(elapsed, 1)})
     assert load.errors == [], load.errors
     assert load.server_errors() == [], load.server_errors()
     assert set(load.statuses("feedback")) == {200} and len(accepted) == len(anle)

@@ -25,10 +25,10 @@ pytestmark = [pytest.mark.reliability, pytest.mark.xdist_group("reliability_http
 SECONDS = float(os.environ.get("FANGPIN_RELIABILITY_SECONDS", "8"))  # bench/bench_reliability.py runs longer
 
 
-def test_mixed_load_with_model_reloads_fails_no_request(params, tiny_model, store_url):
+def test_mixed_load_with_model_reloads_fails_no_request(params, tiny_model, db_url):
     from serving.app import create_app
 
-    seeded = seed_store(store_url, params, per_township=40)
+    seeded = seed_store(db_url, params, per_township=40)
     app = create_app(serving_params(params), store=seeded.store, loader=fixed_loader(tiny_model))
     load = Load()
     versions: set[str] = set()
@@ -75,7 +75,7 @@ def test_mixed_load_with_model_reloads_fails_no_request(params, tiny_model, stor
         elapsed = time.perf_counter() - t0
 
     summary = load.summary()
-    record(f"mixed_load_{store_url.split(':')[0].split('+')[0]}",
+    record(f"mixed_load_{db_url.split(':')[0].split('+')[0]}",
            {**summary, "seconds": round(elapsed, 1), "reloads": len(reloaded), "clients": 10})
     assert load.errors == [] and load.server_errors() == [], summary
     assert {s for _, s, _ in load.results} == {200}, summary

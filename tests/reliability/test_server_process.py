@@ -55,12 +55,12 @@ def stop_server(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
             proc.wait(30)
 
 
-def test_kill_9_during_writes_then_restart_leaves_the_store_consistent(params, store_url, tmp_path):
-    seeded = seed_store(store_url, params, per_township=30)
+def test_kill_9_during_writes_then_restart_leaves_the_store_consistent(params, db_url, tmp_path):
+    seeded = seed_store(db_url, params, per_township=30)
     store = seeded.store
     targets = seeded.of("青石县")  # 60 warnings, written by 4 clients
     log = tmp_path / "server.log"
-    proc, base = start_server(store_url, log)
+    proc, base = start_server(db_url, log)
     acked: list[str] = []
     load = Load()
     killed = threading.Event()
@@ -89,12 +89,12 @@ def test_kill_9_during_writes_then_restart_leaves_the_store_consistent(params, s
     assert 15 <= len(acked) < len(targets), len(acked)
     assert load.server_errors() == []
 
-    if store_url.startswith("sqlite"):
+    if db_url.startswith("sqlite"):
         import sqlite3
 
-        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as c:
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as c:
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    proc, base = start_server(store_url, log)  # restart on the same store
+    proc, base = start_server(db_url, log)  # restart on the same store
     try:
         for w in seeded.warnings:
             status = store.get_warning(w.id).status
@@ -111,7 +111,7 @@ def test_kill_9_during_writes_then_restart_leaves_the_store_consistent(params, s
             assert c.get("/v1/warnings").status_code == 200
     finally:
         stop_server(proc)
-    record(f"kill9_{store_url.split(':')[0].split('+')[0]}",
+    record(f"kill9_{db_url.split(':')[0].split('+')[0]}",
            {"acknowledged_before_kill": len(acked), "closed_after_restart": n_closed, **load.summary()})
     store.dispose()
 
