@@ -2,11 +2,13 @@
 
 What `/v1/score` and `/v1/events` need per request is the history rows of the posted households
 (fangpin.store.history). This writes N households' rows of the demo's real size (the history and
-snapshot JSON of households of the demo ledger, reused round-robin under new keys) once to each
-backend and times a request's lookup — 1 household and 256 (the API's batch) — ``--n`` times:
+snapshot of households of the demo ledger, reused round-robin under new keys, in history blocks
+as ``fangpin score`` writes them) once to each backend and times a request's lookup — 1
+household, 256 households at random and 256 neighbours (one village's list: few blocks) —
+``--n`` times:
 
 - ``sqlite`` / ``postgresql``: ``fangpin.store.history.histories`` (primary-key lookup of the
-  rows, plus the department events received for them), as the API runs it;
+  rows, decoding of their blocks, plus the department events received for them), as the API runs it;
 - ``mmap``: an Arrow IPC file of (key, JSON) memory-mapped, a key → row dict built at open, rows
   taken and parsed per lookup (what a file the API maps into memory would cost; it could not take
   the events ``/v1/events`` writes, nor a new level, without a second mechanism).
@@ -33,23 +35,26 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sample_rows(ingested: Path, k: int = 2000) -> list[dict]:
-    """History rows of ``k`` households of the ledger's latest quarter, as ``fangpin score`` writes them."""
+def sample_rows(ingested: Path, k: int = 2000):
+    """History rows of ``k`` households of the ledger's latest quarter: their places, history and
+    snapshot tables (models.features), and their JSON form."""
     sys.path.insert(0, str(REPO))
+    import pandas as pd
+
     from fangpin.config import load_params
-    from models.features import Frames, feature_table, history_records, snapshot_records
+    from models.features import Frames, feature_table, history_table, record_of, snapshot_table
 
     p = load_params()
     fr = Frames.from_dir(ingested, lines=p.lines)
     q = int(fr.households["quarter_idx"].max())
     feats = feature_table(fr, quarters=[q])
     rows = np.arange(min(k, len(feats)))
-    ids = [feats["household_id"][i] for i in rows]
-    hist = history_records(feats, rows)
-    snaps = snapshot_records(fr, q, ids)
-    return [{"household_id": h, "county": str(feats["county"][i]), "township": str(feats["township"][i]),
-             "village": str(feats["village"][i]), "level": None, "head_name": None, "id_masked": None,
-             "data": {"history": hs, "snapshot": sn}} for i, h, hs, sn in zip(rows, ids, hist, snaps, strict=True)]
+    ids = [str(feats["household_id"][i]) for i in rows]
+    hist, snaps = history_table(feats, rows), snapshot_table(fr, q, ids)
+    places = pd.DataFrame({c: [str(feats[c][i]) for i in rows] for c in ("county", "township", "village")})
+    places["household_id"] = ids
+    data = [{"history": h, "snapshot": record_of(sn)} for h, sn in zip(hist.to_pylist(), snaps.to_pylist(), strict=True)]
+    return places, hist, snaps, data
 
 
 def timed(fn, n: int) -> dict:
@@ -72,21 +77,35 @@ def main() -> None:
     args = ap.parse_args()
     import orjson
     import pyarrow as pa
+    import pyarrow.compute as pc
     from sqlalchemy import create_engine, text
 
     from fangpin.store import Store
     from fangpin.store import history as hs
 
-    base = sample_rows(args.ingested)
+    places0, hist0, snaps0, base = sample_rows(args.ingested)
+    take = pa.array(np.arange(args.households) % len(base))
     keys = [uuid.uuid4().hex for _ in range(args.households)]
-    rows = [{**base[i % len(base)], "household_key": k} for i, k in enumerate(keys)]
-    texts = [orjson.dumps(r["data"]).decode() for r in base]
-    stored = [{**r, "data": texts[i % len(base)]} for i, r in enumerate(rows)]  # JSON text, as batch scoring writes
+    places = places0.iloc[take.to_numpy()].reset_index(drop=True)
+    places["household_id"] = [f"{h}-{i}" for i, h in enumerate(places["household_id"])]
+    t0 = time.perf_counter()
+    enc = hs.encode_blocks(places, hist0.take(take), snaps0.take(take), "bench", "2024Q4")
+    encode_s = time.perf_counter() - t0
+    order = enc["order"]
+    stored = pa.table({"household_key": pc.take(pa.array(keys), pa.array(order)),
+                       "household_id": places["household_id"].to_numpy()[order],
+                       **{c: places[c].to_numpy()[order] for c in ("county", "township", "village")},
+                       "block_key": enc["block_key"], "block_row": enc["block_row"]})
+    rows = [{"household_key": k, "data": base[i % len(base)]} for i, k in enumerate(keys)]
     rng = np.random.default_rng(0)
     one = [[keys[i]] for i in rng.integers(0, len(keys), args.n + 1)]
     many = [list(rng.choice(keys, 256, replace=False)) for _ in range(args.n + 1)]
+    in_order = stored.column("household_key").to_pylist()
+    near = [in_order[s:s + 256] for s in rng.integers(0, len(keys) - 256, args.n + 1)]
     out = {"households": args.households, "json_bytes_per_household": round(float(np.mean(
-        [len(orjson.dumps(r["data"])) for r in base]))), "load_before": os.getloadavg(), "backends": {}}
+        [len(orjson.dumps(d)) for d in base]))), "block_households": hs.BLOCK_HOUSEHOLDS,
+        "block_bytes_per_household": round(sum(map(len, enc["blocks"]["payload"])) / args.households),
+        "encode_s": round(encode_s, 2), "load_before": os.getloadavg(), "backends": {}}
 
     with tempfile.TemporaryDirectory() as d:
         backends = {"sqlite": f"sqlite:///{d}/h.db"}
@@ -102,12 +121,15 @@ def main() -> None:
             for name, url in backends.items():
                 store = Store(url, b"bench-secret", migrate=True)
                 t0 = time.perf_counter()
-                hs.write_history(store, "2024Q4", sorted({r["county"] for r in rows}), iter(stored), iter([]), iter([]))
+                hs.write_history(store, "2024Q4", sorted(set(places["county"])), stored.to_batches(50_000), iter([]),
+                                 iter([]), pa.table(enc["blocks"]).to_batches(5000), [pa.table(enc["schema"])])
                 w = time.perf_counter() - t0
-                it1, it2 = iter(one), iter(many)
+                it1, it2, it3 = iter(one), iter(many), iter(near)
                 out["backends"][name] = {"write_s": round(w, 1),
                                          "lookup_1": timed(lambda it=it1, s=store: hs.histories(s, next(it)), args.n),
-                                         "lookup_256": timed(lambda it=it2, s=store: hs.histories(s, next(it)), args.n)}
+                                         "lookup_256": timed(lambda it=it2, s=store: hs.histories(s, next(it)), args.n),
+                                         "lookup_256_neighbours": timed(lambda it=it3, s=store: hs.histories(
+                                             s, next(it)), args.n)}
                 if name == "sqlite":
                     out["backends"][name]["file_mib"] = round(Path(url[len("sqlite:///"):]).stat().st_size / 2**20)
                 store.dispose()

@@ -1045,34 +1045,45 @@ def _f(v) -> float | None:
     return None if np.isnan(v) else v
 
 
-def history_records(feats: Table, rows: np.ndarray) -> list[dict]:
+def history_table(feats: Table, rows: np.ndarray):
     """The history of rows of a feature table (:func:`feature_table` at the ledger's latest quarter
-    L), in the JSON form a household scored alone takes (:func:`frames_from_records`):
+    L) as an Arrow table, one row per household, built column by column: ``v``, ``quarter`` and
+    two structs of floats (missing: null):
 
     - ``same``: for a snapshot of L itself (replacing the ledger's own): the income history at the
       household's snapshot before L (:data:`INCOME_STATE`) and the figures of quarter L-1
       (:data:`LAG_COLUMNS`);
     - ``next``: for a later quarter: the income history at L and the figures of L (which are the
       previous quarter's figures only for L+1).
-    """
+
+    A row's ``to_pylist()`` is the JSON form a household scored alone takes
+    (:func:`history_records`, :func:`frames_from_records`)."""
+    import pyarrow as pa
+
+    from fangpin import quarters as fq
+
     q = np.asarray(feats["quarter_idx"], dtype=np.int64)
     rows = np.asarray(rows, dtype=np.int64)
     same = {c: feats[c] for c in (*INCOME_STATE, *LAG_COLUMNS)}
     nxt = {"hist_q": q.astype(np.float64), "hist_ipc": feats["income_per_capita"],
            "hist_prev": feats["prev_income_per_capita"], "hist_since": feats["quarters_since_income_change"],
            **{lc: feats[b] for b, lc in zip(LAG_BASES, LAG_COLUMNS, strict=True)}}
-    from fangpin import quarters as fq
 
-    def values(cols: dict) -> list[dict]:
-        # column by column to Python floats (NaN → None), then one dict per row
-        lists = [[None if v != v else v for v in np.asarray(a, dtype=np.float64)[rows].tolist()]
-                 for a in cols.values()]
-        keys = tuple(cols)
-        return [dict(zip(keys, r, strict=True)) for r in zip(*lists, strict=True)]
+    def struct(cols: dict):
+        arrays = [pa.array(np.asarray(a, dtype=np.float64)[rows], type=pa.float64(), from_pandas=True)
+                  for a in cols.values()]  # from_pandas: NaN → null
+        return pa.StructArray.from_arrays(arrays, names=list(cols))
 
-    quarter = {int(x): fq.from_index(int(x)) for x in np.unique(q[rows])}
-    return [{"v": HISTORY_VERSION, "quarter": quarter[int(qi)], "same": a, "next": b}
-            for qi, a, b in zip(q[rows].tolist(), values(same), values(nxt), strict=True)]
+    qr = q[rows]
+    quarter = {int(x): fq.from_index(int(x)) for x in np.unique(qr)}
+    return pa.table({"v": pa.array(np.full(len(rows), HISTORY_VERSION, dtype=np.int64)),
+                     "quarter": pa.array([quarter[int(x)] for x in qr.tolist()], type=pa.string()),
+                     "same": struct(same), "next": struct(nxt)})
+
+
+def history_records(feats: Table, rows: np.ndarray) -> list[dict]:
+    """The history of rows of a feature table in the JSON form (:func:`history_table`, row by row)."""
+    return history_table(feats, rows).to_pylist()
 
 
 def history_columns(history: Mapping | None, qidx: int) -> tuple[dict[str, float], str]:
@@ -1134,37 +1145,77 @@ _PERSON_OUT = tuple(c.name for c in contract.LEDGER_COLUMNS if c.level == "perso
                     and c.name not in ("id_number", "name")) + ("school_grade", "age", "person_key", "id_masked")
 
 
-def snapshot_records(frames: Frames, qidx: int, household_ids=None, event_quarters: int = 4) -> list[dict]:
-    """Households of quarter ``qidx`` in the canonical JSON form, from canonical tables (the
-    ledger's snapshot of a household as a record that can be scored alone): household fields,
-    members (contract fields without name and ID number; with ``person_key`` and ``id_masked``)
-    and the department events of the ``event_quarters`` quarters up to ``qidx`` (with
-    ``person_key``). ``household_ids`` restricts and orders the households. Column-wise: one
-    conversion per column, not per value."""
+def snapshot_table(frames: Frames, qidx: int, household_ids=None, event_quarters: int = 4):
+    """Households of quarter ``qidx`` from canonical tables, as an Arrow table built column by
+    column (one row per household): household fields, ``members`` (a list of structs: contract
+    fields without name and ID number; with ``person_key`` and ``id_masked``) and ``events`` (the
+    department events of the ``event_quarters`` quarters up to ``qidx``, with ``person_key``).
+    ``household_ids`` restricts and orders the households. Dates are ISO text, missing values null;
+    :func:`record_of` turns a row into the canonical JSON record (:func:`snapshot_records`)."""
+    import pyarrow as pa
+
     hh = frames.households
     hh = hh[hh["quarter_idx"] == qidx]
     if household_ids is not None:
         hh = hh.set_index("household_id").loc[list(household_ids)].reset_index()
     order = pd.Index(hh["household_id"].astype(str))
     h_fields = [c for c in contract.HOUSEHOLD_FIELDS if c in hh.columns]
-    recs = _dicts(hh, h_fields)
+    cols = dict(zip(h_fields, _arrow_columns(hh, h_fields), strict=True))
     persons = frames.persons
     persons = persons[persons["quarter_idx"] == qidx]
     for part, table, fields in (
             ("members", persons, [c for c in _PERSON_OUT if c in persons.columns]),
             ("events", _recent(frames.events, qidx, event_quarters),
              ["person_key", "event_date", "department", "event_type", "amount"])):
-        for r in recs:
-            r[part] = []
         if table is None or not len(table):
-            continue
-        pos = order.get_indexer(table["household_id"].astype(str))
-        keep = np.flatnonzero(pos >= 0)
-        pos = pos[keep]
-        rows = _dicts(table.iloc[keep], [f for f in fields if f in table.columns])
-        for k in np.argsort(pos, kind="stable").tolist():
-            recs[pos[k]][part].append(rows[k])
-    return recs
+            table, pos = None, np.array([], dtype=np.int64)
+        else:
+            pos = order.get_indexer(table["household_id"].astype(str))
+            keep = np.flatnonzero(pos >= 0)
+            table, pos = table.iloc[keep], pos[keep]
+            fields = [f for f in fields if f in table.columns]
+        by = np.argsort(pos, kind="stable")  # each household's rows in table order
+        if table is None:
+            items = pa.array([], type=pa.struct([]))
+        else:
+            items = pa.StructArray.from_arrays([a.take(pa.array(by)) for a in _arrow_columns(table, fields)],
+                                               names=fields) if fields else pa.array([{}] * len(by))
+        offsets = np.zeros(len(order) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(pos, minlength=len(order)), out=offsets[1:])
+        cols[part] = pa.ListArray.from_arrays(pa.array(offsets), items)
+    return pa.table(cols)
+
+
+def _arrow_columns(df: pd.DataFrame, fields: list[str]) -> list:
+    """Columns of ``df`` as Arrow arrays of JSON values: dates as ISO text, missing as null."""
+    import pyarrow as pa
+
+    out = []
+    for f in fields:
+        s = df[f]
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            s = s.dt.strftime("%Y-%m-%d")
+        if s.dtype == object:  # Python or numpy scalars: as _plain gives them
+            out.append(pa.array([_plain(v) for v in s.tolist()], from_pandas=True))
+        else:
+            out.append(pa.Array.from_pandas(s.reset_index(drop=True)))
+    return out
+
+
+def record_of(row: dict) -> dict:
+    """A row of :func:`snapshot_table` (``to_pylist()``) as the canonical JSON record: a missing
+    field (null) is left out of the household and of each member and event."""
+    rec = {f: v for f, v in row.items() if v is not None and f not in ("members", "events")}
+    for part in ("members", "events"):
+        rec[part] = [{f: v for f, v in m.items() if v is not None} for m in row.get(part) or ()]
+    return rec
+
+
+def snapshot_records(frames: Frames, qidx: int, household_ids=None, event_quarters: int = 4) -> list[dict]:
+    """Households of quarter ``qidx`` in the canonical JSON form, from canonical tables (the
+    ledger's snapshot of a household as a record that can be scored alone): the rows of
+    :func:`snapshot_table` as records (:func:`record_of`)."""
+    return [record_of(r) for r in snapshot_table(frames, qidx, household_ids, event_quarters).to_pylist()]
 
 
 def _recent(events, qidx: int, quarters: int):

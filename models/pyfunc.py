@@ -47,8 +47,10 @@ from models.features import (
     feature_table,
     frames_from_records,
     history_records,
+    history_table,
     place_contexts,
     snapshot_records,
+    snapshot_table,
 )
 from models.measures import MeasureTable, drivers_of, load_table, suggest
 from models.rules import Ruleset
@@ -263,6 +265,14 @@ class RiskModel:
         """The snapshots of these households in quarter ``qidx`` of a county's tables, as records
         :meth:`predict` takes (models.features.snapshot_records)."""
         return snapshot_records(data, qidx, household_ids, event_quarters)
+
+    def history_table(self, scored: Scored, rows):
+        """:meth:`histories` as an Arrow table built column by column (models.features.history_table)."""
+        return history_table(scored.features, np.asarray(rows, dtype=np.int64))
+
+    def snapshot_table(self, data, qidx: int, household_ids, event_quarters: int):
+        """:meth:`snapshots` as an Arrow table built column by column (models.features.snapshot_table)."""
+        return snapshot_table(data, qidx, household_ids, event_quarters)
 
     # ------------------------------------------------------------------ its steps
 

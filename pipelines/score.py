@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -306,7 +307,7 @@ def _run_chunk(k: int, job: dict) -> dict:
     tasks = chunk_tasks(model, params, scored, fr.persons, qidx, job["created"])
     t3 = time.perf_counter()
     if job["history"]:
-        _write_history_chunk(model, fr, s, scored, heads, qidx, job, scratch / f"history_{k:04d}")
+        _write_history_chunk(model, fr, s, scored, heads, qidx, job, k, scratch / f"history_{k:04d}")
     t_hist = time.perf_counter() - t3
     out["levels"] = [] if s.level_groups is None else s.level_groups.to_dict(orient="records")
     out["tasks"] = tasks.num_rows
@@ -354,20 +355,30 @@ def _job_model(job: dict):
 
 
 def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, job: dict,
-                         base: Path) -> None:
-    """The online history of a chunk's households (fangpin.store.history): households, person →
-    household map and place context, as three Parquet files ``<base>_{households,persons,places}``
-    (``data`` as JSON text)."""
+                         k: int, base: Path) -> None:
+    """The online history of chunk ``k``'s households (fangpin.store.history): households (key,
+    place, level, block row), their history blocks and the blocks' schema, the person → household
+    map and the place contexts, as Parquet files ``<base>_{households,blocks,schemas,persons,places}``."""
     import orjson
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from fangpin.ids import keyed_hashes
+    from fangpin.store.history import encode_blocks
 
     hids = scored["household_id"].astype(str).tolist()
     hkeys = keyed_hashes(hids, job["id_key"])
-    hist = model.histories(s, np.arange(len(hids)))
-    snaps = model.snapshots(fr, qidx, hids, job["event_quarters"])
+    rows = np.arange(len(hids))
+    if hasattr(model, "history_table"):
+        hist = model.history_table(s, rows)
+        snaps = model.snapshot_table(fr, qidx, hids, job["event_quarters"])
+    else:  # a model registered before blocks: its own code gives records
+        hist = pa.Table.from_pylist(model.histories(s, rows))
+        snaps = pa.Table.from_pylist(model.snapshots(fr, qidx, hids, job["event_quarters"]))
+    places = pd.DataFrame({c: scored[c].astype(str).to_numpy() for c in ("county", "township", "village")})
+    places["household_id"] = hids
+    enc = encode_blocks(places, hist, snaps, f"{job['history_run']}{k:04d}", job["quarter"])
+    order = enc["order"]
     hd = heads.reindex(hids)
 
     def text(values) -> pa.Array:  # column-wise: missing → null, everything else as text
@@ -377,8 +388,11 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
         "household_key": hkeys, "household_id": hids,
         "county": text(scored["county"]), "township": text(scored["township"]), "village": text(scored["village"]),
         "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
-        "data": [orjson.dumps({"history": h, "snapshot": sn}).decode() for h, sn in zip(hist, snaps, strict=True)],
-    }), f"{base}_households.parquet")
+        "data": pa.nulls(len(hids), pa.string()),
+    }).take(pa.array(order)).append_column("block_key", pa.array(enc["block_key"], pa.string()))
+        .append_column("block_row", pa.array(enc["block_row"], pa.int64())), f"{base}_households.parquet")
+    pq.write_table(pa.table(enc["blocks"]), f"{base}_blocks.parquet")
+    pq.write_table(pa.table(enc["schema"]), f"{base}_schemas.parquet")
     p = fr.persons
     p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
     key_of = dict(zip(hids, hkeys, strict=True))
@@ -400,19 +414,19 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
 
 
 def _history_rows(scratch: Path, n_chunks: int, part: str):
-    """Rows of the chunks' history files of one part (households, persons or places), for
-    fangpin.store.history.write_history (``data`` stays JSON text)."""
+    """Record batches of the chunks' history files of one part (households, persons, places,
+    blocks or schemas), for fangpin.store.history.write_history (``data`` stays JSON text)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     for k in range(n_chunks):
         f = scratch / f"history_{k:04d}_{part}.parquet"
         if not f.exists():
             continue
-        for b in pq.ParquetFile(f).iter_batches(batch_size=5000):
-            for r in b.to_pylist():
-                if part == "persons" and r["household_key"] is None:
-                    continue
-                yield r
+        for b in pq.ParquetFile(f).iter_batches(batch_size=5000 if part == "blocks" else 50_000):
+            if part == "persons":  # a person of a household not scored (out of scope): not mapped
+                b = b.filter(pc.is_valid(b.column("household_key")))
+            yield b
 
 
 def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
@@ -590,6 +604,7 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                             lines=lines, created=created, today=local_date(created),
                             threads=params.cluster.threads_per_worker if ex.distributed else None,
                             history=history, id_key=params_key(params) if history else None,
+                            history_run=uuid.uuid4().hex[:16],
                             event_quarters=max(4, model.ruleset.severe_event_quarters), **portable))
 
         t0 = time.perf_counter()
@@ -665,7 +680,7 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
             t0 = time.perf_counter()
             res.history = hs.write_history(store, quarter, sorted(part.counties),
                                            *(_history_rows(scratch, n_chunks, p) for p in
-                                             ("households", "persons", "places")))
+                                             ("households", "persons", "places", "blocks", "schemas")))
             secs["history_store"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"

@@ -11,10 +11,19 @@ Why a table and not a memory-mapped file: ``/v1/events`` writes (new events, the
 level, warnings) in transactions that several API processes share, and a primary-key lookup of a
 request's households costs well under a millisecond on both SQLite and PostgreSQL
 (docs/benchmarks.md, "Online history").
+
+Blocks: a household's history and snapshot are not a JSON text of its own (building and
+inserting one per household was most of a province's scoring time) but a row of a block: the
+Arrow record batch of up to :data:`BLOCK_HOUSEHOLDS` neighbouring households of one county
+(:func:`encode_blocks`, built column by column in the scoring tasks), stored once per block with
+its schema stored once per run (content-addressed). ``household_history`` keeps per household
+only its key, place, level and where its row is; :func:`histories` decodes the blocks a request
+needs (a request for one village's households reads few blocks).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
@@ -23,6 +32,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.store.schema import (
     DepartmentEventRow,
+    HistoryBlockRow,
+    HistorySchemaRow,
     HouseholdHistoryRow,
     HouseholdPersonRow,
     PlaceContextRow,
@@ -30,7 +41,7 @@ from fangpin.store.schema import (
 )
 from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, severity
 
-_INSERT_BATCH = 2000
+BLOCK_HOUSEHOLDS = 64  # households per history block: a block is decoded whole for any of them
 _SQLITE_BULK_CACHE_KIB = 512 * 1024  # page cache of a bulk history write (SQLite)
 
 
@@ -44,10 +55,25 @@ def _dialect(conn):
     return postgresql if conn.dialect.name == "postgresql" else sqlite
 
 
-def _batches(rows: Iterable[dict], n: int = _INSERT_BATCH):
+def _tuples(rows: Iterable, fields: list[str], n: int = 20_000):
+    """Batches of value tuples (``fields`` in order; a field a row lacks is null) from dicts or
+    from Arrow record batches / tables (converted column by column)."""
+    from operator import itemgetter
+
     batch: list[dict] = []
+    get = None
     for r in rows:
-        batch.append(r)
+        if hasattr(r, "column_names"):  # pyarrow.RecordBatch / Table
+            if batch:
+                yield batch
+                batch = []
+            cols = [r.column(f).to_pylist() if f in r.column_names else [None] * r.num_rows for f in fields]
+            yield list(zip(*cols, strict=True))
+            continue
+        if get is None:
+            get = (itemgetter(*fields) if len(fields) > 1 and all(f in r for f in fields)
+                   else (lambda d: tuple(d.get(f) for f in fields)))
+        batch.append(get(r))
         if len(batch) >= n:
             yield batch
             batch = []
@@ -55,13 +81,12 @@ def _batches(rows: Iterable[dict], n: int = _INSERT_BATCH):
         yield batch
 
 
-def _bulk_insert(conn, table, rows: Iterable[dict], constants: dict, skip_conflicts: tuple[str, ...] = ()) -> int:
-    """Insert ``rows`` (dicts of the table's columns, ``data`` as JSON text) into ``table`` with
+def _bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tuple[str, ...] = ()) -> int:
+    """Insert ``rows`` (dicts of the table's columns or Arrow record batches of them, ``data`` as
+    JSON text; a missing nullable column is null) into ``table`` with
     the same ``constants`` on every row, in executemany batches straight to the database driver:
     the values are converted once per column type, not once per row by SQLAlchemy (a province's
     history is millions of rows). ``skip_conflicts``: ON CONFLICT (these) DO NOTHING."""
-    from operator import itemgetter
-
     cols = [c for c in table.__table__.columns if c.name not in constants]
     ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     pg = conn.dialect.name == "postgresql"
@@ -76,18 +101,89 @@ def _bulk_insert(conn, table, rows: Iterable[dict], constants: dict, skip_confli
         return proc(value) if proc else value
 
     tail = tuple(processed(n, v) for n, v in constants.items())
-    get = itemgetter(*[c.name for c in cols])
+    fields = [c.name for c in cols]
     n = 0
     if not pg:  # keys are hashes, so index pages are hit at random: a page cache that holds them
         conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB}")
     try:
-        for batch in _batches(rows, 20_000):
-            conn.exec_driver_sql(sql, [get(r) + tail for r in batch])
+        for batch in _tuples(rows, fields):
+            conn.exec_driver_sql(sql, [r + tail for r in batch] if tail else batch)
             n += len(batch)
     finally:
         if not pg:
             conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default again (pooled connection)
     return n
+
+
+def _struct(t):
+    import pyarrow as pa
+
+    t = t.combine_chunks()
+    cols = [c.chunk(0) if c.num_chunks else pa.array([], type=c.type) for c in t.columns]
+    return pa.StructArray.from_arrays(cols, names=t.column_names)
+
+
+def encode_blocks(places, history, snapshot, prefix: str, quarter: str) -> dict:
+    """Cut households into history blocks. ``places``: a DataFrame of ``county``, ``township``,
+    ``village``, ``household_id`` (one row per household); ``history`` / ``snapshot``: Arrow tables of
+    the same rows (models.features.history_table / snapshot_table). Households are ordered by
+    place and 户编号 and cut into blocks of :data:`BLOCK_HOUSEHOLDS` that never span two
+    counties; block keys are ``prefix`` + a number (``prefix``: unique to the run and chunk, at
+    most 26 characters). Returns ``order`` (row positions in block order), ``block_key`` and
+    ``block_row`` (per ordered row), ``blocks`` (rows of :class:`HistoryBlockRow`) and ``schema``
+    (one row of :class:`HistorySchemaRow`)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(places)
+    order = places.reset_index(drop=True).sort_values(
+        ["county", "township", "village", "household_id"], kind="stable").index.to_numpy()
+    data = pa.table({"history": _struct(history), "snapshot": _struct(snapshot)}).take(pa.array(order))
+    data = data.combine_chunks()
+    county = places["county"].astype(str).to_numpy()[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = county[1:] != county[:-1]
+    pos = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    starts = np.flatnonzero(first | (pos % BLOCK_HOUSEHOLDS == 0))
+    number = np.cumsum(np.isin(np.arange(n), starts)) - 1
+    keys = [f"{prefix}{b:06d}" for b in range(len(starts))]
+    schema = data.schema.serialize().to_pybytes()
+    schema_key = hashlib.blake2b(schema, digest_size=16).hexdigest()
+    ends = [*starts[1:].tolist(), n]
+    payload = [data.slice(a, b - a).to_batches()[0].serialize().to_pybytes()
+               for a, b in zip(starts.tolist(), ends, strict=True)]
+    return {"order": order, "block_key": [keys[b] for b in number.tolist()],
+            "block_row": (pos % BLOCK_HOUSEHOLDS).tolist(),
+            "blocks": {"block_key": keys, "county": county[starts].tolist(), "quarter": [quarter] * len(keys),
+                       "schema_key": [schema_key] * len(keys), "payload": payload},
+            "schema": {"schema_key": [schema_key], "payload": [schema]}}
+
+
+_SCHEMAS: dict[str, object] = {}  # schema_key → pyarrow.Schema (content-addressed: never stale)
+
+
+def _from_blocks(conn, wanted: dict[str, list[tuple[str, int]]]) -> dict[str, dict]:
+    """The history and snapshot (JSON form) of households in blocks: ``wanted`` maps a block key
+    to its (household_key, block_row) pairs. Each block is read and decoded once."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from models.features import record_of
+
+    rows = conn.execute(select(HistoryBlockRow.block_key, HistoryBlockRow.schema_key, HistoryBlockRow.payload)
+                        .where(HistoryBlockRow.block_key.in_(list(wanted)))).all()
+    missing = sorted({r.schema_key for r in rows} - set(_SCHEMAS))
+    if missing:
+        for k, payload in conn.execute(select(HistorySchemaRow.schema_key, HistorySchemaRow.payload)
+                                       .where(HistorySchemaRow.schema_key.in_(missing))):
+            _SCHEMAS[k] = ipc.read_schema(pa.py_buffer(payload))
+    out = {}
+    for r in rows:
+        batch = ipc.read_record_batch(pa.py_buffer(r.payload), _SCHEMAS[r.schema_key])
+        pairs = wanted[r.block_key]
+        for (key, _), d in zip(pairs, batch.take(pa.array([i for _, i in pairs])).to_pylist(), strict=True):
+            out[key] = {"history": d["history"], "snapshot": record_of(d["snapshot"])}
+    return out
 
 
 def stored_quarter(store, counties: Sequence[str]) -> str | None:
@@ -98,23 +194,27 @@ def stored_quarter(store, counties: Sequence[str]) -> str | None:
 
 
 def write_history(store, quarter: str, counties: Sequence[str], households: Iterable[dict],
-                  persons: Iterable[dict], places: Iterable[dict]) -> dict:
+                  persons: Iterable[dict], places: Iterable[dict], blocks: Iterable[dict] = (),
+                  schemas: Iterable[dict] = ()) -> dict:
     """Replace the history of ``counties`` by that of ``quarter``, in one transaction; nothing is
     written when the store already holds a newer quarter for them (scoring an old quarter again
-    never takes the online history back in time). ``data`` of households and places is JSON text
-    (as batch scoring writes it). Returns the counts written (or ``skipped``)."""
+    never takes the online history back in time). Household rows point at their row of a block
+    (``blocks``, ``schemas``: rows of :func:`encode_blocks`); ``data`` of places (and of household
+    rows without a block) is JSON text. Returns the counts written (or ``skipped``)."""
     from fangpin import quarters as fq
 
     counties = sorted(set(counties))
     newest = stored_quarter(store, counties)
     if newest is not None and fq.to_index(newest) > fq.to_index(quarter):
-        return {"skipped": f"the store holds {newest}", "households": 0, "persons": 0, "places": 0}
+        return {"skipped": f"the store holds {newest}", "households": 0, "persons": 0, "places": 0, "blocks": 0}
     now = _now()
-    out = {"households": 0, "persons": 0, "places": 0}
+    out = {"households": 0, "persons": 0, "places": 0, "blocks": 0}
 
     def run(conn):
-        for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow):
+        for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow, HistoryBlockRow):
             conn.execute(delete(table).where(table.county.in_(counties)))
+        _bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
+        out["blocks"] = _bulk_insert(conn, HistoryBlockRow, blocks, {})
         out["households"] = _bulk_insert(conn, HouseholdHistoryRow, households, {"quarter": quarter, "updated_at": now})
         # a person listed in two households of the quarter (ingest reports it) maps to the first
         out["persons"] = _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
@@ -132,11 +232,19 @@ def histories(store, household_keys: Sequence[str]) -> dict[str, dict]:
     cols = [HouseholdHistoryRow.household_key, HouseholdHistoryRow.household_id, HouseholdHistoryRow.county,
             HouseholdHistoryRow.township, HouseholdHistoryRow.village, HouseholdHistoryRow.quarter,
             HouseholdHistoryRow.level, HouseholdHistoryRow.head_name, HouseholdHistoryRow.id_masked,
-            HouseholdHistoryRow.data]
+            HouseholdHistoryRow.data, HouseholdHistoryRow.block_key, HouseholdHistoryRow.block_row]
     keys = list(dict.fromkeys(household_keys))
     with store.engine.connect() as conn:
-        rows = {r.household_key: {**r._mapping, "api_events": []}
-                for r in conn.execute(select(*cols).where(HouseholdHistoryRow.household_key.in_(keys)))}
+        rows, wanted = {}, {}
+        for r in conn.execute(select(*cols).where(HouseholdHistoryRow.household_key.in_(keys))):
+            m = dict(r._mapping)
+            block, i = m.pop("block_key"), m.pop("block_row")
+            if block is not None:
+                wanted.setdefault(block, []).append((r.household_key, i))
+            rows[r.household_key] = {**m, "api_events": []}
+        if wanted:
+            for k, data in _from_blocks(conn, wanted).items():
+                rows[k]["data"] = data
         if rows:
             ev = conn.execute(select(DepartmentEventRow).where(DepartmentEventRow.household_key.in_(list(rows))))
             for e in ev.mappings():

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -209,9 +210,11 @@ class WebSessionRow(Base):
 
 class HouseholdHistoryRow(Base):
     """What online scoring needs of one household, as of the ledger's latest scored quarter
-    (written by ``fangpin score``; models.features.history_records and snapshot_records). Keyed by
+    (written by ``fangpin score``; models.features.history_table and snapshot_table). Keyed by
     the keyed hash of 户编号 (fangpin.ids.keyed_hash). ``level``: the combined level the household
-    has now (the batch's, raised by department events)."""
+    has now (the batch's, raised by department events). Its history and snapshot are row
+    ``block_row`` of the block ``block_key`` (:class:`HistoryBlockRow`); ``data`` holds them as
+    JSON only in rows written before blocks (a store scored before migration 0006)."""
 
     __tablename__ = "household_history"
 
@@ -224,8 +227,34 @@ class HouseholdHistoryRow(Base):
     level: Mapped[str | None] = mapped_column(String(2))
     head_name: Mapped[str | None] = mapped_column(String(64))  # for a warning raised by an event; never logged
     id_masked: Mapped[str | None] = mapped_column(String(32))
-    data: Mapped[dict] = mapped_column(JSON)  # {"history": …, "snapshot": …}
+    data: Mapped[dict | None] = mapped_column(JSON)  # {"history": …, "snapshot": …} (before 0006)
+    block_key: Mapped[str | None] = mapped_column(String(32))
+    block_row: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HistoryBlockRow(Base):
+    """The histories and snapshots of up to ``history.block_households`` households of one
+    county, neighbours in the ledger (same village, then township): an Arrow record batch
+    (IPC message without its schema, which is :class:`HistorySchemaRow` ``schema_key``) with
+    the columns ``history`` and ``snapshot`` (fangpin.store.history)."""
+
+    __tablename__ = "history_blocks"
+
+    block_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    county: Mapped[str] = mapped_column(String(64), index=True)
+    quarter: Mapped[str] = mapped_column(String(6))
+    schema_key: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HistorySchemaRow(Base):
+    """The Arrow schema of history blocks (serialized), keyed by a hash of itself."""
+
+    __tablename__ = "history_schemas"
+
+    schema_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class HouseholdPersonRow(Base):

@@ -37,7 +37,7 @@ def test_history_is_written_per_county_and_never_back_in_time(db_url):  # noqa: 
         persons = [{"person_key": "p0", "household_key": "甲县-k0", "county": "甲县"},
                    {"person_key": "p1", "household_key": "甲县-k1", "county": "甲县"}]
         out = hs.write_history(store, "2024Q3", ["甲县"], _households("2024Q3"), persons, _places("2024Q3"))
-        assert out == {"households": 3, "persons": 2, "places": 2}
+        assert out == {"households": 3, "persons": 2, "places": 2, "blocks": 0}
         hs.write_history(store, "2024Q3", ["乙县"], _households("2024Q3", "乙县", 1), [], [])
         rows = hs.histories(store, ["甲县-k0", "乙县-k0", "nobody"])
         assert set(rows) == {"甲县-k0", "乙县-k0"}
@@ -105,5 +105,93 @@ def test_a_warning_is_raised_only_upwards_and_never_reopened(db_url):  # noqa: F
         store.record_feedback(rec("蓝", "H1")["id"], STATUS_EXCLUDED, actor="王五", reason="已核实")
         assert hs.raise_warning(store, "甲县-k1", rec("红", "H1"), "蓝") == "kept_closed"
         assert store.get_warning(rec("蓝", "H1")["id"]).status == STATUS_EXCLUDED
+    finally:
+        store.dispose()
+
+
+def _reference_snapshots(frames, t: int, ids: list[str]) -> list[dict]:
+    """The canonical JSON record of each household, row by row (an independent reference of
+    models.features.snapshot_table + record_of): household fields, members and the events of the
+    last four quarters, missing values left out, dates as ISO text."""
+    import pandas as pd
+
+    from fangpin import contract
+    from models.features import _PERSON_OUT
+
+    def plain(row: pd.Series, fields) -> dict:
+        out = {}
+        for f in fields:
+            v = row[f]
+            if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v is pd.NaT:
+                continue
+            if isinstance(v, pd.Timestamp):
+                v = v.strftime("%Y-%m-%d")
+            out[f] = v.item() if hasattr(v, "item") else v
+        return out
+
+    hh = frames.households[frames.households["quarter_idx"] == t].set_index("household_id", drop=False)
+    pp = frames.persons[frames.persons["quarter_idx"] == t]
+    ev = frames.events[(frames.events["quarter_idx"] <= t) & (frames.events["quarter_idx"] > t - 4)]
+    recs = []
+    for h in ids:
+        rec = plain(hh.loc[h], [c for c in contract.HOUSEHOLD_FIELDS if c in hh.columns])
+        rec["members"] = [plain(r, [c for c in _PERSON_OUT if c in pp.columns])
+                          for _, r in pp[pp["household_id"] == h].iterrows()]
+        rec["events"] = [plain(r, ["person_key", "event_date", "department", "event_type", "amount"])
+                         for _, r in ev[ev["household_id"] == h].iterrows()]
+        recs.append(rec)
+    return recs
+
+
+def test_history_blocks_give_each_household_its_own_snapshot_and_history(db_url):  # noqa: F811
+    """Households written in blocks (of 64, never across counties) read back, one by one and a
+    village at a time, as the JSON form of their own snapshot and history; a row written before
+    blocks (JSON ``data``) still reads as it was."""
+    import numpy as np
+    import pandas as pd
+    from canonical_frames import make_frames
+
+    from models.features import feature_table, history_records, history_table, snapshot_table
+
+    frames = make_frames(300, 6, seed=5)
+    t = int(frames.households["quarter_idx"].max())
+    feats = feature_table(frames, quarters=[t])
+    ids = [str(h) for h in feats["household_id"]]
+    rows = np.arange(len(ids))
+    places = pd.DataFrame({c: np.asarray(feats[c]).astype(str) for c in ("county", "township", "village")})
+    places["household_id"] = ids
+    places.loc[: len(ids) // 3, "county"] = "乙县"  # two counties: no block holds both
+    enc = hs.encode_blocks(places, history_table(feats, rows), snapshot_table(frames, t, ids), "run0", "2024Q3")
+    order = enc["order"]
+    assert sorted(order.tolist()) == rows.tolist()
+    by_block: dict[str, set] = {}
+    for i, b in zip(order.tolist(), enc["block_key"], strict=True):
+        by_block.setdefault(b, set()).add(places["county"][i])
+    assert all(len(c) == 1 for c in by_block.values()) and max(np.bincount(enc["block_row"])) <= len(by_block)
+    assert max(enc["block_row"]) == hs.BLOCK_HOUSEHOLDS - 1
+    households = [{"household_key": f"k{i}", "household_id": ids[i], "county": places["county"][i],
+                   "township": places["township"][i], "village": places["village"][i], "level": None,
+                   "head_name": None, "id_masked": None, "data": None, "block_key": b, "block_row": r}
+                  for i, b, r in zip(order.tolist(), enc["block_key"], enc["block_row"], strict=True)]
+    blocks = pd.DataFrame(enc["blocks"]).to_dict("records")
+    schemas = pd.DataFrame(enc["schema"]).to_dict("records")
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        out = hs.write_history(store, "2024Q3", ["甲县", "乙县"] + sorted(set(places["county"])), households, [], [],
+                               blocks, schemas + schemas)  # the same schema from two chunks: stored once
+        assert out["households"] == len(ids) and out["blocks"] == len(by_block)
+        ref_snap = _reference_snapshots(frames, t, ids)
+        ref_hist = history_records(feats, rows)
+        one = hs.histories(store, ["k7"])["k7"]["data"]
+        assert one == {"history": ref_hist[7], "snapshot": ref_snap[7]}
+        got = hs.histories(store, [f"k{i}" for i in range(len(ids))])
+        assert [got[f"k{i}"]["data"]["snapshot"] for i in range(len(ids))] == ref_snap
+        assert [got[f"k{i}"]["data"]["history"] for i in range(len(ids))] == ref_hist
+        assert any(r["events"] for r in ref_snap) and all(r["members"] for r in ref_snap)
+        # rows of before the blocks (JSON data) beside them
+        hs.write_history(store, "2024Q3", ["丙县"], _households("2024Q3", "丙县", 2), [], [])
+        both = hs.histories(store, ["丙县-k1", "k3"])
+        assert both["丙县-k1"]["data"]["history"] == {"v": 1, "quarter": "2024Q3"}
+        assert both["k3"]["data"]["snapshot"] == ref_snap[3]
     finally:
         store.dispose()
