@@ -1196,9 +1196,10 @@ def _arrow_columns(df: pd.DataFrame, fields: list[str]) -> list:
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
             s = s.dt.strftime("%Y-%m-%d")
         if s.dtype == object:  # Python or numpy scalars: as _plain gives them
-            out.append(pa.array([_plain(v) for v in s.tolist()], from_pandas=True))
+            a = pa.array([_plain(v) for v in s.tolist()], from_pandas=True)
         else:
-            out.append(pa.Array.from_pandas(s.reset_index(drop=True)))
+            a = pa.Array.from_pandas(s.reset_index(drop=True))
+        out.append(a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a)  # Arrow-backed columns
     return out
 
 

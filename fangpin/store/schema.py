@@ -264,7 +264,7 @@ class HouseholdPersonRow(Base):
     __tablename__ = "household_persons"
 
     person_key: Mapped[str] = mapped_column(String(32), primary_key=True)
-    household_key: Mapped[str] = mapped_column(String(32), index=True)
+    household_key: Mapped[str] = mapped_column(String(32))  # not indexed: looked up by person only
     county: Mapped[str] = mapped_column(String(64), index=True)
 
 
