@@ -22,10 +22,10 @@ or this process for a small county). Memory per task is bounded by the chunk siz
 3. **Workbooks**, one task per township (:func:`_write_workbook`, fangpin.excel), started as soon
    as its chunk is done, into the scratch directory.
 4. **Store**, in the calling process while the chunks run: ``Store.write_quarter_tables`` inserts
-   each finished chunk's warnings inside ONE transaction (idempotent, atomic: a failed or killed
-   run leaves the store as it was — the quarter appears whole or not at all), committed after the
-   last chunk; then the online history of the scored quarter replaces that of its counties
-   (fangpin.store.history), in a transaction of its own.
+   each finished chunk's warnings, and its households' online history (which replaces that of
+   the run's counties: fangpin.store.history.HistoryWrite), inside ONE transaction (idempotent,
+   atomic: a failed or killed run leaves the store as it was — the quarter, its warnings and its
+   history, appears whole or not at all), committed after the last chunk.
 5. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
    Parquet outputs and the workbooks moved into place (atomic per file).
 
@@ -413,20 +413,30 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
                                               ("data", pa.string())])), f"{base}_places.parquet")
 
 
-def _history_rows(scratch: Path, n_chunks: int, part: str):
-    """Record batches of the chunks' history files of one part (households, persons, places,
-    blocks or schemas), for fangpin.store.history.write_history (``data`` stays JSON text)."""
+HISTORY_PARTS = ("households", "persons", "places", "blocks", "schemas")  # HistoryWrite.add's order
+
+
+def _add_history(conn, writer, base: Path) -> None:
+    """A chunk's online history into the store (``writer``: fangpin.store.history.HistoryWrite),
+    then its files are removed."""
+    writer.add(conn, *(_history_part(base, p) for p in HISTORY_PARTS))
+    for p in HISTORY_PARTS:
+        Path(f"{base}_{p}.parquet").unlink(missing_ok=True)
+
+
+def _history_part(base: Path, part: str):
+    """Record batches of one of a chunk's history files (``<base>_<part>.parquet``, written by
+    :func:`_write_history_chunk`), for fangpin.store.history.HistoryWrite (``data`` stays JSON text)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    for k in range(n_chunks):
-        f = scratch / f"history_{k:04d}_{part}.parquet"
-        if not f.exists():
-            continue
-        for b in pq.ParquetFile(f).iter_batches(batch_size=5000 if part == "blocks" else 50_000):
-            if part == "persons":  # a person of a household not scored (out of scope): not mapped
-                b = b.filter(pc.is_valid(b.column("household_key")))
-            yield b
+    f = Path(f"{base}_{part}.parquet")
+    if not f.exists():
+        return
+    for b in pq.ParquetFile(f).iter_batches(batch_size=5000 if part == "blocks" else 50_000):
+        if part == "persons":  # a person of a household not scored (out of scope): not mapped
+            b = b.filter(pc.is_valid(b.column("household_key")))
+        yield b
 
 
 def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
@@ -611,12 +621,26 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         task = prog.add_task(f"评分 {quarter} (score)", total=n_q) if prog else None
         task_secs: dict[str, float] = {}
         last_chunk = [t0]
+        hist_w, hist_secs = None, [0.0]
+        if history:
+            from fangpin.store import history as hs
+
+            hist_w = hs.HistoryWrite(quarter, sorted(part.counties))
+
+        def timed(fn):
+            def run(conn):
+                t = time.perf_counter()
+                fn(conn)
+                hist_secs[0] += time.perf_counter() - t
+            return run
 
         def finished_tables():
-            """Each chunk's warnings as it finishes (the store inserts them meanwhile); its
-            townships' workbooks start as tasks."""
+            """Each chunk's warnings as it finishes (the store inserts them meanwhile), then its
+            online history, in the same transaction; its townships' workbooks start as tasks."""
             import pyarrow.parquet as pq
 
+            if hist_w is not None:
+                yield timed(hist_w.begin)
             for r in ex.map_unordered(_run_chunk, range(n_chunks), job):
                 res.households += r["households"]
                 res.warnings += r["warnings"]
@@ -641,6 +665,9 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                 p = scratch / f"warnings_{r['k']:04d}.parquet"
                 if p.exists():
                     yield pq.read_table(p)
+                if hist_w is not None:
+                    base = scratch / f"history_{r['k']:04d}"
+                    yield timed(lambda conn, b=base: _add_history(conn, hist_w, b))
 
         def task_tables():
             import pyarrow.parquet as pq
@@ -674,14 +701,9 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
             secs[k] = task_secs.get(k, 0.0)
         secs["chunk_read"], secs["chunk_write"] = task_secs.get("read", 0.0), task_secs.get("write", 0.0)
 
-        if history:
-            from fangpin.store import history as hs
-
-            t0 = time.perf_counter()
-            res.history = hs.write_history(store, quarter, sorted(part.counties),
-                                           *(_history_rows(scratch, n_chunks, p) for p in
-                                             ("households", "persons", "places", "blocks", "schemas")))
-            secs["history_store"] = time.perf_counter() - t0
+        if hist_w is not None:
+            res.history = hist_w.result()
+            secs["history_store"] = hist_secs[0]
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
         final_t = out_dir / f"tasks_{quarter}.parquet"

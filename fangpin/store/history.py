@@ -193,35 +193,64 @@ def stored_quarter(store, counties: Sequence[str]) -> str | None:
             HouseholdHistoryRow.county.in_(list(counties))))
 
 
-def write_history(store, quarter: str, counties: Sequence[str], households: Iterable[dict],
-                  persons: Iterable[dict], places: Iterable[dict], blocks: Iterable[dict] = (),
-                  schemas: Iterable[dict] = ()) -> dict:
-    """Replace the history of ``counties`` by that of ``quarter``, in one transaction; nothing is
-    written when the store already holds a newer quarter for them (scoring an old quarter again
-    never takes the online history back in time). Household rows point at their row of a block
-    (``blocks``, ``schemas``: rows of :func:`encode_blocks`); ``data`` of places (and of household
-    rows without a block) is JSON text. Returns the counts written (or ``skipped``)."""
-    from fangpin import quarters as fq
+class HistoryWrite:
+    """Replacing the online history of ``counties`` by that of ``quarter`` inside a transaction:
+    :meth:`begin` (nothing is written when the store already holds a newer quarter for them:
+    scoring an old quarter again never takes the online history back in time; else their rows
+    are deleted), then :meth:`add` for each part of the rows (batch scoring: each chunk as it
+    finishes, in the warnings' transaction, so the quarter's warnings and history appear together).
+    Household rows point at their row of a block (``blocks``, ``schemas``: rows of
+    :func:`encode_blocks`); ``data`` of places (and of household rows without a block) is JSON
+    text; rows are dicts or Arrow record batches."""
 
-    counties = sorted(set(counties))
-    newest = stored_quarter(store, counties)
-    if newest is not None and fq.to_index(newest) > fq.to_index(quarter):
-        return {"skipped": f"the store holds {newest}", "households": 0, "persons": 0, "places": 0, "blocks": 0}
-    now = _now()
-    out = {"households": 0, "persons": 0, "places": 0, "blocks": 0}
+    def __init__(self, quarter: str, counties: Sequence[str]):
+        self.quarter, self.counties = quarter, sorted(set(counties))
+        self.now = _now()
+        self.skipped: str | None = None
+        self.counts = {"households": 0, "persons": 0, "places": 0, "blocks": 0}
+
+    def begin(self, conn) -> None:
+        from fangpin import quarters as fq
+
+        newest = conn.scalar(select(func.max(HouseholdHistoryRow.quarter)).where(
+            HouseholdHistoryRow.county.in_(self.counties)))
+        if newest is not None and fq.to_index(newest) > fq.to_index(self.quarter):
+            self.skipped = f"the store holds {newest}"
+            return
+        for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow, HistoryBlockRow):
+            conn.execute(delete(table).where(table.county.in_(self.counties)))
+
+    def add(self, conn, households: Iterable, persons: Iterable, places: Iterable, blocks: Iterable = (),
+            schemas: Iterable = ()) -> None:
+        if self.skipped:
+            return
+        c = self.counts
+        _bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
+        c["blocks"] += _bulk_insert(conn, HistoryBlockRow, blocks, {})
+        c["households"] += _bulk_insert(conn, HouseholdHistoryRow, households,
+                                        {"quarter": self.quarter, "updated_at": self.now})
+        # a person is in one household of a quarter (ingest quarantines the others); were one in
+        # two, the map keeps the household written first
+        c["persons"] += _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
+        c["places"] += _bulk_insert(conn, PlaceContextRow, places, {"updated_at": self.now})
+
+    def result(self) -> dict:
+        return {**({"skipped": self.skipped} if self.skipped else {}),
+                **(dict.fromkeys(self.counts, 0) if self.skipped else self.counts)}
+
+
+def write_history(store, quarter: str, counties: Sequence[str], households: Iterable, persons: Iterable,
+                  places: Iterable, blocks: Iterable = (), schemas: Iterable = ()) -> dict:
+    """:class:`HistoryWrite` of these rows in a transaction of its own. Returns the counts
+    written (or ``skipped``)."""
+    w = HistoryWrite(quarter, counties)
 
     def run(conn):
-        for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow, HistoryBlockRow):
-            conn.execute(delete(table).where(table.county.in_(counties)))
-        _bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
-        out["blocks"] = _bulk_insert(conn, HistoryBlockRow, blocks, {})
-        out["households"] = _bulk_insert(conn, HouseholdHistoryRow, households, {"quarter": quarter, "updated_at": now})
-        # a person listed in two households of the quarter (ingest reports it) maps to the first
-        out["persons"] = _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
-        out["places"] = _bulk_insert(conn, PlaceContextRow, places, {"updated_at": now})
+        w.begin(conn)
+        w.add(conn, households, persons, places, blocks, schemas)
 
-    store.write(run, retry=False)  # the rows are generators: consumed once
-    return out
+    store.write(run, retry=False)  # the rows may be generators: consumed once
+    return w.result()
 
 
 def histories(store, household_keys: Sequence[str]) -> dict[str, dict]:

@@ -361,7 +361,9 @@ class Store:
         warnings of the same quarter and model version in the run's counties that the new run no
         longer produces are removed; verified ones are always kept. ``counties`` sets that scope
         explicitly (default: the counties present in the tables). ``tables`` may be a lazy
-        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction.
+        iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction. An item
+        of it that is a callable instead of a table is called with the connection: what else the
+        run writes in the same transaction (batch scoring's online history, chunk by chunk).
 
         ``tasks`` / ``thresholds``: callables returning the run's 保障缺口 task tables
         (fangpin.tasks.task_schema) and level cut-off rows (models.levels), called after the
@@ -388,6 +390,9 @@ class Store:
                 self._upsert(conn, [_json_to_row(r, run_id, now, stamps, days) for r in rows])
 
             for table in tables:
+                if callable(table):  # rows of other tables, in this transaction (e.g. the online history)
+                    table(conn)
+                    continue
                 validate_table(table)
                 for b in table.to_batches(max_chunksize=batch_size):
                     rows = b.to_pylist()

@@ -336,8 +336,9 @@ def _third_chunk_fails(monkeypatch) -> tuple[list[int], object]:
 
 
 def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run, monkeypatch, tmp_path):
-    """The store inserts each chunk as it finishes, inside one transaction: a chunk failing after
-    others were inserted rolls all of them back, and nothing is published."""
+    """The store inserts each chunk as it finishes, its warnings and its households' online
+    history, inside one transaction: a chunk failing after others were inserted rolls all of them
+    back, and nothing is published."""
     from sqlalchemy import text
 
     import pipelines.score as score
@@ -346,10 +347,13 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
 
     def rows():  # every column a write touches, run id and update time included
         with store.engine.connect() as conn:
-            return sorted(map(tuple, conn.execute(text("SELECT * FROM warnings WHERE quarter = :q"), {"q": res.quarter})))
+            return (sorted(map(tuple, conn.execute(text("SELECT * FROM warnings WHERE quarter = :q"), {"q": res.quarter}))),
+                    *(sorted(map(tuple, conn.execute(text(f"SELECT * FROM {t}"))))
+                      for t in ("household_history", "history_blocks", "household_persons", "place_context")))
 
     before = rows()
-    assert len(before) == res.warnings
+    assert len(before[0]) == res.warnings and len(before[1]) == res.history["households"] > 0
+    assert len(before[2]) == res.history["blocks"] > 0
     runs_before = len(store.runs(res.quarter))
     calls, _ = _third_chunk_fails(monkeypatch)
     p = rooted(load_params(), tmp_path)
