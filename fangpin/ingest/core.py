@@ -228,18 +228,59 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
                         households_w: st.RowGroupWriter, ev_keys, lookup: list[pd.DataFrame], executor=None,
                         progress=None) -> set[str]:
     """Per quarter (quarter order) and per part of whole households (household order): persons
-    and households appended to the writers, findings into ``agg``; the quarters and parts run as
-    tasks of ``executor`` (fangpin.ingest.tasks, steps 3-4). Returns the quarters built."""
+    and households appended to the writers, findings into ``agg``; every step runs as tasks of
+    ``executor`` bounded by a piece, a bucket or a part, never by a quarter
+    (fangpin.ingest.tasks, steps 3-4). Returns the quarters built."""
     from fangpin.cluster import Executor
     from fangpin.ingest import tasks as tk
 
     ex = executor or Executor()
     qs = sorted(spill.pieces, key=lambda q: (int(q[:4]), q[5:]))
-    items = [(q, [(str(p), n) for p, n in spill.pieces[q]], str((work / "parts" / q).resolve())) for q in qs]
-    routes = {res["q"]: res for res in ex.map_unordered(tk.route_quarter, items, st.PART_ROWS)}
+    part_rows = st.PART_ROWS
+    every = max(1, min(st.SAMPLE_EVERY, part_rows // 4))
+    pieces = {q: [(j, str(Path(p).resolve()), n) for j, (p, n) in enumerate(spill.pieces[q])] for q in qs}
+    buckets = {q: max(1, -(-sum(n for _, _, n in pieces[q]) // st.BUCKET_ROWS)) for q in qs}
+    scratch = (work / "buckets").resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # 3a: per piece, person keys into hash buckets and a sample of household_ids
+    samples: dict[str, list[str]] = {q: [] for q in qs}
+    seq_range: dict[tuple[str, int], tuple[int, int] | None] = {}
+    items = [(q, j, p, str(scratch / f"{q}_{j:07d}.arrow"), buckets[q]) for q in qs for j, p, _ in pieces[q]]
+    for res in ex.map_unordered(tk.scan_piece, items, every):
+        samples[res["q"]] += res["sample"]
+        seq_range[(res["q"], res["j"])] = res["seq"]
+    # 3b: per bucket, the duplicated person rows (keep the first in row order)
+    dup_seq: dict[str, list[np.ndarray]] = {q: [] for q in qs}
+    dq: dict[str, list[pd.DataFrame]] = {q: [] for q in qs}
+    items = [(q, b, [str(scratch / f"{q}_{j:07d}.arrow") for j, _, _ in pieces[q]]) for q in qs
+             for b in range(buckets[q])]
+    for res in ex.map_unordered(tk.find_duplicates, items):
+        dup_seq[res["q"]].append(res["dup_seq"])
+        if res["dq"] is not None:
+            dq[res["q"]].append(res["dq"])
+    shutil.rmtree(scratch, ignore_errors=True)
+    # 3c: per piece, the rows (duplicates dropped) routed into household_id ranges
+    routes: dict[str, dict[int, dict[int, str]]] = {q: {} for q in qs}
+    items = []
+    for q in qs:
+        seqs = np.sort(np.concatenate(dup_seq[q])) if dup_seq[q] else np.array([], dtype=np.int64)
+        bounds = st.part_bounds(samples[q], part_rows, every)
+        samples[q] = []
+        for j, p, _ in pieces[q]:
+            r = seq_range[(q, j)]
+            mine = seqs[np.searchsorted(seqs, r[0]):np.searchsorted(seqs, r[1], side="right")] if r else seqs[:0]
+            items.append((q, j, p, str((work / "parts" / q).resolve()), bounds, mine))
+    for res in ex.map_unordered(tk.route_piece, items):
+        for v, path in res["parts"].items():
+            routes[res["q"]].setdefault(v, {})[res["j"]] = path
+    t_route = time.perf_counter() - t0
     out_dir = work / "built"
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [(q, v, paths) for q in qs for v, paths in enumerate(routes[q]["parts"])]
+    # parts in household_id order, the files of a part in piece (row) order
+    part_ids = {q: sorted(routes[q]) for q in qs}
+    parts = [(q, v, [routes[q][pid][j] for j in sorted(routes[q][pid])]) for q in qs
+             for v, pid in enumerate(part_ids[q])]
     task = progress.add_task("生成人员和户表 (build)", total=len(parts)) if progress else None
     t0 = time.perf_counter()
     built: dict[tuple[str, int], dict] = {}
@@ -252,9 +293,9 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
 
     t1 = time.perf_counter()
     for q in qs:
-        if routes[q]["dq"] is not None:
-            agg.add_duplicates(routes[q]["dq"])
-        for v in range(len(routes[q]["parts"])):
+        for d in dq[q]:
+            agg.add_duplicates(d)
+        for v in range(len(part_ids[q])):
             res = built[(q, v)]
             agg.merge(res["agg"])
             persons_w.append(feather.read_table(res["persons"]))
@@ -263,8 +304,8 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
                 Path(p).unlink()
             if res["lookup"] is not None:
                 lookup.append(res["lookup"])
-    log.info("ingest: %d quarters in %d parts built in %.1fs, written in %.1fs", len(qs), len(parts), t1 - t0,
-             time.perf_counter() - t1)
+    log.info("ingest: %d quarters routed in %.1fs (%d buckets), %d parts built in %.1fs, written in %.1fs", len(qs),
+             t_route, sum(buckets.values()), len(parts), t1 - t0, time.perf_counter() - t1)
     return set(qs)
 
 

@@ -32,6 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 PART_ROWS = 262_144  # person rows per part of whole households (step 3)
+BUCKET_ROWS = 524_288  # person rows per hash bucket of person_key (duplicates, step 2)
+SAMPLE_EVERY = 256  # a piece reports every n-th of its sorted household_ids (part boundaries, step 2)
 
 
 class Spill:
@@ -104,19 +106,40 @@ def _duplicated(keys: pa.ChunkedArray) -> np.ndarray:
     return pd.Series(a.to_pylist()).duplicated(keep="first").to_numpy()
 
 
-def _parts(hh: pa.ChunkedArray, keep: np.ndarray, part_rows: int) -> np.ndarray:
-    """Part number of every row (-1 where not ``keep``): households in household_id order, cut
-    into parts of about ``part_rows`` rows, never inside a household."""
-    idx = np.flatnonzero(keep)
-    part = np.full(len(keep), -1, dtype=np.int64)
-    if not len(idx):
-        return part
-    h = hh.take(pa.array(idx))
-    order = pc.sort_indices(h).to_numpy()
-    s = h.take(pa.array(order))
-    new = np.ones(len(s), dtype=bool)
-    if len(s) > 1:
-        new[1:] = pc.not_equal(s.slice(1), s.slice(0, len(s) - 1)).to_numpy(zero_copy_only=False)
-    start = np.maximum.accumulate(np.where(new, np.arange(len(s)), 0))
-    part[idx[order]] = start // part_rows
+def buckets_of(keys: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Bucket number (0 … ``buckets`` - 1) of every person_key: a hash partition, so all rows of
+    one key land in the same bucket whichever piece holds them (pandas' hash of the string)."""
+    a = keys.to_numpy(zero_copy_only=False) if len(keys) else np.array([], dtype=object)
+    return (pd.util.hash_array(a.astype(object)) % np.uint64(buckets)).astype(np.int64)
+
+
+def household_sample(hh: pa.ChunkedArray | pa.Array, every: int) -> list[str]:
+    """Every ``every``-th household_id of a piece's rows in sorted order (nulls left out): each
+    sample stands for ``every`` rows when the quarter's part boundaries are chosen."""
+    s = pc.drop_null(hh)
+    s = s.take(pc.sort_indices(s))
+    return s.to_pylist()[::every]
+
+
+def part_bounds(samples: list[str], part_rows: int, every: int) -> list[str]:
+    """Household_id boundaries cutting a quarter into parts of about ``part_rows`` rows, from the
+    pieces' samples (:func:`household_sample`): part ``v`` holds the household_ids in
+    ``[bounds[v-1], bounds[v])``, so a household is never cut and parts follow household_id order."""
+    s = sorted(samples)
+    step = max(1, part_rows // every)
+    out: list[str] = []
+    for b in s[step::step]:
+        if not out or b > out[-1]:
+            out.append(b)
+    return out
+
+
+def parts_of(hh: pa.ChunkedArray | pa.Array, bounds: list[str]) -> np.ndarray:
+    """Part number of every row (:func:`part_bounds`); a null household_id goes to the last part
+    (where a sort puts it)."""
+    a = hh.to_numpy(zero_copy_only=False).astype(object) if len(hh) else np.array([], dtype=object)
+    null = pd.isna(a)
+    part = np.full(len(a), len(bounds), dtype=np.int64)
+    if len(bounds):
+        part[~null] = np.searchsorted(np.array(bounds, dtype=object), a[~null], side="right")
     return part

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from fangpin.ingest import stream as st
@@ -165,46 +166,78 @@ def _prepare(item: dict, frame, rows, extra, cell_errors, key: bytes, spill_root
     return out
 
 
-def route_quarter(item: tuple[str, list[tuple[str, int]], str], part_rows: int) -> dict:
-    """Task 3 (module doc): the duplicated person rows of one quarter's pieces (their quarantine
-    lines) and the quarter's rows routed into parts of whole households
-    (``<work>/<part>_<piece>.arrow``). Returns the quarantine lines and the part files in order."""
-    q, pieces, work = item
-    work_p = Path(work)
-    keys = [feather.read_table(p, columns=["person_key", "household_id"]) for p, _ in pieces]
-    pk = pa.chunked_array([t["person_key"] for t in keys])
-    hh = pa.chunked_array([t["household_id"] for t in keys])
-    del keys
-    dup = st._duplicated(pk)
-    part = st._parts(hh, ~dup, part_rows)
-    dup_keys = pk.filter(pa.array(dup)).unique() if dup.any() else None
-    del pk, hh
-    import pyarrow.compute as pc
+DUP_COLUMNS = ["person_key", "_seq", "source_file", "source_row", "id_masked"]
 
+
+def scan_piece(item: tuple[str, int, str, str, int], every: int) -> dict:
+    """Task 3a (module doc), one per piece of a quarter: the rows' person_key (with what a
+    duplicate's quarantine line needs) hash-partitioned into ``buckets`` buckets, written as one
+    Arrow IPC file holding record batch ``b`` for bucket ``b`` (``bucket_path``); returns a sample
+    of the piece's sorted household_ids (every ``every``-th) and its ``_seq`` range. ``item``:
+    quarter, piece number, piece path, bucket file, buckets."""
+    q, j, path, bucket_path, buckets = item
+    t = feather.read_table(path, columns=DUP_COLUMNS + ["household_id"])
+    b = st.buckets_of(t["person_key"], buckets)
+    keys = t.select(DUP_COLUMNS)
+    order = np.argsort(b, kind="stable")  # by bucket, row order kept inside a bucket
+    bounds = np.searchsorted(b[order], np.arange(buckets + 1))
+    sorted_keys = keys.take(pa.array(order))
+    opts = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_file(bucket_path, keys.schema, options=opts) as w:
+        for k in range(buckets):  # one record batch per bucket, empty ones too (batch number = bucket)
+            part = sorted_keys.slice(bounds[k], bounds[k + 1] - bounds[k])
+            w.write_batch(pa.RecordBatch.from_arrays([c.combine_chunks() for c in part.columns], schema=keys.schema))
+    seq = t["_seq"]
+    return {"q": q, "j": j, "sample": st.household_sample(t["household_id"], every),
+            "seq": (pc.min(seq).as_py(), pc.max(seq).as_py()) if len(t) else None}
+
+
+def find_duplicates(item: tuple[str, int, list[str]]) -> dict:
+    """Task 3b (module doc), one per bucket of a quarter: the bucket's rows of every piece (in
+    piece order, i.e. row order), the duplicated person rows (keep the first occurrence of a
+    person_key in row order: every row of a key is in this bucket), their quarantine lines and
+    their ``_seq`` (what the routing drops)."""
+    q, b, paths = item
+    tables = []
+    for p in paths:
+        with pa.OSFile(p) as src:
+            tables.append(pa.ipc.open_file(src).get_batch(b))
+    t = pa.Table.from_batches(tables) if tables else None
+    empty = {"q": q, "b": b, "dq": None, "dup_seq": np.array([], dtype=np.int64), "rows": len(t) if t is not None else 0}
+    if t is None or not len(t):
+        return empty
+    seq = t["_seq"].to_numpy()
+    if len(seq) > 1 and not (np.diff(seq) > 0).all():
+        t = t.take(pc.sort_indices(t["_seq"]))
+    dup = st._duplicated(t["person_key"])
+    if not dup.any():
+        return empty
+    d = t.filter(pa.array(dup))
+    kept = t.filter(pc.and_(pa.array(~dup), pc.is_in(t["person_key"], value_set=d["person_key"].unique())))
+    d, kept = (x.to_pandas().assign(quarter=q) for x in (d, kept))
+    dq = tb.duplicate_quarantine(d, kept)
+    return {"q": q, "b": b, "dq": dq, "dup_seq": d["_seq"].to_numpy(dtype=np.int64), "rows": len(t)}
+
+
+def route_piece(item: tuple[str, int, str, str, list[str], np.ndarray]) -> dict:
+    """Task 3c (module doc), one per piece: the piece's rows without the duplicated ones
+    (``dup_seq``: their ``_seq``) routed into the quarter's parts by household_id range (``bounds``,
+    stream.part_bounds) as ``<work>/<part>_<piece>.arrow``. ``item``: quarter, piece number, piece
+    path, work folder, bounds, dup_seq. Returns the part files written, by part number."""
+    q, j, path, work, bounds, dup_seq = item
+    work_p = Path(work)
     work_p.mkdir(parents=True, exist_ok=True)
-    routed: dict[int, list[str]] = {}
-    d_rows, kept_rows = [], []
-    o = 0
-    for i, (path, n) in enumerate(pieces):
-        t = feather.read_table(path)
-        b = part[o:o + n]
-        if dup_keys is not None:
-            dmask = dup[o:o + n]
-            if dmask.any():
-                d_rows.append(t.filter(pa.array(dmask)).to_pandas())
-            km = ~dmask & pc.is_in(t["person_key"], value_set=dup_keys).to_numpy(zero_copy_only=False)
-            if km.any():
-                kept_rows.append(t.filter(pa.array(km)).to_pandas())
-        o += n
-        for v in np.unique(b[b >= 0]):
-            dest = work_p / f"{v:07d}_{i:07d}.arrow"
-            feather.write_feather(t.take(pa.array(np.flatnonzero(b == v))), dest, compression="lz4")
-            routed.setdefault(int(v), []).append(str(dest))
-        Path(path).unlink()
-    dq = None
-    if d_rows:
-        dq = tb.duplicate_quarantine(pd.concat(d_rows, ignore_index=True), pd.concat(kept_rows, ignore_index=True))
-    return {"q": q, "dq": dq, "parts": [routed[v] for v in sorted(routed)]}
+    t = feather.read_table(path)
+    if len(dup_seq):
+        t = t.filter(pc.invert(pc.is_in(t["_seq"], value_set=pa.array(dup_seq, pa.int64()))))
+    part = st.parts_of(t["household_id"], bounds)
+    routed: dict[int, str] = {}
+    for v in np.unique(part):
+        dest = work_p / f"{v:07d}_{j:07d}.arrow"
+        feather.write_feather(t.take(pa.array(np.flatnonzero(part == v))), dest, compression="lz4")
+        routed[int(v)] = str(dest)
+    Path(path).unlink()
+    return {"q": q, "j": j, "parts": routed}
 
 
 def build_part(item: tuple[str, int, list[str]], tolerance: float, extras: list[str], lookup_keys,
