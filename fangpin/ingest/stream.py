@@ -6,19 +6,26 @@ Steps (docs/data-model.md gives the rules; fangpin.ingest.tables does the row wo
 
 1. every file, chunk by chunk (``read.CHUNK_ROWS`` rows): ``prepare`` (normalise + validate),
    then for the ledger ``ledger_rows`` (hashes, masks, birth dates, ages), written as one Arrow IPC
-   piece per chunk and quarter into a spill directory (:class:`Spill`); events, 监测线 and oracle
-   rows stay in memory (they are small: one row per event / year / household-quarter, a few columns);
-2. per quarter: the join keys of the quarter (person_key, household_id) decide the duplicated
-   person rows (:func:`_duplicated`: keep the first in file and row order) and cut the households,
-   in household_id order, into parts of about ``PART_ROWS`` person rows (:func:`_parts`); a second
-   pass over the pieces routes each row to its part;
+   piece per chunk and quarter into a spill directory (:class:`Spill`), the oracle rows (one per
+   household-quarter) likewise (``core.build_oracle_table`` streams them into oracle.parquet, the
+   household-quarters given twice found per hash bucket); events and 监测线 rows stay in memory
+   (one row per event / year);
+2. per quarter, in tasks bounded by a piece or a bucket (fangpin.ingest.tasks, step 3): the
+   person keys of every piece are hash-partitioned (:func:`buckets_of`) into buckets of about
+   ``BUCKET_ROWS`` rows; per bucket the duplicated person rows are found (:func:`_duplicated`: keep
+   the first in file and row order, which needs every row of a key, all in its bucket); the pieces
+   sample their sorted household_ids (:func:`household_sample`), the samples give household_id
+   boundaries cutting the quarter into parts of about ``PART_ROWS`` rows (:func:`part_bounds`),
+   and a second pass over the pieces routes each row that is not a duplicate to its part
+   (:func:`parts_of`): whole households, parts in household_id order;
 3. per part: ``LedgerAgg.add`` builds the sorted persons and the households of the part, which
    are appended, in quarter and part order, to the Parquet files in 131,072-row row groups
    (:class:`RowGroupWriter`: the same files, row for row and row group for row group, as building
    everything at once).
 
-Memory per task: one chunk, one part, or one quarter's keys of its person rows (two short
-strings and a few integers per row).
+Memory per task: one chunk, one piece, one bucket or one part, whatever the size of the quarter;
+the calling process holds per quarter only the household_id samples (one per ``SAMPLE_EVERY``
+rows) and the ``_seq`` of the duplicated rows.
 """
 
 from __future__ import annotations

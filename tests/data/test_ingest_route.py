@@ -100,3 +100,43 @@ def test_part_bounds_follow_the_samples():
     assert st.part_bounds(["a"] * 50, part_rows=8, every=2) == ["a"]  # one household is never cut
     parts = st.parts_of(pa.array(["h000", "h009", "h010", None, "h099"]), b)
     assert parts.tolist() == [0, 0, 1, len(b), len(b)]
+
+
+def test_oracle_streamed_keeps_the_last_row_of_a_household_quarter(tmp_path, monkeypatch):
+    """oracle.parquet written piece by piece, the household-quarters given twice (in one file and
+    across files) decided per hash bucket: the table of tables.build_oracle on all rows at once,
+    row groups included."""
+    import pyarrow.parquet as pq
+    from ingest_fixtures import household, write_csv
+
+    import fangpin.ingest.read as rd
+    from fangpin.cluster import Executor
+    from fangpin.config import load_params
+    from fangpin.ingest import ingest
+    from fangpin.ingest.read import read_table
+
+    d = tmp_path / "in"
+    d.mkdir()
+    write_csv(d / "台账.csv", [r for i in range(3) for r in household(f"5201220010{i:05d}")])
+    head = ["户编号", "统计季度", "真实风险概率"]
+    a = [{"户编号": f"5201220010{i % 40:05d}", "统计季度": f"2024Q{1 + i // 40}", "真实风险概率": f"{i / 1000:.3f}"}
+         for i in range(120)]
+    a += [dict(a[3], 真实风险概率="0.999"), dict(a[50], 真实风险概率="0.998")]  # again in the same file
+    b = [dict(a[7], 真实风险概率="0.5"), dict(a[3], 真实风险概率="0.25")]  # and in a later file
+    write_csv(d / "oracle.csv", a, headers=head)
+    (d / "z_later").mkdir()
+    write_csv(d / "z_later" / "oracle.csv", b, headers=head)
+    monkeypatch.setattr("fangpin.ingest.core.ROW_GROUP_ROWS", 16)
+    monkeypatch.setattr(rd, "CHUNK_ROWS", 25)
+    monkeypatch.setattr(st, "BUCKET_ROWS", 10)
+    ingest([d], None, tmp_path / "out", load_params(), key=b"k", executor=Executor())
+    prepared = []
+    for f in (d / "oracle.csv", d / "z_later" / "oracle.csv"):
+        raw = read_table(f)
+        prepared.append(tb.prepare(raw.frame, raw.headers, raw.kind, f.name, rows=raw.rows,
+                                   extra_fields=raw.extra_fields))
+    want = tb.build_oracle(prepared)
+    assert len(want) == 120 and (want["true_probability"] == 0.25).sum() == 1  # the last row kept
+    got = pq.ParquetFile(tmp_path / "out" / "oracle.parquet")
+    assert got.metadata.num_row_groups == -(-120 // 16)
+    assert_frame_equal(got.read().to_pandas(), want)
