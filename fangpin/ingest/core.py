@@ -198,7 +198,8 @@ def read_inputs(paths: list[Path], exclude: Path | None, spill: st.Spill, key: b
         elif kind == "lines":
             r.lines += [x["prepared"] for x in parts]
         elif kind == "oracle":
-            r.oracle += [x["prepared"] for x in parts]
+            r.oracle_files += 1
+            r.oracle += [(Path(p), n) for x in parts for _, p, n in x["pieces"]]
         r.entries.append(entry)
     log.info("ingest: %d files read in %.1fs, %d chunks of split files validated in %.1fs (%d workers)",
              len(files), t1 - t0, len(items), time.perf_counter() - t1, ex.workers)
@@ -216,7 +217,8 @@ class _Inputs:
         default_factory=lambda: {"ledger": [], "events": [], "lines": [], "oracle": []})
     events: list[pd.DataFrame] = field(default_factory=list)  # build_events of each chunk
     lines: list[tb.Prepared] = field(default_factory=list)
-    oracle: list[tb.Prepared] = field(default_factory=list)
+    oracle: list[tuple[Path, int]] = field(default_factory=list)  # spilled oracle pieces, file and row order
+    oracle_files: int = 0
     accepted: dict[str, int] = field(default_factory=dict)  # by file, before duplicates
     ledger_files: int = 0
     ledger_rows: int = 0  # accepted ledger rows
@@ -228,18 +230,59 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
                         households_w: st.RowGroupWriter, ev_keys, lookup: list[pd.DataFrame], executor=None,
                         progress=None) -> set[str]:
     """Per quarter (quarter order) and per part of whole households (household order): persons
-    and households appended to the writers, findings into ``agg``; the quarters and parts run as
-    tasks of ``executor`` (fangpin.ingest.tasks, steps 3-4). Returns the quarters built."""
+    and households appended to the writers, findings into ``agg``; every step runs as tasks of
+    ``executor`` bounded by a piece, a bucket or a part, never by a quarter
+    (fangpin.ingest.tasks, steps 3-4). Returns the quarters built."""
     from fangpin.cluster import Executor
     from fangpin.ingest import tasks as tk
 
     ex = executor or Executor()
     qs = sorted(spill.pieces, key=lambda q: (int(q[:4]), q[5:]))
-    items = [(q, [(str(p), n) for p, n in spill.pieces[q]], str((work / "parts" / q).resolve())) for q in qs]
-    routes = {res["q"]: res for res in ex.map_unordered(tk.route_quarter, items, st.PART_ROWS)}
+    part_rows = st.PART_ROWS
+    every = max(1, min(st.SAMPLE_EVERY, part_rows // 4))
+    pieces = {q: [(j, str(Path(p).resolve()), n) for j, (p, n) in enumerate(spill.pieces[q])] for q in qs}
+    buckets = {q: max(1, -(-sum(n for _, _, n in pieces[q]) // st.BUCKET_ROWS)) for q in qs}
+    scratch = (work / "buckets").resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # 3a: per piece, person keys into hash buckets and a sample of household_ids
+    samples: dict[str, list[str]] = {q: [] for q in qs}
+    seq_range: dict[tuple[str, int], tuple[int, int] | None] = {}
+    items = [(q, j, p, str(scratch / f"{q}_{j:07d}.arrow"), buckets[q]) for q in qs for j, p, _ in pieces[q]]
+    for res in ex.map_unordered(tk.scan_piece, items, every):
+        samples[res["q"]] += res["sample"]
+        seq_range[(res["q"], res["j"])] = res["seq"]
+    # 3b: per bucket, the duplicated person rows (keep the first in row order)
+    dup_seq: dict[str, list[np.ndarray]] = {q: [] for q in qs}
+    dq: dict[str, list[pd.DataFrame]] = {q: [] for q in qs}
+    items = [(q, b, [str(scratch / f"{q}_{j:07d}.arrow") for j, _, _ in pieces[q]]) for q in qs
+             for b in range(buckets[q])]
+    for res in ex.map_unordered(tk.find_duplicates, items):
+        dup_seq[res["q"]].append(res["dup_seq"])
+        if res["dq"] is not None:
+            dq[res["q"]].append(res["dq"])
+    shutil.rmtree(scratch, ignore_errors=True)
+    # 3c: per piece, the rows (duplicates dropped) routed into household_id ranges
+    routes: dict[str, dict[int, dict[int, str]]] = {q: {} for q in qs}
+    items = []
+    for q in qs:
+        seqs = np.sort(np.concatenate(dup_seq[q])) if dup_seq[q] else np.array([], dtype=np.int64)
+        bounds = st.part_bounds(samples[q], part_rows, every)
+        samples[q] = []
+        for j, p, _ in pieces[q]:
+            r = seq_range[(q, j)]
+            mine = seqs[np.searchsorted(seqs, r[0]):np.searchsorted(seqs, r[1], side="right")] if r else seqs[:0]
+            items.append((q, j, p, str((work / "parts" / q).resolve()), bounds, mine))
+    for res in ex.map_unordered(tk.route_piece, items):
+        for v, path in res["parts"].items():
+            routes[res["q"]].setdefault(v, {})[res["j"]] = path
+    t_route = time.perf_counter() - t0
     out_dir = work / "built"
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [(q, v, paths) for q in qs for v, paths in enumerate(routes[q]["parts"])]
+    # parts in household_id order, the files of a part in piece (row) order
+    part_ids = {q: sorted(routes[q]) for q in qs}
+    parts = [(q, v, [routes[q][pid][j] for j in sorted(routes[q][pid])]) for q in qs
+             for v, pid in enumerate(part_ids[q])]
     task = progress.add_task("生成人员和户表 (build)", total=len(parts)) if progress else None
     t0 = time.perf_counter()
     built: dict[tuple[str, int], dict] = {}
@@ -252,9 +295,9 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
 
     t1 = time.perf_counter()
     for q in qs:
-        if routes[q]["dq"] is not None:
-            agg.add_duplicates(routes[q]["dq"])
-        for v in range(len(routes[q]["parts"])):
+        for d in dq[q]:
+            agg.add_duplicates(d)
+        for v in range(len(part_ids[q])):
             res = built[(q, v)]
             agg.merge(res["agg"])
             persons_w.append(feather.read_table(res["persons"]))
@@ -263,9 +306,53 @@ def build_ledger_tables(spill: st.Spill, work: Path, agg: tb.LedgerAgg, persons_
                 Path(p).unlink()
             if res["lookup"] is not None:
                 lookup.append(res["lookup"])
-    log.info("ingest: %d quarters in %d parts built in %.1fs, written in %.1fs", len(qs), len(parts), t1 - t0,
-             time.perf_counter() - t1)
+    log.info("ingest: %d quarters routed in %.1fs (%d buckets), %d parts built in %.1fs, written in %.1fs", len(qs),
+             t_route, sum(buckets.values()), len(parts), t1 - t0, time.perf_counter() - t1)
     return set(qs)
+
+
+def build_oracle_table(pieces: list[tuple[Path, int]], work: Path, path: Path, executor=None) -> int:
+    """``oracle.parquet`` from the spilled oracle pieces (file and row order), as
+    ``tables.build_oracle`` on all rows at once: a household-quarter given more than once keeps its
+    last row. Those duplicates are decided per hash bucket of household_id (tasks of ``executor``),
+    then the pieces are streamed into the file one at a time. Returns the rows written."""
+    import pyarrow.feather as feather
+
+    from fangpin.cluster import Executor
+    from fangpin.ingest import tasks as tk
+
+    ex = executor or Executor()
+    n = sum(k for _, k in pieces)
+    drop = np.array([], dtype=np.int64)
+    if n:
+        buckets = max(1, -(-n // st.BUCKET_ROWS))
+        scratch = (work / "oracle_buckets").resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
+        files = [str(scratch / f"{j:07d}.arrow") for j in range(len(pieces))]
+        for _ in ex.map_unordered(tk.oracle_scan, [(str(Path(p).resolve()), f, buckets)
+                                                   for (p, _), f in zip(pieces, files, strict=True)]):
+            pass
+        found = list(ex.map_unordered(tk.oracle_duplicates, [(b, files) for b in range(buckets)]))
+        drop = np.sort(np.concatenate(found))
+        shutil.rmtree(scratch, ignore_errors=True)
+    w = st.RowGroupWriter(path, ROW_GROUP_ROWS)
+    rows = 0
+    for p, _ in pieces:
+        t = feather.read_table(p)
+        if len(drop):
+            t = t.filter(pc.invert(pc.is_in(t["_seq"], value_set=pa.array(drop, pa.int64()))))
+        o = t.to_pandas()
+        o["quarter_idx"] = tb.quarter_index(o["quarter"])
+        w.append(pa.Table.from_pandas(o[list(ORACLE_OUT)], preserve_index=False))
+        rows += len(o)
+        Path(p).unlink()
+    if w.writer is None:  # oracle files without a row: the empty table of tables.build_oracle
+        pd.DataFrame({c: pd.Series(dtype=dt) for c, dt in ORACLE_OUT.items()}).to_parquet(path, index=False)
+    w.close()
+    return rows
+
+
+ORACLE_OUT = {"household_id": "str", "quarter": "str", "quarter_idx": "int32", "true_probability": "float64"}
 
 
 def ingest(
@@ -285,8 +372,10 @@ def ingest(
     the new ledger files replace the same quarters there (re-running is idempotent); events are
     de-duplicated on (person, date, department, type, amount).
 
-    Memory stays bounded by a chunk of rows and a part of whole households (see
-    fangpin.ingest.stream), plus the department events and the keys of one quarter, per task.
+    Memory per task stays bounded by a chunk, a piece, a hash bucket or a part of whole households,
+    never by a quarter or the province (see fangpin.ingest.stream); this process holds the
+    department events (and the persons they name), the quarantine lines and a piece at a time of
+    the tables it writes.
     Files, chunks, quarters and parts run as tasks (fangpin.ingest.tasks) of ``executor``, by
     default the one fangpin.cluster.execution picks for the input's size.
 
@@ -379,7 +468,8 @@ def ingest(
                 if v.get("source") != "params.yaml":
                     configured[int(y)] = float(v["line"])
         lines, lines_q, _ = tb.build_lines(r.lines, configured)
-        oracle = tb.build_oracle(r.oracle) if r.oracle else None
+        if r.oracle_files:
+            build_oracle_table(r.oracle, tmp, stage / OUTPUT_FILES["oracle"], executor)
         step()
 
         quarantine = pd.concat([p for k in ("ledger", "events", "lines", "oracle") for p in r.quarantine[k]]
@@ -387,7 +477,7 @@ def ingest(
         report = _report(r, quarantine, agg, new_events, events, ev_findings, n_old_p + agg.persons,
                          n_old_h + agg.households, quarters, lines, out, append)
         step()
-        _write(stage, events, lines, oracle, quarantine, report, append, prev=out)
+        _write(stage, events, lines, quarantine, report, append, prev=out)
         # publish: every file is complete; one rename each (same file system), nothing can fail
         # half way for lack of space or a bad row any more
         for f in sorted(stage.iterdir()):
@@ -529,11 +619,9 @@ def _report_header_only(r: _Inputs, have_old_rows: bool) -> None:
                          "message": f"台账文件 {names} 只有表头，没有数据行：没有可导入的户。请检查导出是否完整。"})
 
 
-def _write(out: Path, events, lines, oracle, quarantine, report, append, prev: Path | None = None) -> None:
+def _write(out: Path, events, lines, quarantine, report, append, prev: Path | None = None) -> None:
     """Write the outputs into ``out``; in append mode the earlier quarantine lines come from ``prev``."""
     events.to_parquet(out / OUTPUT_FILES["events"], index=False, row_group_size=ROW_GROUP_ROWS)
-    if oracle is not None:
-        oracle.to_parquet(out / OUTPUT_FILES["oracle"], index=False, row_group_size=ROW_GROUP_ROWS)
     # flat {"year": yuan} (docs/data-model.md); where each came from is in the report
     (out / OUTPUT_FILES["lines"]).write_text(json.dumps(
         {str(y): v["line"] for y, v in lines.items()}, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -6,19 +6,26 @@ Steps (docs/data-model.md gives the rules; fangpin.ingest.tables does the row wo
 
 1. every file, chunk by chunk (``read.CHUNK_ROWS`` rows): ``prepare`` (normalise + validate),
    then for the ledger ``ledger_rows`` (hashes, masks, birth dates, ages), written as one Arrow IPC
-   piece per chunk and quarter into a spill directory (:class:`Spill`); events, 监测线 and oracle
-   rows stay in memory (they are small: one row per event / year / household-quarter, a few columns);
-2. per quarter: the join keys of the quarter (person_key, household_id) decide the duplicated
-   person rows (:func:`_duplicated`: keep the first in file and row order) and cut the households,
-   in household_id order, into parts of about ``PART_ROWS`` person rows (:func:`_parts`); a second
-   pass over the pieces routes each row to its part;
+   piece per chunk and quarter into a spill directory (:class:`Spill`), the oracle rows (one per
+   household-quarter) likewise (``core.build_oracle_table`` streams them into oracle.parquet, the
+   household-quarters given twice found per hash bucket); events and 监测线 rows stay in memory
+   (one row per event / year);
+2. per quarter, in tasks bounded by a piece or a bucket (fangpin.ingest.tasks, step 3): the
+   person keys of every piece are hash-partitioned (:func:`buckets_of`) into buckets of about
+   ``BUCKET_ROWS`` rows; per bucket the duplicated person rows are found (:func:`_duplicated`: keep
+   the first in file and row order, which needs every row of a key, all in its bucket); the pieces
+   sample their sorted household_ids (:func:`household_sample`), the samples give household_id
+   boundaries cutting the quarter into parts of about ``PART_ROWS`` rows (:func:`part_bounds`),
+   and a second pass over the pieces routes each row that is not a duplicate to its part
+   (:func:`parts_of`): whole households, parts in household_id order;
 3. per part: ``LedgerAgg.add`` builds the sorted persons and the households of the part, which
    are appended, in quarter and part order, to the Parquet files in 131,072-row row groups
    (:class:`RowGroupWriter`: the same files, row for row and row group for row group, as building
    everything at once).
 
-Memory per task: one chunk, one part, or one quarter's keys of its person rows (two short
-strings and a few integers per row).
+Memory per task: one chunk, one piece, one bucket or one part, whatever the size of the quarter;
+the calling process holds per quarter only the household_id samples (one per ``SAMPLE_EVERY``
+rows) and the ``_seq`` of the duplicated rows.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 PART_ROWS = 262_144  # person rows per part of whole households (step 3)
+BUCKET_ROWS = 524_288  # person rows per hash bucket of person_key (duplicates, step 2)
+SAMPLE_EVERY = 256  # a piece reports every n-th of its sorted household_ids (part boundaries, step 2)
 
 
 class Spill:
@@ -104,19 +113,40 @@ def _duplicated(keys: pa.ChunkedArray) -> np.ndarray:
     return pd.Series(a.to_pylist()).duplicated(keep="first").to_numpy()
 
 
-def _parts(hh: pa.ChunkedArray, keep: np.ndarray, part_rows: int) -> np.ndarray:
-    """Part number of every row (-1 where not ``keep``): households in household_id order, cut
-    into parts of about ``part_rows`` rows, never inside a household."""
-    idx = np.flatnonzero(keep)
-    part = np.full(len(keep), -1, dtype=np.int64)
-    if not len(idx):
-        return part
-    h = hh.take(pa.array(idx))
-    order = pc.sort_indices(h).to_numpy()
-    s = h.take(pa.array(order))
-    new = np.ones(len(s), dtype=bool)
-    if len(s) > 1:
-        new[1:] = pc.not_equal(s.slice(1), s.slice(0, len(s) - 1)).to_numpy(zero_copy_only=False)
-    start = np.maximum.accumulate(np.where(new, np.arange(len(s)), 0))
-    part[idx[order]] = start // part_rows
+def buckets_of(keys: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Bucket number (0 … ``buckets`` - 1) of every person_key: a hash partition, so all rows of
+    one key land in the same bucket whichever piece holds them (pandas' hash of the string)."""
+    a = keys.to_numpy(zero_copy_only=False) if len(keys) else np.array([], dtype=object)
+    return (pd.util.hash_array(a.astype(object)) % np.uint64(buckets)).astype(np.int64)
+
+
+def household_sample(hh: pa.ChunkedArray | pa.Array, every: int) -> list[str]:
+    """Every ``every``-th household_id of a piece's rows in sorted order (nulls left out): each
+    sample stands for ``every`` rows when the quarter's part boundaries are chosen."""
+    s = pc.drop_null(hh)
+    s = s.take(pc.sort_indices(s))
+    return s.to_pylist()[::every]
+
+
+def part_bounds(samples: list[str], part_rows: int, every: int) -> list[str]:
+    """Household_id boundaries cutting a quarter into parts of about ``part_rows`` rows, from the
+    pieces' samples (:func:`household_sample`): part ``v`` holds the household_ids in
+    ``[bounds[v-1], bounds[v])``, so a household is never cut and parts follow household_id order."""
+    s = sorted(samples)
+    step = max(1, part_rows // every)
+    out: list[str] = []
+    for b in s[step::step]:
+        if not out or b > out[-1]:
+            out.append(b)
+    return out
+
+
+def parts_of(hh: pa.ChunkedArray | pa.Array, bounds: list[str]) -> np.ndarray:
+    """Part number of every row (:func:`part_bounds`); a null household_id goes to the last part
+    (where a sort puts it)."""
+    a = hh.to_numpy(zero_copy_only=False).astype(object) if len(hh) else np.array([], dtype=object)
+    null = pd.isna(a)
+    part = np.full(len(a), len(bounds), dtype=np.int64)
+    if len(bounds):
+        part[~null] = np.searchsorted(np.array(bounds, dtype=object), a[~null], side="right")
     return part

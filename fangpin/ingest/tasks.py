@@ -7,10 +7,24 @@
    IPC) for step 2 to run as its own task;
 2. :func:`prepare_chunk` (a split file's chunk) or the same work inside step 1: normalise +
    validate (``tables.prepare``), then for the ledger ``tables.ledger_rows`` (hashes, masks, birth
-   dates, ages) spilled per quarter as ``ledger/<quarter>/<file>_<chunk>.arrow``; events, 监测线
-   and oracle rows and the quarantine lines are returned (they are small);
-3. :func:`route_quarter`, one task per quarter: the duplicated person rows (keep the first in
-   file and row order) and the cut into parts of whole households (stream.py);
+   dates, ages) spilled per quarter as ``ledger/<quarter>/<file>_<chunk>.arrow``, the oracle rows
+   as ``oracle/<file>_<chunk>.arrow`` (:func:`oracle_scan` and :func:`oracle_duplicates` then find
+   the household-quarters given twice per hash bucket); events and 监测线 rows and the quarantine
+   lines are returned (they are small);
+3. the route step, in three kinds of tasks, none of which holds more than one piece or one
+   bucket (a quarter's keys are never in one process):
+
+   a. :func:`scan_piece`, one task per piece (a chunk's rows of one quarter): the rows'
+      person_key with ``_seq`` (row order over all files) and what a duplicate's quarantine line
+      needs, hash-partitioned into the quarter's buckets (``stream.BUCKET_ROWS`` rows each) in one
+      Arrow IPC file per piece (record batch ``b`` = bucket ``b``), and every
+      ``stream.SAMPLE_EVERY``-th of the piece's sorted household_ids;
+   b. :func:`find_duplicates`, one task per bucket: every row of a person_key is in its bucket, so
+      the duplicated person rows (keep the first in file and row order) and their quarantine lines
+      are decided there; their quarantine lines and ``_seq`` go back to the calling process;
+   c. :func:`route_piece`, one task per piece: the piece's rows without the duplicated ones, routed
+      into parts of whole households by household_id range (boundaries cut from the samples,
+      ``stream.part_bounds``: parts of about ``stream.PART_ROWS`` rows, in household_id order);
 4. :func:`build_part`, one task per part: ``LedgerAgg.add`` on the part's rows, the persons and
    households of the part written as Arrow files, the part's findings returned (merged in part
    order by ``LedgerAgg.merge``).
@@ -27,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from fangpin.ingest import stream as st
@@ -157,54 +172,121 @@ def _prepare(item: dict, frame, rows, extra, cell_errors, key: bytes, spill_root
     elif kind == "lines":
         out["prepared"] = p
         out["accepted"] = len(p.accepted)
-    elif kind == "oracle":
-        acc = p.accepted[["household_id", "quarter", "true_probability"]]
-        out["prepared"] = tb.Prepared(table="oracle", source_file=p.source_file, frame=acc, rows=p.rows,
-                                      errors=tb._err([], "", ""), quarantine=p.quarantine, header_of=p.header_of)
+    elif kind == "oracle":  # spilled like the ledger (one row per household-quarter: a province's worth)
+        acc = p.accepted[["household_id", "quarter", "true_probability"]].reset_index(drop=True)
         out["accepted"] = len(acc)
+        if len(acc):
+            d = Path(spill_root) / "oracle"
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"{item['i']:05d}_{item['c']:06d}.arrow"
+            acc["_seq"] = np.arange(item["seq0"], item["seq0"] + len(acc), dtype=np.int64)
+            feather.write_feather(acc, path, compression="lz4")
+            out["pieces"].append(("oracle", str(path), len(acc)))
     return out
 
 
-def route_quarter(item: tuple[str, list[tuple[str, int]], str], part_rows: int) -> dict:
-    """Task 3 (module doc): the duplicated person rows of one quarter's pieces (their quarantine
-    lines) and the quarter's rows routed into parts of whole households
-    (``<work>/<part>_<piece>.arrow``). Returns the quarantine lines and the part files in order."""
-    q, pieces, work = item
-    work_p = Path(work)
-    keys = [feather.read_table(p, columns=["person_key", "household_id"]) for p, _ in pieces]
-    pk = pa.chunked_array([t["person_key"] for t in keys])
-    hh = pa.chunked_array([t["household_id"] for t in keys])
-    del keys
-    dup = st._duplicated(pk)
-    part = st._parts(hh, ~dup, part_rows)
-    dup_keys = pk.filter(pa.array(dup)).unique() if dup.any() else None
-    del pk, hh
-    import pyarrow.compute as pc
+DUP_COLUMNS = ["person_key", "_seq", "source_file", "source_row", "id_masked"]
 
+
+def scan_piece(item: tuple[str, int, str, str, int], every: int) -> dict:
+    """Task 3a (module doc), one per piece of a quarter: the rows' person_key (with what a
+    duplicate's quarantine line needs) hash-partitioned into ``buckets`` buckets, written as one
+    Arrow IPC file holding record batch ``b`` for bucket ``b`` (``bucket_path``); returns a sample
+    of the piece's sorted household_ids (every ``every``-th) and its ``_seq`` range. ``item``:
+    quarter, piece number, piece path, bucket file, buckets."""
+    q, j, path, bucket_path, buckets = item
+    t = feather.read_table(path, columns=DUP_COLUMNS + ["household_id"])
+    _write_buckets(t.select(DUP_COLUMNS), st.buckets_of(t["person_key"], buckets), buckets, bucket_path)
+    seq = t["_seq"]
+    return {"q": q, "j": j, "sample": st.household_sample(t["household_id"], every),
+            "seq": (pc.min(seq).as_py(), pc.max(seq).as_py()) if len(t) else None}
+
+
+def find_duplicates(item: tuple[str, int, list[str]]) -> dict:
+    """Task 3b (module doc), one per bucket of a quarter: the bucket's rows of every piece (in
+    piece order, i.e. row order), the duplicated person rows (keep the first occurrence of a
+    person_key in row order: every row of a key is in this bucket), their quarantine lines and
+    their ``_seq`` (what the routing drops)."""
+    q, b, paths = item
+    t = _read_bucket(paths, b)
+    empty = {"q": q, "b": b, "dq": None, "dup_seq": np.array([], dtype=np.int64), "rows": len(t) if t is not None else 0}
+    if t is None or not len(t):
+        return empty
+    dup = st._duplicated(t["person_key"])
+    if not dup.any():
+        return empty
+    d = t.filter(pa.array(dup))
+    kept = t.filter(pc.and_(pa.array(~dup), pc.is_in(t["person_key"], value_set=d["person_key"].unique())))
+    d, kept = (x.to_pandas().assign(quarter=q) for x in (d, kept))
+    dq = tb.duplicate_quarantine(d, kept)
+    return {"q": q, "b": b, "dq": dq, "dup_seq": d["_seq"].to_numpy(dtype=np.int64), "rows": len(t)}
+
+
+def _write_buckets(t: pa.Table, bucket: np.ndarray, buckets: int, path: str) -> None:
+    """``t``'s rows as one Arrow IPC file holding record batch ``b`` for bucket ``b`` (empty ones
+    too), each in ``t``'s row order."""
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    s = t.take(pa.array(order))
+    with pa.ipc.new_file(path, t.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
+        for k in range(buckets):
+            part = s.slice(bounds[k], bounds[k + 1] - bounds[k])
+            w.write_batch(pa.RecordBatch.from_arrays([c.combine_chunks() for c in part.columns], schema=t.schema))
+
+
+def _read_bucket(paths: list[str], b: int) -> pa.Table | None:
+    """Bucket ``b`` of every piece's bucket file (:func:`_write_buckets`), in ``_seq`` order."""
+    batches = []
+    for p in paths:
+        with pa.OSFile(p) as src:
+            batches.append(pa.ipc.open_file(src).get_batch(b))
+    if not batches:
+        return None
+    t = pa.Table.from_batches(batches)
+    seq = t["_seq"].to_numpy()
+    if len(seq) > 1 and not (np.diff(seq) > 0).all():
+        t = t.take(pc.sort_indices(t["_seq"]))
+    return t
+
+
+def oracle_scan(item: tuple[str, str, int]) -> None:
+    """One task per oracle piece: its (household_id, quarter, _seq) hash-partitioned on household_id
+    into ``buckets`` (:func:`_write_buckets`). ``item``: piece path, bucket file, buckets."""
+    path, bucket_path, buckets = item
+    t = feather.read_table(path, columns=["household_id", "quarter", "_seq"])
+    _write_buckets(t, st.buckets_of(t["household_id"], buckets), buckets, bucket_path)
+
+
+def oracle_duplicates(item: tuple[int, list[str]]) -> np.ndarray:
+    """One task per oracle bucket: ``_seq`` of the rows of a household-quarter given again later
+    (``tables.build_oracle`` keeps the last)."""
+    b, paths = item
+    t = _read_bucket(paths, b)
+    if t is None or not len(t):
+        return np.array([], dtype=np.int64)
+    df = t.to_pandas()
+    return df.loc[df.duplicated(["household_id", "quarter"], keep="last"), "_seq"].to_numpy(dtype=np.int64)
+
+
+def route_piece(item: tuple[str, int, str, str, list[str], np.ndarray]) -> dict:
+    """Task 3c (module doc), one per piece: the piece's rows without the duplicated ones
+    (``dup_seq``: their ``_seq``) routed into the quarter's parts by household_id range (``bounds``,
+    stream.part_bounds) as ``<work>/<part>_<piece>.arrow``. ``item``: quarter, piece number, piece
+    path, work folder, bounds, dup_seq. Returns the part files written, by part number."""
+    q, j, path, work, bounds, dup_seq = item
+    work_p = Path(work)
     work_p.mkdir(parents=True, exist_ok=True)
-    routed: dict[int, list[str]] = {}
-    d_rows, kept_rows = [], []
-    o = 0
-    for i, (path, n) in enumerate(pieces):
-        t = feather.read_table(path)
-        b = part[o:o + n]
-        if dup_keys is not None:
-            dmask = dup[o:o + n]
-            if dmask.any():
-                d_rows.append(t.filter(pa.array(dmask)).to_pandas())
-            km = ~dmask & pc.is_in(t["person_key"], value_set=dup_keys).to_numpy(zero_copy_only=False)
-            if km.any():
-                kept_rows.append(t.filter(pa.array(km)).to_pandas())
-        o += n
-        for v in np.unique(b[b >= 0]):
-            dest = work_p / f"{v:07d}_{i:07d}.arrow"
-            feather.write_feather(t.take(pa.array(np.flatnonzero(b == v))), dest, compression="lz4")
-            routed.setdefault(int(v), []).append(str(dest))
-        Path(path).unlink()
-    dq = None
-    if d_rows:
-        dq = tb.duplicate_quarantine(pd.concat(d_rows, ignore_index=True), pd.concat(kept_rows, ignore_index=True))
-    return {"q": q, "dq": dq, "parts": [routed[v] for v in sorted(routed)]}
+    t = feather.read_table(path)
+    if len(dup_seq):
+        t = t.filter(pc.invert(pc.is_in(t["_seq"], value_set=pa.array(dup_seq, pa.int64()))))
+    part = st.parts_of(t["household_id"], bounds)
+    routed: dict[int, str] = {}
+    for v in np.unique(part):
+        dest = work_p / f"{v:07d}_{j:07d}.arrow"
+        feather.write_feather(t.take(pa.array(np.flatnonzero(part == v))), dest, compression="lz4")
+        routed[int(v)] = str(dest)
+    Path(path).unlink()
+    return {"q": q, "j": j, "parts": routed}
 
 
 def build_part(item: tuple[str, int, list[str]], tolerance: float, extras: list[str], lookup_keys,

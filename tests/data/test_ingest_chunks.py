@@ -56,12 +56,13 @@ def _run(d, out, monkeypatch=None, chunk=None, part=None):
     if monkeypatch is not None:
         monkeypatch.setattr(rd, "CHUNK_ROWS", chunk)
         monkeypatch.setattr(st, "PART_ROWS", part)
+        monkeypatch.setattr(st, "BUCKET_ROWS", 7)  # duplicates decided in many hash buckets
     return ingest([d], None, out, PARAMS, key=KEY)
 
 
 def test_chunks_and_parts_change_nothing(tmp_path, monkeypatch):
-    """Chunks of 30 rows, every household its own part, 16-row row groups, against one chunk and
-    one part (the whole input at once, as before streaming)."""
+    """Chunks of 30 rows, every household its own part, duplicates in buckets of ~7 rows, 16-row
+    row groups, against one chunk, one bucket and one part (the whole input at once, as before streaming)."""
     monkeypatch.setattr("fangpin.ingest.core.ROW_GROUP_ROWS", 16)
     d = _inputs(tmp_path / "in")
     whole = _run(d, tmp_path / "whole")
@@ -136,6 +137,7 @@ def test_files_and_row_chunks_as_tasks_change_nothing(tmp_path, monkeypatch):
     _run(d, tmp_path / "whole")
     monkeypatch.setattr(rd, "CHUNK_ROWS", 30)
     monkeypatch.setattr(st, "PART_ROWS", 20)
+    monkeypatch.setattr(st, "BUCKET_ROWS", 7)
     ingest([d], None, tmp_path / "tasks", load_params(), key=KEY, executor=_SplittingExecutor())
     for t in ("persons", "households", "events"):
         a, b = (pq.ParquetFile(tmp_path / x / f"{t}.parquet") for x in ("whole", "tasks"))
