@@ -668,6 +668,8 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                 if hist_w is not None:
                     base = scratch / f"history_{r['k']:04d}"
                     yield timed(lambda conn, b=base: _add_history(conn, hist_w, b))
+            if hist_w is not None:
+                yield timed(hist_w.finish)
 
         def task_tables():
             import pyarrow.parquet as pq

@@ -42,7 +42,7 @@ from fangpin.store.schema import (
 from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, severity
 
 BLOCK_HOUSEHOLDS = 64  # households per history block: a block is decoded whole for any of them
-_SQLITE_BULK_CACHE_KIB = 512 * 1024  # page cache of a bulk history write (SQLite)
+_SQLITE_BULK_CACHE_KIB = 2048 * 1024  # page cache of a bulk history write (SQLite): a province's key indexes (~1.5 GB at 5 M households)
 
 
 def _now() -> datetime:
@@ -103,16 +103,19 @@ def _bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: t
     tail = tuple(processed(n, v) for n, v in constants.items())
     fields = [c.name for c in cols]
     n = 0
-    if not pg:  # keys are hashes, so index pages are hit at random: a page cache that holds them
-        conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB}")
-    try:
-        for batch in _tuples(rows, fields):
-            conn.exec_driver_sql(sql, [r + tail for r in batch] if tail else batch)
-            n += len(batch)
-    finally:
-        if not pg:
-            conn.exec_driver_sql("PRAGMA cache_size=-2000")  # SQLite's default again (pooled connection)
+    for batch in _tuples(rows, fields):
+        conn.exec_driver_sql(sql, [r + tail for r in batch] if tail else batch)
+        n += len(batch)
     return n
+
+
+def _bulk_cache(conn, on: bool) -> None:
+    """SQLite: a page cache that holds the key indexes for a bulk write (keys are hashes, so
+    index pages are hit at random), set once for the whole write — shrinking it between inserts
+    would spill the transaction's dirty pages each time — and SQLite's default again after (the
+    connection is pooled)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB if on else 2000}")
 
 
 def _struct(t):
@@ -198,7 +201,8 @@ class HistoryWrite:
     :meth:`begin` (nothing is written when the store already holds a newer quarter for them:
     scoring an old quarter again never takes the online history back in time; else their rows
     are deleted), then :meth:`add` for each part of the rows (batch scoring: each chunk as it
-    finishes, in the warnings' transaction, so the quarter's warnings and history appear together).
+    finishes, in the warnings' transaction, so the quarter's warnings and history appear together),
+    then :meth:`finish`.
     Household rows point at their row of a block (``blocks``, ``schemas``: rows of
     :func:`encode_blocks`); ``data`` of places (and of household rows without a block) is JSON
     text; rows are dicts or Arrow record batches."""
@@ -217,6 +221,7 @@ class HistoryWrite:
         if newest is not None and fq.to_index(newest) > fq.to_index(self.quarter):
             self.skipped = f"the store holds {newest}"
             return
+        _bulk_cache(conn, True)
         for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow, HistoryBlockRow):
             conn.execute(delete(table).where(table.county.in_(self.counties)))
 
@@ -234,6 +239,11 @@ class HistoryWrite:
         c["persons"] += _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
         c["places"] += _bulk_insert(conn, PlaceContextRow, places, {"updated_at": self.now})
 
+    def finish(self, conn) -> None:
+        """After the last :meth:`add`, in the same transaction."""
+        if not self.skipped:
+            _bulk_cache(conn, False)
+
     def result(self) -> dict:
         return {**({"skipped": self.skipped} if self.skipped else {}),
                 **(dict.fromkeys(self.counts, 0) if self.skipped else self.counts)}
@@ -247,7 +257,10 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
 
     def run(conn):
         w.begin(conn)
-        w.add(conn, households, persons, places, blocks, schemas)
+        try:
+            w.add(conn, households, persons, places, blocks, schemas)
+        finally:
+            w.finish(conn)
 
     store.write(run, retry=False)  # the rows may be generators: consumed once
     return w.result()
