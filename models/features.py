@@ -1226,24 +1226,6 @@ def _recent(events, qidx: int, quarters: int):
     return events[(q <= qidx) & (q > qidx - quarters)]
 
 
-def _dicts(df: pd.DataFrame, fields: list[str]) -> list[dict]:
-    """Rows of ``df`` as dicts of JSON values, converted column by column; missing values left out."""
-    cols = []
-    for f in fields:
-        s = df[f]
-        if pd.api.types.is_datetime64_any_dtype(s.dtype):
-            vals = s.dt.strftime("%Y-%m-%d").astype(object).where(s.notna(), None).tolist()
-        else:  # tolist() gives Python scalars; only an object column may still hold numpy ones
-            vals = s.astype(object).where(s.notna(), None).tolist()
-            if s.dtype == object:
-                vals = [v.item() if isinstance(v, np.generic) else v for v in vals]
-        cols.append(vals)
-    if not cols:
-        return [{} for _ in range(len(df))]
-    # a missing field is left out (a record's absent field is missing): a third of the size
-    return [{f: v for f, v in zip(fields, vals, strict=True) if v is not None} for vals in zip(*cols, strict=True)]
-
-
 def _plain(v):
     """A JSON value: dates as ISO text, numpy scalars as Python, missing as None."""
     if v is None:

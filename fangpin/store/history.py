@@ -192,8 +192,12 @@ def _from_blocks(conn, wanted: dict[str, list[tuple[str, int]]]) -> dict[str, di
 def stored_quarter(store, counties: Sequence[str]) -> str | None:
     """The newest quarter of the stored history of these counties (None when there is none)."""
     with store.engine.connect() as conn:
-        return conn.scalar(select(func.max(HouseholdHistoryRow.quarter)).where(
-            HouseholdHistoryRow.county.in_(list(counties))))
+        return _newest(conn, counties)
+
+
+def _newest(conn, counties: Sequence[str]) -> str | None:
+    return conn.scalar(select(func.max(HouseholdHistoryRow.quarter)).where(
+        HouseholdHistoryRow.county.in_(list(counties))))
 
 
 class HistoryWrite:
@@ -216,8 +220,7 @@ class HistoryWrite:
     def begin(self, conn) -> None:
         from fangpin import quarters as fq
 
-        newest = conn.scalar(select(func.max(HouseholdHistoryRow.quarter)).where(
-            HouseholdHistoryRow.county.in_(self.counties)))
+        newest = _newest(conn, self.counties)  # in the write transaction: no other run between
         if newest is not None and fq.to_index(newest) > fq.to_index(self.quarter):
             self.skipped = f"the store holds {newest}"
             return
