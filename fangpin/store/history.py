@@ -60,7 +60,7 @@ def _tuples(rows: Iterable, fields: list[str], n: int = 20_000):
     from Arrow record batches / tables (converted column by column)."""
     from operator import itemgetter
 
-    batch: list[dict] = []
+    batch: list[tuple] = []
     get = None
     for r in rows:
         if hasattr(r, "column_names"):  # pyarrow.RecordBatch / Table
@@ -147,8 +147,9 @@ def encode_blocks(places, history, snapshot, prefix: str, quarter: str) -> dict:
     first = np.ones(n, dtype=bool)
     first[1:] = county[1:] != county[:-1]
     pos = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    starts = np.flatnonzero(first | (pos % BLOCK_HOUSEHOLDS == 0))
-    number = np.cumsum(np.isin(np.arange(n), starts)) - 1
+    new_block = first | (pos % BLOCK_HOUSEHOLDS == 0)
+    starts = np.flatnonzero(new_block)
+    number = np.cumsum(new_block) - 1
     keys = [f"{prefix}{b:06d}" for b in range(len(starts))]
     schema = data.schema.serialize().to_pybytes()
     schema_key = hashlib.blake2b(schema, digest_size=16).hexdigest()
