@@ -384,13 +384,15 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     def text(values) -> pa.Array:  # column-wise: missing → null, everything else as text
         return pa.array(pd.Series(values, copy=False).astype("string"), type=pa.string(), from_pandas=True)
 
+    # rows sorted by their store key: a chunk's inserts walk each B-tree once, in order
     pq.write_table(pa.table({
         "household_key": hkeys, "household_id": hids,
         "county": text(scored["county"]), "township": text(scored["township"]), "village": text(scored["village"]),
         "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
         "data": pa.nulls(len(hids), pa.string()),
     }).take(pa.array(order)).append_column("block_key", pa.array(enc["block_key"], pa.string()))
-        .append_column("block_row", pa.array(enc["block_row"], pa.int64())), f"{base}_households.parquet")
+        .append_column("block_row", pa.array(enc["block_row"], pa.int64())).sort_by("household_key"),
+        f"{base}_households.parquet")
     pq.write_table(pa.table(enc["blocks"]), f"{base}_blocks.parquet")
     pq.write_table(pa.table(enc["schema"]), f"{base}_schemas.parquet")
     p = fr.persons
@@ -402,7 +404,9 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
                              "household_key": [key_of.get(h) for h in ph],
                              "county": [county_of.get(h) for h in ph]},
                             schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
-                                              ("county", pa.string())])), f"{base}_persons.parquet")
+                                              ("county", pa.string())])).sort_by([("county", "ascending"),
+                                                                                  ("person_key", "ascending")]),
+                   f"{base}_persons.parquet")
     places = model.place_contexts(s)
     pq.write_table(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
                              "village": [k[2] for k in places],

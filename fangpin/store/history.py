@@ -27,7 +27,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.store.schema import (
@@ -126,6 +126,30 @@ def _struct(t):
     return pa.StructArray.from_arrays(cols, names=t.column_names)
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame's first bytes (an Arrow IPC message starts with 0xFFFFFFFF)
+
+
+def _compressed(message) -> bytes:
+    """One block's Arrow IPC message as a zstd frame: ~1/4 of the plain size to write and keep
+    (a block's text repeats), for ~0.15 s a 50,000-household chunk (docs/decisions.md)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, "zstd") as z:
+        z.write(message)
+    return sink.getvalue().to_pybytes()
+
+
+def _message(payload: bytes):
+    """The Arrow IPC message of a stored block: zstd frames are decompressed, plain messages
+    (blocks written before compression) read as they are."""
+    import pyarrow as pa
+
+    if payload[:4] == _ZSTD_MAGIC:
+        return pa.CompressedInputStream(pa.BufferReader(payload), "zstd").read_buffer()
+    return pa.py_buffer(payload)
+
+
 def encode_blocks(places, history, snapshot, prefix: str, quarter: str) -> dict:
     """Cut households into history blocks. ``places``: a DataFrame of ``county``, ``township``,
     ``village``, ``household_id`` (one row per household); ``history`` / ``snapshot``: Arrow tables of
@@ -154,7 +178,7 @@ def encode_blocks(places, history, snapshot, prefix: str, quarter: str) -> dict:
     schema = data.schema.serialize().to_pybytes()
     schema_key = hashlib.blake2b(schema, digest_size=16).hexdigest()
     ends = [*starts[1:].tolist(), n]
-    payload = [data.slice(a, b - a).to_batches()[0].serialize().to_pybytes()
+    payload = [_compressed(data.slice(a, b - a).to_batches()[0].serialize())
                for a, b in zip(starts.tolist(), ends, strict=True)]
     return {"order": order, "block_key": [keys[b] for b in number.tolist()],
             "block_row": (pos % BLOCK_HOUSEHOLDS).tolist(),
@@ -183,7 +207,7 @@ def _from_blocks(conn, wanted: dict[str, list[tuple[str, int]]]) -> dict[str, di
             _SCHEMAS[k] = ipc.read_schema(pa.py_buffer(payload))
     out = {}
     for r in rows:
-        batch = ipc.read_record_batch(pa.py_buffer(r.payload), _SCHEMAS[r.schema_key])
+        batch = ipc.read_record_batch(_message(r.payload), _SCHEMAS[r.schema_key])
         pairs = wanted[r.block_key]
         for (key, _), d in zip(pairs, batch.take(pa.array([i for _, i in pairs])).to_pylist(), strict=True):
             out[key] = {"history": d["history"], "snapshot": record_of(d["snapshot"])}
@@ -239,8 +263,8 @@ class HistoryWrite:
         c["households"] += _bulk_insert(conn, HouseholdHistoryRow, households,
                                         {"quarter": self.quarter, "updated_at": self.now})
         # a person is in one household of a quarter (ingest quarantines the others); were one in
-        # two, the map keeps the household written first
-        c["persons"] += _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("person_key",))
+        # two of a county, the map keeps the household written first
+        c["persons"] += _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("county", "person_key"))
         c["places"] += _bulk_insert(conn, PlaceContextRow, places, {"updated_at": self.now})
 
     def finish(self, conn) -> None:
@@ -331,15 +355,25 @@ def merge_context(township: dict | None, village: dict | None) -> dict | None:
 
 
 def households_of(store, person_keys: Sequence[str], county: str | None) -> dict[str, tuple[str, str]]:
-    """person_key → (household_key, county) for the persons known in ``county`` (None: any)."""
+    """person_key → (household_key, county) for the persons known in ``county`` (None: any; a
+    person mapped in two counties, e.g. scored in separate runs, is given the first by name)."""
     if not person_keys:
         return {}
-    stmt = select(HouseholdPersonRow.person_key, HouseholdPersonRow.household_key, HouseholdPersonRow.county).where(
-        HouseholdPersonRow.person_key.in_(list(dict.fromkeys(person_keys))))
-    if county is not None:
-        stmt = stmt.where(HouseholdPersonRow.county == county)
+    t = HouseholdPersonRow
     with store.engine.connect() as conn:
+        counties = [county] if county is not None else conn.scalars(_MAPPED_COUNTIES).all()
+        # the key is (county, person_key): probed per county, never a scan of the map
+        stmt = (select(t.person_key, t.household_key, t.county)
+                .where(t.county.in_(counties), t.person_key.in_(list(dict.fromkeys(person_keys))))
+                .order_by(t.county.desc()))
         return {r.person_key: (r.household_key, r.county) for r in conn.execute(stmt)}
+
+
+# the distinct counties of the person map, one index seek each (a loose index scan)
+_MAPPED_COUNTIES = text(
+    "WITH RECURSIVE c(county) AS (SELECT min(county) FROM household_persons UNION ALL "
+    "SELECT (SELECT min(county) FROM household_persons WHERE county > c.county) FROM c "
+    "WHERE c.county IS NOT NULL) SELECT county FROM c WHERE county IS NOT NULL")
 
 
 def add_events(store, rows: Sequence[dict]) -> set[str]:

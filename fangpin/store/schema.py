@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Text,
@@ -236,7 +237,8 @@ class HouseholdHistoryRow(Base):
 class HistoryBlockRow(Base):
     """The histories and snapshots of up to ``history.block_households`` households of one
     county, neighbours in the ledger (same village, then township): an Arrow record batch
-    (IPC message without its schema, which is :class:`HistorySchemaRow` ``schema_key``) with
+    (IPC message without its schema, which is :class:`HistorySchemaRow` ``schema_key``; a zstd
+    frame of it since 2026-12-01, plain before) with
     the columns ``history`` and ``snapshot`` (fangpin.store.history)."""
 
     __tablename__ = "history_blocks"
@@ -259,13 +261,17 @@ class HistorySchemaRow(Base):
 
 class HouseholdPersonRow(Base):
     """Person (keyed hash of the ID number, as ingest's person_key) → household, as of the same
-    quarter: how a department event finds its household."""
+    quarter: how a department event finds its household. Keyed by county first (on SQLite the
+    table is its key's B-tree, WITHOUT ROWID): a batch's chunk writes its persons into its
+    county's range of the key instead of into pages all over a province's map (3.6× faster at
+    17.7 M persons, docs/decisions.md), and a county's rows are deleted by that range."""
 
     __tablename__ = "household_persons"
+    __table_args__ = (PrimaryKeyConstraint("county", "person_key"), {"sqlite_with_rowid": False})
 
-    person_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    county: Mapped[str] = mapped_column(String(64))
+    person_key: Mapped[str] = mapped_column(String(32))
     household_key: Mapped[str] = mapped_column(String(32))  # not indexed: looked up by person only
-    county: Mapped[str] = mapped_column(String(64), index=True)
 
 
 class PlaceContextRow(Base):

@@ -48,6 +48,13 @@ def test_history_is_written_per_county_and_never_back_in_time(db_url):  # noqa: 
         assert "village_disaster_share" not in ctx[("甲县", "东镇", "1村")] and ("乙县", "西镇", "1村") not in ctx
         assert hs.households_of(store, ["p0", "p1", "px"], "甲县") == {"p0": ("甲县-k0", "甲县"), "p1": ("甲县-k1", "甲县")}
         assert hs.households_of(store, ["p0"], "乙县") == {}
+        assert hs.households_of(store, ["p0", "p1", "px"], None) == {"p0": ("甲县-k0", "甲县"), "p1": ("甲县-k1", "甲县")}
+        # the map is keyed by county: a person scored in two counties' runs is in each; a lookup
+        # of any county gives the first county by name (乙 < 甲), a county's lookup its own
+        hs.write_history(store, "2024Q3", ["乙县"], _households("2024Q3", "乙县", 1),
+                         [{"person_key": "p0", "household_key": "乙县-k0", "county": "乙县"}], [])
+        assert hs.households_of(store, ["p0"], "甲县") == {"p0": ("甲县-k0", "甲县")}
+        assert hs.households_of(store, ["p0", "p1"], None) == {"p0": ("乙县-k0", "乙县"), "p1": ("甲县-k1", "甲县")}
         # a newer quarter replaces the county's rows (households gone from the ledger go too)
         hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4", n=2), persons[:1], [])
         assert set(hs.histories(store, ["甲县-k0", "甲县-k2"])) == {"甲县-k0"}
@@ -193,5 +200,15 @@ def test_history_blocks_give_each_household_its_own_snapshot_and_history(db_url)
         both = hs.histories(store, ["丙县-k1", "k3"])
         assert both["丙县-k1"]["data"]["history"] == {"v": 1, "quarter": "2024Q3"}
         assert both["k3"]["data"]["snapshot"] == ref_snap[3]
+        # blocks are stored as zstd frames; a plain message (a block of before compression) reads too
+        import sqlalchemy as sa
+
+        block = next(h["block_key"] for h in households if h["household_key"] == "k7")
+        with store.engine.begin() as conn:
+            payload = conn.scalar(sa.text("SELECT payload FROM history_blocks WHERE block_key = :b"), {"b": block})
+            plain = hs._message(payload).to_pybytes()
+            assert payload[:4] == hs._ZSTD_MAGIC and len(payload) < len(plain) / 2
+            conn.execute(sa.text("UPDATE history_blocks SET payload = :p WHERE block_key = :b"), {"p": plain, "b": block})
+        assert hs.histories(store, ["k7"])["k7"]["data"] == {"history": ref_hist[7], "snapshot": ref_snap[7]}
     finally:
         store.dispose()

@@ -110,6 +110,38 @@ def test_migrations_match_models_and_are_repeatable(db_url):
         eng.dispose()
 
 
+def test_person_map_migration_keeps_its_rows_both_ways(db_url):
+    """0007 rebuilds the person map keyed by (county, person_key); its rows survive the upgrade
+    and the downgrade."""
+    from alembic import command
+
+    from fangpin.store.migrate import alembic_config
+
+    command.upgrade(alembic_config(db_url), "0006")
+    eng = sa.create_engine(db_url)
+    rows = {("p0", "k0", "甲县"), ("p1", "k1", "乙县")}
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text("INSERT INTO household_persons (person_key, household_key, county) "
+                                 "VALUES ('p0', 'k0', '甲县'), ('p1', 'k1', '乙县')"))
+
+        def got():
+            with eng.connect() as conn:
+                return set(conn.execute(sa.text("SELECT person_key, household_key, county FROM household_persons")))
+
+        upgrade(db_url)
+        assert got() == rows
+        pk = sa.inspect(eng).get_pk_constraint("household_persons")
+        assert pk["constrained_columns"] == ["county", "person_key"]
+        command.downgrade(alembic_config(db_url), "0006")
+        assert got() == rows and sa.inspect(eng).get_pk_constraint("household_persons")["constrained_columns"] == [
+            "person_key"]
+        upgrade(db_url)
+        assert got() == rows
+    finally:
+        eng.dispose()
+
+
 # ----------------------------------------------------------------------------- quarter writes
 
 
