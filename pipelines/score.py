@@ -509,8 +509,9 @@ def score_quarter(
     ``score`` (the model's one method: features, booster, calibration, rules, levels, TreeSHAP,
     reasons, measures), ``warnings`` (the checked warnings table and tasks), ``excel``
     (workbooks), ``chunk_read`` and ``chunk_write`` (chunk input and Parquet output), ``history``
-    (the online history of the chunks) and ``history_store`` (writing it, after the warnings'
-    commit).
+    (the online history of the chunks); ``history_store`` (this process writing it into the
+    warnings' transaction as the chunks finish) and ``history_store_<table>`` (its blocks,
+    households, persons and places, each with reading its chunk files).
 
     ``history``: also leave the online history of the scored quarter in the store
     (fangpin.store.history) for ``/v1/score`` and ``/v1/events``.
@@ -710,6 +711,7 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         if hist_w is not None:
             res.history = hist_w.result()
             secs["history_store"] = hist_secs[0]
+            secs.update({f"history_store_{k}": v for k, v in hist_w.seconds.items()})
         t0 = time.perf_counter()
         final_w, final_s = out_dir / f"warnings_{quarter}.parquet", out_dir / f"scores_{quarter}.parquet"
         final_t = out_dir / f"tasks_{quarter}.parquet"

@@ -24,6 +24,7 @@ needs (a request for one village's households reads few blocks).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 
@@ -241,6 +242,7 @@ class HistoryWrite:
         self.now = _now()
         self.skipped: str | None = None
         self.counts = {"households": 0, "persons": 0, "places": 0, "blocks": 0}
+        self.seconds = dict.fromkeys(self.counts, 0.0)  # inserting each table's rows
 
     def begin(self, conn) -> None:
         from fangpin import quarters as fq
@@ -257,15 +259,18 @@ class HistoryWrite:
             schemas: Iterable = ()) -> None:
         if self.skipped:
             return
-        c = self.counts
+        def insert(name, table, rows, constants, skip_conflicts=()):
+            t = time.perf_counter()
+            self.counts[name] += _bulk_insert(conn, table, rows, constants, skip_conflicts)
+            self.seconds[name] += time.perf_counter() - t
+
         _bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
-        c["blocks"] += _bulk_insert(conn, HistoryBlockRow, blocks, {})
-        c["households"] += _bulk_insert(conn, HouseholdHistoryRow, households,
-                                        {"quarter": self.quarter, "updated_at": self.now})
+        insert("blocks", HistoryBlockRow, blocks, {})
+        insert("households", HouseholdHistoryRow, households, {"quarter": self.quarter, "updated_at": self.now})
         # a person is in one household of a quarter (ingest quarantines the others); were one in
         # two of a county, the map keeps the household written first
-        c["persons"] += _bulk_insert(conn, HouseholdPersonRow, persons, {}, skip_conflicts=("county", "person_key"))
-        c["places"] += _bulk_insert(conn, PlaceContextRow, places, {"updated_at": self.now})
+        insert("persons", HouseholdPersonRow, persons, {}, skip_conflicts=("county", "person_key"))
+        insert("places", PlaceContextRow, places, {"updated_at": self.now})
 
     def finish(self, conn) -> None:
         """After the last :meth:`add`, in the same transaction."""
