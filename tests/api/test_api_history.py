@@ -258,3 +258,19 @@ def test_concurrent_events_are_all_stored_and_rescored(county, client, keys, tmp
     assert [r.status_code for r in rs] == [200] * len(members), [r.text for r in rs if r.status_code != 200][:2]
     assert sum(r.json()["stored"] for r in rs) == 3 * len(members)
     assert sum(len(r.json()["rescored"]) for r in rs) == len(members)
+
+
+def test_a_province_wide_key_finds_the_household_in_any_county(county, client, keys, tmp_path):
+    """An admin key has no county: the person → household map, keyed by (county, person_key), is
+    probed in each of its counties (probing only the first fails this test). A member of a
+    household of another county than the department keys' is matched to that household over HTTP."""
+    sc = county["scores"]
+    other = sc[sc["county"] != keys["county_name"]]
+    hid = other.index[-1]
+    member = export(county, tmp_path, [hid])[0]["members"][0]["id_number"]
+    r = client.post("/v1/events", json={"events": [_event(member, "2023-04-04", "3000")]},
+                    headers={"X-API-Key": keys["admin"]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert (out["matched"], out["unmatched"]) == (1, 0)
+    assert [x["household_id"] for x in out["rescored"]] == [hid]
