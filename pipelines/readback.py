@@ -36,6 +36,7 @@ from fangpin import clues as fc
 from fangpin import quarters as fq
 from fangpin.contract import SUPPORT_HEADERS
 from fangpin.warnings import STATUS_EXCLUDED, STATUS_INCLUDED, STATUS_OPEN, local_date
+from pipelines.common import records
 
 log = logging.getLogger(__name__)
 SUPPORT_COLUMNS = tuple(SUPPORT_HEADERS.values())
@@ -157,9 +158,8 @@ def read_back(store, ingested, params, *, now: datetime | None = None) -> dict:
         df = _tables(dirs, COLUMNS, pds.field("household_id").isin(wanted) & (pds.field("quarter_idx") >= from_q))
         df["ident_q"] = newly_identified_at(df)
         df = df.sort_values(["county", "household_id", "quarter_idx"], kind="stable")
-        df = df.astype(object).where(df.notna(), None)
         by: dict[tuple[str, str], list[dict]] = {}
-        for r in df.to_dict("records"):
+        for r in records(df):
             r["ident_q"] = None if r["ident_q"] is None else int(r["ident_q"])
             r["risk_eliminated"] = None if r["risk_eliminated"] is None else bool(r["risk_eliminated"])
             by.setdefault((r["county"], r["household_id"]), []).append(r)
@@ -170,13 +170,12 @@ def read_back(store, ingested, params, *, now: datetime | None = None) -> dict:
     latest = _tables(dirs, ["county", "township", "village", "household_id", "quarter", "quarter_idx",
                             "monitor_category", "monitor_since", "risk_eliminated", "eliminated_at"],
                      (pds.field("quarter_idx") == max_q) & pds.field("monitor_category").is_valid())
-    latest = latest.astype(object).where(latest.notna(), None)
     ledger_rows = [{"county": r["county"], "household_id": r["household_id"], "township": r["township"],
                     "village": r["village"], "quarter": r["quarter"], "monitor_category": r["monitor_category"],
                     "monitor_since": _int(r["monitor_since"]),
                     "risk_eliminated": None if r["risk_eliminated"] is None else bool(r["risk_eliminated"]),
                     "eliminated_at": _int(r["eliminated_at"]), "updated_at": now}
-                   for r in latest.to_dict("records")]
+                   for r in records(latest)]
     written = sl.apply_readback(store, changes, ledger_rows, now=now)
     counts = {
         "export_quarter": fq.from_index(max_q),
