@@ -384,10 +384,11 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     def text(values) -> pa.Array:  # column-wise: missing → null, everything else as text
         return pa.array(pd.Series(values, copy=False).astype("string"), type=pa.string(), from_pandas=True)
 
+    county = text(scored["county"])
     # rows sorted by their store key: a chunk's inserts walk each B-tree once, in order
     pq.write_table(pa.table({
         "household_key": hkeys, "household_id": hids,
-        "county": text(scored["county"]), "township": text(scored["township"]), "village": text(scored["village"]),
+        "county": county, "township": text(scored["township"]), "village": text(scored["village"]),
         "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
         "data": pa.nulls(len(hids), pa.string()),
     }).take(pa.array(order)).append_column("block_key", pa.array(enc["block_key"], pa.string()))
@@ -398,7 +399,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     p = fr.persons
     p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
     key_of = dict(zip(hids, hkeys, strict=True))
-    county_of = dict(zip(hids, text(scored["county"]).to_pylist(), strict=True))
+    county_of = dict(zip(hids, county.to_pylist(), strict=True))
     ph = p["household_id"].astype(str).tolist()
     pq.write_table(pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
                              "household_key": [key_of.get(h) for h in ph],
