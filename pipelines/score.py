@@ -642,8 +642,11 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
 
         def finished_tables():
             """Each chunk's warnings as it finishes (the store inserts them meanwhile), then its
-            online history, in the same transaction; its townships' workbooks start as tasks."""
+            保障缺口 tasks and its online history, in the same transaction; its townships'
+            workbooks start as tasks."""
             import pyarrow.parquet as pq
+
+            from fangpin.store.levels_tasks import Tasks
 
             if hist_w is not None:
                 yield timed(hist_w.begin)
@@ -671,22 +674,18 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                 p = scratch / f"warnings_{r['k']:04d}.parquet"
                 if p.exists():
                     yield pq.read_table(p)
+                p = scratch / f"tasks_{r['k']:04d}.parquet"
+                if p.exists():
+                    yield Tasks(pq.read_table(p))
                 if hist_w is not None:
                     base = scratch / f"history_{r['k']:04d}"
                     yield timed(lambda conn, b=base: _add_history(conn, hist_w, b))
             if hist_w is not None:
                 yield timed(hist_w.finish)
 
-        def task_tables():
-            import pyarrow.parquet as pq
-
-            for k in range(n_chunks):
-                p = scratch / f"tasks_{k:04d}.parquet"
-                if p.exists():
-                    yield pq.read_table(p)
-
         wr = store.write_quarter_tables(finished_tables(), quarter, res.model_version,
-                                        counties=sorted(part.counties), tasks=task_tables,
+                                        counties=sorted(part.counties),
+                                        tasks=lambda: (),  # the chunks' tasks came in the stream
                                         thresholds=lambda: res.townships)
         t_commit = time.perf_counter()
         res.store = {"run_id": wr.run_id, "n_warnings": wr.n_warnings, "inserted": wr.inserted,

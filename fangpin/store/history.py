@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fangpin.store.bulk import bulk_insert
 from fangpin.store.schema import (
     DepartmentEventRow,
     HistoryBlockRow,
@@ -54,60 +55,6 @@ def _dialect(conn):
     if conn.dialect.name not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"unsupported store dialect {conn.dialect.name}")
     return postgresql if conn.dialect.name == "postgresql" else sqlite
-
-
-def _tuples(rows: Iterable, fields: list[str], n: int = 20_000):
-    """Batches of value tuples (``fields`` in order; a field a row lacks is null) from dicts or
-    from Arrow record batches / tables (converted column by column)."""
-    from operator import itemgetter
-
-    batch: list[tuple] = []
-    get = None
-    for r in rows:
-        if hasattr(r, "column_names"):  # pyarrow.RecordBatch / Table
-            if batch:
-                yield batch
-                batch = []
-            cols = [r.column(f).to_pylist() if f in r.column_names else [None] * r.num_rows for f in fields]
-            yield list(zip(*cols, strict=True))
-            continue
-        if get is None:
-            get = (itemgetter(*fields) if len(fields) > 1 and all(f in r for f in fields)
-                   else (lambda d: tuple(d.get(f) for f in fields)))
-        batch.append(get(r))
-        if len(batch) >= n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tuple[str, ...] = ()) -> int:
-    """Insert ``rows`` (dicts of the table's columns or Arrow record batches of them, ``data`` as
-    JSON text; a missing nullable column is null) into ``table`` with
-    the same ``constants`` on every row, in executemany batches straight to the database driver:
-    the values are converted once per column type, not once per row by SQLAlchemy (a province's
-    history is millions of rows). ``skip_conflicts``: ON CONFLICT (these) DO NOTHING."""
-    cols = [c for c in table.__table__.columns if c.name not in constants]
-    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    pg = conn.dialect.name == "postgresql"
-    names = [c.name for c in cols] + list(constants)
-    marks = [f"CAST({ph} AS JSON)" if (pg and n == "data") else ph for n in names]
-    sql = f"INSERT INTO {table.__tablename__} ({', '.join(names)}) VALUES ({', '.join(marks)})"
-    if skip_conflicts:
-        sql += f" ON CONFLICT ({', '.join(skip_conflicts)}) DO NOTHING"
-
-    def processed(name, value):  # the driver value of a constant, as SQLAlchemy would bind it
-        proc = table.__table__.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        return proc(value) if proc else value
-
-    tail = tuple(processed(n, v) for n, v in constants.items())
-    fields = [c.name for c in cols]
-    n = 0
-    for batch in _tuples(rows, fields):
-        conn.exec_driver_sql(sql, [r + tail for r in batch] if tail else batch)
-        n += len(batch)
-    return n
 
 
 def _bulk_cache(conn, on: bool) -> None:
@@ -261,10 +208,10 @@ class HistoryWrite:
             return
         def insert(name, table, rows, constants, skip_conflicts=()):
             t = time.perf_counter()
-            self.counts[name] += _bulk_insert(conn, table, rows, constants, skip_conflicts)
+            self.counts[name] += bulk_insert(conn, table, rows, constants, skip_conflicts)
             self.seconds[name] += time.perf_counter() - t
 
-        _bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
+        bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
         insert("blocks", HistoryBlockRow, blocks, {})
         insert("households", HouseholdHistoryRow, households, {"quarter": self.quarter, "updated_at": self.now})
         # a person is in one household of a quarter (ingest quarantines the others); were one in

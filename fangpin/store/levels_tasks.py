@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.store.schema import LevelThresholdRow, TaskRow
 from fangpin.tasks import TASK_OPEN, TASK_STATUSES, TaskError, TaskRecord, check_task_transition
@@ -43,13 +43,6 @@ def _db_cut(v) -> float | None:
     """±inf (and NaN) → NULL: t_red / t_yellow / t_blue NULL mean +inf, t_capacity NULL −inf."""
     v = float(v)
     return v if math.isfinite(v) else None
-
-
-def _insert(conn, table, rows: list[dict], key: list[str], refreshed: Iterable[str]) -> None:
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = mod.insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=key, set_={c: stmt.excluded[c] for c in refreshed})
-    conn.execute(stmt, rows)
 
 
 # ------------------------------------------------------------------------------- cut-offs
@@ -106,36 +99,71 @@ def read_workload(engine: Engine, quarter: str, model_version: str | None = None
 # ---------------------------------------------------------------------------------- tasks
 
 
-def _task_row(d: dict, run_id: str, now: datetime) -> dict:
-    rec = TaskRecord.model_validate(d)
-    return {**rec.model_dump(), "created_at": rec.created_at, "updated_at": now, "run_id": run_id}
+@dataclass(frozen=True)
+class Tasks:
+    """An item of :meth:`fangpin.store.Store.write_quarter_tables`'s stream that is a table of
+    tasks (fangpin.tasks.task_schema), not of warnings: written where it arrives."""
+
+    table: object
+
+
+class TaskWrite:
+    """One run's tasks, written table by table inside the run's transaction (batch scoring adds
+    each chunk's tasks as the chunk finishes): :meth:`add` checks a table (every row would pass
+    :class:`TaskRecord`, fangpin.tasks.validate_tasks; the run's quarter; no task twice) and
+    upserts it; :meth:`finish` removes the open tasks of the quarter in the run's counties that
+    the run no longer produces (module doc)."""
+
+    def __init__(self, quarter: str, run_id: str):
+        self.quarter, self.run_id = quarter, run_id
+        self.now = _now()
+        self.n = 0
+        self.seen: set[tuple[str, str]] = set()
+        self.counties: set[str] = set()
+
+    def add(self, conn, table) -> int:
+        import pyarrow.compute as pc
+
+        from fangpin.store.bulk import bulk_insert
+        from fangpin.tasks import task_columns, validate_tasks
+
+        if table.num_rows == 0:
+            return 0
+        validate_tasks(table)
+        quarters = table.column("quarter")
+        other = pc.not_equal(quarters, self.quarter).to_numpy(zero_copy_only=False)
+        if other.any():
+            i = int(other.nonzero()[0][0])
+            raise ValueError(f"task for household {table.column('household_id')[i].as_py()} is for "
+                             f"{quarters[i].as_py()}, not {self.quarter}")
+        keys = list(zip(table.column("household_id").to_pylist(), table.column("rule_id").to_pylist(), strict=True))
+        fresh = set(keys)
+        if len(fresh) < len(keys) or not fresh.isdisjoint(self.seen):
+            twice = next(k for i, k in enumerate(keys) if k in self.seen or k in keys[:i])
+            raise ValueError(f"task {twice[1]} of household {twice[0]} appears twice in the run")
+        self.seen |= fresh
+        self.counties.update(pc.unique(table.column("county")).to_pylist())
+        n = bulk_insert(conn, TaskRow, [task_columns(table)], {"updated_at": self.now, "run_id": self.run_id},
+                        update=(["quarter", "household_id", "rule_id"], _TASK_REFRESHED),
+                        convert=("created_at", "deadline"))
+        self.n += n
+        return n
+
+    def finish(self, conn, scope: Iterable[str]) -> int:
+        counties = sorted(set(scope) | self.counties)
+        if counties:
+            conn.execute(delete(TaskRow).where(TaskRow.quarter == self.quarter, TaskRow.county.in_(counties),
+                                               TaskRow.run_id != self.run_id, TaskRow.status == TASK_OPEN))
+        return self.n
 
 
 def write_tasks(conn, tables: Iterable, quarter: str, scope: list[str], run_id: str) -> int:
     """Upsert the run's tasks (Arrow tables of fangpin.tasks.task_schema) and remove open tasks
-    of the quarter in ``scope`` that the run no longer produces (module doc)."""
-    now = _now()
-    n = 0
-    seen: set[tuple[str, str]] = set()
-    counties = set(scope)
+    of the quarter in ``scope`` that the run no longer produces (:class:`TaskWrite`)."""
+    w = TaskWrite(quarter, run_id)
     for table in tables:
-        rows = []
-        for d in table.to_pylist():
-            if d["quarter"] != quarter:
-                raise ValueError(f"task for household {d['household_id']} is for {d['quarter']}, not {quarter}")
-            key = (d["household_id"], d["rule_id"])
-            if key in seen:
-                raise ValueError(f"task {d['rule_id']} of household {d['household_id']} appears twice in the run")
-            seen.add(key)
-            counties.add(d["county"])
-            rows.append(_task_row(d, run_id, now))
-        if rows:
-            _insert(conn, TaskRow, rows, ["quarter", "household_id", "rule_id"], _TASK_REFRESHED)
-            n += len(rows)
-    if counties:
-        conn.execute(delete(TaskRow).where(TaskRow.quarter == quarter, TaskRow.county.in_(sorted(counties)),
-                                           TaskRow.run_id != run_id, TaskRow.status == TASK_OPEN))
-    return n
+        w.add(conn, table)
+    return w.finish(conn, scope)
 
 
 def _record(r) -> TaskRecord:

@@ -363,11 +363,16 @@ class Store:
         explicitly (default: the counties present in the tables). ``tables`` may be a lazy
         iterable (e.g. chunks of a batch scorer); it is consumed inside the transaction. An item
         of it that is a callable instead of a table is called with the connection: what else the
-        run writes in the same transaction (batch scoring's online history, chunk by chunk).
+        run writes in the same transaction (batch scoring's online history, chunk by chunk); an
+        item that is a :class:`fangpin.store.levels_tasks.Tasks` holds 保障缺口 tasks
+        (fangpin.tasks.task_schema), written where it comes (batch scoring: each chunk's after
+        its warnings).
 
-        ``tasks`` / ``thresholds``: callables returning the run's 保障缺口 task tables
-        (fangpin.tasks.task_schema) and level cut-off rows (models.levels), called after the
-        warnings are written and stored in the same transaction (fangpin/store/levels_tasks.py)."""
+        ``tasks`` / ``thresholds``: callables returning more of the run's task tables and its level
+        cut-off rows (models.levels), called after the warnings are written and stored in the same
+        transaction. When the run gave tasks (either way), open tasks of the quarter in its
+        counties that it no longer produces are removed (fangpin/store/levels_tasks.py)."""
+        from fangpin.store.levels_tasks import Tasks, TaskWrite
         from fangpin.warnings import validate_table
 
         run_id = uuid.uuid4().hex
@@ -375,6 +380,8 @@ class Store:
         counts = _RunCounts()
         stamps: dict[str, datetime] = {}
         days: dict = {}
+
+        task_w, with_tasks = TaskWrite(quarter, run_id), [False]
 
         def run(conn):
             def flush(rows: list[dict]) -> None:
@@ -390,6 +397,10 @@ class Store:
                 self._upsert(conn, [_json_to_row(r, run_id, now, stamps, days) for r in rows])
 
             for table in tables:
+                if isinstance(table, Tasks):  # a chunk's tasks, as they come
+                    task_w.add(conn, table.table)
+                    with_tasks[0] = True
+                    continue
                 if callable(table):  # rows of other tables, in this transaction (e.g. the online history)
                     table(conn)
                     continue
@@ -426,9 +437,10 @@ class Store:
                     )
                 ).rowcount
             if tasks is not None:
-                from fangpin.store.levels_tasks import write_tasks
-
-                write_tasks(conn, tasks(), quarter, scope, run_id)
+                for t in tasks():
+                    task_w.add(conn, t)
+            if tasks is not None or with_tasks[0]:
+                task_w.finish(conn, scope)
             if thresholds is not None:
                 from fangpin.store.levels_tasks import write_thresholds
 

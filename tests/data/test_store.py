@@ -573,3 +573,26 @@ def test_a_failing_task_write_rolls_back_the_warnings(store):
         store.write_quarter_tables(record_tables(ws), "2025Q3", "7", tasks=broken)
     assert store.query_warnings(quarter="2025Q3", limit=1).total == 0
     assert store.query_tasks(limit=1).total == 0
+
+
+def test_tasks_in_the_stream_are_written_where_they_come_and_checked_across_tables(store):
+    from fangpin.store.levels_tasks import Tasks
+
+    ws = make_warnings(6)
+    t = _tasks("2025Q3", 6)
+    first, second = t.slice(0, 4), t.slice(4)
+    store.write_quarter_tables([*record_tables(ws), Tasks(first), Tasks(second)], "2025Q3", "7")
+    page = store.query_tasks(quarter="2025Q3", limit=50)
+    assert page.total == 6 and {x.id for x in page.items} == set(t.column("id").to_pylist())
+    stored = store.get_task(t.column("id")[0].as_py())
+    assert stored.created_at == datetime(2025, 10, 10, 2, 0, tzinfo=UTC) and stored.deadline == date(2026, 1, 8)
+    # a re-run whose stream holds fewer tasks removes the open ones it no longer produces
+    store.write_quarter_tables([*record_tables(ws), Tasks(t.slice(0, 2))], "2025Q3", "7")
+    assert store.query_tasks(quarter="2025Q3", limit=50).total == 2
+    # the same task in two chunks of one run: refused, and nothing of the run is kept
+    with pytest.raises(ValueError, match="appears twice"):
+        store.write_quarter_tables([*record_tables(make_warnings(6, prob_shift=0.01)), Tasks(first),
+                                    Tasks(t.slice(3))], "2025Q3", "7")
+    assert store.query_tasks(quarter="2025Q3", limit=50).total == 2
+    assert {w.probability for w in store.query_warnings(quarter="2025Q3", limit=50).items} == {
+        w.probability for w in ws}
