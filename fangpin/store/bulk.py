@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 
+from sqlalchemy import JSON
+
 
 def tuples(rows: Iterable, fields: list[str], n: int = 20_000):
     """Batches of value tuples (``fields`` in order; a field a row lacks is null) from dicts or
@@ -50,7 +52,8 @@ def bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tu
     ``constants`` on every row, in executemany batches. ``skip_conflicts``: ON CONFLICT (these)
     DO NOTHING; ``update`` = (key columns, refreshed columns): ON CONFLICT (key) DO UPDATE the
     refreshed ones (an upsert). ``convert``: columns whose values go through the column type's
-    bind processor (what SQLAlchemy would send for a date or datetime). Returns the rows sent."""
+    bind processor (what SQLAlchemy would send for a date, a datetime or a JSON value; a JSON
+    null stays SQL NULL). Returns the rows sent."""
     cols = [c for c in table.__table__.columns if c.name not in constants]
     ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     pg = conn.dialect.name == "postgresql"
@@ -70,14 +73,18 @@ def bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tu
 
     tail = tuple(processed(n, v) for n, v in constants.items())
     fields = [c.name for c in cols]
-    procs = [(i, p) for i, f in enumerate(fields) if f in convert and (p := _processor(conn, table, f)) is not None]
+    procs = [(i, p, not isinstance(table.__table__.c[f].type, JSON)) for i, f in enumerate(fields)
+             if f in convert and (p := _processor(conn, table, f)) is not None]
     n = 0
     for batch in tuples(rows, fields):
         if procs:
             columns = list(zip(*batch, strict=True))
-            for i, proc in procs:
-                seen: dict = {}
-                columns[i] = [seen[v] if v in seen else seen.setdefault(v, proc(v)) for v in columns[i]]
+            for i, proc, cache in procs:
+                if cache:  # a date or time: few distinct values
+                    seen: dict = {}
+                    columns[i] = [seen[v] if v in seen else seen.setdefault(v, proc(v)) for v in columns[i]]
+                else:
+                    columns[i] = [None if v is None else proc(v) for v in columns[i]]
             batch = list(zip(*columns, strict=True))
         conn.exec_driver_sql(sql, [r + tail for r in batch] if tail else batch)
         n += len(batch)

@@ -14,11 +14,10 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin.ids import contains_personal_number
 from fangpin.store.schema import ApiKeyRow, AuditRow, FeedbackRow, ModelRun, WarningRow, WebSessionRow
@@ -248,26 +247,28 @@ def _row_to_record(r: WarningRow) -> WarningRecord:
     )
 
 
-def _json_to_row(d: dict, run_id: str, now: datetime, stamps: dict, days: dict) -> dict:
-    """A warnings-table row from a record in its JSON form (validated); ``stamps`` / ``days`` cache
-    the parsed created_at / deadline texts (one or a few per run)."""
-    created = stamps.get(d["created_at"])
-    if created is None:
-        created = stamps[d["created_at"]] = _utc(datetime.fromisoformat(d["created_at"]))
-    due = days.get(d["deadline"])
-    if due is None:
-        due = days[d["deadline"]] = date.fromisoformat(d["deadline"])
-    return {
-        "id": d["id"], "quarter": d["quarter"], "county": d["county"], "township": d["township"],
-        "village": d["village"], "household_id": d["household_id"], "head_name": d["head_name"],
-        "id_masked": d["id_masked"], "level": d["level"], "level_rank": LEVEL_RANK[d["level"]],
-        "probability": float(d["probability"]), "rule_hits": d["rule_hits"], "reasons": d["reasons"],
-        "measures": d["measures"], "model_version": d["model_version"],
-        "ruleset_version": d["ruleset_version"], "created_at": created, "updated_at": now,
-        "deadline": due, "status": d["status"], "status_reason": d["status_reason"], "run_id": run_id,
-        "base_rate": d.get("base_rate"), "other_pp": d.get("other_pp"), "reference_period": d.get("reference_period"),
-        "deferred": bool(d.get("deferred")),
-    }
+_CONVERTED = ("created_at", "deadline", "rule_hits", "reasons", "measures")  # bound as SQLAlchemy binds them
+
+
+def _stored_columns(batch):
+    """A checked batch of fangpin.warnings.record_schema (validate_table) in the warnings table's
+    columns: level_rank added, created_at as UTC timestamps (a naive text is UTC), deadline as
+    dates; ``deferred`` false when missing. ``updated_at`` and ``run_id`` are the run's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = pa.Table.from_batches([batch])
+    try:
+        created = t.column("created_at").cast(pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:  # naive ISO texts (validate_table allows them): UTC
+        parsed = {v: _utc(datetime.fromisoformat(v)) for v in pc.unique(t.column("created_at")).to_pylist()}
+        created = pa.array([parsed[v] for v in t.column("created_at").to_pylist()], pa.timestamp("us", tz="UTC"))
+    levels = t.column("level").to_pylist()
+    return (t.drop_columns(["created_at", "deadline", "deferred"])
+            .append_column("created_at", created)
+            .append_column("deadline", t.column("deadline").cast(pa.date32()))
+            .append_column("deferred", pc.fill_null(t.column("deferred"), False))
+            .append_column("level_rank", pa.array([LEVEL_RANK[v] for v in levels], pa.int16())))
 
 
 KEY_CACHE_SECONDS = 5.0  # a verified API key is trusted this long without a store lookup
@@ -327,17 +328,6 @@ class Store:
 
     # ------------------------------------------------------------------------------- warnings
 
-    def _upsert(self, conn, rows: list[dict]) -> None:
-        mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-        if conn.dialect.name not in ("postgresql", "sqlite"):
-            raise NotImplementedError(f"unsupported store dialect {conn.dialect.name}")
-        stmt = mod.insert(WarningRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["quarter", "household_id", "model_version"],
-            set_={c: stmt.excluded[c] for c in _REFRESHED},
-        )
-        conn.execute(stmt, rows)
-
     def write_quarter_tables(
         self,
         tables: Iterable,
@@ -372,20 +362,21 @@ class Store:
         cut-off rows (models.levels), called after the warnings are written and stored in the same
         transaction. When the run gave tasks (either way), open tasks of the quarter in its
         counties that it no longer produces are removed (fangpin/store/levels_tasks.py)."""
+        import pyarrow.compute as pc
+
+        from fangpin.store.bulk import bulk_insert
         from fangpin.store.levels_tasks import Tasks, TaskWrite
         from fangpin.warnings import validate_table
 
         run_id = uuid.uuid4().hex
         started = _now()
         counts = _RunCounts()
-        stamps: dict[str, datetime] = {}
-        days: dict = {}
 
         task_w, with_tasks = TaskWrite(quarter, run_id), [False]
 
         def run(conn):
-            def flush(rows: list[dict]) -> None:
-                households = [r["household_id"] for r in rows]
+            def flush(batch) -> None:
+                households = batch.column("household_id").to_pylist()
                 existing = conn.scalar(
                     select(func.count()).select_from(WarningRow).where(
                         WarningRow.quarter == quarter, WarningRow.model_version == model_version,
@@ -393,8 +384,9 @@ class Store:
                 )
                 counts.updated += existing
                 counts.inserted += len(households) - existing
-                now = _now()
-                self._upsert(conn, [_json_to_row(r, run_id, now, stamps, days) for r in rows])
+                bulk_insert(conn, WarningRow, [_stored_columns(batch)], {"updated_at": _now(), "run_id": run_id},
+                            update=(["quarter", "household_id", "model_version"], _REFRESHED),
+                            convert=_CONVERTED)
 
             for table in tables:
                 if isinstance(table, Tasks):  # a chunk's tasks, as they come
@@ -406,19 +398,22 @@ class Store:
                     continue
                 validate_table(table)
                 for b in table.to_batches(max_chunksize=batch_size):
-                    rows = b.to_pylist()
-                    for w in rows:
-                        if w["quarter"] != quarter or w["model_version"] != model_version:
-                            raise ValueError(
-                                f"warning for household {w['household_id']} is for {w['quarter']}/"
-                                f"{w['model_version']}, not {quarter}/{model_version}"
-                            )
-                        if w["household_id"] in counts.seen:
-                            raise ValueError(f"household {w['household_id']} appears twice in the run for {quarter}")
-                        counts.seen.add(w["household_id"])
-                        counts.counties.add(w["county"])
-                    if rows:
-                        flush(rows)
+                    if not b.num_rows:
+                        continue
+                    other = pc.or_(pc.not_equal(b.column("quarter"), quarter),
+                                   pc.not_equal(b.column("model_version"), model_version))
+                    hids = b.column("household_id").to_pylist()
+                    if pc.any(other).as_py():
+                        i = pc.index(other, True).as_py()
+                        raise ValueError(f"warning for household {hids[i]} is for {b.column('quarter')[i].as_py()}/"
+                                         f"{b.column('model_version')[i].as_py()}, not {quarter}/{model_version}")
+                    fresh = set(hids)
+                    if len(fresh) < len(hids) or not fresh.isdisjoint(counts.seen):
+                        twice = next(h for i, h in enumerate(hids) if h in counts.seen or h in hids[:i])
+                        raise ValueError(f"household {twice} appears twice in the run for {quarter}")
+                    counts.seen |= fresh
+                    counts.counties.update(pc.unique(b.column("county")).to_pylist())
+                    flush(b)
 
             scope = sorted(set(counties) if counties is not None else counts.counties)
             from fangpin.store.loop import after_batch_write, clue_warning_ids

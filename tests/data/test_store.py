@@ -164,6 +164,20 @@ def test_rerun_is_idempotent_and_keeps_feedback(store):
     assert len(store.runs("2025Q3")) == 2
 
 
+def test_stored_warnings_read_back_equal_to_the_records_written(store):
+    import pyarrow as pa
+
+    ws = make_warnings(12)
+    ws[3] = ws[3].model_copy(update={"head_name": None, "id_masked": None, "deferred": True, "reasons": ()})
+    store.write_quarter_tables(record_tables(ws, batch_size=5), "2025Q3", "7", batch_size=5)
+    assert {w.id: w for w in store.iter_warnings(quarter="2025Q3")} == {w.id: w for w in ws}
+    # a naive created_at text (validate_table allows it) is UTC, as WarningRecord reads it
+    t = next(record_tables(make_warnings(2, county="乙县")))
+    t = t.set_column(t.schema.get_field_index("created_at"), "created_at", pa.array(["2025-10-10T02:00:00"] * 2))
+    store.write_quarter_tables([t], "2025Q3", "7")
+    assert {w.created_at for w in store.iter_warnings(county="乙县")} == {datetime(2025, 10, 10, 2, 0, tzinfo=UTC)}
+
+
 def test_rerun_updates_content_prunes_stale_open_keeps_closed_and_other_scopes(store):
     store.write_quarter_tables(record_tables(make_warnings(10)), "2025Q3", "7")
     store.write_quarter_tables(record_tables(make_warnings(3, county="乙县")), "2025Q3", "7")
