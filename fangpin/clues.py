@@ -109,6 +109,15 @@ def is_return_risk(monitor_category: str | None, risk_eliminated: bool | None) -
     return bool(monitor_category) and bool(risk_eliminated)
 
 
+def return_risk_rows(monitor_category, risk_eliminated):
+    """:func:`is_return_risk` of every row of two columns (pandas Series), as a bool array."""
+    import numpy as np
+
+    cat = monitor_category.astype(object).where(monitor_category.notna(), None).tolist()
+    elim = risk_eliminated.astype(object).where(risk_eliminated.notna(), None).tolist()
+    return np.fromiter((is_return_risk(c, e) for c, e in zip(cat, elim, strict=True)), dtype=bool, count=len(cat))
+
+
 @dataclass(frozen=True)
 class Step:
     """The step a warning waits on now, with its deadline."""

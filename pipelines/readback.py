@@ -30,6 +30,7 @@ import logging
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fangpin import clues as fc
@@ -109,6 +110,28 @@ def match(target: dict, rows: list[dict], today: date, params) -> dict | None:
             "from_status": target["status"], "reason": reason, "household_id": target["household_id"]}
 
 
+def _may_change(targets: list[dict], df: pd.DataFrame) -> list[dict]:
+    """The targets :func:`match` can change: those whose household has a ledger row after the
+    warning's quarter, or whose newest row up to it shows 返贫风险. For any other, ``match`` finds
+    nothing to write (no later row: no outcome; no return risk: its loop stays as it is) — most of
+    a scoring run's targets are its own new warnings, with no later row. Vectorised over ``df``
+    (the targets' ledger rows)."""
+    if not targets:
+        return []
+    t = pd.DataFrame({"county": [x["county"] for x in targets], "household_id": [x["household_id"] for x in targets],
+                      "q": [fq.to_index(x["quarter"]) for x in targets]})
+    t["_t"] = np.arange(len(t))
+    rr = fc.return_risk_rows(df["monitor_category"], df["risk_eliminated"])
+    rows = df[["county", "household_id", "quarter_idx"]].assign(rr=rr)
+    m = t.merge(rows, on=["county", "household_id"], how="inner")
+    later = m.loc[m["quarter_idx"] > m["q"], "_t"].unique()
+    base = m[m["quarter_idx"] <= m["q"]].sort_values(["_t", "quarter_idx"]).drop_duplicates("_t", keep="last")
+    keep = np.zeros(len(t), dtype=bool)
+    keep[later] = True
+    keep[base.loc[base["rr"], "_t"].to_numpy()] = True
+    return [x for x, k in zip(targets, keep.tolist(), strict=True) if k]
+
+
 def _tables(dirs: list[Path], columns, flt):
     """The households rows of several ingested folders (a county's history and a new export), a
     quarter of a later folder replacing the same quarter of an earlier one."""
@@ -158,12 +181,15 @@ def read_back(store, ingested, params, *, now: datetime | None = None) -> dict:
         df = _tables(dirs, COLUMNS, pds.field("household_id").isin(wanted) & (pds.field("quarter_idx") >= from_q))
         df["ident_q"] = newly_identified_at(df)
         df = df.sort_values(["county", "household_id", "quarter_idx"], kind="stable")
+        targets_m = _may_change(targets, df)
+        df = df[df.set_index(["county", "household_id"]).index.isin(
+            {(t["county"], t["household_id"]) for t in targets_m})]
         by: dict[tuple[str, str], list[dict]] = {}
         for r in records(df):
             r["ident_q"] = None if r["ident_q"] is None else int(r["ident_q"])
             r["risk_eliminated"] = None if r["risk_eliminated"] is None else bool(r["risk_eliminated"])
             by.setdefault((r["county"], r["household_id"]), []).append(r)
-        for t in targets:
+        for t in targets_m:
             ch = match(t, by.get((t["county"], t["household_id"]), []), today, params)
             if ch is not None:
                 changes.append(ch)
