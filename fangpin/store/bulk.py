@@ -46,12 +46,13 @@ def _processor(conn, table, name: str):
 
 
 def bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tuple[str, ...] = (), *,
-                update: tuple[Sequence[str], Sequence[str]] | None = None, convert: Sequence[str] = ()) -> int:
+                update: tuple[Sequence[str], Sequence[str]] | None = None, update_where: str | None = None,
+                convert: Sequence[str] = ()) -> int:
     """Insert ``rows`` (dicts of the table's columns or Arrow record batches of them, ``data`` as
     JSON text; a missing nullable column is null) into the ORM class ``table`` with the same
     ``constants`` on every row, in executemany batches. ``skip_conflicts``: ON CONFLICT (these)
     DO NOTHING; ``update`` = (key columns, refreshed columns): ON CONFLICT (key) DO UPDATE the
-    refreshed ones (an upsert). ``convert``: columns whose values go through the column type's
+    refreshed ones (an upsert), where the SQL condition ``update_where`` holds. ``convert``: columns whose values go through the column type's
     bind processor (what SQLAlchemy would send for a date, a datetime or a JSON value; a JSON
     null stays SQL NULL). Returns the rows sent."""
     cols = [c for c in table.__table__.columns if c.name not in constants]
@@ -66,6 +67,8 @@ def bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tu
         key, refreshed = update
         sql += (f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
                 + ", ".join(f"{c} = excluded.{c}" for c in refreshed))
+        if update_where:
+            sql += f" WHERE {update_where}"
 
     def processed(name, value):  # the driver value of a constant, as SQLAlchemy would bind it
         proc = _processor(conn, table, name)

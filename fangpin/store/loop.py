@@ -27,6 +27,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin import clues as fc
+from fangpin.store.bulk import bulk_insert
 from fangpin.store.schema import ClueRow, FeedbackRow, HouseholdLedgerRow, WarningLoopRow, WarningRow
 from fangpin.warnings import (
     LEVEL_RANK,
@@ -433,15 +434,11 @@ def apply_readback(store, changes: Iterable[dict], ledger_rows: Iterable[dict], 
                     warning_id=ch["warning_id"], from_status=ch["from_status"], to_status=ch["status"],
                     reason=ch["reason"], actor=LEDGER_ACTOR, visited_at=now, key_id=audit_key, recorded_at=now))
                 n_status += 1
-        if ledger_rows:
-            mod = _dialect(conn)
-            stmt = mod.insert(HouseholdLedgerRow)
+        if ledger_rows:  # a newer export's state replaces an older one's, never the reverse
+            _dialect(conn)
             keep = [c.name for c in HouseholdLedgerRow.__table__.columns if c.name not in ("county", "household_id")]
-            stmt = stmt.on_conflict_do_update(index_elements=["county", "household_id"],
-                                              set_={c: stmt.excluded[c] for c in keep},
-                                              where=stmt.excluded.quarter >= HouseholdLedgerRow.quarter)
-            for i in range(0, len(ledger_rows), 2000):
-                conn.execute(stmt, ledger_rows[i:i + 2000])
+            bulk_insert(conn, HouseholdLedgerRow, ledger_rows, {}, update=(["county", "household_id"], keep),
+                        update_where="excluded.quarter >= household_ledger.quarter", convert=("updated_at",))
         return {"loops": len(changes), "status_changes": n_status, "households": len(ledger_rows)}
 
     return store.write(run)
