@@ -5,6 +5,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import date
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,10 @@ def fmt(year: int, qn: int) -> str:
     return f"{year}Q{qn}"
 
 
+@lru_cache(maxsize=4096)
 def to_index(q: str) -> int:
-    """Quarters as consecutive integers (year*4 + n-1), for arithmetic and ordering."""
+    """Quarters as consecutive integers (year*4 + n-1), for arithmetic and ordering (memoised:
+    a batch asks for the same few quarters hundreds of thousands of times)."""
     y, n = parse(q)
     return y * 4 + n - 1
 

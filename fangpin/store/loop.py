@@ -407,7 +407,9 @@ def readback_targets(store, max_quarter: str) -> list[dict]:
             .where(WarningRow.quarter <= max_quarter,
                    or_(WarningLoopRow.ledger_outcome.is_(None), WarningLoopRow.ledger_outcome != fc.ELIMINATED)))
     with store.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(stmt).mappings()]
+        res = conn.execute(stmt)
+        keys = list(res.keys())
+        return [dict(zip(keys, r, strict=True)) for r in res.all()]
 
 
 def apply_readback(store, changes: Iterable[dict], ledger_rows: Iterable[dict], *, now: datetime,
