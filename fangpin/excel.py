@@ -103,6 +103,19 @@ def cjk_widths(lines: list[str]) -> np.ndarray:
     return out
 
 
+def _line_widths(texts: list[str]) -> np.ndarray:
+    """:func:`text_width` of many texts at once (the widest line of each)."""
+    parts: list[str] = []
+    owner: list[int] = []
+    for i, t in enumerate(texts):
+        ls = str(t).split("\n")
+        parts += ls
+        owner += [i] * len(ls)
+    out = np.zeros(len(texts), dtype=np.int64)
+    np.maximum.at(out, np.asarray(owner, dtype=np.int64), cjk_widths(parts))
+    return out
+
+
 def text_width(text: str) -> int:
     return max((cjk_width(line) for line in str(text).split("\n")), default=0)
 
@@ -423,17 +436,19 @@ def _task_sheet(wb, cells: list[list[str]], border: dict, head) -> None:
     plain = wb.add_format(border)
     wrap = wb.add_format({**border, "text_wrap": True})
     widths = []
+    lines = np.ones(len(cells), dtype=np.int64)
     for j, h in enumerate(TASK_HEADERS):
-        w = max([cjk_width(h)] + [text_width(r[j]) for r in cells])
+        col = [r[j] for r in cells]
+        w = max([cjk_width(h)] + ([int(_line_widths(col).max())] if col else []))
         widths.append(max(6, min(w, TASK_WRAPPED[h]) if h in TASK_WRAPPED else w) + 2)
         ws.set_column(j, j, widths[j])
+        if h in TASK_WRAPPED and col:  # lines a cell takes: its whole text over the usable width
+            lines = np.maximum(lines, np.ceil(cjk_widths(col) / max(1, widths[j] - 2)).astype(np.int64))
     ws.freeze_panes(1, 0)
     ws.autofilter(0, 0, max(len(cells), 1), len(TASK_HEADERS) - 1)
     ws.write_row(0, 0, TASK_HEADERS, head)
     for i, r in enumerate(cells, start=1):
-        lines = max(max(1, math.ceil(cjk_width(r[j]) / max(1, widths[j] - 2))) for j, h in enumerate(TASK_HEADERS)
-                    if h in TASK_WRAPPED)
-        ws.set_row(i, LINE_HEIGHT * lines + 4)
+        ws.set_row(i, LINE_HEIGHT * int(lines[i - 1]) + 4)
         for j, (h, v) in enumerate(zip(TASK_HEADERS, r, strict=True)):
             ws.write_string(i, j, v, wrap if h in TASK_WRAPPED else plain)
 
