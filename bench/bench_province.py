@@ -60,6 +60,18 @@ def _params(workers: int, **model):
                                 "model": p.model.model_copy(update=model)})
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _worker_cpu(client) -> list[float]:
+    return sorted(round(v, 1) for v in client.run(_cpu_seconds).values())
+
+
 def _worker_peaks(client) -> list[float]:
     from fangpin.cluster import peak_rss_mib
 
@@ -74,7 +86,7 @@ def stage(name: str, workers: int, a) -> dict:
     p = _params(workers, negative_sample=a.negative_sample)
     with local_cluster(p, workers) as client:
         ex = Executor(client)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         if name == "synth":
             from fangpin.synth.write import generate_by_county
 
@@ -149,6 +161,9 @@ def stage(name: str, workers: int, a) -> dict:
                        households_per_s=round(r.households / max(r.seconds["total"], 1e-9)))
         res["wall_seconds"] = round(time.perf_counter() - t0, 1)
         res["peak_rss_mib_per_worker"] = _worker_peaks(client)
+        # where the CPU went: the workers' and this process's (which inserts into the store)
+        res["cpu_seconds_per_worker"] = _worker_cpu(client)
+        res["cpu_seconds_driver"] = round(_cpu_seconds() - cpu0, 1)
     res["peak_rss_mib_driver"] = round(peak_rss_mib())
     res["load_after"] = _load()
     return res

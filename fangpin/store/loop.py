@@ -90,6 +90,21 @@ def _put_loop(conn, row: dict, existed: bool) -> None:
         conn.execute(WarningLoopRow.__table__.insert().values(**row))
 
 
+def _put_loops(conn, new: list[dict], existing: list[dict]) -> None:
+    """:func:`_put_loop` of many rows: one executemany insert of the new loops and one update of
+    the existing ones (a read-back changes tens of thousands; a statement each took 2.5 ms)."""
+    from sqlalchemy import bindparam
+
+    t = WarningLoopRow.__table__
+    if new:
+        conn.execute(t.insert(), new)
+    if existing:
+        cols = [k for k in existing[0] if k != "warning_id"]
+        conn.execute(update(t).where(t.c.warning_id == bindparam("_warning_id"))
+                     .values({k: bindparam(k) for k in cols}),
+                     [{**{k: r[k] for k in cols}, "_warning_id": r["warning_id"]} for r in existing])
+
+
 def loops(store, warning_ids: Sequence[str]) -> dict[str, dict]:
     """warning id → its warning_loop row (warnings without one are absent: a batch warning of the
     screening channel that nothing has happened to yet)."""
@@ -424,8 +439,9 @@ def apply_readback(store, changes: Iterable[dict], ledger_rows: Iterable[dict], 
 
     def run(conn) -> dict:
         n_status = 0
+        _put_loops(conn, [ch["loop"] for ch in changes if not ch["loop_existed"]],
+                   [ch["loop"] for ch in changes if ch["loop_existed"]])
         for ch in changes:
-            _put_loop(conn, ch["loop"], ch["loop_existed"])
             if ch.get("status"):
                 done = conn.execute(update(WarningRow).where(WarningRow.id == ch["warning_id"],
                                                              WarningRow.status == ch["from_status"])
