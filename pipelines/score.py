@@ -43,6 +43,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -505,6 +506,7 @@ def score_quarter(
 
     ``seconds``: ``partition``, ``chunks`` (wall: chunks scored in the tasks while this process
     inserts finished ones into the store), ``store`` (wall from the last chunk to the commit),
+    ``readback``, ``checkpoint_wait`` (the store's checkpoint still running after the read-back),
     ``excel_wait`` (wall from the commit until the last workbook), ``publish`` (Parquet outputs and
     workbooks into place), ``total``; and task times summed over tasks (worker time, not wall):
     ``score`` (the model's one method: features, booster, calibration, rules, levels, TreeSHAP,
@@ -688,6 +690,10 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
                                         tasks=lambda: (),  # the chunks' tasks came in the stream
                                         thresholds=lambda: res.townships)
         t_commit = time.perf_counter()
+        # the store's checkpoint (SQLite: the quarter's pages from the WAL into the file, I/O
+        # outside the GIL) runs beside the read-back instead of inside the commit
+        ckpt = threading.Thread(target=store.checkpoint, name="store-checkpoint", daemon=True)
+        ckpt.start()
         res.store = {"run_id": wr.run_id, "n_warnings": wr.n_warnings, "inserted": wr.inserted,
                      "updated": wr.updated, "removed": wr.removed}
         secs["chunks"] = last_chunk[0] - t0
@@ -698,6 +704,8 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         # warnings of households the ledger shows eliminated marked 返贫风险 (pipelines/readback.py)
         res.readback = read_back(store, readback_dirs, params, now=created)
         secs["readback"] = time.perf_counter() - t_commit
+        ckpt.join()
+        secs["checkpoint_wait"] = time.perf_counter() - t_commit - secs["readback"]
         t_commit = time.perf_counter()
         written = [b.result() for b in books]
         secs["excel_wait"] = time.perf_counter() - t_commit

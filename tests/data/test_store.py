@@ -610,3 +610,29 @@ def test_tasks_in_the_stream_are_written_where_they_come_and_checked_across_tabl
     assert store.query_tasks(quarter="2025Q3", limit=50).total == 2
     assert {w.probability for w in store.query_warnings(quarter="2025Q3", limit=50).items} == {
         w.probability for w in ws}
+
+
+def test_a_batch_commit_leaves_the_checkpoint_to_the_caller_and_the_pool_gets_it_back(tmp_path):
+    """SQLite file store: the quarter's pages stay in the WAL at the commit (fangpin score runs
+    Store.checkpoint beside its read-back), and every pooled connection has SQLite's automatic
+    checkpoint again."""
+    from fangpin.store.repo import SQLITE_AUTOCHECKPOINT
+
+    db = tmp_path / "w.db"
+    s = Store(f"sqlite:///{db}", SECRET, migrate=True)
+    try:
+        s.checkpoint()
+        before = db.stat().st_size
+        s.write_quarter_tables(record_tables(make_warnings(8000)), "2025Q3", "7")
+        wal = Path(f"{db}-wal")
+        with s.engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA page_size").scalar()
+        assert wal.stat().st_size > SQLITE_AUTOCHECKPOINT * pages  # an automatic checkpoint would have run
+        assert db.stat().st_size == before
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == SQLITE_AUTOCHECKPOINT
+        s.checkpoint()
+        assert db.stat().st_size > before + SQLITE_AUTOCHECKPOINT * pages // 2
+        assert s.query_warnings(quarter="2025Q3", limit=1).total == 8000
+    finally:
+        s.dispose()
