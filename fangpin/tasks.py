@@ -233,7 +233,13 @@ def sort_key(t: TaskRecord) -> tuple:
     return (t.deadline, t.department, t.household_id, t.rule_id)
 
 
-def by_department(tasks: Sequence) -> dict[str, int]:
+def by_department(tasks) -> dict[str, int]:
+    """Tasks per department, by department name: of records, dicts or an Arrow table of
+    :func:`task_schema` (counted in Arrow)."""
+    if hasattr(tasks, "column_names"):
+        import pyarrow.compute as pc
+
+        return dict(sorted((d["values"], d["counts"]) for d in pc.value_counts(tasks.column("department")).to_pylist()))
     out: dict[str, int] = {}
     for t in tasks:
         d = t["department"] if isinstance(t, Mapping) else t.department

@@ -202,27 +202,25 @@ def warnings_table(model, params: Params, scored: pd.DataFrame, heads: pd.DataFr
     return out, n
 
 
-def chunk_tasks(model, params: Params, scored: pd.DataFrame, persons: pd.DataFrame, qidx: int,
-                created_at: datetime):
+def chunk_tasks(model, params: Params, scored: pd.DataFrame, heads: pd.DataFrame, created_at: datetime):
     """The 保障缺口 tasks (fangpin.tasks) of the in-scope rows of one scored chunk whose rule hits
-    have a route (``params.tasks.routes``), as an Arrow table of fangpin.tasks.task_schema."""
+    have a route (``params.tasks.routes``), as an Arrow table of fangpin.tasks.task_schema.
+    ``heads``: :func:`_heads` of the chunk."""
     from fangpin.tasks import task_table
 
     routes = params.tasks.routes
     hits_col = scored["rule_hits"].to_numpy()
     ins = scored["in_scope"].to_numpy(dtype=bool)
     idx = [i for i in np.flatnonzero(ins).tolist() if any(h["rule_id"] in routes for h in (hits_col[i] or ()))]
-    heads = _heads(persons, qidx)
-    rows = []
-    cols = {c: scored[c].to_numpy() for c in ("quarter", "county", "township", "village", "household_id")}
-    for i in idx:
-        hid = str(cols["household_id"][i])
-        head = heads.loc[hid] if hid in heads.index else None
-        rows.append({"quarter": str(cols["quarter"][i]), "county": cols["county"][i], "township": cols["township"][i],
-                     "village": cols["village"][i], "household_id": hid,
-                     "head_name": None if head is None or pd.isna(head["name"]) else head["name"],
-                     "id_masked": None if head is None or pd.isna(head["id_masked"]) else head["id_masked"],
-                     "ruleset_version": str(model.ruleset_version), "hits": hits_col[i]})
+    cols = {c: scored[c].to_numpy()[idx] for c in ("quarter", "county", "township", "village", "household_id")}
+    hids = [str(h) for h in cols["household_id"]]
+    head = heads.reindex(hids)  # one lookup for the chunk's tasks (a household without a head: None)
+    names, masked = (head[c].astype(object).where(head[c].notna(), None).tolist() for c in ("name", "id_masked"))
+    version = str(model.ruleset_version)
+    rows = [{"quarter": str(q), "county": c, "township": t, "village": v, "household_id": h, "head_name": n,
+             "id_masked": m, "ruleset_version": version, "hits": hits_col[i]}
+            for i, q, c, t, v, h, n, m in zip(idx, cols["quarter"], cols["county"], cols["township"], cols["village"],
+                                              hids, names, masked, strict=True)]
     return task_table(rows, params, created_at)
 
 
@@ -305,14 +303,14 @@ def _run_chunk(k: int, job: dict) -> dict:
     t2 = time.perf_counter()
     heads = _heads(fr.persons, qidx)
     table, n_exp = warnings_table(model, params, scored, heads, job["created"])
-    tasks = chunk_tasks(model, params, scored, fr.persons, qidx, job["created"])
+    tasks = chunk_tasks(model, params, scored, heads, job["created"])
     t3 = time.perf_counter()
     if job["history"]:
         _write_history_chunk(model, fr, s, scored, heads, qidx, job, k, scratch / f"history_{k:04d}")
     t_hist = time.perf_counter() - t3
     out["levels"] = [] if s.level_groups is None else s.level_groups.to_dict(orient="records")
     out["tasks"] = tasks.num_rows
-    out["tasks_by_department"] = by_department(tasks.to_pylist()) if tasks.num_rows else {}
+    out["tasks_by_department"] = by_department(tasks) if tasks.num_rows else {}
     out["rows"] = len(scored)
     out["households"] = int(scored["in_scope"].to_numpy(dtype=bool).sum())
     out["explained"], out["warnings"] = n_exp, table.num_rows
@@ -359,10 +357,12 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
                          k: int, base: Path) -> None:
     """The online history of chunk ``k``'s households (fangpin.store.history): households (key,
     place, level, block row), their history blocks and the blocks' schema, the person → household
-    map and the place contexts, as Parquet files ``<base>_{households,blocks,schemas,persons,places}``."""
+    map and the place contexts, as Arrow IPC files ``<base>_{households,blocks,schemas,persons,places}.feather``
+    (uncompressed: the calling process maps them instead of decoding Parquet; they live until the
+    chunk's rows are in the store). A person of a household not scored (out of scope) is not mapped."""
     import orjson
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow.compute as pc
 
     from fangpin.ids import keyed_hashes
     from fangpin.store.history import encode_blocks
@@ -387,36 +387,35 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
 
     county = text(scored["county"])
     # rows sorted by their store key: a chunk's inserts walk each B-tree once, in order
-    pq.write_table(pa.table({
+    _write_part(pa.table({
         "household_key": hkeys, "household_id": hids,
         "county": county, "township": text(scored["township"]), "village": text(scored["village"]),
         "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
         "data": pa.nulls(len(hids), pa.string()),
     }).take(pa.array(order)).append_column("block_key", pa.array(enc["block_key"], pa.string()))
         .append_column("block_row", pa.array(enc["block_row"], pa.int64())).sort_by("household_key"),
-        f"{base}_households.parquet")
-    pq.write_table(pa.table(enc["blocks"]), f"{base}_blocks.parquet")
-    pq.write_table(pa.table(enc["schema"]), f"{base}_schemas.parquet")
+        base, "households")
+    _write_part(pa.table(enc["blocks"]), base, "blocks")
+    _write_part(pa.table(enc["schema"]), base, "schemas")
     p = fr.persons
     p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
     key_of = dict(zip(hids, hkeys, strict=True))
     county_of = dict(zip(hids, county.to_pylist(), strict=True))
     ph = p["household_id"].astype(str).tolist()
-    pq.write_table(pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
-                             "household_key": [key_of.get(h) for h in ph],
-                             "county": [county_of.get(h) for h in ph]},
-                            schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
-                                              ("county", pa.string())])).sort_by([("county", "ascending"),
-                                                                                  ("person_key", "ascending")]),
-                   f"{base}_persons.parquet")
+    persons = pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
+                        "household_key": [key_of.get(h) for h in ph], "county": [county_of.get(h) for h in ph]},
+                       schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
+                                         ("county", pa.string())]))
+    persons = persons.filter(pc.is_valid(persons.column("household_key")))
+    _write_part(persons.sort_by([("county", "ascending"), ("person_key", "ascending")]), base, "persons")
     places = model.place_contexts(s)
-    pq.write_table(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
+    _write_part(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
                              "village": [k[2] for k in places],
                              "quarter": [v.pop("quarter") for v in places.values()],
                              "data": [orjson.dumps(v).decode() for v in places.values()]},
                             schema=pa.schema([("county", pa.string()), ("township", pa.string()),
                                               ("village", pa.string()), ("quarter", pa.string()),
-                                              ("data", pa.string())])), f"{base}_places.parquet")
+                                              ("data", pa.string())])), base, "places")
 
 
 HISTORY_PARTS = ("households", "persons", "places", "blocks", "schemas")  # HistoryWrite.add's order
@@ -427,22 +426,26 @@ def _add_history(conn, writer, base: Path) -> None:
     then its files are removed."""
     writer.add(conn, *(_history_part(base, p) for p in HISTORY_PARTS))
     for p in HISTORY_PARTS:
-        Path(f"{base}_{p}.parquet").unlink(missing_ok=True)
+        Path(f"{base}_{p}.feather").unlink(missing_ok=True)
+
+
+def _write_part(table, base: Path, part: str) -> None:
+    import pyarrow as pa
+
+    with pa.OSFile(f"{base}_{part}.feather", "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
 
 
 def _history_part(base: Path, part: str):
-    """Record batches of one of a chunk's history files (``<base>_<part>.parquet``, written by
+    """Record batches of one of a chunk's history files (``<base>_<part>.feather``, written by
     :func:`_write_history_chunk`), for fangpin.store.history.HistoryWrite (``data`` stays JSON text)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+    import pyarrow as pa
 
-    f = Path(f"{base}_{part}.parquet")
+    f = Path(f"{base}_{part}.feather")
     if not f.exists():
         return
-    for b in pq.ParquetFile(f).iter_batches(batch_size=5000 if part == "blocks" else 50_000):
-        if part == "persons":  # a person of a household not scored (out of scope): not mapped
-            b = b.filter(pc.is_valid(b.column("household_key")))
-        yield b
+    with pa.memory_map(str(f)) as src:
+        yield from pa.ipc.open_file(src).read_all().to_batches(max_chunksize=5000 if part == "blocks" else 50_000)
 
 
 def _write_workbook(place: tuple[int, str, str, dict | None], job: dict) -> dict:
