@@ -298,7 +298,7 @@ def validate_table(table) -> None:
     import pyarrow.compute as pc
 
     from fangpin import quarters
-    from fangpin.ids import ID_IN_TEXT
+    from fangpin.ids import ID_IN_TEXT, redact_numbers
 
     n = table.num_rows
     if n == 0:
@@ -313,7 +313,8 @@ def validate_table(table) -> None:
         bad = np.flatnonzero(np.asarray(mask, dtype=bool))
         if len(bad):
             i = int(bad[0])
-            raise ValueError(f"warning row {i} (household {hid[i].as_py()}): {what} ({len(bad)} rows)")
+            raise ValueError(f"warning row {i} (household {redact_numbers(str(hid[i].as_py()))}): {what} "
+                             f"({len(bad)} rows)")  # an ID number given as household id: masked
 
     def row_any(col: str, values_mask) -> np.ndarray:
         """Per row: whether any nested value of list column ``col`` has ``values_mask`` set."""

@@ -17,15 +17,17 @@ or this process for a small county). Memory per task is bounded by the chunk siz
    row); the warnings as an Arrow table (head-of-household name and masked ID from persons)
    checked in bulk with the WarningRecord rules (fangpin.warnings.validate_table); the chunk's
    warnings, tasks and every scored household's levels go to Parquet files in the scratch
-   directory, and so does the online history of its households (for ``/v1/score`` and
-   ``/v1/events``).
+   directory, and the online history of its households (for ``/v1/score`` and ``/v1/events``)
+   to Arrow IPC files.
 3. **Workbooks**, one task per township (:func:`_write_workbook`, fangpin.excel), started as soon
    as its chunk is done, into the scratch directory.
 4. **Store**, in the calling process while the chunks run: ``Store.write_quarter_tables`` inserts
-   each finished chunk's warnings, and its households' online history (which replaces that of
-   the run's counties: fangpin.store.history.HistoryWrite), inside ONE transaction (idempotent,
-   atomic: a failed or killed run leaves the store as it was — the quarter, its warnings and its
-   history, appears whole or not at all), committed after the last chunk.
+   each finished chunk's warnings, its 保障缺口 tasks and its households' online history (which
+   replaces that of the run's counties: fangpin.store.history.HistoryWrite), inside ONE
+   transaction (idempotent, atomic: a failed or killed run leaves the store as it was — the
+   quarter, its warnings, tasks and history, appears whole or not at all), committed after the
+   last chunk. Then the read-back of the exports (pipelines/readback.py), with the store's
+   checkpoint (SQLite) in a thread beside it.
 5. **Publish** after the commit: the chunk files are concatenated (in chunk order) into the
    Parquet outputs and the workbooks moved into place (atomic per file).
 

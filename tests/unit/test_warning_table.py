@@ -77,8 +77,9 @@ def test_what_the_record_refuses_the_table_refuses(path, value, what):
     bad = _set(good, path, _full_id(7) if value == "full" else value)
     with pytest.raises(ValidationError):
         WarningRecord.model_validate(bad)
-    with pytest.raises(ValueError, match=rf"warning row 1 \(household .*\): .*{what}"):
+    with pytest.raises(ValueError, match=rf"warning row 1 \(household .*\): .*{what}") as exc:
         validate_table(_table(good, bad))
+    assert _full_id(7) not in str(exc.value)  # never the full ID number, not even as a household id
 
 
 def test_at_most_four_reasons():
