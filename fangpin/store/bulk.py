@@ -40,6 +40,21 @@ def tuples(rows: Iterable, fields: list[str], n: int = 20_000):
         yield batch
 
 
+def first_repeat(keys: list, seen: set):
+    """The first of ``keys`` already in ``seen`` or earlier in ``keys``, or None: then ``seen``
+    has taken them all (a batch run's check that no row comes twice, chunk after chunk)."""
+    fresh = set(keys)
+    if len(fresh) == len(keys) and fresh.isdisjoint(seen):
+        seen |= fresh
+        return None
+    met: set = set()
+    for k in keys:
+        if k in seen or k in met:
+            return k
+        met.add(k)
+    return None  # pragma: no cover - a repeat was found above
+
+
 def _processor(conn, table, name: str):
     col = table.__table__.c[name]
     return col.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
@@ -52,9 +67,9 @@ def bulk_insert(conn, table, rows: Iterable, constants: dict, skip_conflicts: tu
     JSON text; a missing nullable column is null) into the ORM class ``table`` with the same
     ``constants`` on every row, in executemany batches. ``skip_conflicts``: ON CONFLICT (these)
     DO NOTHING; ``update`` = (key columns, refreshed columns): ON CONFLICT (key) DO UPDATE the
-    refreshed ones (an upsert), where the SQL condition ``update_where`` holds. ``convert``: columns whose values go through the column type's
-    bind processor (what SQLAlchemy would send for a date, a datetime or a JSON value; a JSON
-    null stays SQL NULL). Returns the rows sent."""
+    refreshed ones (an upsert), where the SQL condition ``update_where`` holds. ``convert``:
+    columns whose values go through the column type's bind processor (what SQLAlchemy would send
+    for a date, a datetime or a JSON value; a JSON null stays SQL NULL). Returns the rows sent."""
     cols = [c for c in table.__table__.columns if c.name not in constants]
     ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     pg = conn.dialect.name == "postgresql"

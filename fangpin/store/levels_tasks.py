@@ -124,7 +124,7 @@ class TaskWrite:
     def add(self, conn, table) -> int:
         import pyarrow.compute as pc
 
-        from fangpin.store.bulk import bulk_insert
+        from fangpin.store.bulk import bulk_insert, first_repeat
         from fangpin.tasks import task_columns, validate_tasks
 
         if table.num_rows == 0:
@@ -136,12 +136,10 @@ class TaskWrite:
             i = int(other.nonzero()[0][0])
             raise ValueError(f"task for household {table.column('household_id')[i].as_py()} is for "
                              f"{quarters[i].as_py()}, not {self.quarter}")
-        keys = list(zip(table.column("household_id").to_pylist(), table.column("rule_id").to_pylist(), strict=True))
-        fresh = set(keys)
-        if len(fresh) < len(keys) or not fresh.isdisjoint(self.seen):
-            twice = next(k for i, k in enumerate(keys) if k in self.seen or k in keys[:i])
+        twice = first_repeat(list(zip(table.column("household_id").to_pylist(), table.column("rule_id").to_pylist(),
+                                      strict=True)), self.seen)
+        if twice is not None:
             raise ValueError(f"task {twice[1]} of household {twice[0]} appears twice in the run")
-        self.seen |= fresh
         self.counties.update(pc.unique(table.column("county")).to_pylist())
         n = bulk_insert(conn, TaskRow, [task_columns(table)], {"updated_at": self.now, "run_id": self.run_id},
                         update=(["quarter", "household_id", "rule_id"], _TASK_REFRESHED),

@@ -384,7 +384,7 @@ class Store:
         counties that it no longer produces are removed (fangpin/store/levels_tasks.py)."""
         import pyarrow.compute as pc
 
-        from fangpin.store.bulk import bulk_insert
+        from fangpin.store.bulk import bulk_insert, first_repeat
         from fangpin.store.levels_tasks import Tasks, TaskWrite
         from fangpin.warnings import validate_table
 
@@ -430,11 +430,9 @@ class Store:
                         i = pc.index(other, True).as_py()
                         raise ValueError(f"warning for household {hids[i]} is for {b.column('quarter')[i].as_py()}/"
                                          f"{b.column('model_version')[i].as_py()}, not {quarter}/{model_version}")
-                    fresh = set(hids)
-                    if len(fresh) < len(hids) or not fresh.isdisjoint(counts.seen):
-                        twice = next(h for i, h in enumerate(hids) if h in counts.seen or h in hids[:i])
+                    twice = first_repeat(hids, counts.seen)
+                    if twice is not None:
                         raise ValueError(f"household {twice} appears twice in the run for {quarter}")
-                    counts.seen |= fresh
                     counts.counties.update(pc.unique(b.column("county")).to_pylist())
                     flush(b)
 
