@@ -1,6 +1,6 @@
 """Store functions for level cut-offs and 保障缺口 tasks (tables ``level_thresholds`` and ``tasks``).
 
-- ``write_thresholds`` / ``write_tasks`` run inside the transaction of
+- ``write_thresholds`` and :class:`TaskWrite` run inside the transaction of
   :meth:`fangpin.store.Store.write_quarter_tables` (one batch run: warnings, tasks and cut-offs
   commit together or not at all).
 - Cut-offs are keyed by (quarter, county, township, model version): raw scores of another model
@@ -153,15 +153,6 @@ class TaskWrite:
             conn.execute(delete(TaskRow).where(TaskRow.quarter == self.quarter, TaskRow.county.in_(counties),
                                                TaskRow.run_id != self.run_id, TaskRow.status == TASK_OPEN))
         return self.n
-
-
-def write_tasks(conn, tables: Iterable, quarter: str, scope: list[str], run_id: str) -> int:
-    """Upsert the run's tasks (Arrow tables of fangpin.tasks.task_schema) and remove open tasks
-    of the quarter in ``scope`` that the run no longer produces (:class:`TaskWrite`)."""
-    w = TaskWrite(quarter, run_id)
-    for table in tables:
-        w.add(conn, table)
-    return w.finish(conn, scope)
 
 
 def _record(r) -> TaskRecord:
