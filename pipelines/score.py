@@ -359,7 +359,8 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
                          k: int, base: Path) -> None:
     """The online history of chunk ``k``'s households (fangpin.store.history): households (key,
     place, level, block row), their history blocks and the blocks' schema, the person → household
-    map and the place contexts, as Arrow IPC files ``<base>_{households,blocks,schemas,persons,places}.feather``
+    map (in blocks: fangpin.store.history.encode_person_blocks) and the place contexts, as Arrow
+    IPC files ``<base>_{households,blocks,schemas,persons,places}.feather``
     (uncompressed: the calling process maps them instead of decoding Parquet; they live until the
     chunk's rows are in the store). A person of a household not scored (out of scope) is not mapped."""
     import orjson
@@ -367,7 +368,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     import pyarrow.compute as pc
 
     from fangpin.ids import keyed_hashes
-    from fangpin.store.history import encode_blocks
+    from fangpin.store.history import encode_blocks, encode_person_blocks
 
     hids = scored["household_id"].astype(str).tolist()
     hkeys = keyed_hashes(hids, job["id_key"])
@@ -409,7 +410,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
                        schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
                                          ("county", pa.string())]))
     persons = persons.filter(pc.is_valid(persons.column("household_key")))
-    _write_part(persons.sort_by([("county", "ascending"), ("person_key", "ascending")]), base, "persons")
+    _write_part(encode_person_blocks(persons, f"{job['history_run']}{k:04d}"), base, "persons")
     places = model.place_contexts(s)
     _write_part(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],
                              "village": [k[2] for k in places],

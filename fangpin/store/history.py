@@ -37,13 +37,15 @@ from fangpin.store.schema import (
     HistoryBlockRow,
     HistorySchemaRow,
     HouseholdHistoryRow,
-    HouseholdPersonRow,
+    PersonBlockRow,
     PlaceContextRow,
     WarningRow,
 )
 from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, severity
 
 BLOCK_HOUSEHOLDS = 64  # households per history block: a block is decoded whole for any of them
+PERSON_BUCKET_BITS = 12  # person map blocks: a county's chunk's persons by their key's first 12 bits
+_KEY_BYTES = 16  # a keyed hash (fangpin.ids.keyed_hash): 32 hexadecimal characters
 _SQLITE_BULK_CACHE_KIB = 2048 * 1024  # page cache of a bulk history write (SQLite): a province's key indexes (~1.5 GB at 5 M households)
 
 
@@ -135,6 +137,107 @@ def encode_blocks(places, history, snapshot, prefix: str, quarter: str) -> dict:
             "schema": {"schema_key": [schema_key], "payload": [schema]}}
 
 
+def _key_bytes(column, name: str):
+    """(n, 16) uint8 array of n keyed hashes (32 hexadecimal characters each)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = pa.chunked_array(column).combine_chunks() if isinstance(column, pa.ChunkedArray) else pa.array(column)
+    if col.null_count or (len(col) and not pc.all(pc.equal(pc.binary_length(col), 2 * _KEY_BYTES)).as_py()):
+        raise ValueError(f"{name} must be a keyed hash: {2 * _KEY_BYTES} hexadecimal characters")
+    fixed = col.cast(pa.binary(2 * _KEY_BYTES))
+    text = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(col) * 2 * _KEY_BYTES,
+                         offset=fixed.offset * 2 * _KEY_BYTES).reshape(len(col), 2 * _KEY_BYTES)
+    nibble = _HEX[text]
+    if (nibble > 15).any():
+        raise ValueError(f"{name} must be a keyed hash: {2 * _KEY_BYTES} hexadecimal characters")
+    return (nibble[:, 0::2] << 4) | nibble[:, 1::2]
+
+
+def _hex_table():
+    import numpy as np
+
+    t = np.full(256, 255, dtype=np.uint8)
+    for i, c in enumerate(b"0123456789abcdef"):
+        t[c] = i
+    for i, c in enumerate(b"ABCDEF"):
+        t[c] = 10 + i
+    return t
+
+
+_HEX = _hex_table()
+
+
+def _bucket(key: bytes) -> int:
+    return int.from_bytes(key[:2], "big") >> (16 - PERSON_BUCKET_BITS)
+
+
+def encode_person_blocks(persons, part: str):
+    """The person → household map of a batch chunk as rows of :class:`PersonBlockRow` (an Arrow
+    table): ``persons``, an Arrow table or dicts of ``person_key``, ``household_key`` (keyed
+    hashes) and ``county``; ``part``: unique to the run and chunk (a county's blocks are read in
+    its order). Each block holds the persons of one county whose keys share their first
+    :data:`PERSON_BUCKET_BITS` bits, sorted by key (a person twice: both, the first household
+    by key first)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cols = ["county", "person_key", "household_key"]
+    schema = pa.schema([(c, pa.string()) for c in cols])
+    t = persons.select(cols) if hasattr(persons, "column_names") else pa.Table.from_pylist(list(persons), schema)
+    out = pa.schema([("county", pa.string()), ("bucket", pa.int64()), ("part", pa.string()),
+                     ("payload", pa.binary())])
+    if t.num_rows == 0:
+        return out.empty_table()
+    t = pa.table({"county": t.column("county"), "person_key": pc.utf8_lower(t.column("person_key")),
+                  "household_key": pc.utf8_lower(t.column("household_key"))})  # text order = byte order
+    t = t.take(pc.sort_indices(t, [(c, "ascending") for c in cols]))
+    pk = _key_bytes(t.column("person_key"), "person_key")
+    pairs = np.ascontiguousarray(np.concatenate([pk, _key_bytes(t.column("household_key"), "household_key")],
+                                                axis=1))
+    bucket = ((pk[:, 0].astype(np.int64) << 8) | pk[:, 1]) >> (16 - PERSON_BUCKET_BITS)
+    county = t.column("county").to_numpy(zero_copy_only=False)
+    n = len(bucket)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (county[1:] != county[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(new)
+    ends = [*starts[1:].tolist(), n]
+    buf = pairs.tobytes()
+    w = 2 * _KEY_BYTES
+    return pa.table({"county": pa.array(county[starts], pa.string()), "bucket": pa.array(bucket[starts]),
+                     "part": pa.array([part] * len(starts), pa.string()),
+                     "payload": pa.array([buf[a * w:b * w] for a, b in zip(starts.tolist(), ends, strict=True)],
+                                         pa.binary())}, schema=out)
+
+
+def person_count(blocks) -> int:
+    """Persons in rows of :class:`PersonBlockRow` (dicts or an Arrow table / record batch)."""
+    import pyarrow.compute as pc
+
+    if hasattr(blocks, "column_names"):
+        return int(pc.sum(pc.binary_length(blocks.column("payload"))).as_py() or 0) // (2 * _KEY_BYTES)
+    return sum(len(b["payload"]) for b in blocks) // (2 * _KEY_BYTES)
+
+
+def decode_person_block(payload: bytes) -> list[tuple[str, str]]:
+    """(person_key, household_key) of every person in a block, in its order."""
+    w = 2 * _KEY_BYTES
+    return [(payload[i:i + _KEY_BYTES].hex(), payload[i + _KEY_BYTES:i + w].hex()) for i in range(0, len(payload), w)]
+
+
+def _in_block(payload: bytes, wanted: set[bytes]) -> dict[bytes, bytes]:
+    """Person key → household key (16 bytes each) of the ``wanted`` persons in a block."""
+    w = 2 * _KEY_BYTES
+    out: dict[bytes, bytes] = {}
+    for i in range(0, len(payload), w):
+        k = payload[i:i + _KEY_BYTES]
+        if k in wanted and k not in out:
+            out[k] = payload[i + _KEY_BYTES:i + w]
+    return out
+
+
 _SCHEMAS: dict[str, object] = {}  # schema_key → pyarrow.Schema (content-addressed: never stale)
 
 
@@ -181,8 +284,9 @@ class HistoryWrite:
     finishes, in the warnings' transaction, so the quarter's warnings and history appear together),
     then :meth:`finish`.
     Household rows point at their row of a block (``blocks``, ``schemas``: rows of
-    :func:`encode_blocks`); ``data`` of places (and of household rows without a block) is JSON
-    text; rows are dicts or Arrow record batches."""
+    :func:`encode_blocks`); ``persons``: rows of :func:`encode_person_blocks`; ``data`` of places
+    (and of household rows without a block) is JSON text; rows are dicts or Arrow record batches.
+    ``counts["persons"]`` counts persons, not their blocks."""
 
     def __init__(self, quarter: str, counties: Sequence[str]):
         self.quarter, self.counties = quarter, sorted(set(counties))
@@ -199,7 +303,7 @@ class HistoryWrite:
             self.skipped = f"the store holds {newest}"
             return
         _bulk_cache(conn, True)
-        for table in (HouseholdHistoryRow, HouseholdPersonRow, PlaceContextRow, HistoryBlockRow):
+        for table in (HouseholdHistoryRow, PersonBlockRow, PlaceContextRow, HistoryBlockRow):
             conn.execute(delete(table).where(table.county.in_(self.counties)))
 
     def add(self, conn, households: Iterable, persons: Iterable, places: Iterable, blocks: Iterable = (),
@@ -211,12 +315,17 @@ class HistoryWrite:
             self.counts[name] += bulk_insert(conn, table, rows, constants, skip_conflicts)
             self.seconds[name] += time.perf_counter() - t
 
+        def counted(blocks):  # person blocks, persons counted
+            for b in blocks:
+                self.counts["persons"] += person_count(b if hasattr(b, "column_names") else [b])
+                yield b
+
         bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
         insert("blocks", HistoryBlockRow, blocks, {})
         insert("households", HouseholdHistoryRow, households, {"quarter": self.quarter, "updated_at": self.now})
-        # a person is in one household of a quarter (ingest quarantines the others); were one in
-        # two of a county, the map keeps the household written first
-        insert("persons", HouseholdPersonRow, persons, {}, skip_conflicts=("county", "person_key"))
+        t = time.perf_counter()
+        bulk_insert(conn, PersonBlockRow, counted(persons), {})
+        self.seconds["persons"] += time.perf_counter() - t
         insert("places", PlaceContextRow, places, {"updated_at": self.now})
 
     def finish(self, conn) -> None:
@@ -231,14 +340,15 @@ class HistoryWrite:
 
 def write_history(store, quarter: str, counties: Sequence[str], households: Iterable, persons: Iterable,
                   places: Iterable, blocks: Iterable = (), schemas: Iterable = ()) -> dict:
-    """:class:`HistoryWrite` of these rows in a transaction of its own. Returns the counts
-    written (or ``skipped``)."""
+    """:class:`HistoryWrite` of these rows in a transaction of its own (``persons``: dicts of
+    ``person_key``, ``household_key``, ``county``). Returns the counts written (or ``skipped``)."""
     w = HistoryWrite(quarter, counties)
+    person_blocks = encode_person_blocks(persons, "0").to_batches()
 
     def run(conn):
         w.begin(conn)
         try:
-            w.add(conn, households, persons, places, blocks, schemas)
+            w.add(conn, households, person_blocks, places, blocks, schemas)
         finally:
             w.finish(conn)
 
@@ -308,23 +418,38 @@ def merge_context(township: dict | None, village: dict | None) -> dict | None:
 
 def households_of(store, person_keys: Sequence[str], county: str | None) -> dict[str, tuple[str, str]]:
     """person_key → (household_key, county) for the persons known in ``county`` (None: any; a
-    person mapped in two counties, e.g. scored in separate runs, is given the first by name)."""
-    if not person_keys:
+    person mapped in two counties, e.g. scored in separate runs, is given the first by name).
+    A key that is not a keyed hash is known nowhere."""
+    wanted: dict[int, set[bytes]] = {}
+    given: dict[bytes, str] = {}
+    for k in dict.fromkeys(person_keys):
+        try:
+            b = bytes.fromhex(k)
+        except (TypeError, ValueError):
+            continue
+        if len(b) == _KEY_BYTES:
+            wanted.setdefault(_bucket(b), set()).add(b)
+            given.setdefault(b, k)
+    if not wanted:
         return {}
-    t = HouseholdPersonRow
+    t = PersonBlockRow
+    found: dict[bytes, tuple[str, str]] = {}
     with store.engine.connect() as conn:
         counties = [county] if county is not None else conn.scalars(_MAPPED_COUNTIES).all()
-        # the key is (county, person_key): probed per county, never a scan of the map
-        stmt = (select(t.person_key, t.household_key, t.county)
-                .where(t.county.in_(counties), t.person_key.in_(list(dict.fromkeys(person_keys))))
-                .order_by(t.county.desc()))
-        return {r.person_key: (r.household_key, r.county) for r in conn.execute(stmt)}
+        # the key is (county, bucket, part): probed per county and bucket, never a scan
+        stmt = (select(t.county, t.bucket, t.payload)
+                .where(t.county.in_(counties), t.bucket.in_(sorted(wanted)))
+                .order_by(t.county, t.part))
+        for r in conn.execute(stmt):
+            for pk, hk in _in_block(r.payload, wanted[r.bucket]).items():
+                found.setdefault(pk, (hk.hex(), r.county))
+    return {given[pk]: v for pk, v in found.items()}
 
 
 # the distinct counties of the person map, one index seek each (a loose index scan)
 _MAPPED_COUNTIES = text(
-    "WITH RECURSIVE c(county) AS (SELECT min(county) FROM household_persons UNION ALL "
-    "SELECT (SELECT min(county) FROM household_persons WHERE county > c.county) FROM c "
+    "WITH RECURSIVE c(county) AS (SELECT min(county) FROM person_blocks UNION ALL "
+    "SELECT (SELECT min(county) FROM person_blocks WHERE county > c.county) FROM c "
     "WHERE c.county IS NOT NULL) SELECT county FROM c WHERE county IS NOT NULL")
 
 

@@ -259,19 +259,24 @@ class HistorySchemaRow(Base):
     payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class HouseholdPersonRow(Base):
-    """Person (keyed hash of the ID number, as ingest's person_key) → household, as of the same
-    quarter: how a department event finds its household. Keyed by county first (on SQLite the
-    table is its key's B-tree, WITHOUT ROWID): a batch's chunk writes its persons into its
-    county's range of the key instead of into pages all over a province's map (3.6× faster at
-    17.7 M persons, docs/decisions.md), and a county's rows are deleted by that range."""
+class PersonBlockRow(Base):
+    """Person → household map (keyed hashes: ingest's person_key, the history's household_key), as
+    of the history's quarter: how a department event finds its household. Not a row per person
+    but blocks: the persons of one county and one batch chunk whose keys share their first
+    ``history.PERSON_BUCKET_BITS`` bits (``bucket``), as ``payload`` = 32 bytes per person (its
+    key's 16 bytes, then its household's), sorted by person key. A province is tens of millions
+    of persons; written a row each, the map was the largest part of the batch's serial store
+    writes (docs/decisions.md, "The person map in blocks"). Keyed by county first (SQLite: the
+    table is its key's B-tree, WITHOUT ROWID), so a county's blocks are deleted by that range;
+    ``part`` (the run and chunk) orders a county's blocks: a person in two is given the first."""
 
-    __tablename__ = "household_persons"
-    __table_args__ = (PrimaryKeyConstraint("county", "person_key"), {"sqlite_with_rowid": False})
+    __tablename__ = "person_blocks"
+    __table_args__ = (PrimaryKeyConstraint("county", "bucket", "part"), {"sqlite_with_rowid": False})
 
     county: Mapped[str] = mapped_column(String(64))
-    person_key: Mapped[str] = mapped_column(String(32))
-    household_key: Mapped[str] = mapped_column(String(32))  # not indexed: looked up by person only
+    bucket: Mapped[int] = mapped_column(Integer)
+    part: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class PlaceContextRow(Base):

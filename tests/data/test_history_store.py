@@ -4,6 +4,7 @@ warnings raised only upwards."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, date, datetime
 
@@ -16,8 +17,13 @@ from fangpin.store import history as hs
 from fangpin.warnings import STATUS_EXCLUDED, WarningRecord
 
 
+def K(name: str) -> str:
+    """A keyed-hash-like key (32 hexadecimal characters), as ingest and the history store use."""
+    return hashlib.md5(name.encode()).hexdigest()
+
+
 def _households(quarter: str, county: str = "甲县", n: int = 3) -> list[dict]:
-    return [{"household_key": f"{county}-k{i}", "household_id": f"H{i}", "county": county, "township": "东镇",
+    return [{"household_key": K(f"{county}-k{i}"), "household_id": f"H{i}", "county": county, "township": "东镇",
              "village": f"{i % 2}村", "level": None, "head_name": f"户主{i}", "id_masked": "5201**********0011",
              "data": json.dumps({"history": {"v": 1, "quarter": quarter}, "snapshot": {"household_id": f"H{i}",
                                                                                       "events": []}})}
@@ -34,35 +40,35 @@ def _places(quarter: str) -> list[dict]:
 def test_history_is_written_per_county_and_never_back_in_time(db_url):  # noqa: F811
     store = Store(db_url, SECRET, migrate=True)
     try:
-        persons = [{"person_key": "p0", "household_key": "甲县-k0", "county": "甲县"},
-                   {"person_key": "p1", "household_key": "甲县-k1", "county": "甲县"}]
+        persons = [{"person_key": K("p0"), "household_key": K("甲县-k0"), "county": "甲县"},
+                   {"person_key": K("p1"), "household_key": K("甲县-k1"), "county": "甲县"}]
         out = hs.write_history(store, "2024Q3", ["甲县"], _households("2024Q3"), persons, _places("2024Q3"))
         assert out == {"households": 3, "persons": 2, "places": 2, "blocks": 0}
         hs.write_history(store, "2024Q3", ["乙县"], _households("2024Q3", "乙县", 1), [], [])
-        rows = hs.histories(store, ["甲县-k0", "乙县-k0", "nobody"])
-        assert set(rows) == {"甲县-k0", "乙县-k0"}
-        assert rows["甲县-k0"]["data"]["history"] == {"v": 1, "quarter": "2024Q3"} and rows["甲县-k0"]["api_events"] == []
+        rows = hs.histories(store, [K("甲县-k0"), K("乙县-k0"), "nobody"])
+        assert set(rows) == {K("甲县-k0"), K("乙县-k0")}
+        assert rows[K("甲县-k0")]["data"]["history"] == {"v": 1, "quarter": "2024Q3"} and rows[K("甲县-k0")]["api_events"] == []
         ctx = hs.contexts(store, [("甲县", "东镇", "0村"), ("甲县", "东镇", "1村"), ("乙县", "西镇", "1村")])
         assert ctx[("甲县", "东镇", "0村")] == {"quarter": "2024Q3", "township_disaster_share": 0.1,
                                                "township_ident_rate_4q": 0.02, "village_disaster_share": 0.25}
         assert "village_disaster_share" not in ctx[("甲县", "东镇", "1村")] and ("乙县", "西镇", "1村") not in ctx
-        assert hs.households_of(store, ["p0", "p1", "px"], "甲县") == {"p0": ("甲县-k0", "甲县"), "p1": ("甲县-k1", "甲县")}
-        assert hs.households_of(store, ["p0"], "乙县") == {}
-        assert hs.households_of(store, ["p0", "p1", "px"], None) == {"p0": ("甲县-k0", "甲县"), "p1": ("甲县-k1", "甲县")}
+        assert hs.households_of(store, [K("p0"), K("p1"), K("px")], "甲县") == {K("p0"): (K("甲县-k0"), "甲县"), K("p1"): (K("甲县-k1"), "甲县")}
+        assert hs.households_of(store, [K("p0")], "乙县") == {}
+        assert hs.households_of(store, [K("p0"), K("p1"), K("px")], None) == {K("p0"): (K("甲县-k0"), "甲县"), K("p1"): (K("甲县-k1"), "甲县")}
         # the map is keyed by county: a person scored in two counties' runs is in each; a lookup
         # of any county gives the first county by name (乙 < 甲), a county's lookup its own
         hs.write_history(store, "2024Q3", ["乙县"], _households("2024Q3", "乙县", 1),
-                         [{"person_key": "p0", "household_key": "乙县-k0", "county": "乙县"}], [])
-        assert hs.households_of(store, ["p0"], "甲县") == {"p0": ("甲县-k0", "甲县")}
-        assert hs.households_of(store, ["p0", "p1"], None) == {"p0": ("乙县-k0", "乙县"), "p1": ("甲县-k1", "甲县")}
+                         [{"person_key": K("p0"), "household_key": K("乙县-k0"), "county": "乙县"}], [])
+        assert hs.households_of(store, [K("p0")], "甲县") == {K("p0"): (K("甲县-k0"), "甲县")}
+        assert hs.households_of(store, [K("p0"), K("p1")], None) == {K("p0"): (K("乙县-k0"), "乙县"), K("p1"): (K("甲县-k1"), "甲县")}
         # a newer quarter replaces the county's rows (households gone from the ledger go too)
         hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4", n=2), persons[:1], [])
-        assert set(hs.histories(store, ["甲县-k0", "甲县-k2"])) == {"甲县-k0"}
-        assert hs.households_of(store, ["p1"], None) == {} and hs.contexts(store, [("甲县", "东镇", "0村")]) == {}
+        assert set(hs.histories(store, [K("甲县-k0"), K("甲县-k2")])) == {K("甲县-k0")}
+        assert hs.households_of(store, [K("p1")], None) == {} and hs.contexts(store, [("甲县", "东镇", "0村")]) == {}
         # an older quarter never replaces a newer one; other counties are untouched
         skipped = hs.write_history(store, "2024Q3", ["甲县"], _households("2024Q3"), persons, _places("2024Q3"))
         assert "skipped" in skipped and hs.stored_quarter(store, ["甲县"]) == "2024Q4"
-        assert hs.histories(store, ["乙县-k0"])["乙县-k0"]["quarter"] == "2024Q3"
+        assert hs.histories(store, [K("乙县-k0")])[K("乙县-k0")]["quarter"] == "2024Q3"
     finally:
         store.dispose()
 
@@ -78,13 +84,13 @@ def test_events_are_stored_once_and_counted(db_url):  # noqa: F811
                     "household_key": hk, "county": "甲县", "event_date": d, "department": "卫健",
                     "event_type": "重大疾病", "amount": amount, "key_id": None}
 
-        a, b, c = ev("p0", "甲县-k0", 50000.0), ev("p0", "甲县-k0", 50000), ev("px", None, None)
+        a, b, c = ev(K("p0"), K("甲县-k0"), 50000.0), ev(K("p0"), K("甲县-k0"), 50000), ev(K("px"), None, None)
         assert a["event_key"] == b["event_key"]  # 50000 and 50000.0 are the same amount
         assert hs.add_events(store, [a, b, c]) == {a["event_key"], c["event_key"]}
         assert hs.add_events(store, [a]) == set()
         assert hs.event_counts(store, "甲县") == {"events": 2, "unmatched": 1}
-        got = hs.histories(store, ["甲县-k0"])["甲县-k0"]["api_events"]
-        assert got == [{"person_key": "p0", "event_date": "2024-11-03", "department": "卫健", "event_type": "重大疾病",
+        got = hs.histories(store, [K("甲县-k0")])[K("甲县-k0")]["api_events"]
+        assert got == [{"person_key": K("p0"), "event_date": "2024-11-03", "department": "卫健", "event_type": "重大疾病",
                         "amount": 50000.0}]
     finally:
         store.dispose()
@@ -102,15 +108,15 @@ def test_a_warning_is_raised_only_upwards_and_never_reopened(db_url):  # noqa: F
                 level=level, probability=0.2, rule_hits=[], reasons=[], measures=[], model_version="7",
                 ruleset_version="r").model_dump(mode="json")
 
-        assert hs.raise_warning(store, "甲县-k0", rec("蓝"), None) == "created"
-        assert hs.raise_warning(store, "甲县-k0", rec("蓝"), None) == "not_higher"  # the stored level counts
-        assert hs.raise_warning(store, "甲县-k0", rec("红"), "蓝") == "raised"
+        assert hs.raise_warning(store, K("甲县-k0"), rec("蓝"), None) == "created"
+        assert hs.raise_warning(store, K("甲县-k0"), rec("蓝"), None) == "not_higher"  # the stored level counts
+        assert hs.raise_warning(store, K("甲县-k0"), rec("红"), "蓝") == "raised"
         w = store.get_warning(rec("红")["id"])
-        assert w.level == "红" and hs.histories(store, ["甲县-k0"])["甲县-k0"]["level"] == "红"
-        assert hs.raise_warning(store, "甲县-k1", rec("黄", "H1"), "红") == "not_higher"
-        hs.raise_warning(store, "甲县-k1", rec("蓝", "H1"), None)
+        assert w.level == "红" and hs.histories(store, [K("甲县-k0")])[K("甲县-k0")]["level"] == "红"
+        assert hs.raise_warning(store, K("甲县-k1"), rec("黄", "H1"), "红") == "not_higher"
+        hs.raise_warning(store, K("甲县-k1"), rec("蓝", "H1"), None)
         store.record_feedback(rec("蓝", "H1")["id"], STATUS_EXCLUDED, actor="王五", reason="已核实")
-        assert hs.raise_warning(store, "甲县-k1", rec("红", "H1"), "蓝") == "kept_closed"
+        assert hs.raise_warning(store, K("甲县-k1"), rec("红", "H1"), "蓝") == "kept_closed"
         assert store.get_warning(rec("蓝", "H1")["id"]).status == STATUS_EXCLUDED
     finally:
         store.dispose()
@@ -197,8 +203,8 @@ def test_history_blocks_give_each_household_its_own_snapshot_and_history(db_url)
         assert any(r["events"] for r in ref_snap) and all(r["members"] for r in ref_snap)
         # rows of before the blocks (JSON data) beside them
         hs.write_history(store, "2024Q3", ["丙县"], _households("2024Q3", "丙县", 2), [], [])
-        both = hs.histories(store, ["丙县-k1", "k3"])
-        assert both["丙县-k1"]["data"]["history"] == {"v": 1, "quarter": "2024Q3"}
+        both = hs.histories(store, [K("丙县-k1"), "k3"])
+        assert both[K("丙县-k1")]["data"]["history"] == {"v": 1, "quarter": "2024Q3"}
         assert both["k3"]["data"]["snapshot"] == ref_snap[3]
         # blocks are stored as zstd frames; a plain message (a block of before compression) reads too
         import sqlalchemy as sa

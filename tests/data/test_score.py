@@ -349,7 +349,7 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
         with store.engine.connect() as conn:
             return (sorted(map(tuple, conn.execute(text("SELECT * FROM warnings WHERE quarter = :q"), {"q": res.quarter}))),
                     *(sorted(map(tuple, conn.execute(text(f"SELECT * FROM {t}"))))
-                      for t in ("household_history", "history_blocks", "household_persons", "place_context")))
+                      for t in ("household_history", "history_blocks", "person_blocks", "place_context")))
 
     before = rows()
     assert len(before[0]) == res.warnings and len(before[1]) == res.history["households"] > 0

@@ -129,15 +129,58 @@ def test_person_map_migration_keeps_its_rows_both_ways(db_url):
             with eng.connect() as conn:
                 return set(conn.execute(sa.text("SELECT person_key, household_key, county FROM household_persons")))
 
-        upgrade(db_url)
+        command.upgrade(alembic_config(db_url), "0007")
         assert got() == rows
         pk = sa.inspect(eng).get_pk_constraint("household_persons")
         assert pk["constrained_columns"] == ["county", "person_key"]
         command.downgrade(alembic_config(db_url), "0006")
         assert got() == rows and sa.inspect(eng).get_pk_constraint("household_persons")["constrained_columns"] == [
             "person_key"]
-        upgrade(db_url)
+        command.upgrade(alembic_config(db_url), "0007")
         assert got() == rows
+    finally:
+        eng.dispose()
+
+
+def test_person_blocks_migration_keeps_the_map_both_ways(db_url):
+    """0008 carries the person map's rows into blocks (and back): every person still finds its
+    household, in its county, after the upgrade, the downgrade and the upgrade again."""
+    import hashlib
+
+    from alembic import command
+
+    from fangpin.store import history as hs
+    from fangpin.store.migrate import alembic_config
+
+    def k(name):
+        return hashlib.md5(name.encode()).hexdigest()
+
+    rows = {(k(f"p{i}"), k(f"h{i // 3}"), "甲县" if i % 2 else "乙县") for i in range(40)}
+    command.upgrade(alembic_config(db_url), "0007")
+    eng = sa.create_engine(db_url)
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text("INSERT INTO household_persons (person_key, household_key, county) "
+                                 "VALUES (:p, :h, :c)"), [{"p": p, "h": h, "c": c} for p, h, c in rows])
+
+        def old_rows():
+            with eng.connect() as conn:
+                return set(conn.execute(sa.text("SELECT person_key, household_key, county FROM household_persons")))
+
+        def mapped():
+            store = Store(db_url, SECRET, migrate=False)
+            try:
+                return {(p, h, c) for p, (h, c) in hs.households_of(store, [p for p, _, _ in rows], None).items()}
+            finally:
+                store.dispose()
+
+        upgrade(db_url)
+        assert "household_persons" not in sa.inspect(eng).get_table_names()
+        assert mapped() == rows
+        command.downgrade(alembic_config(db_url), "0007")
+        assert old_rows() == rows and "person_blocks" not in sa.inspect(eng).get_table_names()
+        upgrade(db_url)
+        assert mapped() == rows
     finally:
         eng.dispose()
 
