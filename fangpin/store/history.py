@@ -143,15 +143,16 @@ def _key_bytes(column, name: str):
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    refused = ValueError(f"{name} must be a keyed hash: {2 * _KEY_BYTES} hexadecimal characters")
     col = pa.chunked_array(column).combine_chunks() if isinstance(column, pa.ChunkedArray) else pa.array(column)
     if col.null_count or (len(col) and not pc.all(pc.equal(pc.binary_length(col), 2 * _KEY_BYTES)).as_py()):
-        raise ValueError(f"{name} must be a keyed hash: {2 * _KEY_BYTES} hexadecimal characters")
+        raise refused
     fixed = col.cast(pa.binary(2 * _KEY_BYTES))
     text = np.frombuffer(fixed.buffers()[1], dtype=np.uint8, count=len(col) * 2 * _KEY_BYTES,
                          offset=fixed.offset * 2 * _KEY_BYTES).reshape(len(col), 2 * _KEY_BYTES)
     nibble = _HEX[text]
     if (nibble > 15).any():
-        raise ValueError(f"{name} must be a keyed hash: {2 * _KEY_BYTES} hexadecimal characters")
+        raise refused
     return (nibble[:, 0::2] << 4) | nibble[:, 1::2]
 
 
@@ -221,20 +222,25 @@ def person_count(blocks) -> int:
     return sum(len(b["payload"]) for b in blocks) // (2 * _KEY_BYTES)
 
 
+def _pairs(payload: bytes):
+    """(person key, household key) of every person in a block, 16 bytes each, in its order."""
+    w = 2 * _KEY_BYTES
+    for i in range(0, len(payload), w):
+        yield payload[i:i + _KEY_BYTES], payload[i + _KEY_BYTES:i + w]
+
+
 def decode_person_block(payload: bytes) -> list[tuple[str, str]]:
     """(person_key, household_key) of every person in a block, in its order."""
-    w = 2 * _KEY_BYTES
-    return [(payload[i:i + _KEY_BYTES].hex(), payload[i + _KEY_BYTES:i + w].hex()) for i in range(0, len(payload), w)]
+    return [(p.hex(), h.hex()) for p, h in _pairs(payload)]
 
 
 def _in_block(payload: bytes, wanted: set[bytes]) -> dict[bytes, bytes]:
-    """Person key → household key (16 bytes each) of the ``wanted`` persons in a block."""
-    w = 2 * _KEY_BYTES
+    """Person key → household key (16 bytes each) of the ``wanted`` persons in a block (a person
+    twice: the first)."""
     out: dict[bytes, bytes] = {}
-    for i in range(0, len(payload), w):
-        k = payload[i:i + _KEY_BYTES]
-        if k in wanted and k not in out:
-            out[k] = payload[i + _KEY_BYTES:i + w]
+    for p, h in _pairs(payload):
+        if p in wanted and p not in out:
+            out[p] = h
     return out
 
 
