@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install system-deps bench-deps demo serve-demo stop test lint lock clean
+.PHONY: install bytecode system-deps bench-deps demo serve-demo stop test lint lock clean
 
 install: $(STAMP)
 
@@ -19,9 +19,17 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "需要 Python 3.11 ($(PYTHON) not found)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --python $(BIN)/python requirements/lock.txt
+	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements/lock.txt
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
+
+# Bytecode of the project's own packages, refreshed where stale (compileall writes it even under
+# PYTHONDONTWRITEBYTECODE). uv installs without bytecode unless asked (--compile-bytecode above):
+# with PYTHONDONTWRITEBYTECODE set, as on the dev and CI machines, every process (CLI, test
+# subprocess, Dask worker) then compiled every module it imported, ~5 CPU-seconds each
+# (docs/benchmarks.md, "Bytecode").
+bytecode: install
+	@$(BIN)/python -m compileall -q -j 0 fangpin models pipelines serving >/dev/null
 
 # Debian packages the tests need: headless Chromium (browser tests) and a CJK font (notebook
 # figures with Chinese labels). Installed only when missing; needs root, as on the dev/CI machines.
@@ -45,7 +53,7 @@ lock:
 # embedded synthetic ledger, then the API and the cadre page in the background on localhost.
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8000
-demo: install
+demo: bytecode
 	$(BIN)/dvc repro
 	@$(MAKE) --no-print-directory serve-demo
 
@@ -61,7 +69,7 @@ serve-demo: install stop
 stop:
 	@if [ -f .fangpin/serve.pid ]; then kill $$(cat .fangpin/serve.pid) 2>/dev/null || true; rm -f .fangpin/serve.pid; fi
 
-test: install system-deps
+test: bytecode system-deps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 lint: install
