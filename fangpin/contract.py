@@ -193,6 +193,10 @@ EVENTS = HeaderMap(EVENT_COLUMNS)
 HOUSEHOLD_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.level == "household")
 PERSON_FIELDS = tuple(c.name for c in LEDGER_COLUMNS if c.level == "person")
 RISK_FIELDS = tuple(f"risk_{i}" for i in range(1, 6))
+# Where a canonical row came from (export file, row number): kept for the quarantine, its messages
+# and retraining's new-quarter check; never a feature, so batch scoring and training leave it out
+# of their partitions (pipelines.partition).
+PROVENANCE = ("source_file", "source_row")
 
 
 # The head of household: the member whose 与户主关系 is 户主; a household without one is represented

@@ -186,11 +186,16 @@ def partition_part(task: tuple, router, scratch: str, n: int) -> dict[str, np.nd
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from fangpin.contract import PROVENANCE
+
     table, part, path, groups, qlo, qhi = task
     pf = pq.ParquetFile(path)
     rows_k = np.zeros(n, dtype=np.int64)
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    schema = pf.schema_arrow
+    # every column but the rows' provenance (export file and row: never a feature, and at a
+    # quarter of the part files' bytes the largest column)
+    columns = [c for c in pf.schema_arrow.names if c not in PROVENANCE]
+    schema = pa.schema([pf.schema_arrow.field(c) for c in columns], metadata=pf.schema_arrow.metadata)
     numbered = table == "households" and getattr(router, "row_numbers", False)
     if numbered:  # each household row's position in the file: the in-process row order
         schema = schema.append(pa.field("_row", pa.int64()))
@@ -198,7 +203,7 @@ def partition_part(task: tuple, router, scratch: str, n: int) -> dict[str, np.nd
         offsets = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
     try:
         for g in groups:
-            b = pf.read_row_group(g)
+            b = pf.read_row_group(g, columns=columns)
             if numbered:
                 b = b.append_column("_row", pa.array(np.arange(offsets[g], offsets[g + 1], dtype=np.int64)))
             q = b.column("quarter_idx")

@@ -43,14 +43,14 @@ PERSON_OUT = (
     "quarter", "quarter_idx", "household_id", "person_key", "id_masked", "id_valid", "name",
     "relation", "sex", "ethnicity", "education", "school_status", "school_grade", "health",
     "labor_skill", "work_status", "birth_date", "age", "work_months", "medical_insured",
-    "pension_insured", "source_file", "source_row",
+    "pension_insured", *contract.PROVENANCE,
 )
 HOUSEHOLD_OUT = (
     "quarter", "quarter_idx", *[f for f in contract.HOUSEHOLD_FIELDS if f != "quarter"],
     "n_members", "source_file",
 )
 EVENT_OUT = ("person_key", "id_masked", "household_id", "event_date", "quarter", "quarter_idx",
-             "department", "event_type", "amount", "id_valid", "source_file", "source_row")
+             "department", "event_type", "amount", "id_valid", *contract.PROVENANCE)
 # Column types of the canonical events table, also when it is empty (an export without department
 # signals is valid; readers compare quarter_idx and amount as numbers).
 EVENT_DTYPES = {"person_key": "str", "id_masked": "str", "household_id": "str", "event_date": "datetime64[s]",
