@@ -119,9 +119,9 @@ def _heads(persons: pd.DataFrame, qidx: int) -> pd.DataFrame:
     """Head-of-household name and masked ID per household (fangpin.contract.head_rows)."""
     from fangpin.contract import head_rows
 
-    p = persons[persons["quarter_idx"] == qidx]
-    out = head_rows(p[[c for c in ("household_id", "quarter_idx", "relation", "name", "id_masked")
-                       if c in p.columns]]).set_index("household_id")
+    cols = [c for c in ("household_id", "quarter_idx", "relation", "name", "id_masked") if c in persons.columns]
+    mine = (persons["quarter_idx"] == qidx).to_numpy(dtype=bool, na_value=False)
+    out = head_rows(persons.loc[mine, cols]).set_index("household_id")  # the columns, then the rows
     for c in ("name", "id_masked"):
         if c not in out.columns:
             out[c] = None
@@ -401,7 +401,11 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     _write_part(pa.table(enc["blocks"]), base, "blocks")
     _write_part(pa.table(enc["schema"]), base, "schemas")
     p = fr.persons
-    p = p[(p["quarter_idx"] == qidx) & p["person_key"].notna()] if "person_key" in p.columns else p.iloc[:0]
+    if "person_key" in p.columns:
+        mine = ((p["quarter_idx"] == qidx) & p["person_key"].notna()).to_numpy(dtype=bool, na_value=False)
+        p = p.loc[mine, ["household_id", "person_key"]]
+    else:
+        p = p.iloc[:0]
     key_of = dict(zip(hids, hkeys, strict=True))
     county_of = dict(zip(hids, county.to_pylist(), strict=True))
     ph = p["household_id"].astype(str).tolist()
@@ -510,7 +514,8 @@ def score_quarter(
     ``executor`` (fangpin.cluster.Executor) to the one fangpin.cluster.execution picks for the
     quarter's household count.
 
-    ``seconds``: ``partition``, ``chunks`` (wall: chunks scored in the tasks while this process
+    ``seconds``: ``partition`` (of it ``partition_index``: this process finding the quarter's
+    households and packing its townships into chunks), ``chunks`` (wall: chunks scored in the tasks while this process
     inserts finished ones into the store), ``store`` (wall from the last chunk to the commit),
     ``readback``, ``checkpoint_wait`` (the store's checkpoint still running after the read-back),
     ``excel_wait`` (wall from the commit until the last workbook), ``publish`` (Parquet outputs and
@@ -605,6 +610,7 @@ def _score(params: Params, ex, *, quarter: str, ingested_dir: Path, model, store
         t0 = time.perf_counter()
         part = Partitioner(src, scratch, n_chunks)
         part.index_quarter(qidx, event_window=max(4, model.ruleset.severe_event_quarters))
+        secs["partition_index"] = time.perf_counter() - t0  # this process: the quarter's townships into chunks
         tasks = part.tasks()
         task = prog.add_task(f"分区 {quarter} (partition)", total=len(tasks)) if prog else None
         router = ex.share(part.router)
