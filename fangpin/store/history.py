@@ -170,8 +170,12 @@ def _hex_table():
 _HEX = _hex_table()
 
 
-def _bucket(key: bytes) -> int:
-    return int.from_bytes(key[:2], "big") >> (16 - PERSON_BUCKET_BITS)
+def _buckets(keys):
+    """The person-map bucket of each key: its first :data:`PERSON_BUCKET_BITS` bits. ``keys``: an
+    (n, 16) uint8 array of keys (:func:`_key_bytes`)."""
+    import numpy as np
+
+    return ((keys[:, 0].astype(np.int64) << 8) | keys[:, 1]) >> (16 - PERSON_BUCKET_BITS)
 
 
 def encode_person_blocks(persons, part: str):
@@ -198,7 +202,7 @@ def encode_person_blocks(persons, part: str):
     pk = _key_bytes(t.column("person_key"), "person_key")
     pairs = np.ascontiguousarray(np.concatenate([pk, _key_bytes(t.column("household_key"), "household_key")],
                                                 axis=1))
-    bucket = ((pk[:, 0].astype(np.int64) << 8) | pk[:, 1]) >> (16 - PERSON_BUCKET_BITS)
+    bucket = _buckets(pk)
     county = t.column("county").to_numpy(zero_copy_only=False)
     n = len(bucket)
     new = np.ones(n, dtype=bool)
@@ -316,22 +320,25 @@ class HistoryWrite:
             schemas: Iterable = ()) -> None:
         if self.skipped:
             return
-        def insert(name, table, rows, constants, skip_conflicts=()):
+        def insert(name, table, rows, constants, skip_conflicts=(), count=None):
+            """``count``: what a row counts for (default one)."""
             t = time.perf_counter()
-            self.counts[name] += bulk_insert(conn, table, rows, constants, skip_conflicts)
+            if count is None:
+                self.counts[name] += bulk_insert(conn, table, rows, constants, skip_conflicts)
+            else:
+                bulk_insert(conn, table, counted(rows, name, count), constants, skip_conflicts)
             self.seconds[name] += time.perf_counter() - t
 
-        def counted(blocks):  # person blocks, persons counted
-            for b in blocks:
-                self.counts["persons"] += person_count(b if hasattr(b, "column_names") else [b])
-                yield b
+        def counted(rows, name, count):
+            for r in rows:
+                self.counts[name] += count(r)
+                yield r
 
         bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
         insert("blocks", HistoryBlockRow, blocks, {})
         insert("households", HouseholdHistoryRow, households, {"quarter": self.quarter, "updated_at": self.now})
-        t = time.perf_counter()
-        bulk_insert(conn, PersonBlockRow, counted(persons), {})
-        self.seconds["persons"] += time.perf_counter() - t
+        insert("persons", PersonBlockRow, persons, {},  # a block counts its persons
+               count=lambda b: person_count(b if hasattr(b, "column_names") else [b]))
         insert("places", PlaceContextRow, places, {"updated_at": self.now})
 
     def finish(self, conn) -> None:
@@ -426,7 +433,8 @@ def households_of(store, person_keys: Sequence[str], county: str | None) -> dict
     """person_key → (household_key, county) for the persons known in ``county`` (None: any; a
     person mapped in two counties, e.g. scored in separate runs, is given the first by name).
     A key that is not a keyed hash is known nowhere."""
-    wanted: dict[int, set[bytes]] = {}
+    import numpy as np
+
     given: dict[bytes, str] = {}
     for k in dict.fromkeys(person_keys):
         try:
@@ -434,10 +442,14 @@ def households_of(store, person_keys: Sequence[str], county: str | None) -> dict
         except (TypeError, ValueError):
             continue
         if len(b) == _KEY_BYTES:
-            wanted.setdefault(_bucket(b), set()).add(b)
             given.setdefault(b, k)
-    if not wanted:
+    if not given:
         return {}
+    keys = list(given)
+    wanted: dict[int, set[bytes]] = {}
+    for b, bucket in zip(keys, _buckets(np.frombuffer(b"".join(keys), np.uint8).reshape(-1, _KEY_BYTES)).tolist(),
+                         strict=True):
+        wanted.setdefault(bucket, set()).add(b)
     t = PersonBlockRow
     found: dict[bytes, tuple[str, str]] = {}
     with store.engine.connect() as conn:
