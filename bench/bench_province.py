@@ -24,6 +24,10 @@ RSS figures are its own; results are appended to ``<out>/results.json``):
   features, booster, calibration, rules, levels, TreeSHAP reasons and measures for every warning,
   SQLite store, Parquet, one workbook per township.
 
+Each stage also records the CPU seconds of every worker and of the calling process, and the
+machine's I/O wait and stolen seconds over the stage (``machine_iowait_seconds``,
+``machine_steal_seconds``: /proc/stat), so a slow run on a noisy machine can be told apart.
+
 ``--keep`` keeps the generated data (default: the CSV, ingested tables and outputs are removed at
 the end; the results stay).
 """
@@ -46,6 +50,18 @@ sys.path.insert(0, str(REPO))
 
 def _load() -> str:
     return Path("/proc/loadavg").read_text().strip()
+
+
+def _machine_waits() -> dict[str, float]:
+    """Seconds the machine's CPUs have spent waiting on I/O and stolen by the hypervisor since
+    boot (/proc/stat, all CPUs summed): a stage's difference tells a noisy machine (its disk, its
+    neighbours) from a slower program."""
+    f = Path("/proc/stat")
+    if not f.exists():
+        return {}
+    v = f.read_text().split("\n", 1)[0].split()[1:]  # user nice system idle iowait irq softirq steal
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"iowait": int(v[4]) / hz, "steal": int(v[7]) / hz}
 
 
 def _du(path: Path) -> int:
@@ -86,7 +102,7 @@ def stage(name: str, workers: int, a) -> dict:
     p = _params(workers, negative_sample=a.negative_sample)
     with local_cluster(p, workers) as client:
         ex = Executor(client)
-        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        t0, cpu0, waits0 = time.perf_counter(), _cpu_seconds(), _machine_waits()
         if name == "synth":
             from fangpin.synth.write import generate_by_county
 
@@ -164,6 +180,7 @@ def stage(name: str, workers: int, a) -> dict:
         # where the CPU went: the workers' and this process's (which inserts into the store)
         res["cpu_seconds_per_worker"] = _worker_cpu(client)
         res["cpu_seconds_driver"] = round(_cpu_seconds() - cpu0, 1)
+        res.update({f"machine_{k}_seconds": round(v - waits0[k], 1) for k, v in _machine_waits().items()})
     res["peak_rss_mib_driver"] = round(peak_rss_mib())
     res["load_after"] = _load()
     return res
