@@ -192,8 +192,8 @@ def partition_part(task: tuple, router, scratch: str, n: int) -> dict[str, np.nd
     pf = pq.ParquetFile(path)
     rows_k = np.zeros(n, dtype=np.int64)
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    # every column but the rows' provenance (export file and row: never a feature, and at a
-    # quarter of the part files' bytes the largest column)
+    # every column but the rows' provenance (export file and row: never a feature; the file name
+    # was the part files' largest column: 4.02 → 3.35 GB at 1 M households)
     columns = [c for c in pf.schema_arrow.names if c not in PROVENANCE]
     schema = pa.schema([pf.schema_arrow.field(c) for c in columns], metadata=pf.schema_arrow.metadata)
     numbered = table == "households" and getattr(router, "row_numbers", False)
