@@ -259,7 +259,7 @@ def _scores_table(scored: pd.DataFrame):
     df = s[cols].copy()
     for c in ("model_level", "rule_level", "combined_level"):
         df[c] = df[c].astype(object).where(df[c].notna(), None)
-    df["rule_ids"] = [[h["rule_id"] for h in (hs or [])] for hs in s["rule_hits"]]
+    df["rule_ids"] = [[h["rule_id"] for h in (hs or [])] for hs in s["rule_hits"].tolist()]
     return pa.Table.from_pandas(df, preserve_index=False).cast(schema)
 
 
@@ -365,7 +365,6 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     chunk's rows are in the store). A person of a household not scored (out of scope) is not mapped."""
     import orjson
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     from fangpin.ids import keyed_hashes
     from fangpin.store.history import encode_blocks, encode_person_blocks
@@ -406,14 +405,15 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
         p = p.loc[mine, ["household_id", "person_key"]]
     else:
         p = p.iloc[:0]
-    key_of = dict(zip(hids, hkeys, strict=True))
-    county_of = dict(zip(hids, county.to_pylist(), strict=True))
-    ph = p["household_id"].astype(str).tolist()
-    persons = pa.table({"person_key": p["person_key"].astype(str).tolist() if len(p) else [],
-                        "household_key": [key_of.get(h) for h in ph], "county": [county_of.get(h) for h in ph]},
-                       schema=pa.schema([("person_key", pa.string()), ("household_key", pa.string()),
-                                         ("county", pa.string())]))
-    persons = persons.filter(pc.is_valid(persons.column("household_key")))
+    schema = pa.schema([("person_key", pa.string()), ("household_key", pa.string()), ("county", pa.string())])
+    if len(p):
+        at = pd.Index(hids).get_indexer(p["household_id"].astype(str))  # each person's household (-1: not scored)
+        mapped = at >= 0
+        take = pa.array(at[mapped])
+        persons = pa.table([pa.array(p["person_key"].astype(str).to_numpy(dtype=object)[mapped], pa.string()),
+                            pa.array(hkeys, pa.string()).take(take), county.take(take).cast(pa.string())], schema=schema)
+    else:
+        persons = schema.empty_table()
     _write_part(encode_person_blocks(persons, f"{job['history_run']}{k:04d}"), base, "persons")
     places = model.place_contexts(s)
     _write_part(pa.table({"county": [k[0] for k in places], "township": [k[1] for k in places],

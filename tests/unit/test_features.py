@@ -182,6 +182,28 @@ def test_a_later_quarter_uses_the_ledgers_latest_history_and_an_earlier_one_none
     assert src == ["none"] * len(old)
 
 
+def test_snapshot_table_is_the_same_whatever_order_the_tables_come_in(frames):
+    """snapshot_table skips its re-ordering when the tables already come in the households' order
+    (the batch's case); households asked in another order, and persons and events listed
+    household by household in another order, give the same rows."""
+    import pyarrow as pa
+
+    from models.features import snapshot_table
+
+    t = int(frames.households["quarter_idx"].max())
+    ids = frames.households.loc[frames.households["quarter_idx"] == t, "household_id"].astype(str).tolist()
+    a = snapshot_table(frames, t, ids)
+    assert a.num_rows == len(ids) and pa.compute.sum(pa.compute.list_value_length(a.column("events"))).as_py() > 0
+    assert snapshot_table(frames, t, ids[::-1]).equals(a.take(pa.array(np.arange(len(ids))[::-1])))
+
+    def households_reversed(df):  # households in reverse order, each household's rows kept in order
+        return df.iloc[np.argsort(-pd.factorize(df["household_id"])[0], kind="stable")]
+
+    other = Frames(households_reversed(frames.households), households_reversed(frames.persons),
+                   households_reversed(frames.events), frames.lines)
+    assert snapshot_table(other, t, ids).equals(a)
+
+
 def test_missing_monitoring_line_is_an_error(frames):
     from fangpin.config import MissingLineError
 

@@ -40,3 +40,5 @@ def test_index_of_yyyymm_vectorised():
     s = pd.Series([202302, 202312, None], dtype="Int64")
     got = q.index_of_yyyymm(s)
     assert got[0] == q.to_index("2023Q1") and got[1] == q.to_index("2023Q4") and np.isnan(got[2])
+    got = q.index_of_yyyymm(np.array([np.nan, 202104.0, np.inf, 202212.0]))  # known values computed alone
+    assert np.isnan(got[0]) and got[1] == q.to_index("2021Q2") and np.isnan(got[2]) and got[3] == q.to_index("2022Q4")
