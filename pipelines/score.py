@@ -368,6 +368,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
 
     from fangpin.ids import keyed_hashes
     from fangpin.store.history import encode_blocks, encode_person_blocks
+    from models.features import text_positions
 
     hids = scored["household_id"].astype(str).tolist()
     hkeys = keyed_hashes(hids, job["id_key"])
@@ -407,7 +408,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
         p = p.iloc[:0]
     schema = pa.schema([("person_key", pa.string()), ("household_key", pa.string()), ("county", pa.string())])
     if len(p):
-        at = pd.Index(hids).get_indexer(p["household_id"].astype(str))  # each person's household (-1: not scored)
+        at = text_positions(p["household_id"].astype(str), hids)  # each person's household (-1: not scored)
         mapped = at >= 0
         take = pa.array(at[mapped])
         persons = pa.table([pa.array(p["person_key"].astype(str).to_numpy(dtype=object)[mapped], pa.string()),

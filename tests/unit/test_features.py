@@ -204,6 +204,25 @@ def test_snapshot_table_is_the_same_whatever_order_the_tables_come_in(frames):
     assert snapshot_table(other, t, ids).equals(a)
 
 
+def test_text_positions_agree_with_a_pandas_index():
+    """The Arrow lookup behind household codes gives what pandas' get_indexer gives (missing and
+    unknown values -1), and stands aside (None) when the values are not all text."""
+    from models.features import _Keys, text_positions
+
+    keys = np.array([f"H{i:05d}" for i in range(300)], dtype=object)
+    rng = np.random.default_rng(0)
+    values = np.array([f"H{i:05d}" for i in rng.integers(0, 400, 1000)], dtype=object)
+    values[::7] = None
+    want = pd.Index(keys).get_indexer(values)
+    assert np.array_equal(text_positions(values, keys), want)
+    assert np.array_equal(text_positions(pd.Series(values, dtype="str"), pd.Index(keys, dtype="str")), want)
+    assert text_positions(np.array([1, 2], dtype=object), keys) is None
+    k = _Keys(np.concatenate([keys, keys]), np.repeat([3, 4], len(keys)))
+    assert np.array_equal(k.codes_of(values), want) and np.array_equal(k.codes_of(pd.Series(values, dtype="str")), want)
+    ints = _Keys(np.arange(300).astype(object), np.zeros(300, dtype=np.int64))  # not text: the pandas Index
+    assert np.array_equal(ints.codes_of(np.array([5, 299, 300] * 30, dtype=object))[:3], [5, 299, -1])
+
+
 def test_missing_monitoring_line_is_an_error(frames):
     from fangpin.config import MissingLineError
 
