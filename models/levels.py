@@ -166,16 +166,28 @@ class Assigned:
     groups: pd.DataFrame | None = None
 
 
+def _groups(columns: list[np.ndarray]) -> tuple[np.ndarray, list[tuple]]:
+    """Group number of each row by the values of ``columns`` (numbered in order of first
+    appearance) and each group's values: what ``pd.MultiIndex.from_frame(...).factorize()``
+    gives, from one factorisation per column (a third of the time on a chunk's 50,000 rows)."""
+    code = np.zeros(len(columns[0]), dtype=np.int64)
+    for c in columns:
+        k, u = pd.factorize(c, use_na_sentinel=False)
+        code = code * len(u) + k
+    gid, _ = pd.factorize(code)
+    first = np.unique(gid, return_index=True)[1]
+    return gid.astype(np.int64, copy=False), [tuple(c[i] for c in columns) for i in first.tolist()]
+
+
 def group_thresholds(raw: np.ndarray, floor_rank: np.ndarray, in_scope: np.ndarray, county, township,
                      quarter, p: LevelParams) -> tuple[pd.DataFrame, np.ndarray]:
     """The cut-offs of every (county, township, quarter) group from its in-scope rows, and the
     n × 4 cut-offs of every row. Groups with no in-scope row get no cut-offs (NaN)."""
     raw = np.asarray(raw, dtype=np.float64)
     ins = np.asarray(in_scope, dtype=bool)
-    keys = pd.DataFrame({"county": pd.Series(np.asarray(county, dtype=object)).fillna(""),
-                         "township": pd.Series(np.asarray(township, dtype=object)).fillna(""),
-                         "quarter": np.asarray(quarter, dtype=object)})
-    gid, uniq = pd.MultiIndex.from_frame(keys).factorize()
+    gid, uniq = _groups([pd.Series(np.asarray(county, dtype=object)).fillna("").to_numpy(dtype=object),
+                         pd.Series(np.asarray(township, dtype=object)).fillna("").to_numpy(dtype=object),
+                         np.asarray(quarter, dtype=object)])
     cuts = np.full((len(raw), 4), np.nan)
     rows = []
     order = np.lexsort((-raw, gid))  # by group, raw descending within
