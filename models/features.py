@@ -1194,6 +1194,7 @@ def snapshot_table(frames: Frames, qidx: int, household_ids=None, event_quarters
         if not np.array_equal(hh["household_id"].astype(str).to_numpy(dtype=object), wanted):  # (batch: already so)
             hh = hh.set_index("household_id").loc[wanted.tolist()].reset_index()
     order = pd.Index(hh["household_id"].astype(str))
+    order_text = None if order.has_duplicates else (_text(order) or None)  # None: the pandas Index (duplicates: an error)
     h_fields = [c for c in contract.HOUSEHOLD_FIELDS if c in hh.columns]
     cols = dict(zip(h_fields, _arrow_columns(hh, h_fields), strict=True))
     persons = frames.persons
@@ -1205,8 +1206,8 @@ def snapshot_table(frames: Frames, qidx: int, household_ids=None, event_quarters
         if table is None or not len(table):
             table, pos = None, np.array([], dtype=np.int64)
         else:
-            pos = None if order.has_duplicates else text_positions(table["household_id"].astype(str), order)
-            if pos is None:  # (the pandas Index: an error for duplicate households, as before)
+            pos = None if order_text is None else text_positions(table["household_id"].astype(str), order_text)
+            if pos is None:
                 pos = order.get_indexer(table["household_id"].astype(str))
             if (pos < 0).any():
                 keep = np.flatnonzero(pos >= 0)
