@@ -2,7 +2,7 @@
 HTTP, on a generated county: the contract-format export is ingested and scored by ``fangpin score``
 (which leaves the online history in the store), households are exported with ``fangpin
 households`` exactly as a county system sends them, and posted to ``/v1/score`` and
-``/v1/events`` of the app (TestClient)."""
+``/v1/events`` of the app (TestClient; the scores also through uvicorn on a loopback port)."""
 
 from __future__ import annotations
 
@@ -88,19 +88,23 @@ def post(client, key, households):
     return pd.DataFrame(r.json()["results"]).set_index("household_id")
 
 
-def test_200_exported_households_posted_over_http_score_exactly_as_the_batch(county, client, keys, tmp_path):
-    sc, w = county["scores"], county["warnings"]
+def parity_households(county, tmp_path) -> tuple[list[str], list[str], list[dict]]:
+    """200 households of the batch (up to 100 with a warning, the rest without) as ``fangpin
+    households`` exports them: (ids, warned ids, households)."""
+    sc = county["scores"]
     warned = list(sc.index[sc["warning"]])[:100]
     rest = [h for h in sc.index[~sc["warning"]].to_series().sample(200, random_state=1) if h not in warned]
     ids = (warned + rest)[:200]
     households = export(county, tmp_path, ids)
     assert [h["household_id"] for h in households] == ids
-    # as the ledger holds them: text values, grade-level school values, 是/否 — nothing derived
-    assert all(isinstance(h["income_per_capita"], str) for h in households)
-    assert any(re.search("年级$", m.get("school_status") or "") for h in households for m in h["members"])
-    assert any(h["events"] for h in households)
-    assert not {"prev_income_per_capita", "township_ident_rate_4q", "d_n_members"} & {k for h in households for k in h}
-    got = post(client, keys["admin"], households).loc[ids]
+    return ids, warned, households
+
+
+def assert_scored_as_the_batch(county, got: pd.DataFrame, ids: list[str], warned: list[str]) -> None:
+    """The API's results for ``ids`` are the batch's: probabilities, levels, rule hits, tasks,
+    and for the warned households the reasons, measures and their figures."""
+    sc, w = county["scores"], county["warnings"]
+    got = got.loc[ids]
     b = sc.loc[ids]
     assert (got["history"] == f"ledger:{county['res'].quarter}").all()
     np.testing.assert_allclose(got["probability"].to_numpy(), b["probability"].to_numpy(), rtol=0, atol=1e-9)
@@ -123,6 +127,33 @@ def test_200_exported_households_posted_over_http_score_exactly_as_the_batch(cou
         assert (got.at[h, "base_rate"], got.at[h, "other_pp"], got.at[h, "deferred"]) == (
             w.at[h, "base_rate"], w.at[h, "other_pp"], w.at[h, "deferred"]), h
     assert got["level"].notna().sum() == len(warned) > 20
+
+
+def test_200_exported_households_posted_over_http_score_exactly_as_the_batch(county, client, keys, tmp_path):
+    ids, warned, households = parity_households(county, tmp_path)
+    # as the ledger holds them: text values, grade-level school values, 是/否 — nothing derived
+    assert all(isinstance(h["income_per_capita"], str) for h in households)
+    assert any(re.search("年级$", m.get("school_status") or "") for h in households for m in h["members"])
+    assert any(h["events"] for h in households)
+    assert not {"prev_income_per_capita", "township_ident_rate_4q", "d_n_members"} & {k for h in households for k in h}
+    assert_scored_as_the_batch(county, post(client, keys["admin"], households), ids, warned)
+
+
+def test_exported_households_posted_to_a_real_server_score_exactly_as_the_batch(county, keys, tmp_path):
+    """The same households through uvicorn on a loopback port (a socket, JSON on the wire), as a
+    county system calls the API."""
+    import itertools
+
+    import httpx
+    from live_server import live_server
+
+    from serving.app import create_app
+
+    ids, warned, households = parity_households(county, tmp_path)
+    app = create_app(county["params"], store=county["store"], loader=fixed_loader(county["model"], itertools.repeat("7")))
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=120) as c:
+        got = post(c, keys["admin"], households)
+    assert_scored_as_the_batch(county, got, ids, warned)
 
 
 def test_the_api_scores_what_it_is_sent(county, client, keys, tmp_path):
