@@ -358,8 +358,9 @@ def _job_model(job: dict):
 def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame, qidx: int, job: dict,
                          k: int, base: Path) -> None:
     """The online history of chunk ``k``'s households (fangpin.store.history): households (key,
-    place, level, block row), their history blocks and the blocks' schema, the person → household
-    map (in blocks: fangpin.store.history.encode_person_blocks) and the place contexts, as Arrow
+    place, level, block row; in blocks: fangpin.store.history.encode_household_blocks), their
+    history blocks and the blocks' schema, the person → household map (in blocks:
+    fangpin.store.history.encode_person_blocks) and the place contexts, as Arrow
     IPC files ``<base>_{households,blocks,schemas,persons,places}.feather``
     (uncompressed: the calling process maps them instead of decoding Parquet; they live until the
     chunk's rows are in the store). A person of a household not scored (out of scope) is not mapped."""
@@ -367,7 +368,7 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
     import pyarrow as pa
 
     from fangpin.ids import keyed_hashes
-    from fangpin.store.history import encode_blocks, encode_person_blocks
+    from fangpin.store.history import encode_blocks, encode_household_blocks, encode_person_blocks
     from models.features import text_positions
 
     hids = scored["household_id"].astype(str).tolist()
@@ -389,15 +390,13 @@ def _write_history_chunk(model, fr, s, scored: pd.DataFrame, heads: pd.DataFrame
         return pa.array(pd.Series(values, copy=False).astype("string"), type=pa.string(), from_pandas=True)
 
     county = text(scored["county"])
-    # rows sorted by their store key: a chunk's inserts walk each B-tree once, in order
-    _write_part(pa.table({
+    households = pa.table({
         "household_key": hkeys, "household_id": hids,
         "county": county, "township": text(scored["township"]), "village": text(scored["village"]),
         "level": text(scored["combined_level"]), "head_name": text(hd["name"]), "id_masked": text(hd["id_masked"]),
-        "data": pa.nulls(len(hids), pa.string()),
     }).take(pa.array(order)).append_column("block_key", pa.array(enc["block_key"], pa.string()))
-        .append_column("block_row", pa.array(enc["block_row"], pa.int64())).sort_by("household_key"),
-        base, "households")
+    households = households.append_column("block_row", pa.array(enc["block_row"], pa.int32()))
+    _write_part(encode_household_blocks(households, f"{job['history_run']}{k:04d}"), base, "households")
     _write_part(pa.table(enc["blocks"]), base, "blocks")
     _write_part(pa.table(enc["schema"]), base, "schemas")
     p = fr.persons

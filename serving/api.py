@@ -221,9 +221,10 @@ def events(
     out = []
     if latest:
         keys = sorted(latest)
-        known = hs.histories(ctx.store, keys)
+        counties = {r["county"] for r in matched}
+        known = hs.histories(ctx.store, keys, counties)
         quarters = {k: fq.from_index(max(latest[k], fq.to_index(known[k]["quarter"]))) for k in keys}
-        for r in rescored(m, ctx, keys, quarters):
+        for r in rescored(m, ctx, keys, quarters, counties=counties):
             row = r.row
             item = {"household_id": row["household_id"], "quarter": r.quarter, "previous_level": row["level"],
                     "level": r.level, "probability": r.probability, "warning_id": None}

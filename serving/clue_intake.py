@@ -38,7 +38,7 @@ def _scored(request: Request, key: str, row: dict, received: date, channel: str)
     if m is None:
         raise ApiError(503, "model not loaded", "模型尚未加载，请稍后重试或联系管理员")
     q = fq.from_index(max(fq.to_index(row["quarter"]), fq.to_index(_quarter_of(received))))
-    (r,) = rescored(m, state.scoring, [key], {key: q}, explain="all")
+    (r,) = rescored(m, state.scoring, [key], {key: q}, explain="all", counties=[row["county"]])
     level = fc.warning_level(r.level if r.in_scope else None, channel, state.params)
     cand = r.record(level, state.params, state.clock()) if r.in_scope and level else None
     return Scored(in_scope=r.in_scope, level=r.level, probability=r.probability, reasons=r.reasons,
@@ -73,7 +73,7 @@ def intake(request: Request, who: ApiKeyInfo, body: ClueIn, source: str) -> Clue
         key = keyed_hashes([body.household_id.strip()], ctx.id_key)[0]
     elif person_key is not None:
         key = hs.households_of(ctx.store, [person_key], county).get(person_key, (None, None))[0]
-    row = hs.histories(ctx.store, [key]).get(key) if key else None
+    row = hs.histories(ctx.store, [key], [county] if county is not None else None).get(key) if key else None
     if row is not None and not who.scope.covers(row["county"], row["township"]):
         if county is not None and row["county"] != county:
             row = None  # another county's household: not this key's to find (as if unknown)

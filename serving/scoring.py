@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from fangpin import quarters as fq
@@ -111,7 +111,7 @@ def inputs(ctx: Context, records: list[dict]) -> tuple[list[dict], list, list, l
     takes for households scored alone: records whose events include the stored ones (each event
     once), their histories and contexts; plus the stored rows (None when not used)."""
     keys = keyed_hashes([str(r["household_id"]) for r in records], ctx.id_key)
-    rows = hs.histories(ctx.store, keys)
+    rows = hs.histories(ctx.store, keys, {r["county"] for r in records})
     places = hs.contexts(ctx.store, [(r["county"], r["township"], r["village"]) for r in records])
     out, hist, cont, stored = [], [], [], []
     for r, k in zip(records, keys, strict=True):
@@ -178,12 +178,12 @@ def results(m: LoadedModel, s, household_ids: Sequence[str], params) -> list[Hou
 
 
 def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
-            explain: str = "warnings"):
+            explain: str = "warnings", counties: Iterable[str] | None = None):
     """Re-score households from their stored snapshot, history and every department event known
     (the ledger's and those received since), at ``quarters[key]`` (the stored quarter or a later
-    one, e.g. the quarter of a new event). Returns (stored rows, the model's result) in the order
-    of ``household_keys``."""
-    rows = hs.histories(ctx.store, household_keys)
+    one, e.g. the quarter of a new event). ``counties``: where they are stored (None: look in
+    every county). Returns (stored rows, the model's result) in the order of ``household_keys``."""
+    rows = hs.histories(ctx.store, household_keys, counties)
     places = hs.contexts(ctx.store, [(rows[k]["county"], rows[k]["township"], rows[k]["village"])
                                      for k in household_keys])
     recs, hist, cont, stored = [], [], [], []
@@ -238,11 +238,11 @@ class Rescored:
 
 
 def rescored(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
-             explain: str = "warnings") -> list[Rescored]:
+             explain: str = "warnings", counties: Iterable[str] | None = None) -> list[Rescored]:
     """:func:`rescore`, one :class:`Rescored` per household (in order): the one re-scoring path of
     ``POST /v1/events`` and ``POST /v1/clues`` (``explain="all"``: a clue's warning may come from its
     channel's floor, so its household gets reasons whatever the model's level)."""
-    rows, s = rescore(m, ctx, household_keys, quarters, explain)
+    rows, s = rescore(m, ctx, household_keys, quarters, explain, counties)
     col = s.columns
     return [Rescored(key=k, row=row, quarter=quarters.get(k, row["quarter"]), in_scope=bool(col["in_scope"][i]),
                      level=_level(col["combined_level"][i]), probability=float(col["probability"][i]),

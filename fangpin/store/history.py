@@ -5,7 +5,8 @@ is not older than what is stored), one row per household (its history and snapsh
 keyed hash of 户编号), the person → household map and every place's context
 (fangpin.store.schema). The API reads them per request (:func:`histories`, :func:`contexts`) and
 ``POST /v1/events`` adds department events (:func:`add_events`) and raises warnings
-(:func:`raise_warning`). Functions take the :class:`fangpin.store.Store` they work on.
+(:func:`raise_warning`; clues raise a household's level with :func:`raise_level`). Functions take
+the :class:`fangpin.store.Store` they work on.
 
 Why a table and not a memory-mapped file: ``/v1/events`` writes (new events, the household's new
 level, warnings) in transactions that several API processes share, and a primary-key lookup of a
@@ -16,14 +17,23 @@ Blocks: a household's history and snapshot are not a JSON text of its own (build
 inserting one per household was most of a province's scoring time) but a row of a block: the
 Arrow record batch of up to :data:`BLOCK_HOUSEHOLDS` neighbouring households of one county
 (:func:`encode_blocks`, built column by column in the scoring tasks), stored once per block with
-its schema stored once per run (content-addressed). ``household_history`` keeps per household
-only its key, place, level and where its row is; :func:`histories` decodes the blocks a request
-needs (a request for one village's households reads few blocks).
+its schema stored once per run (content-addressed); :func:`histories` decodes the blocks a
+request needs (a request for one village's households reads few blocks).
+
+Households in blocks too: a household's key, place, level and where its history is are a row of
+a household block (:func:`encode_household_blocks`: the households of one county and chunk whose
+keys share their first :data:`HOUSEHOLD_BUCKET_BITS` bits), not a row of their own, which cost a
+million inserts a million households in the batch's one writing process. A lookup probes its
+county's blocks of the key's bucket (all counties' when the county is not known). The level a
+department event or a clue raises after the batch is a row of ``household_levels`` (the
+household's level is the more urgent of the two); raising it locks that row. Rows a household
+each (``household_history``, before migration 0009) are still read until the county's next run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -36,15 +46,18 @@ from fangpin.store.schema import (
     DepartmentEventRow,
     HistoryBlockRow,
     HistorySchemaRow,
+    HouseholdBlockRow,
     HouseholdHistoryRow,
+    HouseholdLevelRow,
     PersonBlockRow,
     PlaceContextRow,
     WarningRow,
 )
-from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, severity
+from fangpin.warnings import LEVEL_RANK, STATUS_OPEN, max_level, severity
 
 BLOCK_HOUSEHOLDS = 64  # households per history block: a block is decoded whole for any of them
 PERSON_BUCKET_BITS = 12  # person map blocks: a county's chunk's persons by their key's first 12 bits
+HOUSEHOLD_BUCKET_BITS = 8  # household blocks: ~200 households each in a 50,000-household chunk of a county
 _KEY_BYTES = 16  # a keyed hash (fangpin.ids.keyed_hash): 32 hexadecimal characters
 _SQLITE_BULK_CACHE_KIB = 2048 * 1024  # page cache of a bulk history write (SQLite): a province's key indexes (~1.5 GB at 5 M households)
 
@@ -170,12 +183,120 @@ def _hex_table():
 _HEX = _hex_table()
 
 
-def _buckets(keys):
-    """The person-map bucket of each key: its first :data:`PERSON_BUCKET_BITS` bits. ``keys``: an
-    (n, 16) uint8 array of keys (:func:`_key_bytes`)."""
+def _buckets(keys, bits: int = PERSON_BUCKET_BITS):
+    """The bucket of each key: its first ``bits`` bits (at most 16; the person map's
+    :data:`PERSON_BUCKET_BITS` by default). ``keys``: an (n, 16) uint8 array of keys
+    (:func:`_key_bytes`)."""
     import numpy as np
 
-    return ((keys[:, 0].astype(np.int64) << 8) | keys[:, 1]) >> (16 - PERSON_BUCKET_BITS)
+    return ((keys[:, 0].astype(np.int64) << 8) | keys[:, 1]) >> (16 - bits)
+
+
+def _given_keys(keys: Iterable[str]) -> dict[bytes, str]:
+    """The 16 bytes of each key that is a keyed hash → the key as given (others are left out:
+    they are known nowhere)."""
+    given: dict[bytes, str] = {}
+    for k in dict.fromkeys(keys):
+        try:
+            b = bytes.fromhex(k)
+        except (TypeError, ValueError):
+            continue
+        if len(b) == _KEY_BYTES:
+            given.setdefault(b, k)
+    return given
+
+
+def _by_bucket(given: Iterable[bytes], bits: int) -> dict[int, list[bytes]]:
+    """Keys (16 bytes each) by their bucket of ``bits`` bits."""
+    import numpy as np
+
+    keys = list(given)
+    out: dict[int, list[bytes]] = {}
+    if keys:
+        for b, bucket in zip(keys, _buckets(np.frombuffer(b"".join(keys), np.uint8).reshape(-1, _KEY_BYTES),
+                                            bits).tolist(), strict=True):
+            out.setdefault(bucket, []).append(b)
+    return out
+
+
+# what a household block holds per household (its county is the block's)
+HOUSEHOLD_FIELDS = ("household_key", "household_id", "township", "village", "level", "head_name", "id_masked",
+                    "data", "block_key", "block_row")
+
+
+def _household_schema():
+    import pyarrow as pa
+
+    return pa.schema([(f, pa.int32() if f == "block_row" else pa.string()) for f in HOUSEHOLD_FIELDS])
+
+
+def encode_household_blocks(households, part: str):
+    """Households of the online history as rows of :class:`HouseholdBlockRow` without their
+    quarter (an Arrow table of ``county``, ``bucket``, ``part``, ``households``, ``payload``):
+    ``households``, an Arrow table or dicts of ``county`` and :data:`HOUSEHOLD_FIELDS` (a
+    missing field is null; ``data``: JSON text, for a household whose history is not in a
+    block); ``part``: unique to the run and chunk. Each block holds the households of one county
+    whose keys share their first :data:`HOUSEHOLD_BUCKET_BITS` bits, sorted by key, as a zstd
+    frame of an Arrow IPC stream."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    schema = _household_schema()
+    full = pa.schema([("county", pa.string()), *schema])
+    if hasattr(households, "column_names"):
+        t = pa.table({f.name: (households.column(f.name).cast(f.type) if f.name in households.column_names
+                               else pa.nulls(households.num_rows, f.type)) for f in full}, schema=full)
+    else:
+        t = pa.Table.from_pylist([{f: h.get(f) for f in full.names} for h in households], full)
+    out = pa.schema([("county", pa.string()), ("bucket", pa.int64()), ("part", pa.string()),
+                     ("households", pa.int64()), ("payload", pa.binary())])
+    if t.num_rows == 0:
+        return out.empty_table()
+    t = t.take(pc.sort_indices(t, [("household_key", "ascending")]))
+    bucket = _buckets(_key_bytes(t.column("household_key"), "household_key"), HOUSEHOLD_BUCKET_BITS)
+    county = t.column("county").to_numpy(zero_copy_only=False)
+    order = np.lexsort((bucket, _codes(county)))  # by county, then bucket; by key within (stable)
+    t, bucket, county = t.take(pa.array(order)), bucket[order], county[order]
+    n = len(bucket)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (county[1:] != county[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(new)
+    ends = [*starts[1:].tolist(), n]
+    body = t.drop_columns(["county"]).combine_chunks()
+    payload = []
+    for a, b in zip(starts.tolist(), ends, strict=True):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, schema) as w:
+            w.write_table(body.slice(a, b - a))
+        payload.append(_compressed(sink.getvalue()))
+    return pa.table({"county": pa.array(county[starts], pa.string()), "bucket": pa.array(bucket[starts]),
+                     "part": pa.array([part] * len(starts), pa.string()),
+                     "households": pa.array(np.asarray(ends) - starts, pa.int64()),
+                     "payload": pa.array(payload, pa.binary())}, schema=out)
+
+
+def _codes(values):
+    """Each value's rank among the distinct values (text order)."""
+    import numpy as np
+
+    return np.unique(values, return_inverse=True)[1]
+
+
+def household_count(blocks) -> int:
+    """Households in rows of :class:`HouseholdBlockRow` (dicts or an Arrow table / record batch)."""
+    import pyarrow.compute as pc
+
+    if hasattr(blocks, "column_names"):
+        return int(pc.sum(blocks.column("households")).as_py() or 0)
+    return sum(int(b["households"]) for b in blocks)
+
+
+def _decode_households(payload: bytes):
+    """A household block's households (an Arrow table of :data:`HOUSEHOLD_FIELDS`)."""
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.BufferReader(_message(payload))).read_all()
 
 
 def encode_person_blocks(persons, part: str):
@@ -282,8 +403,11 @@ def stored_quarter(store, counties: Sequence[str]) -> str | None:
 
 
 def _newest(conn, counties: Sequence[str]) -> str | None:
-    return conn.scalar(select(func.max(HouseholdHistoryRow.quarter)).where(
-        HouseholdHistoryRow.county.in_(list(counties))))
+    from fangpin import quarters as fq
+
+    found = [conn.scalar(select(func.max(t.quarter)).where(t.county.in_(list(counties))))
+             for t in (HouseholdBlockRow, HouseholdHistoryRow)]  # the latter: rows before 0009
+    return max((q for q in found if q is not None), key=fq.to_index, default=None)
 
 
 class HistoryWrite:
@@ -293,10 +417,10 @@ class HistoryWrite:
     are deleted), then :meth:`add` for each part of the rows (batch scoring: each chunk as it
     finishes, in the warnings' transaction, so the quarter's warnings and history appear together),
     then :meth:`finish`.
-    Household rows point at their row of a block (``blocks``, ``schemas``: rows of
-    :func:`encode_blocks`); ``persons``: rows of :func:`encode_person_blocks`; ``data`` of places
-    (and of household rows without a block) is JSON text; rows are dicts or Arrow record batches.
-    ``counts["persons"]`` counts persons, not their blocks."""
+    ``households``: rows of :func:`encode_household_blocks`, whose households point at their row
+    of a history block (``blocks``, ``schemas``: rows of :func:`encode_blocks`); ``persons``: rows
+    of :func:`encode_person_blocks`; ``data`` of places is JSON text; rows are dicts or Arrow
+    record batches. ``counts`` counts households and persons, not their blocks."""
 
     def __init__(self, quarter: str, counties: Sequence[str]):
         self.quarter, self.counties = quarter, sorted(set(counties))
@@ -313,32 +437,33 @@ class HistoryWrite:
             self.skipped = f"the store holds {newest}"
             return
         _bulk_cache(conn, True)
-        for table in (HouseholdHistoryRow, PersonBlockRow, PlaceContextRow, HistoryBlockRow):
+        for table in (HouseholdBlockRow, HouseholdLevelRow, HouseholdHistoryRow, PersonBlockRow, PlaceContextRow,
+                      HistoryBlockRow):
             conn.execute(delete(table).where(table.county.in_(self.counties)))
 
     def add(self, conn, households: Iterable, persons: Iterable, places: Iterable, blocks: Iterable = (),
             schemas: Iterable = ()) -> None:
         if self.skipped:
             return
-        def insert(name, table, rows, constants, skip_conflicts=(), count=None):
+        def insert(name, table, rows, constants, count=None):
             """``count``: what a row counts for (default one)."""
             t = time.perf_counter()
             if count is None:
-                self.counts[name] += bulk_insert(conn, table, rows, constants, skip_conflicts)
+                self.counts[name] += bulk_insert(conn, table, rows, constants)
             else:
-                bulk_insert(conn, table, counted(rows, name, count), constants, skip_conflicts)
+                bulk_insert(conn, table, counted(rows, name, count), constants)
             self.seconds[name] += time.perf_counter() - t
 
         def counted(rows, name, count):
             for r in rows:
-                self.counts[name] += count(r)
+                self.counts[name] += count(r if hasattr(r, "column_names") else [r])
                 yield r
 
         bulk_insert(conn, HistorySchemaRow, schemas, {}, skip_conflicts=("schema_key",))
         insert("blocks", HistoryBlockRow, blocks, {})
-        insert("households", HouseholdHistoryRow, households, {"quarter": self.quarter, "updated_at": self.now})
-        insert("persons", PersonBlockRow, persons, {},  # a block counts its persons
-               count=lambda b: person_count(b if hasattr(b, "column_names") else [b]))
+        # blocks count what they hold
+        insert("households", HouseholdBlockRow, households, {"quarter": self.quarter}, count=household_count)
+        insert("persons", PersonBlockRow, persons, {}, count=person_count)
         insert("places", PlaceContextRow, places, {"updated_at": self.now})
 
     def finish(self, conn) -> None:
@@ -353,15 +478,23 @@ class HistoryWrite:
 
 def write_history(store, quarter: str, counties: Sequence[str], households: Iterable, persons: Iterable,
                   places: Iterable, blocks: Iterable = (), schemas: Iterable = ()) -> dict:
-    """:class:`HistoryWrite` of these rows in a transaction of its own (``persons``: dicts of
+    """:class:`HistoryWrite` of these rows in a transaction of its own (``households``: dicts, an
+    Arrow table or record batches of ``county`` and :data:`HOUSEHOLD_FIELDS`; ``persons``: dicts of
     ``person_key``, ``household_key``, ``county``). Returns the counts written (or ``skipped``)."""
     w = HistoryWrite(quarter, counties)
+    if not hasattr(households, "column_names"):
+        households = list(households)
+        if households and hasattr(households[0], "column_names"):  # Arrow record batches
+            import pyarrow as pa
+
+            households = pa.Table.from_batches(households)
+    household_blocks = encode_household_blocks(households, "0").to_batches()
     person_blocks = encode_person_blocks(persons, "0").to_batches()
 
     def run(conn):
         w.begin(conn)
         try:
-            w.add(conn, households, person_blocks, places, blocks, schemas)
+            w.add(conn, household_blocks, person_blocks, places, blocks, schemas)
         finally:
             w.finish(conn)
 
@@ -369,24 +502,26 @@ def write_history(store, quarter: str, counties: Sequence[str], households: Iter
     return w.result()
 
 
-def histories(store, household_keys: Sequence[str]) -> dict[str, dict]:
+def histories(store, household_keys: Sequence[str], counties: Iterable[str] | None = None) -> dict[str, dict]:
     """The stored rows of these households (by keyed 户编号 hash), each with the department
-    events received since (``api_events``)."""
+    events received since (``api_events``). ``counties``: where to look (None: every county; a
+    household stored in two counties is given the first by name)."""
     if not household_keys:
         return {}
-    cols = [HouseholdHistoryRow.household_key, HouseholdHistoryRow.household_id, HouseholdHistoryRow.county,
-            HouseholdHistoryRow.township, HouseholdHistoryRow.village, HouseholdHistoryRow.quarter,
-            HouseholdHistoryRow.level, HouseholdHistoryRow.head_name, HouseholdHistoryRow.id_masked,
-            HouseholdHistoryRow.data, HouseholdHistoryRow.block_key, HouseholdHistoryRow.block_row]
     keys = list(dict.fromkeys(household_keys))
     with store.engine.connect() as conn:
-        rows, wanted = {}, {}
-        for r in conn.execute(select(*cols).where(HouseholdHistoryRow.household_key.in_(keys))):
-            m = dict(r._mapping)
+        rows = _household_rows(conn, keys, None if counties is None else sorted(set(counties)))
+        raised = dict(conn.execute(select(HouseholdLevelRow.household_key, HouseholdLevelRow.level)
+                                   .where(HouseholdLevelRow.household_key.in_(list(rows)))).all()) if rows else {}
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for k, m in rows.items():
+            m["level"] = max_level((m["level"], raised.get(k)))
             block, i = m.pop("block_key"), m.pop("block_row")
             if block is not None:
-                wanted.setdefault(block, []).append((r.household_key, i))
-            rows[r.household_key] = {**m, "api_events": []}
+                wanted.setdefault(block, []).append((k, i))
+            elif isinstance(m["data"], str):
+                m["data"] = json.loads(m["data"])
+            m["api_events"] = []
         if wanted:
             for k, data in _from_blocks(conn, wanted).items():
                 rows[k]["data"] = data
@@ -396,6 +531,43 @@ def histories(store, household_keys: Sequence[str]) -> dict[str, dict]:
                 rows[e["household_key"]]["api_events"].append(
                     {"person_key": e["person_key"], "event_date": e["event_date"].isoformat(),
                      "department": e["department"], "event_type": e["event_type"], "amount": e["amount"]})
+    return rows
+
+
+def _household_rows(conn, keys: list[str], counties: list[str] | None) -> dict[str, dict]:
+    """The stored households of these keys, as of their run (the batch's level; ``block_key``
+    and ``block_row``, or ``data``): from their county's household blocks, else from rows
+    written before migration 0009."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    given = _given_keys(keys)
+    rows: dict[str, dict] = {}
+    if given:
+        t = HouseholdBlockRow
+        buckets = sorted(_by_bucket(given, HOUSEHOLD_BUCKET_BITS))
+        # the key is (county, bucket, part): probed per county and bucket (a loose index scan of
+        # the counties when they are not given), never a scan of the table
+        stmt = (select(t.county, t.quarter, t.payload)
+                .where(t.county.in_(counties if counties is not None else _counties_of(conn, t)),
+                       t.bucket.in_(buckets))
+                .order_by(t.county, t.part))
+        wanted_text = pa.array(list(given.values()), pa.string())
+        for r in conn.execute(stmt):
+            block = _decode_households(r.payload)
+            at = pc.is_in(block.column("household_key"), value_set=wanted_text)
+            for h in block.filter(at).to_pylist():
+                rows.setdefault(h["household_key"], {**h, "county": r.county, "quarter": r.quarter})
+    rest = [k for k in keys if k not in rows]
+    if rest:  # households stored a row each (before migration 0009)
+        old = HouseholdHistoryRow
+        stmt = select(old.household_key, old.county, old.quarter, old.data,
+                      *(getattr(old, f) for f in HOUSEHOLD_FIELDS if f not in ("household_key", "data")))
+        stmt = stmt.where(old.household_key.in_(rest))
+        if counties is not None:
+            stmt = stmt.where(old.county.in_(counties))
+        for r in conn.execute(stmt):
+            rows[r.household_key] = dict(r._mapping)
     return rows
 
 
@@ -433,27 +605,14 @@ def households_of(store, person_keys: Sequence[str], county: str | None) -> dict
     """person_key → (household_key, county) for the persons known in ``county`` (None: any; a
     person mapped in two counties, e.g. scored in separate runs, is given the first by name).
     A key that is not a keyed hash is known nowhere."""
-    import numpy as np
-
-    given: dict[bytes, str] = {}
-    for k in dict.fromkeys(person_keys):
-        try:
-            b = bytes.fromhex(k)
-        except (TypeError, ValueError):
-            continue
-        if len(b) == _KEY_BYTES:
-            given.setdefault(b, k)
+    given = _given_keys(person_keys)
     if not given:
         return {}
-    keys = list(given)
-    wanted: dict[int, set[bytes]] = {}
-    for b, bucket in zip(keys, _buckets(np.frombuffer(b"".join(keys), np.uint8).reshape(-1, _KEY_BYTES)).tolist(),
-                         strict=True):
-        wanted.setdefault(bucket, set()).add(b)
+    wanted = {b: set(keys) for b, keys in _by_bucket(given, PERSON_BUCKET_BITS).items()}
     t = PersonBlockRow
     found: dict[bytes, tuple[str, str]] = {}
     with store.engine.connect() as conn:
-        counties = [county] if county is not None else conn.scalars(_MAPPED_COUNTIES).all()
+        counties = [county] if county is not None else _counties_of(conn, t)
         # the key is (county, bucket, part): probed per county and bucket, never a scan
         stmt = (select(t.county, t.bucket, t.payload)
                 .where(t.county.in_(counties), t.bucket.in_(sorted(wanted)))
@@ -464,11 +623,14 @@ def households_of(store, person_keys: Sequence[str], county: str | None) -> dict
     return {given[pk]: v for pk, v in found.items()}
 
 
-# the distinct counties of the person map, one index seek each (a loose index scan)
-_MAPPED_COUNTIES = text(
-    "WITH RECURSIVE c(county) AS (SELECT min(county) FROM person_blocks UNION ALL "
-    "SELECT (SELECT min(county) FROM person_blocks WHERE county > c.county) FROM c "
-    "WHERE c.county IS NOT NULL) SELECT county FROM c WHERE county IS NOT NULL")
+def _counties_of(conn, table) -> list[str]:
+    """The distinct counties of a table keyed by county first, one index seek each (a loose
+    index scan)."""
+    name = table.__tablename__
+    return list(conn.scalars(text(
+        f"WITH RECURSIVE c(county) AS (SELECT min(county) FROM {name} UNION ALL "
+        f"SELECT (SELECT min(county) FROM {name} WHERE county > c.county) FROM c "
+        "WHERE c.county IS NOT NULL) SELECT county FROM c WHERE county IS NOT NULL")))
 
 
 def add_events(store, rows: Sequence[dict]) -> set[str]:
@@ -508,16 +670,13 @@ def raise_warning(store, household_key: str, record: dict, previous_level: str |
     level = record["level"]
 
     def run(conn) -> str:
-        # the household's row is locked first (PostgreSQL; SQLite: the write transaction holds the
-        # store's lock), so concurrent events of one household decide one after the other
-        conn.execute(update(HouseholdHistoryRow).where(HouseholdHistoryRow.household_key == household_key)
-                     .values(updated_at=HouseholdHistoryRow.updated_at))
-        stored = conn.scalar(select(HouseholdHistoryRow.level).where(
-            HouseholdHistoryRow.household_key == household_key))
-        if severity(level) <= max(severity(previous_level), severity(stored)):
+        # the household's level row is locked first (PostgreSQL; SQLite: the write transaction
+        # holds the store's lock), so concurrent events of one household decide one after the other
+        raised = _lock_level(conn, household_key, record["county"])
+        batch = _household_rows(conn, [household_key], [record["county"]]).get(household_key, {}).get("level")
+        if severity(level) <= max(severity(previous_level), severity(raised), severity(batch)):
             return "not_higher"
-        conn.execute(update(HouseholdHistoryRow).where(HouseholdHistoryRow.household_key == household_key)
-                     .values(level=level, updated_at=_now()))
+        _set_level(conn, household_key, level)
         existing = conn.execute(select(WarningRow.id, WarningRow.status, WarningRow.level).where(
             WarningRow.quarter == record["quarter"], WarningRow.household_id == record["household_id"],
             WarningRow.model_version == record["model_version"])).first()
@@ -540,3 +699,30 @@ def raise_warning(store, household_key: str, record: dict, previous_level: str |
         return "raised"
 
     return store.write(run)
+
+
+def _lock_level(conn, household_key: str, county: str) -> str | None:
+    """The household's raised level, its row locked for the transaction (made when missing)."""
+    t = HouseholdLevelRow
+    conn.execute(_dialect(conn).insert(t).values(household_key=household_key, county=county, level=None,
+                                                  updated_at=_now())
+                 .on_conflict_do_nothing(index_elements=["household_key"]))
+    stmt = select(t.level).where(t.household_key == household_key)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.scalar(stmt)
+
+
+def _set_level(conn, household_key: str, level: str) -> None:
+    conn.execute(update(HouseholdLevelRow).where(HouseholdLevelRow.household_key == household_key)
+                 .values(level=level, updated_at=_now()))
+
+
+def raise_level(conn, household_key: str | None, county: str, level: str | None) -> None:
+    """Inside a write transaction: the household's level (what ``/v1/events`` compares a new level
+    with) follows ``level`` upwards (a clue's warning level)."""
+    if household_key is None or level is None:
+        return
+    raised = _lock_level(conn, household_key, county)
+    if severity(level) > severity(raised):
+        _set_level(conn, household_key, level)

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from fangpin import clues as fc
 from fangpin.store.bulk import bulk_insert
+from fangpin.store.history import raise_level
 from fangpin.store.schema import ClueRow, FeedbackRow, HouseholdLedgerRow, WarningLoopRow, WarningRow
 from fangpin.warnings import (
     LEVEL_RANK,
@@ -211,20 +212,6 @@ def _warning_row(rec: WarningRecord, run_id: str, now: datetime) -> dict:
             "updated_at": now, "run_id": run_id, "deferred": bool(rec.deferred)}
 
 
-def _history_level(conn, household_key: str | None, level: str | None) -> None:
-    """The online history row's level (what /v1/events compares a new level with) follows a clue's
-    warning level upwards."""
-    from fangpin.store.schema import HouseholdHistoryRow
-
-    if household_key is None or level is None:
-        return
-    stored = conn.scalar(select(HouseholdHistoryRow.level).where(HouseholdHistoryRow.household_key == household_key))
-    new = _more_urgent(stored, level)
-    if new != stored:
-        conn.execute(update(HouseholdHistoryRow).where(HouseholdHistoryRow.household_key == household_key)
-                     .values(level=new))
-
-
 def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime | None = None, *,
                 created_by_event: bool = False) -> ClueResult:
     """Record one clue in one write transaction (module doc). ``scored`` is None when the household
@@ -290,7 +277,7 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
                 if changed != 1:
                     raise VerificationError("该预警状态已被他人更新，请刷新后重试")
                 level = new_level
-                _history_level(conn, c.household_key, level)
+                raise_level(conn, c.household_key, c.county, level)
                 if created_by_event:
                     outcome = fc.CREATED
                 lp = _loop_for_update(conn, w["id"])
@@ -317,7 +304,7 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
                     level = None
                 else:
                     conn.execute(WarningRow.__table__.insert(), [_warning_row(rec, "clue", now)])
-                    _history_level(conn, c.household_key, level)
+                    raise_level(conn, c.household_key, c.county, level)
                     row = _loop_defaults(rec.id, now, c.channel)
                     row.update(clues=1, floor_level=floor, return_risk=rr)
                     _put_loop(conn, row, False)

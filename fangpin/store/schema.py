@@ -210,12 +210,12 @@ class WebSessionRow(Base):
 
 
 class HouseholdHistoryRow(Base):
-    """What online scoring needs of one household, as of the ledger's latest scored quarter
-    (written by ``fangpin score``; models.features.history_table and snapshot_table). Keyed by
-    the keyed hash of 户编号 (fangpin.ids.keyed_hash). ``level``: the combined level the household
-    has now (the batch's, raised by department events). Its history and snapshot are row
-    ``block_row`` of the block ``block_key`` (:class:`HistoryBlockRow`); ``data`` holds them as
-    JSON only in rows written before blocks (a store scored before migration 0006)."""
+    """A household of the online history as written before migration 0009, a row each (since
+    then: :class:`HouseholdBlockRow`). Still read for counties not scored since; a county's next
+    run deletes its rows. Keyed by the keyed hash of 户编号 (fangpin.ids.keyed_hash). ``level``:
+    the batch's combined level (raised since 0009 in :class:`HouseholdLevelRow`). Its history and
+    snapshot are row ``block_row`` of the block ``block_key`` (:class:`HistoryBlockRow`); ``data``
+    holds them as JSON only in rows written before blocks (a store scored before migration 0006)."""
 
     __tablename__ = "household_history"
 
@@ -231,6 +231,43 @@ class HouseholdHistoryRow(Base):
     data: Mapped[dict | None] = mapped_column(JSON)  # {"history": …, "snapshot": …} (before 0006)
     block_key: Mapped[str | None] = mapped_column(String(32))
     block_row: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class HouseholdBlockRow(Base):
+    """The households of the online history, as of the ledger's latest scored quarter (written
+    by ``fangpin score``), not a row each but in blocks: the households of one county and one
+    batch chunk (``part``) whose keys (keyed hashes of 户编号, fangpin.ids.keyed_hash) share their
+    first ``history.HOUSEHOLD_BUCKET_BITS`` bits (``bucket``). ``payload``: a zstd frame of an
+    Arrow IPC stream with a row per household: its key, 户编号, place, the batch's combined level,
+    head's name (never logged), masked ID number, and where its history and snapshot are (row
+    ``block_row`` of :class:`HistoryBlockRow` ``block_key``; or ``data``, JSON). A million rows
+    a row each were most of the batch's serial store writes (docs/decisions.md, "Households in
+    blocks"). Keyed by county first (SQLite: WITHOUT ROWID), so a county's rows are deleted by
+    that range and a lookup probes its county's parts of one bucket."""
+
+    __tablename__ = "household_blocks"
+    __table_args__ = (PrimaryKeyConstraint("county", "bucket", "part"), {"sqlite_with_rowid": False})
+
+    county: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[int] = mapped_column(Integer)
+    part: Mapped[str] = mapped_column(String(32))
+    quarter: Mapped[str] = mapped_column(String(6))
+    households: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class HouseholdLevelRow(Base):
+    """A household's level raised after its quarter's batch (by a department event,
+    ``POST /v1/events``, or a clue): its level is the more urgent of this and the batch's
+    (:class:`HouseholdBlockRow`). Also the row that concurrent raises of one household lock.
+    A county's rows go when its online history is written again."""
+
+    __tablename__ = "household_levels"
+
+    household_key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    county: Mapped[str] = mapped_column(String(64), index=True)
+    level: Mapped[str | None] = mapped_column(String(2))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

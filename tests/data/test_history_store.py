@@ -182,7 +182,7 @@ def test_history_blocks_give_each_household_its_own_snapshot_and_history(db_url)
         by_block.setdefault(b, set()).add(places["county"][i])
     assert all(len(c) == 1 for c in by_block.values()) and max(np.bincount(enc["block_row"])) <= len(by_block)
     assert max(enc["block_row"]) == hs.BLOCK_HOUSEHOLDS - 1
-    households = [{"household_key": f"k{i}", "household_id": ids[i], "county": places["county"][i],
+    households = [{"household_key": K(f"k{i}"), "household_id": ids[i], "county": places["county"][i],
                    "township": places["township"][i], "village": places["village"][i], "level": None,
                    "head_name": None, "id_masked": None, "data": None, "block_key": b, "block_row": r}
                   for i, b, r in zip(order.tolist(), enc["block_key"], enc["block_row"], strict=True)]
@@ -195,26 +195,87 @@ def test_history_blocks_give_each_household_its_own_snapshot_and_history(db_url)
         assert out["households"] == len(ids) and out["blocks"] == len(by_block)
         ref_snap = _reference_snapshots(frames, t, ids)
         ref_hist = history_records(feats, rows)
-        one = hs.histories(store, ["k7"])["k7"]["data"]
+        one = hs.histories(store, [K("k7")])[K("k7")]["data"]
         assert one == {"history": ref_hist[7], "snapshot": ref_snap[7]}
-        got = hs.histories(store, [f"k{i}" for i in range(len(ids))])
-        assert [got[f"k{i}"]["data"]["snapshot"] for i in range(len(ids))] == ref_snap
-        assert [got[f"k{i}"]["data"]["history"] for i in range(len(ids))] == ref_hist
+        got = hs.histories(store, [K(f"k{i}") for i in range(len(ids))])
+        assert [got[K(f"k{i}")]["data"]["snapshot"] for i in range(len(ids))] == ref_snap
+        assert [got[K(f"k{i}")]["data"]["history"] for i in range(len(ids))] == ref_hist
         assert any(r["events"] for r in ref_snap) and all(r["members"] for r in ref_snap)
         # rows of before the blocks (JSON data) beside them
         hs.write_history(store, "2024Q3", ["丙县"], _households("2024Q3", "丙县", 2), [], [])
-        both = hs.histories(store, [K("丙县-k1"), "k3"])
+        both = hs.histories(store, [K("丙县-k1"), K("k3")])
         assert both[K("丙县-k1")]["data"]["history"] == {"v": 1, "quarter": "2024Q3"}
-        assert both["k3"]["data"]["snapshot"] == ref_snap[3]
+        assert both[K("k3")]["data"]["snapshot"] == ref_snap[3]
         # blocks are stored as zstd frames; a plain message (a block of before compression) reads too
         import sqlalchemy as sa
 
-        block = next(h["block_key"] for h in households if h["household_key"] == "k7")
+        block = next(h["block_key"] for h in households if h["household_key"] == K("k7"))
         with store.engine.begin() as conn:
             payload = conn.scalar(sa.text("SELECT payload FROM history_blocks WHERE block_key = :b"), {"b": block})
             plain = hs._message(payload).to_pybytes()
             assert payload[:4] == hs._ZSTD_MAGIC and len(payload) < len(plain) / 2
             conn.execute(sa.text("UPDATE history_blocks SET payload = :p WHERE block_key = :b"), {"p": plain, "b": block})
-        assert hs.histories(store, ["k7"])["k7"]["data"] == {"history": ref_hist[7], "snapshot": ref_snap[7]}
+        assert hs.histories(store, [K("k7")])[K("k7")]["data"] == {"history": ref_hist[7], "snapshot": ref_snap[7]}
+    finally:
+        store.dispose()
+
+
+def test_households_in_blocks_are_found_across_chunks_and_counties(db_url):  # noqa: F811
+    """Households are stored in blocks of one county, chunk and bucket of keys: every household
+    of several chunks and counties is found (with and without its county), a lookup limited to
+    counties sees only theirs, a key stored in two counties is given the first by name, and a
+    county written again loses its households of before, its raised levels and its rows of before
+    migration 0009 — other counties keep theirs."""
+    import sqlalchemy as sa
+
+    def households(county, n, tag=""):
+        return [{"household_key": K(f"h{i}{tag}"), "household_id": f"H{i}", "county": county, "township": "东镇",
+                 "village": f"{i % 3}村", "level": ("红", "黄", "蓝", None)[i % 4], "head_name": None,
+                 "id_masked": None, "data": json.dumps({"history": {"i": i}, "snapshot": {"events": []}})}
+                for i in range(n)]
+
+    a, b = households("甲县", 900), households("乙县", 300, "乙") + households("乙县", 1, "")[:1]
+    enc = [hs.encode_household_blocks(a[:500] + b[:150], "run10001"), hs.encode_household_blocks(a[500:] + b[150:],
+                                                                                                "run10002")]
+    for e in enc:  # a block never spans two counties or two buckets
+        for r in e.to_pylist():
+            got = hs._decode_households(r["payload"]).to_pylist()
+            assert len(got) == r["households"] and r["households"] >= 1
+            assert {int(h["household_key"][:2], 16) for h in got} == {r["bucket"]}
+            assert [h["household_key"] for h in got] == sorted(h["household_key"] for h in got)
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        with store.engine.begin() as conn:  # a household stored a row each, before migration 0009
+            conn.execute(sa.text(
+                "INSERT INTO household_history (household_key, household_id, county, township, village, quarter, "
+                "level, data, updated_at) VALUES (:k, 'H0', '丙县', '南镇', '一村', '2024Q2', NULL, :d, :t)"),
+                {"k": K("old"), "d": json.dumps({"history": {"old": 1}, "snapshot": {}}), "t": datetime.now(UTC)})
+        w = hs.HistoryWrite("2024Q3", ["甲县", "乙县"])
+        store.write(lambda conn: (w.begin(conn), [w.add(conn, e.to_batches(), [], []) for e in enc], w.finish(conn)))
+        assert w.result()["households"] == len(a) + len(b)
+        keys = [h["household_key"] for h in a + b]
+        got = hs.histories(store, [*keys, K("old"), "not-a-key"])
+        assert set(got) == {*keys, K("old")}
+        assert got[K("h0")]["county"] == "乙县"  # in both counties: 乙 < 甲
+        for h in a[1:] + b:
+            r = got[h["household_key"]]
+            assert (r["county"], r["household_id"], r["village"], r["level"], r["quarter"], r["data"]) == (
+                h["county"], h["household_id"], h["village"], h["level"], "2024Q3", json.loads(h["data"]))
+        assert got[K("old")]["data"] == {"history": {"old": 1}, "snapshot": {}} and got[K("old")]["quarter"] == "2024Q2"
+        assert set(hs.histories(store, keys, ["甲县"])) == {h["household_key"] for h in a}
+        assert hs.histories(store, [K("h0")], ["甲县"])[K("h0")]["county"] == "甲县"
+        assert hs.histories(store, [K("old")], ["甲县"]) == {}
+        assert hs.stored_quarter(store, ["丙县"]) == "2024Q2" and hs.stored_quarter(store, ["甲县", "丙县"]) == "2024Q3"
+        # raised levels: the more urgent of the batch's and the raised one
+        store.write(lambda conn: (hs.raise_level(conn, K("h3"), "甲县", "黄"), hs.raise_level(conn, K("h4"), "甲县", "蓝"),
+                                  hs.raise_level(conn, K("old"), "丙县", "红")))
+        got = hs.histories(store, [K("h3"), K("h4"), K("old")], ["甲县", "丙县"])
+        assert [got[k]["level"] for k in (K("h3"), K("h4"), K("old"))] == ["黄", "红", "红"]
+        hs.write_history(store, "2024Q4", ["丙县", "乙县"], households("丙县", 2, "丙"), [], [])
+        assert K("old") not in hs.histories(store, [K("old")])
+        assert set(hs.histories(store, keys)) == {h["household_key"] for h in a}
+        with store.engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM household_levels WHERE county = '丙县'")) == 0
+            assert conn.scalar(sa.text("SELECT count(*) FROM household_levels WHERE county = '甲县'")) == 2
     finally:
         store.dispose()

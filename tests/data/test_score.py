@@ -339,7 +339,7 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
     """The store inserts each chunk as it finishes, its warnings and its households' online
     history, inside one transaction: a chunk failing after others were inserted rolls all of them
     back, and nothing is published."""
-    from sqlalchemy import text
+    from sqlalchemy import inspect, text
 
     import pipelines.score as score
 
@@ -349,10 +349,12 @@ def test_a_run_that_fails_half_way_leaves_the_store_and_outputs_as_they_were(run
         with store.engine.connect() as conn:
             return (sorted(map(tuple, conn.execute(text("SELECT * FROM warnings WHERE quarter = :q"), {"q": res.quarter}))),
                     *(sorted(map(tuple, conn.execute(text(f"SELECT * FROM {t}"))))
-                      for t in ("household_history", "history_blocks", "person_blocks", "place_context")))
+                      for t in ("household_blocks", "history_blocks", "person_blocks", "place_context")))
 
     before = rows()
-    assert len(before[0]) == res.warnings and len(before[1]) == res.history["households"] > 0
+    assert len(before[0]) == res.warnings and 0 < len(before[1]) < res.history["households"]
+    households = [c["name"] for c in inspect(store.engine).get_columns("household_blocks")].index("households")
+    assert sum(r[households] for r in before[1]) == res.history["households"]
     assert len(before[2]) == res.history["blocks"] > 0
     runs_before = len(store.runs(res.quarter))
     calls, _ = _third_chunk_fails(monkeypatch)

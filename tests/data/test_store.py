@@ -679,3 +679,80 @@ def test_a_batch_commit_leaves_the_checkpoint_to_the_caller_and_the_pool_gets_it
         assert s.query_warnings(quarter="2025Q3", limit=1).total == 8000
     finally:
         s.dispose()
+
+
+def test_household_blocks_migration_reads_old_rows_and_carries_blocks_back(db_url):
+    """0009 leaves the households stored a row each where they are (still read, level raises
+    included); its downgrade carries the households of blocks back to rows, and every household
+    keeps its raised level: they read the same after the upgrade again."""
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from fangpin.store import history as hs
+    from fangpin.store.migrate import alembic_config
+
+    def k(name):
+        return hashlib.md5(name.encode()).hexdigest()
+
+    def data(i):
+        return {"history": {"v": i}, "snapshot": {"household_id": f"H{i}", "events": []}}
+
+    command.upgrade(alembic_config(db_url), "0008")
+    eng = sa.create_engine(db_url)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    old = [{"household_key": k(f"甲{i}"), "household_id": f"H{i}", "county": "甲县", "township": "东镇",
+            "village": "一村", "quarter": "2024Q3", "level": "蓝" if i == 0 else None, "head_name": f"户主{i}",
+            "id_masked": None, "data": json.dumps(data(i)), "block_key": None, "block_row": None, "updated_at": now}
+           for i in range(3)]
+    new = [{"household_key": k(f"乙{i}"), "household_id": f"H{i}", "county": "乙县", "township": "西镇",
+            "village": "二村", "level": "黄" if i == 1 else None, "head_name": None, "id_masked": None,
+            "data": json.dumps(data(10 + i))} for i in range(40)]
+    keys = [h["household_key"] for h in old + new]
+
+    def read():
+        store = Store(db_url, SECRET, migrate=False)
+        try:
+            got = hs.histories(store, keys)
+            return {key: (r["county"], r["household_id"], r["quarter"], r["level"], r["data"]) for key, r in got.items()}
+        finally:
+            store.dispose()
+
+    try:
+        with eng.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO household_history (household_key, household_id, county, township, village, quarter, "
+                "level, head_name, id_masked, data, block_key, block_row, updated_at) VALUES (:household_key, "
+                ":household_id, :county, :township, :village, :quarter, :level, :head_name, :id_masked, :data, "
+                ":block_key, :block_row, :updated_at)"), old)
+        upgrade(db_url)
+        store = Store(db_url, SECRET, migrate=False)
+        try:
+            hs.write_history(store, "2024Q4", ["乙县"], new, [], [])
+            # raised after the batch: an old row's household and a block's
+            store.write(lambda conn: (hs.raise_level(conn, k("甲1"), "甲县", "黄"),
+                                      hs.raise_level(conn, k("乙1"), "乙县", "红"),
+                                      hs.raise_level(conn, k("乙2"), "乙县", "蓝")))
+        finally:
+            store.dispose()
+        want = {h["household_key"]: (h["county"], h["household_id"], "2024Q3", h["level"], data(i))
+                for i, h in enumerate(old)}
+        want |= {h["household_key"]: ("乙县", h["household_id"], "2024Q4", h["level"], data(10 + i))
+                 for i, h in enumerate(new)}
+        want[k("甲1")] = (*want[k("甲1")][:3], "黄", want[k("甲1")][4])
+        want[k("乙1")] = (*want[k("乙1")][:3], "红", want[k("乙1")][4])
+        want[k("乙2")] = (*want[k("乙2")][:3], "蓝", want[k("乙2")][4])
+        assert read() == want
+        command.downgrade(alembic_config(db_url), "0008")
+        assert not {"household_blocks", "household_levels"} & set(sa.inspect(eng).get_table_names())
+        with eng.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM household_history WHERE county = '乙县'")) == len(new)
+            levels = dict(conn.execute(sa.text("SELECT household_key, level FROM household_history")).all())
+        assert levels[k("乙1")] == "红" and levels[k("乙2")] == "蓝" and levels[k("甲0")] == "蓝"
+        assert levels[k("甲1")] == "黄"
+        upgrade(db_url)
+        assert read() == want
+    finally:
+        eng.dispose()
