@@ -102,6 +102,7 @@ def main() -> None:
     many = [list(rng.choice(keys, 256, replace=False)) for _ in range(args.n + 1)]
     in_order = stored.column("household_key").to_pylist()
     near = [in_order[s:s + 256] for s in rng.integers(0, len(keys) - 256, args.n + 1)]
+    county_of = dict(zip(in_order, stored.column("county").to_pylist(), strict=True))
     out = {"households": args.households, "json_bytes_per_household": round(float(np.mean(
         [len(orjson.dumps(d)) for d in base]))), "block_households": hs.BLOCK_HOUSEHOLDS,
         "block_bytes_per_household": round(sum(map(len, enc["blocks"]["payload"])) / args.households),
@@ -124,12 +125,19 @@ def main() -> None:
                 hs.write_history(store, "2024Q4", sorted(set(places["county"])), stored.to_batches(50_000), iter([]),
                                  iter([]), pa.table(enc["blocks"]).to_batches(5000), [pa.table(enc["schema"])])
                 w = time.perf_counter() - t0
-                it1, it2, it3 = iter(one), iter(many), iter(near)
+                it1, it2, it3, it4, it5 = iter(one), iter(many), iter(near), iter(one), iter(near)
+
+                def in_county(keys, s=store):  # the API's lookups name the households' counties
+                    return hs.histories(s, keys, {county_of[k] for k in keys})
+
                 out["backends"][name] = {"write_s": round(w, 1),
                                          "lookup_1": timed(lambda it=it1, s=store: hs.histories(s, next(it)), args.n),
                                          "lookup_256": timed(lambda it=it2, s=store: hs.histories(s, next(it)), args.n),
                                          "lookup_256_neighbours": timed(lambda it=it3, s=store: hs.histories(
-                                             s, next(it)), args.n)}
+                                             s, next(it)), args.n),
+                                         "lookup_1_in_county": timed(lambda it=it4: in_county(next(it)), args.n),
+                                         "lookup_256_neighbours_in_county": timed(lambda it=it5: in_county(next(it)),
+                                                                                  args.n)}
                 if name == "sqlite":
                     out["backends"][name]["file_mib"] = round(Path(url[len("sqlite:///"):]).stat().st_size / 2**20)
                 store.dispose()

@@ -538,9 +538,6 @@ def _household_rows(conn, keys: list[str], counties: list[str] | None) -> dict[s
     """The stored households of these keys, as of their run (the batch's level; ``block_key``
     and ``block_row``, or ``data``): from their county's household blocks, else from rows
     written before migration 0009."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     given = _given_keys(keys)
     rows: dict[str, dict] = {}
     if given:
@@ -552,12 +549,14 @@ def _household_rows(conn, keys: list[str], counties: list[str] | None) -> dict[s
                 .where(t.county.in_(counties if counties is not None else _counties_of(conn, t)),
                        t.bucket.in_(buckets))
                 .order_by(t.county, t.part))
-        wanted_text = pa.array(list(given.values()), pa.string())
+        wanted = set(given.values())
         for r in conn.execute(stmt):
             block = _decode_households(r.payload)
-            at = pc.is_in(block.column("household_key"), value_set=wanted_text)
-            for h in block.filter(at).to_pylist():
-                rows.setdefault(h["household_key"], {**h, "county": r.county, "quarter": r.quarter})
+            # a block holds ~200 households: only the wanted become dicts, value by value
+            for i, k in enumerate(block.column("household_key").to_pylist()):
+                if k in wanted and k not in rows:
+                    rows[k] = {**{f: c[i].as_py() for f, c in zip(block.column_names, block.columns, strict=True)},
+                               "county": r.county, "quarter": r.quarter}
     rest = [k for k in keys if k not in rows]
     if rest:  # households stored a row each (before migration 0009)
         old = HouseholdHistoryRow
