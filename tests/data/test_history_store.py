@@ -279,3 +279,31 @@ def test_households_in_blocks_are_found_across_chunks_and_counties(db_url):  # n
             assert conn.scalar(sa.text("SELECT count(*) FROM household_levels WHERE county = '甲县'")) == 2
     finally:
         store.dispose()
+
+
+def test_concurrent_raises_of_one_household_decide_one_after_the_other(db_url):  # noqa: F811
+    """Events of one household raised at the same time (threads, each its own transaction): one
+    warning is created, each later level is compared with the one stored before it, and the
+    household ends at the most urgent level — no error, no second warning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(db_url, SECRET, migrate=True)
+    try:
+        hs.write_history(store, "2024Q4", ["甲县"], _households("2024Q4"), [], [])
+
+        def rec(level):
+            return WarningRecord.create(
+                params=Params(), created_at=datetime(2024, 12, 1, tzinfo=UTC), quarter="2024Q4", county="甲县",
+                township="东镇", village="0村", household_id="H2", head_name="户主2", id_masked="5201**********0011",
+                level=level, probability=0.2, rule_hits=[], reasons=[], measures=[], model_version="7",
+                ruleset_version="r").model_dump(mode="json")
+
+        levels = ["蓝", "黄", "红", "黄", "蓝", "红", "蓝", "黄"] * 2
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda lv: hs.raise_warning(store, K("甲县-k2"), rec(lv), None), levels))
+        assert got.count("created") == 1 and set(got) <= {"created", "raised", "not_higher"}
+        assert got.count("raised") <= 2  # 蓝 → 黄 → 红 at most
+        assert hs.histories(store, [K("甲县-k2")])[K("甲县-k2")]["level"] == "红"
+        assert store.get_warning(rec("红")["id"]).level == "红"
+    finally:
+        store.dispose()
