@@ -515,9 +515,10 @@ def score_quarter(
     quarter's household count.
 
     ``seconds``: ``partition`` (of it ``partition_index``: this process finding the quarter's
-    households and packing its townships into chunks), ``chunks`` (wall: chunks scored in the tasks while this process
-    inserts finished ones into the store), ``store`` (wall from the last chunk to the commit),
-    ``readback``, ``checkpoint_wait`` (the store's checkpoint still running after the read-back),
+    households and packing its townships into chunks), ``chunks`` (wall: chunks scored in the
+    tasks while this process inserts finished ones into the store), ``store`` (wall from the last
+    chunk to the commit), ``readback``, ``checkpoint_wait`` (the store's checkpoint still running
+    after the read-back),
     ``excel_wait`` (wall from the commit until the last workbook), ``publish`` (Parquet outputs and
     workbooks into place), ``total``; and task times summed over tasks (worker time, not wall):
     ``score`` (the model's one method: features, booster, calibration, rules, levels, TreeSHAP,

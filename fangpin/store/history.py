@@ -59,7 +59,8 @@ BLOCK_HOUSEHOLDS = 64  # households per history block: a block is decoded whole 
 PERSON_BUCKET_BITS = 12  # person map blocks: a county's chunk's persons by their key's first 12 bits
 HOUSEHOLD_BUCKET_BITS = 8  # household blocks: ~200 households each in a 50,000-household chunk of a county
 _KEY_BYTES = 16  # a keyed hash (fangpin.ids.keyed_hash): 32 hexadecimal characters
-_SQLITE_BULK_CACHE_KIB = 2048 * 1024  # page cache of a bulk history write (SQLite): a province's key indexes (~1.5 GB at 5 M households)
+# page cache of a bulk history write (SQLite): a province's key indexes (~1.5 GB at 5 M households)
+_SQLITE_BULK_CACHE_KIB = 2048 * 1024
 
 
 def _now() -> datetime:
