@@ -1,8 +1,8 @@
 """The online history in the warning store: what scoring one household alone needs of the ledger.
 
 ``fangpin score`` writes, for the counties it scored and as of the quarter it scored (when that
-is not older than what is stored), one row per household (its history and snapshot, keyed by the
-keyed hash of 户编号), the person → household map and every place's context
+is not older than what is stored), every household (its place, level, history and snapshot, keyed
+by the keyed hash of 户编号), the person → household map and every place's context
 (fangpin.store.schema). The API reads them per request (:func:`histories`, :func:`contexts`) and
 ``POST /v1/events`` adds department events (:func:`add_events`) and raises warnings
 (:func:`raise_warning`; clues raise a household's level with :func:`raise_level`). Functions take
@@ -191,6 +191,17 @@ def _buckets(keys, bits: int = PERSON_BUCKET_BITS):
     return ((keys[:, 0].astype(np.int64) << 8) | keys[:, 1]) >> (16 - bits)
 
 
+def _runs(county, bucket) -> tuple[list[int], list[int]]:
+    """Starts and ends of the runs of equal (county, bucket) in rows sorted by them: a block each."""
+    import numpy as np
+
+    n = len(bucket)
+    new = np.ones(n, dtype=bool)
+    new[1:] = (county[1:] != county[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(new).tolist()
+    return starts, [*starts[1:], n]
+
+
 def _given_keys(keys: Iterable[str]) -> dict[bytes, str]:
     """The 16 bytes of each key that is a keyed hash → the key as given (others are left out:
     they are known nowhere)."""
@@ -235,8 +246,8 @@ def encode_household_blocks(households, part: str):
     ``households``, an Arrow table or dicts of ``county`` and :data:`HOUSEHOLD_FIELDS` (a
     missing field is null; ``data``: JSON text, for a household whose history is not in a
     block); ``part``: unique to the run and chunk. Each block holds the households of one county
-    whose keys share their first :data:`HOUSEHOLD_BUCKET_BITS` bits, sorted by key, as a zstd
-    frame of an Arrow IPC stream."""
+    whose keys share their first :data:`HOUSEHOLD_BUCKET_BITS` bits, sorted by key (keys in lower
+    case), as a zstd frame of an Arrow IPC stream."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -252,34 +263,23 @@ def encode_household_blocks(households, part: str):
                      ("households", pa.int64()), ("payload", pa.binary())])
     if t.num_rows == 0:
         return out.empty_table()
-    t = t.take(pc.sort_indices(t, [("household_key", "ascending")]))
+    t = t.set_column(t.schema.get_field_index("household_key"), "household_key",
+                     pc.utf8_lower(t.column("household_key")))  # text order = byte order
+    t = t.take(pc.sort_indices(t, [("county", "ascending"), ("household_key", "ascending")]))
     bucket = _buckets(_key_bytes(t.column("household_key"), "household_key"), HOUSEHOLD_BUCKET_BITS)
     county = t.column("county").to_numpy(zero_copy_only=False)
-    order = np.lexsort((bucket, _codes(county)))  # by county, then bucket; by key within (stable)
-    t, bucket, county = t.take(pa.array(order)), bucket[order], county[order]
-    n = len(bucket)
-    new = np.ones(n, dtype=bool)
-    new[1:] = (county[1:] != county[:-1]) | (bucket[1:] != bucket[:-1])
-    starts = np.flatnonzero(new)
-    ends = [*starts[1:].tolist(), n]
+    starts, ends = _runs(county, bucket)
     body = t.drop_columns(["county"]).combine_chunks()
     payload = []
-    for a, b in zip(starts.tolist(), ends, strict=True):
+    for a, b in zip(starts, ends, strict=True):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, schema) as w:
             w.write_table(body.slice(a, b - a))
         payload.append(_compressed(sink.getvalue()))
     return pa.table({"county": pa.array(county[starts], pa.string()), "bucket": pa.array(bucket[starts]),
                      "part": pa.array([part] * len(starts), pa.string()),
-                     "households": pa.array(np.asarray(ends) - starts, pa.int64()),
+                     "households": pa.array(np.subtract(ends, starts), pa.int64()),
                      "payload": pa.array(payload, pa.binary())}, schema=out)
-
-
-def _codes(values):
-    """Each value's rank among the distinct values (text order)."""
-    import numpy as np
-
-    return np.unique(values, return_inverse=True)[1]
 
 
 def household_count(blocks) -> int:
@@ -324,16 +324,12 @@ def encode_person_blocks(persons, part: str):
                                                 axis=1))
     bucket = _buckets(pk)
     county = t.column("county").to_numpy(zero_copy_only=False)
-    n = len(bucket)
-    new = np.ones(n, dtype=bool)
-    new[1:] = (county[1:] != county[:-1]) | (bucket[1:] != bucket[:-1])
-    starts = np.flatnonzero(new)
-    ends = [*starts[1:].tolist(), n]
+    starts, ends = _runs(county, bucket)
     buf = pairs.tobytes()
     w = 2 * _KEY_BYTES
     return pa.table({"county": pa.array(county[starts], pa.string()), "bucket": pa.array(bucket[starts]),
                      "part": pa.array([part] * len(starts), pa.string()),
-                     "payload": pa.array([buf[a * w:b * w] for a, b in zip(starts.tolist(), ends, strict=True)],
+                     "payload": pa.array([buf[a * w:b * w] for a, b in zip(starts, ends, strict=True)],
                                          pa.binary())}, schema=out)
 
 
