@@ -73,12 +73,10 @@ def intake(request: Request, who: ApiKeyInfo, body: ClueIn, source: str) -> Clue
         key = keyed_hashes([body.household_id.strip()], ctx.id_key)[0]
     elif person_key is not None:
         key = hs.households_of(ctx.store, [person_key], county).get(person_key, (None, None))[0]
+    # a county's key finds its county's households only (another county's: as if unknown)
     row = hs.histories(ctx.store, [key], [county] if county is not None else None).get(key) if key else None
     if row is not None and not who.scope.covers(row["county"], row["township"]):
-        if county is not None and row["county"] != county:
-            row = None  # another county's household: not this key's to find (as if unknown)
-        else:
-            raise auth.Forbidden()
+        raise auth.Forbidden()
     scored, version = None, None
     if row is not None:
         place = (row["county"], row["township"], row["village"])

@@ -165,6 +165,11 @@ def test_unmatched_scopes_and_text(county):
     r = clue(county, "county", channel="群众反映", household_id=stranger, township=county["town"], village="新村")
     assert r.status_code == 200 and r.json()["outcome"] == "unmatched" and r.json()["warning_id"] is None
     assert r.json()["deadline"] == (local_date(NOW) + timedelta(days=15)).isoformat()
+    # a household of another county: a county's key does not find it (as if not in the ledger)
+    sc = county["scores"]
+    elsewhere = sc.index[sc["county"] != county["county"]][0]
+    r = clue(county, "county", channel="群众反映", household_id=elsewhere)
+    assert r.status_code == 422 and "县和乡镇" in r.json()["message_zh"]
     # a cadre of another township: not theirs
     hid = _unwarned(county, county["town"]).index[5]
     assert clue(county, "cadre_other", channel="干部排查", household_id=hid).status_code == 403
