@@ -221,10 +221,9 @@ def events(
     out = []
     if latest:
         keys = sorted(latest)
-        counties = {r["county"] for r in matched}
-        known = hs.histories(ctx.store, keys, counties)
+        known = hs.histories(ctx.store, keys, {r["county"] for r in matched})
         quarters = {k: fq.from_index(max(latest[k], fq.to_index(known[k]["quarter"]))) for k in keys}
-        for r in rescored(m, ctx, keys, quarters, counties=counties):
+        for r in rescored(m, ctx, keys, quarters, known):
             row = r.row
             item = {"household_id": row["household_id"], "quarter": r.quarter, "previous_level": row["level"],
                     "level": r.level, "probability": r.probability, "warning_id": None}

@@ -38,7 +38,7 @@ def _scored(request: Request, key: str, row: dict, received: date, channel: str)
     if m is None:
         raise ApiError(503, "model not loaded", "模型尚未加载，请稍后重试或联系管理员")
     q = fq.from_index(max(fq.to_index(row["quarter"]), fq.to_index(_quarter_of(received))))
-    (r,) = rescored(m, state.scoring, [key], {key: q}, explain="all", counties=[row["county"]])
+    (r,) = rescored(m, state.scoring, [key], {key: q}, {key: row}, explain="all")
     level = fc.warning_level(r.level if r.in_scope else None, channel, state.params)
     cand = r.record(level, state.params, state.clock()) if r.in_scope and level else None
     return Scored(in_scope=r.in_scope, level=r.level, probability=r.probability, reasons=r.reasons,

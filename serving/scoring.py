@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fangpin import quarters as fq
@@ -178,12 +178,12 @@ def results(m: LoadedModel, s, household_ids: Sequence[str], params) -> list[Hou
 
 
 def rescore(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
-            explain: str = "warnings", counties: Iterable[str] | None = None):
+            rows: dict[str, dict], explain: str = "warnings"):
     """Re-score households from their stored snapshot, history and every department event known
     (the ledger's and those received since), at ``quarters[key]`` (the stored quarter or a later
-    one, e.g. the quarter of a new event). ``counties``: where they are stored (None: look in
-    every county). Returns (stored rows, the model's result) in the order of ``household_keys``."""
-    rows = hs.histories(ctx.store, household_keys, counties)
+    one, e.g. the quarter of a new event). ``rows``: their stored rows, as the caller read them
+    (fangpin.store.history.histories). Returns (stored rows, the model's result) in the order of
+    ``household_keys``."""
     places = hs.contexts(ctx.store, [(rows[k]["county"], rows[k]["township"], rows[k]["village"])
                                      for k in household_keys])
     recs, hist, cont, stored = [], [], [], []
@@ -238,11 +238,11 @@ class Rescored:
 
 
 def rescored(m: LoadedModel, ctx: Context, household_keys: Sequence[str], quarters: dict[str, str],
-             explain: str = "warnings", counties: Iterable[str] | None = None) -> list[Rescored]:
+             rows: dict[str, dict], explain: str = "warnings") -> list[Rescored]:
     """:func:`rescore`, one :class:`Rescored` per household (in order): the one re-scoring path of
     ``POST /v1/events`` and ``POST /v1/clues`` (``explain="all"``: a clue's warning may come from its
     channel's floor, so its household gets reasons whatever the model's level)."""
-    rows, s = rescore(m, ctx, household_keys, quarters, explain, counties)
+    rows, s = rescore(m, ctx, household_keys, quarters, rows, explain)
     col = s.columns
     return [Rescored(key=k, row=row, quarter=quarters.get(k, row["quarter"]), in_scope=bool(col["in_scope"][i]),
                      level=_level(col["combined_level"][i]), probability=float(col["probability"][i]),
