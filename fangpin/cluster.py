@@ -35,6 +35,15 @@ ENV = "DASK_SCHEDULER_ADDRESS"
 Stage = Literal["synth", "ingest", "train", "score"]
 
 
+# The nanny starts each worker with glibc's MALLOC_TRIM_THRESHOLD_=65536 (Dask's default, to hand
+# freed memory back to the OS). Setting it also pins glibc's mmap threshold at 128 KiB: every
+# larger array (pandas, numpy, a chunk's columns) is then mapped and unmapped afresh, page faults
+# and zeroing each time. Unset, the scoring workers need ~10-20 % less CPU for ~100 MiB more peak
+# memory each (docs/benchmarks.md, "Workers without Dask's malloc trim"). A province's own
+# workers take the same setting from their Dask configuration (README, "One machine or a cluster").
+WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
 def scheduler_address(params: Params) -> str | None:
     """The address of the cluster to use, if any (``DASK_SCHEDULER_ADDRESS``, else params)."""
     return os.environ.get(ENV) or params.cluster.scheduler
@@ -164,6 +173,7 @@ def execution(params: Params, stage: Stage, size: int) -> Iterator[Executor]:
 @contextmanager
 def local_cluster(params: Params, workers: int | None = None):
     """A ``distributed.Client`` on a LocalCluster of this machine (closed on exit)."""
+    import dask
     from distributed import Client, LocalCluster
 
     c = params.cluster
@@ -171,8 +181,9 @@ def local_cluster(params: Params, workers: int | None = None):
     # LightGBM / OpenMP in a worker: one thread per worker thread, sleeping rather than spinning
     env = {"OMP_NUM_THREADS": str(c.threads_per_worker), "OMP_WAIT_POLICY": "PASSIVE"}
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    with LocalCluster(n_workers=n, threads_per_worker=c.threads_per_worker, processes=True,
-                      memory_limit=c.memory_limit, dashboard_address=c.dashboard or ":0", env=env,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    with dask.config.set(WORKER_MALLOC), \
+            LocalCluster(n_workers=n, threads_per_worker=c.threads_per_worker, processes=True,
+                         memory_limit=c.memory_limit, dashboard_address=c.dashboard or ":0", env=env,
+                         silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         log.info("LocalCluster: %d workers x %d threads", n, c.threads_per_worker)
         yield client

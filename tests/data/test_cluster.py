@@ -88,6 +88,8 @@ def test_local_cluster_of_two_processes_equals_the_in_process_path(export, tmp_p
         assert ex.workers == 2
         pids = set(client.run(os.getpid).values())
         assert len(pids) == 2 and os.getpid() not in pids  # two worker processes, not this one
+        # glibc's own malloc thresholds, not the nanny's trim default (fangpin.cluster.WORKER_MALLOC)
+        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
         there = _pipeline(export, tmp_path / "there", ex)
     # ingest: the same tables and report
     for t in ("households", "persons", "events"):
