@@ -48,7 +48,7 @@ def overhead(stage: str, workers: int) -> dict:
 
     p = load_params(REPO / "params.yaml")
     t0 = time.perf_counter()
-    with local_cluster(p, workers) as client:
+    with local_cluster(p, workers, stage=stage) as client:
         t_start = time.perf_counter() - t0
         imports = client.run(_import, MODULES[stage])
         client.submit(sum, [1, 2]).result()

@@ -100,7 +100,7 @@ def stage(name: str, workers: int, a) -> dict:
     out = Path(a.out)
     res: dict = {"stage": name, "workers": workers, "load_before": _load()}
     p = _params(workers, negative_sample=a.negative_sample)
-    with local_cluster(p, workers) as client:
+    with local_cluster(p, workers, stage=name) as client:
         ex = Executor(client)
         t0, cpu0, waits0 = time.perf_counter(), _cpu_seconds(), _machine_waits()
         if name == "synth":

@@ -36,12 +36,14 @@ Stage = Literal["synth", "ingest", "train", "score"]
 
 
 # The nanny starts each worker with glibc's MALLOC_TRIM_THRESHOLD_=65536 (Dask's default, to hand
-# freed memory back to the OS). Setting it also pins glibc's mmap threshold at 128 KiB: every
-# larger array (pandas, numpy, a chunk's columns) is then mapped and unmapped afresh, page faults
-# and zeroing each time. Unset, the scoring workers need ~10-20 % less CPU for ~100 MiB more peak
-# memory each (docs/benchmarks.md, "Workers without Dask's malloc trim"). A province's own
-# workers take the same setting from their Dask configuration (README, "One machine or a cluster").
-WORKER_MALLOC = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# freed memory back to the OS). Setting it also pins glibc's mmap threshold at 128 KiB, so every
+# larger array is mapped, faulted in and unmapped afresh. The stages here whose workers run with
+# glibc's own thresholds instead, as measured (docs/benchmarks.md, "Workers without Dask's malloc
+# trim"): scoring and ingest took 15-20 % less worker CPU for 4-9 % more peak memory; training
+# kept the same time for ~30 % more peak memory, so it keeps the trim (synth: not measured). A
+# province's workers take the setting from their own Dask configuration (README).
+UNTRIMMED: frozenset[str] = frozenset({"ingest", "score"})
+NO_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 def scheduler_address(params: Params) -> str | None:
@@ -166,13 +168,14 @@ def execution(params: Params, stage: Stage, size: int) -> Iterator[Executor]:
         log.info("%s: in this process (input %d < cluster.in_process_below.%s)", stage, size, stage)
         yield Executor(None)
         return
-    with local_cluster(params) as client:
+    with local_cluster(params, stage=stage) as client:
         yield Executor(client)
 
 
 @contextmanager
-def local_cluster(params: Params, workers: int | None = None):
-    """A ``distributed.Client`` on a LocalCluster of this machine (closed on exit)."""
+def local_cluster(params: Params, workers: int | None = None, stage: Stage | None = None):
+    """A ``distributed.Client`` on a LocalCluster of this machine (closed on exit), for the tasks
+    of ``stage`` (its workers' malloc settings: :data:`UNTRIMMED`)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -181,7 +184,7 @@ def local_cluster(params: Params, workers: int | None = None):
     # LightGBM / OpenMP in a worker: one thread per worker thread, sleeping rather than spinning
     env = {"OMP_NUM_THREADS": str(c.threads_per_worker), "OMP_WAIT_POLICY": "PASSIVE"}
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    with dask.config.set(WORKER_MALLOC), \
+    with dask.config.set(NO_TRIM if stage in UNTRIMMED else {}), \
             LocalCluster(n_workers=n, threads_per_worker=c.threads_per_worker, processes=True,
                          memory_limit=c.memory_limit, dashboard_address=c.dashboard or ":0", env=env,
                          silence_logs=logging.WARNING) as cluster, Client(cluster) as client:

@@ -83,13 +83,13 @@ def _warnings(res) -> pd.DataFrame:
 
 def test_local_cluster_of_two_processes_equals_the_in_process_path(export, tmp_path):
     here = _pipeline(export, tmp_path / "here", None)
-    with local_cluster(load_params(), workers=2) as client:
+    with local_cluster(load_params(), workers=2, stage="score") as client:
         ex = Executor(client)
         assert ex.workers == 2
         pids = set(client.run(os.getpid).values())
         assert len(pids) == 2 and os.getpid() not in pids  # two worker processes, not this one
-        # glibc's own malloc thresholds, not the nanny's trim default (fangpin.cluster.WORKER_MALLOC)
-        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+        # scoring's workers: glibc's own malloc thresholds, not the nanny's trim (fangpin.cluster.UNTRIMMED)
+        assert set(client.run(_trim_threshold).values()) == {None}
         there = _pipeline(export, tmp_path / "there", ex)
     # ingest: the same tables and report
     for t in ("households", "persons", "events"):
@@ -106,6 +106,18 @@ def test_local_cluster_of_two_processes_equals_the_in_process_path(export, tmp_p
     pd.testing.assert_frame_equal(_warnings(rh), _warnings(rt))
     assert [Path(b).name for b in rh.workbooks] == [Path(b).name for b in rt.workbooks] and rh.workbooks
     pd.testing.assert_frame_equal(pd.read_parquet(rh.scores_parquet), pd.read_parquet(rt.scores_parquet))
+
+
+def _trim_threshold():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.mark.parametrize("stage, trim", [("ingest", None), ("train", "65536")])
+def test_workers_malloc_trim_per_stage(stage, trim):
+    """Ingest and scoring run without Dask's malloc trim threshold (less CPU), training with it
+    (its memory): fangpin.cluster.UNTRIMMED."""
+    with local_cluster(load_params(), workers=1, stage=stage) as client:
+        assert set(client.run(_trim_threshold).values()) == {trim}
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> None:
