@@ -38,6 +38,7 @@ from fangpin.warnings import (
     VerificationError,
     WarningRecord,
     local_date,
+    max_level,
 )
 
 LEDGER_ACTOR = "全国系统台账"  # who a status change read back from an export is recorded as
@@ -54,11 +55,6 @@ def _dialect(conn):
     if conn.dialect.name not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"unsupported store dialect {conn.dialect.name}")
     return postgresql if conn.dialect.name == "postgresql" else sqlite
-
-
-def _more_urgent(a: str | None, b: str | None) -> str | None:
-    levels = [x for x in (a, b) if x in LEVEL_RANK]
-    return min(levels, key=LEVEL_RANK.__getitem__) if levels else None
 
 
 def _loop_defaults(warning_id: str, now: datetime, origin: str = fc.SCREENING) -> dict:
@@ -227,7 +223,7 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
     if c.source == "event" and scored is not None and scored.in_scope:
         # the level a department's event lifted the household to is its floor: the quarter's batch,
         # re-run from the export without that event, must not lower it (after_batch_write)
-        floor = _more_urgent(floor, scored.level)
+        floor = max_level((floor, scored.level))
     report = {"received_at": received.isoformat(), "received_by": c.received_by, "text": c.text,
               "channel": c.channel}
 
@@ -261,7 +257,7 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
             if w is not None:
                 outcome, warning_id = fc.JOINED, w["id"]
                 due = fc.verification_due(level or w["level"], c.channel, day, params) if level else w["deadline"]
-                new_level = _more_urgent(w["level"], level)
+                new_level = max_level((w["level"], level))
                 deadline = min(w["deadline"], due)
                 vals = {"deadline": deadline, "updated_at": now}
                 if new_level != w["level"]:
@@ -284,7 +280,7 @@ def record_clue(store, c: ClueIn, scored: Scored | None, params, now: datetime |
                 row = lp or _loop_defaults(w["id"], now, origin_of_run(w["run_id"]))
                 if c.channel not in row["channels"]:
                     row["channels"] = list(row["channels"]) + [c.channel]
-                row.update(clues=int(row["clues"]) + 1, floor_level=_more_urgent(row["floor_level"], floor),
+                row.update(clues=int(row["clues"]) + 1, floor_level=max_level((row["floor_level"], floor)),
                            return_risk=bool(row["return_risk"]) or rr, updated_at=now)
                 _put_loop(conn, row, lp is not None)
             elif level is None:
@@ -462,7 +458,7 @@ def after_batch_write(conn, quarter: str, model_version: str, run_id: str, now: 
         .where(WarningRow.quarter == quarter, WarningRow.model_version == model_version,
                WarningRow.run_id == run_id, WarningLoopRow.floor_level.is_not(None))).all()
     for wid, level, floor in floors:
-        lv = _more_urgent(level, floor)
+        lv = max_level((level, floor))
         if lv != level:
             conn.execute(update(WarningRow).where(WarningRow.id == wid).values(level=lv, level_rank=LEVEL_RANK[lv]))
     eliminated = (select(WarningRow.id)
