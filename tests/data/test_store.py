@@ -177,6 +177,12 @@ def test_person_blocks_migration_keeps_the_map_both_ways(db_url):
         upgrade(db_url)
         assert "household_persons" not in sa.inspect(eng).get_table_names()
         assert mapped() == rows
+        with eng.connect() as conn:  # the migration's own encoder writes what the application's does
+            stored = [tuple(r) for r in conn.execute(sa.text(
+                "SELECT county, bucket, part, payload FROM person_blocks ORDER BY county, bucket"))]
+        enc = hs.encode_person_blocks([{"person_key": p, "household_key": h, "county": c} for p, h, c in rows], "0")
+        assert stored == sorted(zip(*(enc.column(c).to_pylist() for c in ("county", "bucket", "part", "payload")),
+                                    strict=True))
         command.downgrade(alembic_config(db_url), "0007")
         assert old_rows() == rows and "person_blocks" not in sa.inspect(eng).get_table_names()
         upgrade(db_url)

@@ -19,15 +19,32 @@ branch_labels = None
 depends_on = None
 
 _MIGRATED = "0"  # the part of carried-over blocks (a county's blocks are read in part order)
+# The block format as this revision writes it, on its own (a migration must not follow later code):
+# per county and bucket (a person key's first 12 bits), the (person key, household key) pairs of
+# 16 bytes each, sorted by both keys.
+_BUCKET_BITS = 12
+_KEY_BYTES = 16
 
 
 def _counties(conn, table: str) -> list[str]:
     return list(conn.execute(sa.text(f"SELECT DISTINCT county FROM {table} ORDER BY county")).scalars())
 
 
-def upgrade() -> None:
-    from fangpin.store.history import encode_person_blocks
+def _blocks(county: str, rows) -> list[dict]:
+    """The person blocks of one county's (person key, household key) rows (keyed hashes)."""
+    pairs = sorted((bytes.fromhex(p), bytes.fromhex(h)) for p, h in rows)
+    out: dict[int, bytearray] = {}
+    for p, h in pairs:
+        out.setdefault(((p[0] << 8) | p[1]) >> (16 - _BUCKET_BITS), bytearray()).extend(p + h)
+    return [{"county": county, "bucket": b, "part": _MIGRATED, "payload": bytes(v)} for b, v in sorted(out.items())]
 
+
+def _pairs(payload: bytes) -> list[tuple[str, str]]:
+    w = 2 * _KEY_BYTES
+    return [(payload[i:i + _KEY_BYTES].hex(), payload[i + _KEY_BYTES:i + w].hex()) for i in range(0, len(payload), w)]
+
+
+def upgrade() -> None:
     op.create_table(
         "person_blocks",
         sa.Column("county", sa.String(64), nullable=False),
@@ -41,17 +58,15 @@ def upgrade() -> None:
     insert = sa.text("INSERT INTO person_blocks (county, bucket, part, payload) "
                      "VALUES (:county, :bucket, :part, :payload)")
     for county in _counties(conn, "household_persons"):
-        rows = conn.execute(sa.text("SELECT county, person_key, household_key FROM household_persons "
-                                    "WHERE county = :c"), {"c": county}).mappings().all()
-        blocks = encode_person_blocks([dict(r) for r in rows], _MIGRATED).to_pylist()
+        rows = conn.execute(sa.text("SELECT person_key, household_key FROM household_persons WHERE county = :c"),
+                            {"c": county}).all()
+        blocks = _blocks(county, rows)
         if blocks:
             conn.execute(insert, blocks)
     op.drop_table("household_persons")
 
 
 def downgrade() -> None:
-    from fangpin.store.history import decode_person_block
-
     op.create_table(
         "household_persons",
         sa.Column("county", sa.String(64), nullable=False),
@@ -67,7 +82,7 @@ def downgrade() -> None:
         blocks = conn.execute(sa.text("SELECT payload FROM person_blocks WHERE county = :c ORDER BY part, bucket"),
                               {"c": county}).scalars().all()
         rows = [{"county": county, "person_key": p, "household_key": h}
-                for b in blocks for p, h in decode_person_block(b)]
+                for b in blocks for p, h in _pairs(b)]
         if rows:
             conn.execute(insert, rows)
     op.drop_table("person_blocks")
