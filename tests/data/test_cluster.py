@@ -112,10 +112,10 @@ def _trim_threshold():
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
-@pytest.mark.parametrize("stage, trim", [("ingest", None), ("train", "65536")])
+@pytest.mark.parametrize("stage, trim", [("synth", None), ("ingest", None), ("train", "65536")])
 def test_workers_malloc_trim_per_stage(stage, trim):
-    """Ingest and scoring run without Dask's malloc trim threshold (less CPU), training with it
-    (its memory): fangpin.cluster.UNTRIMMED."""
+    """Synth, ingest and scoring run without Dask's malloc trim threshold (less CPU), training
+    with it (its memory): fangpin.cluster.UNTRIMMED."""
     with local_cluster(load_params(), workers=1, stage=stage) as client:
         assert set(client.run(_trim_threshold).values()) == {trim}
 
