@@ -39,7 +39,7 @@ Stage = Literal["synth", "ingest", "train", "score"]
 # freed memory back to the OS). Setting it also pins glibc's mmap threshold at 128 KiB, so every
 # larger array is mapped, faulted in and unmapped afresh. The stages here whose workers run with
 # glibc's own thresholds instead, as measured (docs/benchmarks.md, "Workers without Dask's malloc
-# trim"): synth took a third of the CPU, scoring and ingest ~10-20 % less, for 4-9 % more peak
+# trim"): synth took a third to a half of the CPU, scoring and ingest ~10-20 % less, for 4-9 % more peak
 # memory; training kept the same time for ~30 % more peak memory, so it keeps the trim. A
 # province's workers take the setting from their own Dask configuration (README).
 UNTRIMMED: frozenset[str] = frozenset({"synth", "ingest", "score"})

@@ -33,6 +33,8 @@ def _counties(conn, table: str) -> list[str]:
 def _blocks(county: str, rows) -> list[dict]:
     """The person blocks of one county's (person key, household key) rows (keyed hashes)."""
     pairs = sorted((bytes.fromhex(p), bytes.fromhex(h)) for p, h in rows)
+    if any(len(p) != _KEY_BYTES or len(h) != _KEY_BYTES for p, h in pairs):
+        raise ValueError(f"person map of {county}: a key is not a keyed hash of {2 * _KEY_BYTES} hexadecimal characters")
     out: dict[int, bytearray] = {}
     for p, h in pairs:
         out.setdefault(((p[0] << 8) | p[1]) >> (16 - _BUCKET_BITS), bytearray()).extend(p + h)
