@@ -30,7 +30,7 @@ from datetime import date, datetime
 from typing import Literal
 
 from fangpin.contract import CLUE_CHANNELS
-from fangpin.warnings import LEVEL_RANK, STATUS_INCLUDED, STATUS_OPEN, deadline, level_deadline
+from fangpin.warnings import STATUS_INCLUDED, STATUS_OPEN, deadline, level_deadline, max_level
 
 SELF_APPLICATION = "农户自主申报"
 CADRE = "干部排查"
@@ -89,8 +89,7 @@ def floor_of(channel: str, params) -> str | None:
 def warning_level(scored: str | None, channel: str, params) -> str | None:
     """The level of a clue's warning: the more urgent of the household's scored level and the
     channel's floor; None when neither gives one (no warning)."""
-    levels = [lvl for lvl in (scored, floor_of(channel, params)) if lvl in LEVEL_RANK]
-    return min(levels, key=LEVEL_RANK.__getitem__) if levels else None
+    return max_level((scored, floor_of(channel, params)))
 
 
 def verification_due(level: str, channel: str, received: date, params) -> date:
