@@ -36,6 +36,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -474,7 +475,7 @@ def line_array(years: np.ndarray, lines: Mapping[int, float]) -> np.ndarray:
 
 
 def _text(values):
-    """``values`` as an Arrow text array (missing → null), or False when they are not all text."""
+    """``values`` as an Arrow text array (missing → null), or None when they are not all text."""
     import pyarrow as pa
 
     if isinstance(values, pa.Array):
@@ -482,7 +483,7 @@ def _text(values):
     try:
         return pa.array(values, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return False
+        return None
 
 
 def text_positions(values, keys) -> np.ndarray | None:
@@ -492,7 +493,7 @@ def text_positions(values, keys) -> np.ndarray | None:
     import pyarrow.compute as pc
 
     v, k = _text(values), _text(keys)
-    if v is False or k is False:
+    if v is None or k is None:
         return None
     return pc.fill_null(pc.index_in(v, value_set=k), -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
@@ -503,8 +504,6 @@ class _Keys:
     def __init__(self, hid, q: np.ndarray):
         codes, uniq = _factorize(np.asarray(hid, dtype=object))
         self.uniq = uniq
-        self._index = None  # pd.Index(uniq), built on first use by a large lookup of ids not all text
-        self._text = None  # uniq as Arrow text, built on first use by a large lookup
         self.codes = np.asarray(codes, dtype=np.int64)
         self.key = self.codes * _QBITS + np.asarray(q, dtype=np.int64)
         self.order = np.argsort(self.key, kind="stable")
@@ -519,17 +518,20 @@ class _Keys:
         if len(hid) <= 64 and len(self.uniq) <= 64:  # a few posted households: a dict beats an Index
             pos = {u: i for i, u in enumerate(self.uniq)}
             return np.fromiter((pos.get(h, -1) for h in hid), dtype=np.int64, count=len(hid))
-        codes = self._text_codes(hid)
+        codes = text_positions(hid, self._uniq_text) if self._uniq_text is not None else None
         if codes is not None:
             return codes
-        if self._index is None:
-            self._index = pd.Index(self.uniq)
-        return np.asarray(self._index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
+        return np.asarray(self._uniq_index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
 
-    def _text_codes(self, hid) -> np.ndarray | None:
-        if self._text is None:
-            self._text = _text(self.uniq)
-        return text_positions(hid, self._text) if self._text is not False else None
+    @cached_property
+    def _uniq_text(self):
+        """``uniq`` as Arrow text (None: not all text), built on first use by a large lookup."""
+        return _text(self.uniq)
+
+    @cached_property
+    def _uniq_index(self) -> pd.Index:
+        """``uniq`` as a pandas Index, built on first use by a large lookup of ids not all text."""
+        return pd.Index(self.uniq)
 
     def find_codes(self, codes: np.ndarray, q: np.ndarray) -> np.ndarray:
         k = codes * _QBITS + np.asarray(q, dtype=np.int64)
@@ -1194,7 +1196,7 @@ def snapshot_table(frames: Frames, qidx: int, household_ids=None, event_quarters
         if not np.array_equal(hh["household_id"].astype(str).to_numpy(dtype=object), wanted):  # (batch: already so)
             hh = hh.set_index("household_id").loc[wanted.tolist()].reset_index()
     order = pd.Index(hh["household_id"].astype(str))
-    order_text = None if order.has_duplicates else (_text(order) or None)  # None: the pandas Index (duplicates: an error)
+    order_text = None if order.has_duplicates else _text(order)  # None: the pandas Index (duplicates: an error)
     h_fields = [c for c in contract.HOUSEHOLD_FIELDS if c in hh.columns]
     cols = dict(zip(h_fields, _arrow_columns(hh, h_fields), strict=True))
     persons = frames.persons
