@@ -518,9 +518,10 @@ class _Keys:
         if len(hid) <= 64 and len(self.uniq) <= 64:  # a few posted households: a dict beats an Index
             pos = {u: i for i, u in enumerate(self.uniq)}
             return np.fromiter((pos.get(h, -1) for h in hid), dtype=np.int64, count=len(hid))
-        codes = text_positions(hid, self._uniq_text) if self._uniq_text is not None else None
-        if codes is not None:
-            return codes
+        if self._uniq_text is not None:
+            codes = text_positions(hid, self._uniq_text)
+            if codes is not None:  # None: the ids looked up are not all text
+                return codes
         return np.asarray(self._uniq_index.get_indexer(np.asarray(hid, dtype=object)), dtype=np.int64)
 
     @cached_property
